@@ -1,0 +1,101 @@
+"""Canonical tensor roles: what a tensor *does*, independent of any family's spelling.
+
+Comparisons speak of `layer 7 / attn.q`, never of
+`model.layers.7.self_attn.q_proj`. A `CanonicalKey` is a role plus, where they
+apply, a layer index, an expert index and whether it is a weight or a bias.
+Canonical orientation is PyTorch `nn.Linear`'s: (out_features, in_features).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Roles outside the transformer blocks.
+GLOBAL_ROLES = {
+    "embed": "token embedding",
+    "pos_embed": "learned position embedding",
+    "type_embed": "token type embedding",
+    "embed_norm": "norm applied to the embeddings",
+    "final_norm": "final norm before the output head",
+    "lm_head": "output projection to the vocabulary",
+    "pooler": "pooler projection (encoders)",
+}
+
+# Roles inside block `layer`.
+LAYER_ROLES = {
+    "attn_norm": "norm before attention (input_layernorm)",
+    "mlp_norm": "norm before the MLP (pre-MLP / post_attention_layernorm in LLaMA)",
+    "post_attn_norm": "norm applied after attention (post-LN models, Gemma 2)",
+    "post_mlp_norm": "norm applied after the MLP (post-LN models, Gemma 2)",
+    "attn.q": "attention query projection",
+    "attn.k": "attention key projection",
+    "attn.v": "attention value projection",
+    "attn.o": "attention output projection",
+    "attn.q_norm": "per-head query norm",
+    "attn.k_norm": "per-head key norm",
+    "mlp.gate": "MLP gate projection (gated MLPs)",
+    "mlp.up": "MLP up projection",
+    "mlp.down": "MLP down projection",
+    "moe.router": "mixture-of-experts router",
+    "moe.shared_gate": "gate of the shared expert",
+    "shared_mlp.gate": "shared expert gate projection",
+    "shared_mlp.up": "shared expert up projection",
+    "shared_mlp.down": "shared expert down projection",
+}
+
+# Roles that also exist once per expert (`expert` index set).
+EXPERT_ROLES = {"mlp.gate", "mlp.up", "mlp.down"}
+
+ALL_ROLES = {**GLOBAL_ROLES, **LAYER_ROLES}
+
+# Order of roles within a block, used to list tensors and to break ties in inference.
+ROLE_ORDER = [
+    "embed", "pos_embed", "type_embed", "embed_norm",
+    "attn_norm", "attn.q", "attn.k", "attn.v", "attn.q_norm", "attn.k_norm", "attn.o", "post_attn_norm",
+    "mlp_norm", "moe.router", "mlp.gate", "mlp.up", "mlp.down",
+    "moe.shared_gate", "shared_mlp.gate", "shared_mlp.up", "shared_mlp.down", "post_mlp_norm",
+    "final_norm", "lm_head", "pooler",
+]
+
+
+@dataclass(frozen=True, order=True)
+class CanonicalKey:
+    """One canonical tensor: `layers.3.experts.1.mlp.up.weight`-style identity."""
+
+    role: str
+    layer: int | None = None
+    expert: int | None = None
+    param: str = "weight"  # "weight" or "bias"
+
+    def __post_init__(self):
+        if self.role not in ALL_ROLES:
+            raise ValueError(f"unknown role {self.role!r}")
+
+    @property
+    def name(self) -> str:
+        parts = []
+        if self.layer is not None:
+            parts.append(f"layers.{self.layer}")
+        if self.expert is not None:
+            parts.append(f"experts.{self.expert}")
+        parts.append(self.role)
+        parts.append(self.param)
+        return ".".join(parts)
+
+    @property
+    def label(self) -> str:
+        """Human form: `layer 7 / attn.q`, `layer 2 / expert 5 / mlp.up (bias)`."""
+        parts = []
+        if self.layer is not None:
+            parts.append(f"layer {self.layer}")
+        if self.expert is not None:
+            parts.append(f"expert {self.expert}")
+        parts.append(self.role + (" (bias)" if self.param == "bias" else ""))
+        return " / ".join(parts)
+
+    def sort_key(self) -> tuple:
+        in_block = self.layer is not None
+        position = ROLE_ORDER.index(self.role) if self.role in ROLE_ORDER else len(ROLE_ORDER)
+        group = 1 if in_block else (0 if position < ROLE_ORDER.index("attn_norm") else 2)
+        return (group, self.layer if in_block else -1, self.expert if self.expert is not None else -1,
+                position, self.param)

@@ -1,0 +1,42 @@
+"""One exception hierarchy for everything the tool reports to a user.
+
+Every message names the file (or path) and what was wrong with it, quoting the
+bad value, so that the command line can print it as one line and exit 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ProvenanceError(Exception):
+    """Base class: a problem the user can act on, reported without a traceback."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class UnreadablePathError(ProvenanceError):
+    """The path does not exist, is not readable, or is not a kind we know."""
+
+
+class CorruptFileError(ProvenanceError):
+    """The file's structure is invalid: truncated, bad header, bad offsets."""
+
+
+class UnsafeFileError(ProvenanceError):
+    """The file asks us to run code (a pickle global outside the allow-list)."""
+
+
+class UnsupportedError(ProvenanceError):
+    """A well-formed file using something this version cannot read."""
+
+
+class MissingShardError(ProvenanceError):
+    """An index names a shard file that is not there."""
+
+
+class ArchitectureError(ProvenanceError):
+    """The checkpoint's tensors cannot be mapped onto a known structure."""

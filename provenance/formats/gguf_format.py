@@ -1,0 +1,104 @@
+"""GGUF files (llama.cpp), read with the `gguf` package's reader and dequantizers.
+
+GGUF lists dimensions innermost first (ggml order); we report and return
+shapes in PyTorch order (outermost first), so a Q projection of a model with
+hidden size 576 is (576, 576) here as in the Hugging Face checkpoint. Every
+tensor is returned dequantized to float32.
+
+Layout differences that depend on the architecture (llama.cpp's row
+permutation of Q and K) are undone by the architecture layer, which knows the
+head counts; this module only reads bytes.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CorruptFileError, UnsupportedError
+from .base import TensorInfo, TensorSource
+
+# Metadata arrays longer than this are kept out of `metadata()` summaries.
+LARGE_ARRAY = 64
+
+
+def _field_value(field: Any) -> Any:
+    value = field.contents()
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+class GgufFile(TensorSource):
+    """One .gguf file."""
+
+    def __init__(self, path: Path):
+        super().__init__(Path(path))
+        self.format = "gguf"
+        from gguf import GGUFReader
+
+        try:
+            self._reader = GGUFReader(str(self.path), "r")
+        except (ValueError, IndexError, OSError, KeyError, TypeError, OverflowError, MemoryError) as exc:
+            first = (str(exc).strip().splitlines() or [repr(exc)])[0]
+            raise CorruptFileError(self.path, f"not a readable GGUF file: {first}") from exc
+        self._tensors = {t.name: t for t in self._reader.tensors}
+        self._infos = [
+            TensorInfo(name=t.name, shape=tuple(int(d) for d in reversed(t.shape.tolist())),
+                       dtype=t.tensor_type.name, nbytes=int(t.n_bytes), file=str(self.path))
+            for t in self._reader.tensors
+        ]
+        self._metadata: dict[str, Any] | None = None
+
+    def tensor_infos(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def metadata(self) -> dict[str, Any]:
+        """All key/value pairs (tokenizer arrays included), decoded to Python values."""
+        if self._metadata is None:
+            values: dict[str, Any] = {}
+            for key, field in self._reader.fields.items():
+                if key.startswith("GGUF."):
+                    continue
+                try:
+                    values[key] = _field_value(field)
+                except Exception as exc:  # a malformed field should not hide the others
+                    raise CorruptFileError(self.path, f"metadata key {key!r} cannot be decoded: {exc}") from exc
+            self._metadata = values
+        return self._metadata
+
+    def read_tensor(self, name: str) -> torch.Tensor:
+        from gguf.quants import dequantize
+
+        tensor = self._tensors[name]
+        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        try:
+            values = dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        except NotImplementedError as exc:
+            raise UnsupportedError(self.path, f"tensor {name!r}: quantization type {tensor.tensor_type.name} cannot be dequantized") from exc
+        except (ValueError, TypeError) as exc:
+            raise CorruptFileError(self.path, f"tensor {name!r} ({tensor.tensor_type.name}): {exc}") from exc
+        result = torch.from_numpy(np.array(values, dtype=np.float32).reshape(shape))
+        self._release_pages()
+        return result
+
+    def _release_pages(self) -> None:
+        """Drop this file's pages from our address space after each tensor.
+
+        The reader maps the whole file; without this, every page read during a
+        pass would stay resident and the process would hold the whole model.
+        """
+        mapped = getattr(self._reader.data, "_mmap", None)
+        if mapped is not None and hasattr(mapped, "madvise"):
+            try:
+                mapped.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        self._reader = None  # type: ignore[assignment]
+        self._tensors = {}

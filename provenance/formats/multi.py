@@ -1,0 +1,95 @@
+"""Several files read as one checkpoint: sharded safetensors or PyTorch bins.
+
+The index (`*.index.json`, {"weight_map": {tensor: shard}}) is validated
+before any shard is opened: every shard must exist inside the checkpoint's
+directory, and the index must agree with what the shards hold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import CorruptFileError, MissingShardError
+from .base import TensorInfo, TensorSource
+from .limits import read_json_limited, resolve_inside
+
+
+class MultiFileSource(TensorSource):
+    """A checkpoint spread over shards; each tensor is read from its own shard."""
+
+    def __init__(self, path: Path, shards: list[TensorSource], format: str, index_path: Path | None = None,
+                 weight_map: dict[str, str] | None = None):
+        super().__init__(Path(path))
+        self.format = format
+        self.shards = shards
+        self.index_path = index_path
+        self._owner: dict[str, TensorSource] = {}
+        self._infos: list[TensorInfo] = []
+        for shard in shards:
+            for info in shard.tensor_infos():
+                if info.name in self._owner:
+                    other = self._owner[info.name].path.name
+                    raise CorruptFileError(shard.path, f"tensor {info.name!r} is also stored in shard {other}")
+                self._owner[info.name] = shard
+                self._infos.append(info)
+        if weight_map is not None:
+            self._check_index(weight_map)
+
+    def _check_index(self, weight_map: dict[str, str]) -> None:
+        where = self.index_path or self.path
+        for name, shard_file in weight_map.items():
+            owner = self._owner.get(name)
+            if owner is None:
+                raise CorruptFileError(where, f"index names tensor {name!r} in {shard_file}, but that shard does not hold it")
+            if owner.path.name != Path(shard_file).name:
+                raise CorruptFileError(where, f"index puts tensor {name!r} in {shard_file}, but it is stored in {owner.path.name}")
+        missing = [name for name in self._owner if name not in weight_map]
+        if missing:
+            raise CorruptFileError(where, f"{len(missing)} stored tensors are not in the index, e.g. {missing[0]!r}")
+
+    def tensor_infos(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def read_tensor(self, name: str) -> torch.Tensor:
+        return self._owner[name].read_tensor(name)
+
+    def metadata(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for shard in self.shards:
+            merged.update(shard.metadata())
+        return merged
+
+    def files(self) -> list[Path]:
+        files = [shard.path for shard in self.shards]
+        return ([self.index_path] if self.index_path else []) + files
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+
+def open_sharded(index_path: Path, root: Path, open_shard: Callable[[Path], TensorSource], format: str) -> MultiFileSource:
+    """Open the shards an index names, refusing shards that are missing or outside `root`."""
+    index = read_json_limited(index_path, "index")
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CorruptFileError(index_path, "index has no 'weight_map' object mapping tensor names to shard files")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CorruptFileError(index_path, "'weight_map' must map tensor names (strings) to shard file names (strings)")
+    shard_names = list(dict.fromkeys(weight_map.values()))
+    shards = []
+    seen: dict[Path, str] = {}
+    for shard_name in shard_names:
+        shard_path = index_path.parent / shard_name
+        if not shard_path.exists():
+            raise MissingShardError(index_path, f"index names shard {shard_name!r}, which is not there")
+        resolved = resolve_inside(shard_path, root)
+        if resolved in seen:
+            raise CorruptFileError(index_path, f"shards {seen[resolved]!r} and {shard_name!r} are the same file")
+        seen[resolved] = shard_name
+        shards.append(open_shard(shard_path))
+    return MultiFileSource(index_path.parent, shards, format, index_path=index_path, weight_map=weight_map)
+

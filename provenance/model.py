@@ -1,0 +1,89 @@
+"""A checkpoint opened for auditing: files, architecture, canonical roles, streaming reads.
+
+`Checkpoint.open(path)` reads headers and side files only. Tensor data is read
+by `iter_canonical()`, one stored tensor at a time (a fused tensor is read once
+and all its parts are yielded before the next read), so memory stays at about
+the largest single tensor.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .architectures.descriptor import Architecture
+from .architectures.layouts import HeadLayout, apply_transform
+from .architectures.mapping import RoleAssignment, RoleMap, map_checkpoint
+from .architectures.roles import CanonicalKey
+from .formats import CheckpointFiles, TensorInfo, open_checkpoint_files
+
+
+@dataclass
+class Checkpoint:
+    files: CheckpointFiles
+    infos: list[TensorInfo]
+    roles: RoleMap
+    architecture: Architecture
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Checkpoint":
+        files = open_checkpoint_files(path)
+        try:
+            infos = files.source.tensor_infos()
+            metadata = files.source.metadata() if files.format == "gguf" else None
+            roles, architecture = map_checkpoint(infos, files.config, metadata, str(files.path))
+        except Exception:
+            files.close()
+            raise
+        return cls(files=files, infos=infos, roles=roles, architecture=architecture)
+
+    @property
+    def path(self) -> Path:
+        return self.files.path
+
+    @property
+    def format(self) -> str:
+        return self.files.format
+
+    def metadata(self) -> dict[str, Any]:
+        return self.files.source.metadata()
+
+    def _heads(self) -> HeadLayout:
+        arch = self.architecture
+        return HeadLayout(arch.num_heads, arch.num_kv_heads, arch.head_dim)
+
+    def iter_canonical(self) -> Iterator[tuple[RoleAssignment, torch.Tensor]]:
+        """Every canonical tensor with its values, reading each stored tensor once."""
+        by_source: dict[str, list[RoleAssignment]] = defaultdict(list)
+        for assignment in self.roles.assignments:
+            by_source[assignment.source].append(assignment)
+        heads = self._heads()
+        for info in self.infos:
+            wanted = by_source.get(info.name)
+            if not wanted:
+                continue
+            stored = self.files.source.read_tensor(info.name)
+            for assignment in wanted:
+                yield assignment, apply_transform(stored, assignment.transform, heads, info.file)
+            del stored
+
+    def read(self, key: CanonicalKey) -> torch.Tensor:
+        """One canonical tensor (reads its whole stored tensor)."""
+        for assignment in self.roles.assignments:
+            if assignment.key == key:
+                stored = self.files.source.read_tensor(assignment.source)
+                return apply_transform(stored, assignment.transform, self._heads(), str(self.path))
+        raise KeyError(key.name)
+
+    def close(self) -> None:
+        self.files.close()
+
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Renderers: terminal text and JSON (HTML and Markdown reports come with `audit`)."""
