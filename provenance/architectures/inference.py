@@ -159,19 +159,30 @@ def _assign_within(group: list[TensorInfo], candidates: tuple[str, ...], layer: 
     return results
 
 
+# A layer number is a whole name component: `blocks.7.wq`, `layer_7_q`, not `t007`.
+_COMPONENT_NUMBER = re.compile(r"(?:^|[._/-])(\d+)(?=$|[._/-])")
+
+
 def _by_layer_numbers(infos: list[TensorInfo]) -> dict[str, int] | None:
-    """Names that differ only in their first number are one tensor of consecutive layers."""
+    """Names that differ only in a number component are one tensor of consecutive layers.
+
+    A layer holds several tensors, so at least two such per-layer templates
+    must share the numbering before it is trusted.
+    """
     templates: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for info in infos:
-        numbers = re.findall(r"\d+", info.name)
-        if numbers:
-            templates[re.sub(r"\d+", "#", info.name, count=1)].append((int(numbers[0]), info.name))
-    layered = {}
+        found = _COMPONENT_NUMBER.search(info.name)
+        if found:
+            template = info.name[:found.start(1)] + "#" + info.name[found.end(1):]
+            templates[template].append((int(found.group(1)), info.name))
+    layered: dict[str, int] = {}
+    per_layer_templates = 0
     for members in templates.values():
         indices = sorted(index for index, _ in members)
         if len(members) >= 2 and indices == list(range(indices[0], indices[0] + len(indices))):
             layered.update({name: index for index, name in members})
-    if len(layered) < 2:
+            per_layer_templates += 1
+    if per_layer_templates < 2:
         return None
     first = min(layered.values())  # names may count layers from 1
     return {name: index - first for name, index in layered.items()}
