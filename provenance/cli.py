@@ -33,6 +33,31 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    from .fingerprint import build_fingerprint
+    from .model import Checkpoint
+
+    with Checkpoint.open(args.path) as checkpoint:
+        fingerprint = build_fingerprint(checkpoint)
+    out = fingerprint.save(args.output)
+    print(f"wrote {out} ({fingerprint.nbytes() / 1e6:.1f} MB of arrays, {len(fingerprint.tensors)} canonical tensors)",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_fingerprints
+    from .fingerprint.load import fingerprint_for
+    from .report.compare_json import comparison_to_json, render_comparison
+
+    candidate = fingerprint_for(args.candidate)
+    reference = fingerprint_for(args.reference)
+    result = compare_fingerprints(candidate, reference)
+    report = comparison_to_json(args.candidate, candidate, args.reference, reference, result)
+    print(json.dumps(report, indent=2) if args.json else render_comparison(report))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.")
     parser.add_argument("--version", action="version", version=f"provenance {__version__}")
@@ -44,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inspect.add_argument("--no-hash", action="store_true", help="skip the sha256 of each file (faster on large files)")
     inspect.set_defaults(handler=_cmd_inspect)
+
+    fingerprint = commands.add_parser("fingerprint", help="compute a checkpoint's fingerprint once, to compare many times")
+    fingerprint.add_argument("path", metavar="PATH")
+    fingerprint.add_argument("-o", "--output", required=True, metavar="OUT", help="fingerprint file to write (.safetensors)")
+    fingerprint.set_defaults(handler=_cmd_fingerprint)
+
+    compare = commands.add_parser("compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
+    compare.add_argument("candidate", metavar="CANDIDATE", help="checkpoint or fingerprint file")
+    compare.add_argument("reference", metavar="REFERENCE", help="checkpoint or fingerprint file")
+    compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
+    compare.set_defaults(handler=_cmd_compare)
     return parser
 
 

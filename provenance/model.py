@@ -56,13 +56,18 @@ class Checkpoint:
         arch = self.architecture
         return HeadLayout(arch.num_heads, arch.num_kv_heads, arch.head_dim)
 
-    def iter_canonical(self) -> Iterator[tuple[RoleAssignment, torch.Tensor]]:
-        """Every canonical tensor with its values, reading each stored tensor once."""
+    def iter_canonical(self, small_first: bool = False) -> Iterator[tuple[RoleAssignment, torch.Tensor]]:
+        """Every canonical tensor with its values, reading each stored tensor once.
+
+        With `small_first`, 1-D tensors (norms, biases) come before the rest, so
+        that a consumer can fold norm weights into the matrices that follow them.
+        """
         by_source: dict[str, list[RoleAssignment]] = defaultdict(list)
         for assignment in self.roles.assignments:
             by_source[assignment.source].append(assignment)
         heads = self._heads()
-        for info in self.infos:
+        infos = sorted(self.infos, key=lambda i: len(i.shape) > 1) if small_first else self.infos
+        for info in infos:
             wanted = by_source.get(info.name)
             if not wanted:
                 continue

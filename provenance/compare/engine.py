@@ -1,0 +1,278 @@
+"""Compare a candidate fingerprint with a reference fingerprint and reach a verdict.
+
+Decision rules (thresholds are fixed here, not tuned per case; the zoo
+benchmark measures them):
+- a layer is *matched* to a reference layer when its best Fisher-combined
+  p-value, Bonferroni-corrected for the number of reference layers it was
+  chosen from, is below 1e-6 (SIGNIFICANT);
+- weight evidence is *strong* when at least one signal reaches 1e-12 (STRONG)
+  and matched layers form a coherent map; anything between is *weak*, and weak
+  or conflicting evidence makes the tool abstain (no accusation);
+- `identical`: every candidate layer maps to the same reference layer with
+  relative differences below IDENTICAL_REL_ERROR (units matched first if they
+  were permuted), and the non-layer tensors agree as closely;
+- `assembled`: the map repeats or reorders reference layers, or some layers
+  match strongly while others match nothing (a second source);
+- `derived`: strong evidence otherwise (fine-tuning, quantization, noise,
+  pruning, vocabulary changes, merges, upcycling);
+- `same-architecture` / `unrelated`: no weight evidence, with or without a
+  matching architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..fingerprint import Fingerprint
+from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, layer_similarity, layer_view,
+                      std_curve_correlation, unit_matching, vocabulary_overlap)
+from .stats import bonferroni_log10p, fisher_log10p, format_p, p_from_log10
+
+SIGNIFICANT = -6.0
+STRONG = -12.0
+NULL_LIKE = -2.0
+ARCH_FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size",
+               "num_experts")
+
+
+@dataclass
+class Evidence:
+    signal: str
+    value: float
+    log10p: float | None
+    detail: str
+    decisive: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signal": self.signal, "value": round(float(self.value), 6),
+                "p_value": None if self.log10p is None else p_from_log10(self.log10p),
+                "log10_p": None if self.log10p is None else round(float(self.log10p), 2),
+                "detail": self.detail, "decisive": self.decisive}
+
+
+@dataclass
+class Comparison:
+    verdict: str
+    confidence: float
+    summary: str
+    evidence: list[Evidence]
+    layers: list[dict[str, Any]]
+    renamed: list[dict[str, Any]]
+    architecture_match: str
+    abstained: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
+    """`same-shapes`, `same-family` or `different`."""
+    same = all(cand.get(f) == ref.get(f) for f in ARCH_FIELDS)
+    if same:
+        return "same-shapes"
+    widths_equal = cand.get("hidden_size") == ref.get("hidden_size") and cand.get("intermediate_size") == ref.get("intermediate_size")
+    if cand.get("family") and cand.get("family") == ref.get("family") or widths_equal:
+        return "same-family"
+    return "different"
+
+
+def _layer_map(cand: Fingerprint, ref: Fingerprint):
+    cv, rv = layer_view(cand), layer_view(ref)
+    ls = layer_similarity(cv, rv)
+    rows = []
+    for i in range(cv.layers):
+        if ls.roles[i].max(initial=0) == 0:
+            rows.append({"candidate_layer": i, "reference_layer": None, "similarity": 0.0, "p_value": 1.0,
+                         "log10_p": 0.0, "roles": 0, "rel_error": None, "via": "none"})
+            continue
+        # Layers of one model correlate with each other (shared outlier dimensions in
+        # norms and folded matrices), so p-values of several pairs can saturate: the
+        # best partner is the most similar one, and its p-value is then reported.
+        j = int(np.argmax(np.where(ls.roles[i] > 0, ls.similarity[i], -np.inf)))
+        corrected = bonferroni_log10p(float(ls.log10p[i, j]), rv.layers)
+        rows.append({"candidate_layer": i, "reference_layer": j if corrected < SIGNIFICANT else None,
+                     "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
+                     "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
+                     "roles": int(ls.roles[i, j]), "rel_error": float(ls.rel_error[i, j]),
+                     "rel_error_outside_mlp": float(ls.rel_error_outside_mlp[i, j]), "via": "sketch"})
+    return rows, rv.layers
+
+
+def _try_unit_matching(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> list:
+    """For layers with no direct match, test whether MLP units were permuted."""
+    results = []
+    ref_layers = int(ref.architecture.get("num_layers") or 0)
+    for row in rows:
+        if row["reference_layer"] is not None:
+            continue
+        i = row["candidate_layer"]
+        target = row.get("best_reference_layer")
+        tried = [target] if target is not None else []
+        if i < ref_layers and i not in tried:
+            tried.append(i)
+        best = None
+        for j in tried:
+            match = unit_matching(cand, ref, i, j)
+            if match and (best is None or match.log10p < best.log10p):
+                best = match
+        if best is not None:
+            corrected = bonferroni_log10p(best.log10p, len(tried))
+            results.append(best)
+            if corrected < SIGNIFICANT:
+                row.update({"reference_layer": best.layer_r, "similarity": round(best.correlation, 4),
+                            "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
+                            "rel_error": best.rel_error, "via": "matched MLP units (permuted)"})
+    return results
+
+
+def _check_permuted_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> None:
+    """A layer matched through attention whose MLP differs may only have its units permuted."""
+    for row in rows:
+        if row["reference_layer"] is None or row["via"] != "sketch" or row["rel_error"] < IDENTICAL_REL_ERROR:
+            continue
+        if row["rel_error_outside_mlp"] >= IDENTICAL_REL_ERROR:
+            continue
+        match = unit_matching(cand, ref, row["candidate_layer"], row["reference_layer"])
+        if match is not None and match.rel_error < IDENTICAL_REL_ERROR:
+            row["rel_error"] = max(row["rel_error_outside_mlp"], match.rel_error)
+            row["via"] = "sketch; MLP units matched (permuted)"
+
+
+def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
+    arch_c, arch_r = cand.architecture, ref.architecture
+    match_kind = architecture_match(arch_c, arch_r)
+    evidence: list[Evidence] = []
+    notes: list[str] = []
+
+    # Exact content: a tensor bit-equal (as float32) to a reference tensor, under any name.
+    ref_hashes: dict[str, str] = {r["sha256"]: k for k, r in ref.tensors.items() if r.get("stats", {}).get("numel", 0) > 64}
+    exact = [(k, ref_hashes[r["sha256"]]) for k, r in cand.tensors.items() if r["sha256"] in ref_hashes]
+    big_cand = [k for k, r in cand.tensors.items() if r.get("stats", {}).get("numel", 0) > 64]
+    big_ref = [k for k, r in ref.tensors.items() if r.get("stats", {}).get("numel", 0) > 64]
+    if exact:
+        evidence.append(Evidence("exact tensor hashes", len(exact) / max(len(big_cand), 1), None,
+                                 f"{len(exact)} of {len(big_cand)} candidate tensors are bit-identical (as float32) to reference tensors"))
+
+    rows, ref_layer_count = _layer_map(cand, ref)
+    units = _try_unit_matching(cand, ref, rows)
+    _check_permuted_units(cand, ref, rows)
+    matched = [r for r in rows if r["reference_layer"] is not None]
+    per_layer_logp = [r["log10_p"] for r in rows if r["roles"] or r["via"] != "none"]
+    if rows:
+        best = min(rows, key=lambda r: r["log10_p"])
+        evidence.append(Evidence(
+            "layer weights (sketch correlation, norms folded)", best["similarity"], fisher_log10p(per_layer_logp) if per_layer_logp else 0.0,
+            f"{len(matched)} of {len(rows)} candidate layers match a reference layer at p < 1e-6 "
+            f"(Fisher over roles per layer, Bonferroni over {ref_layer_count} reference layers); strongest {format_p(best['log10_p'])}"))
+    for unit in units:
+        if unit.log10p < SIGNIFICANT:
+            evidence.append(Evidence(
+                "MLP unit matching (permutation-invariant)", unit.correlation, unit.log10p,
+                f"candidate layer {unit.layer_c} vs reference layer {unit.layer_r}: {unit.units} units matched on 16 projections, "
+                f"held-out correlation {unit.correlation:.3f}, {format_p(unit.log10p)}"))
+    globals_ = global_tensors(cand, ref)
+    for g in globals_:
+        evidence.append(Evidence(f"{g.name} (by id)", g.correlation, g.log10p,
+                                 f"correlation of {g.n} sampled values, {format_p(g.log10p)}"))
+    anchors = anchor_embeddings(cand, ref)
+    if anchors is not None:
+        evidence.append(Evidence("embedding by token string", anchors.correlation, anchors.log10p,
+                                 f"{anchors.name}: correlation {anchors.correlation:.3f}, {format_p(anchors.log10p)}"))
+    std_r = std_curve_correlation(cand, ref)
+    if std_r is not None:
+        evidence.append(Evidence("per-layer std curve (screening only)", std_r, None,
+                                 "correlation of attention-matrix std across layers; independent models reach 0.9, so this never decides",
+                                 decisive=False))
+    overlap = vocabulary_overlap(cand, ref)
+    if overlap is not None:
+        evidence.append(Evidence("vocabulary overlap (screening only)", overlap, None,
+                                 "estimated Jaccard of the token-string sets; independent models often share tokenizers", decisive=False))
+
+    decisive = [e.log10p for e in evidence if e.decisive and e.log10p is not None]
+    strongest = min(decisive, default=0.0)
+    # Bit-identical everywhere, each tensor in its own place: the same model renamed.
+    exact_all = (bool(big_cand) and len(exact) == len(big_cand) == len(big_ref)
+                 and all(c == r for c, r in exact))
+
+    verdict, confidence, abstained, summary = _decide(rows, matched, globals_, anchors, units, strongest, exact_all,
+                                                      match_kind, arch_c, arch_r, notes)
+    renamed = _renamed(cand, ref) if verdict in ("identical", "derived", "assembled") else []
+    return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes)
+
+
+def _monotone(refs: list[int]) -> bool:
+    return all(b > a for a, b in zip(refs, refs[1:]))
+
+
+def _decide(rows, matched, globals_, anchors, units, strongest, exact_all, match_kind, arch_c, arch_r, notes):
+    n = len(rows)
+    weight_signals = [r["log10_p"] for r in rows] + [g.log10p for g in globals_] + ([anchors.log10p] if anchors else [])
+    if exact_all:
+        return "identical", 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
+    if strongest > SIGNIFICANT:
+        if strongest < NULL_LIKE:
+            notes.append(f"weakest-possible accusation withheld: the strongest signal only reaches {format_p(strongest)}")
+        confidence = 0.9 if strongest > NULL_LIKE else 0.6
+        abstained = strongest <= NULL_LIKE
+        if match_kind != "different":
+            return ("same-architecture", confidence, abstained,
+                    "the architecture matches the reference but no weight signal departs from independence")
+        return "unrelated", confidence, abstained, "neither the architecture nor the weights match the reference"
+
+    refs = [r["reference_layer"] for r in matched]
+    strong_layers = [r for r in rows if r["log10_p"] < STRONG]
+    null_layers = [r for r in rows if r["log10_p"] > NULL_LIKE and r["roles"]]
+    repeated = len(set(refs)) < len(refs)
+    if n and matched and (repeated or not _monotone(refs)):
+        kind = "repeats" if repeated else "reorders"
+        return ("assembled", _confidence(strongest, len(matched), n), False,
+                f"the candidate's layers {kind} reference layers (layer map: {_map_text(rows)})")
+    if strong_layers and null_layers:
+        return ("assembled", _confidence(strongest, len(strong_layers), n), False,
+                f"{len(strong_layers)} layers come from the reference, {len(null_layers)} show no relation to it: a second source")
+    if n and 0 < len(matched) < n and not null_layers:
+        notes.append(f"{n - len(matched)} layers are only weakly related; they may be heavily modified")
+    if not matched and strongest < STRONG:
+        # Non-layer tensors match (embedding, head) but no block does: shared ancestor or transplanted embeddings.
+        return ("derived", _confidence(strongest, 0, max(n, 1)) * 0.8, False,
+                "non-layer tensors (embedding or head) descend from the reference though no block matches")
+    if strongest > STRONG or (n and len(matched) < max(1, n // 2)):
+        notes.append("evidence is significant but too weak or too sparse to accuse; abstaining")
+        verdict = "same-architecture" if match_kind != "different" else "unrelated"
+        return verdict, 0.3, True, "weight signals are weak or conflicting: the tool abstains rather than accuse"
+
+    identical = (len(matched) == n == int(arch_r.get("num_layers") or -1)
+                 and all(r["reference_layer"] == r["candidate_layer"] for r in matched)
+                 and all(r["rel_error"] is not None and r["rel_error"] < IDENTICAL_REL_ERROR for r in matched)
+                 and all(g.rel_error < IDENTICAL_REL_ERROR for g in globals_)
+                 and arch_c.get("vocab_size") == arch_r.get("vocab_size"))
+    if identical:
+        permuted = any("permuted" in r["via"] for r in matched)
+        how = "after matching permuted MLP units, " if permuted else ""
+        return ("identical", 0.99, False,
+                f"{how}every layer equals the reference layer up to rounding (relative difference < {IDENTICAL_REL_ERROR})")
+    pruned = n < int(arch_r.get("num_layers") or 0)
+    what = "a layer-pruned copy of" if pruned else "descended from"
+    return ("derived", _confidence(strongest, len(matched), n), False,
+            f"the weights are {what} the reference ({len(matched)}/{n} layers matched, strongest {format_p(strongest)})")
+
+
+def _confidence(strongest: float, agreeing: int, total: int) -> float:
+    strength = min(1.0, -strongest / 50.0)
+    share = agreeing / total if total else 1.0
+    return round(0.5 + 0.5 * strength * max(share, 0.5), 3)
+
+
+def _map_text(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['candidate_layer']}->{'?' if r['reference_layer'] is None else r['reference_layer']}" for r in rows[:40])
+
+
+def _renamed(cand: Fingerprint, ref: Fingerprint) -> list[dict[str, Any]]:
+    found = []
+    for key, record in cand.tensors.items():
+        other = ref.tensors.get(key)
+        if other and other.get("source") and record.get("source") and other["source"] != record["source"]:
+            found.append({"candidate": record["source"], "reference": other["source"], "role": key})
+    return found

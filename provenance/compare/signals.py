@@ -1,0 +1,251 @@
+"""The measurements a comparison is made of, each returned with its null-hypothesis p-value.
+
+- `layer_similarity`: for every candidate layer i and reference layer j, the
+  correlation of the sketches of each shared role (norm weights folded into
+  the matrices that follow them, so rescaling between a norm and the next
+  linear layer changes nothing), combined over roles with Fisher's method;
+- `unit_matching`: MLP units matched on half of their signature projections,
+  then tested on the other half, which survives any permutation of units
+  (the idea of Zhu et al., "Independence Tests for Language Models", 2025,
+  with a held-out test in place of their Spearman statistic);
+- `anchor_embeddings`: embedding rows of tokens shared by *string*;
+- `global_tensors`: embedding, output head, final norm and other non-layer tensors;
+- screening-only signals (per-layer std curves, vocabulary overlap) that are
+  reported but never decide a verdict.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..fingerprint import Fingerprint
+from ..fingerprint.sketch import sketch_positions
+from .stats import LOG10P_FLOOR, correlation_matrix, pearson, pearson_log10p, standardise
+
+# The norm that scales the input of each role (pre-norm transformers).
+PRECEDING_NORM = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
+                  "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
+FOLDED_NORMS = set(PRECEDING_NORM.values())
+LAYER_KEY = re.compile(r"^layers\.(\d+)\.(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
+IDENTICAL_REL_ERROR = 0.004  # below the ~0.006 of 8-bit quantization, above bf16/fp16 rounding (<= 0.0025)
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """Sketch rows of one fingerprint grouped as layer -> role -> values."""
+
+    layers: int
+    sketches: dict[tuple[int, str], np.ndarray]
+    shapes: dict[tuple[int, str], tuple[int, ...]]
+
+
+def _norm_scale(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarray | None:
+    values = fp.array(f"sketch/layers.{layer}.{norm_role}.weight")
+    if values is None:
+        return None
+    return values + 1.0 if fp.architecture.get("norm_type") == "rmsnorm_plus_one" else values
+
+
+def layer_view(fp: Fingerprint) -> LayerView:
+    sketches, shapes = {}, {}
+    layers = 0
+    for key, record in fp.tensors.items():
+        match = LAYER_KEY.match(key)
+        if not match:
+            continue
+        layer, expert, role, param = int(match[1]), match[2], match[3], match[4]
+        if expert is not None and expert != "0":
+            continue  # expert 0 stands for the layer's experts
+        name = role if param == "weight" else f"{role}.bias"
+        values = fp.array(f"sketch/{key}")
+        if values is None:
+            continue
+        shape = tuple(record["shape"])
+        values = values.astype(np.float64)
+        norm_role = PRECEDING_NORM.get(role)
+        if norm_role and param == "weight" and len(shape) == 2:
+            scale = _norm_scale(fp, layer, norm_role)
+            if scale is not None and scale.shape[0] == shape[1]:
+                columns = sketch_positions(shape) % shape[1]
+                values = values * scale[columns]
+        sketches[(layer, name)] = values
+        shapes[(layer, name)] = shape
+        layers = max(layers, layer + 1)
+    return LayerView(layers, sketches, shapes)
+
+
+@dataclass(frozen=True)
+class LayerSimilarity:
+    similarity: np.ndarray  # (Lc, Lr) mean correlation over shared roles
+    log10p: np.ndarray  # (Lc, Lr) Fisher-combined one-sided log10 p
+    roles: np.ndarray  # (Lc, Lr) number of roles compared
+    rel_error: np.ndarray  # (Lc, Lr) largest relative difference over roles (same-layer identity check)
+    rel_error_outside_mlp: np.ndarray  # the same without MLP roles, whose units may be permuted
+
+
+def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
+    from scipy import stats as st
+
+    lc, lr = cand.layers, ref.layers
+    sim = np.zeros((lc, lr))
+    sum_log = np.zeros((lc, lr))
+    count = np.zeros((lc, lr), dtype=int)
+    rel = np.full((lc, lr), -np.inf)
+    rel_outside = np.full((lc, lr), -np.inf)
+    roles = sorted({name for _, name in cand.sketches} & {name for _, name in ref.sketches})
+    # A norm folded into the matrices after it is compared through them: rescaling
+    # between the two is function-preserving, so the norm alone may differ.
+    folded_norms_compared = any(r in roles for r in PRECEDING_NORM)
+    for role in roles:
+        c_layers = [i for i in range(lc) if (i, role) in cand.sketches]
+        r_layers = [j for j in range(lr) if (j, role) in ref.sketches]
+        shape_groups: dict[tuple, tuple[list[int], list[int]]] = {}
+        for i in c_layers:
+            shape_groups.setdefault(cand.shapes[(i, role)], ([], []))[0].append(i)
+        for j in r_layers:
+            if ref.shapes[(j, role)] in shape_groups:
+                shape_groups[ref.shapes[(j, role)]][1].append(j)
+        for shape, (ci, rj) in shape_groups.items():
+            if not ci or not rj:
+                continue
+            a = np.stack([cand.sketches[(i, role)] for i in ci])
+            b = np.stack([ref.sketches[(j, role)] for j in rj])
+            r = correlation_matrix(a, b)
+            n = a.shape[1]
+            logp = pearson_log10p(r, n)
+            diff = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1) / np.maximum(np.linalg.norm(b, axis=-1)[None, :], 1e-30)
+            for x, i in enumerate(ci):
+                for y, j in enumerate(rj):
+                    sim[i, j] += r[x, y]
+                    sum_log[i, j] += logp[x, y]
+                    count[i, j] += 1
+                    if role not in FOLDED_NORMS or not folded_norms_compared:
+                        rel[i, j] = max(rel[i, j], diff[x, y])
+                    if not role.startswith("mlp."):
+                        rel_outside[i, j] = max(rel_outside[i, j], diff[x, y])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_sim = np.where(count > 0, sim / np.maximum(count, 1), 0.0)
+    statistic = -2.0 * np.log(10.0) * sum_log
+    log10p = np.where(count > 0, st.chi2.logsf(statistic, 2 * np.maximum(count, 1)) / np.log(10.0), 0.0)
+    log10p = np.maximum(log10p, LOG10P_FLOOR)
+    rel[~np.isfinite(rel)] = np.inf
+    rel_outside[~np.isfinite(rel_outside)] = 0.0
+    return LayerSimilarity(mean_sim, log10p, count, rel, rel_outside)
+
+
+@dataclass(frozen=True)
+class UnitMatch:
+    layer_c: int
+    layer_r: int
+    correlation: float  # held-out correlation of matched units
+    log10p: float
+    units: int
+    rel_error: float  # relative difference of matched signatures (identity check)
+
+
+def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str = "mlp.up",
+                  sample: int = 256) -> UnitMatch | None:
+    """Match MLP units on the first half of the projections, test on the second half.
+
+    Under the null (independent weights), the held-out projections of the
+    matched pairs are independent, so their Pearson correlation has the usual
+    null distribution whatever the matching did.
+    """
+    a = cand.array(f"units/{layer_c}/{role}")
+    b = ref.array(f"units/{layer_r}/{role}")
+    if a is None or b is None or a.shape[1] != b.shape[1] or a.shape[1] < 4:
+        return None
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    half = a.shape[1] // 2
+    rng = np.random.default_rng(layer_c * 7919 + layer_r)
+    chosen = rng.choice(a.shape[0], size=min(sample, a.shape[0]), replace=False)
+    match_a = standardise(a[chosen, :half])
+    match_b = standardise(b[:, :half])
+    partner = np.argmax(match_a @ match_b.T, axis=1)
+    held_a = a[chosen, half:].reshape(-1)
+    held_b = b[partner, half:].reshape(-1)
+    r = pearson(held_a, held_b)
+    n = held_a.size
+    rel = float(np.linalg.norm(a[chosen] - b[partner]) / max(np.linalg.norm(b[partner]), 1e-30))
+    return UnitMatch(layer_c, layer_r, r, float(pearson_log10p(r, n)), len(chosen), rel)
+
+
+@dataclass(frozen=True)
+class TensorSignal:
+    name: str
+    correlation: float
+    log10p: float
+    n: int
+    rel_error: float
+
+
+def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
+    """Non-layer tensors with equal keys and shapes (embedding by id, head, final norm ...)."""
+    found = []
+    for key, record in cand.tensors.items():
+        if key.startswith("layers."):
+            continue
+        other = ref.tensors.get(key)
+        if other is None or other["shape"] != record["shape"]:
+            continue
+        x, y = cand.array(f"sketch/{key}"), ref.array(f"sketch/{key}")
+        if x is None or y is None or x.size < 4:
+            continue
+        r = pearson(x, y)
+        rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+        found.append(TensorSignal(key, r, float(pearson_log10p(r, x.size)), x.size, rel))
+    return found
+
+
+def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = "embed") -> TensorSignal | None:
+    """Embedding rows of anchor tokens present in both vocabularies, aligned by string."""
+    cv, rv = cand.meta.get("vocabulary"), ref.meta.get("vocabulary")
+    a, b = cand.array(f"anchors/{role}"), ref.array(f"anchors/{role}")
+    if not cv or not rv or a is None or b is None or a.shape[1] != b.shape[1]:
+        return None
+    c_index = {t: i for i, t in enumerate(cv["anchor_tokens"][: a.shape[0]])}
+    r_index = {t: i for i, t in enumerate(rv["anchor_tokens"][: b.shape[0]])}
+    shared = [t for t in c_index if t in r_index]
+    if len(shared) < 8:
+        return None
+    x = a[[c_index[t] for t in shared]].astype(np.float64).reshape(-1)
+    y = b[[r_index[t] for t in shared]].astype(np.float64).reshape(-1)
+    r = pearson(x, y)
+    rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+    return TensorSignal(f"{role} rows of {len(shared)} anchor tokens shared by string", r,
+                        float(pearson_log10p(r, x.size)), x.size, rel)
+
+
+def std_curve_correlation(cand: Fingerprint, ref: Fingerprint) -> float | None:
+    """Correlation of per-layer std of attention matrices: a screening signal only.
+
+    Independent models reach 0.9 on this (the Pangu/Qwen dispute), so it is
+    reported for context and never used to decide.
+    """
+    def curve(fp: Fingerprint) -> list[float]:
+        values = []
+        for layer in range(int(fp.architecture.get("num_layers") or 0)):
+            stds = [fp.tensors.get(f"layers.{layer}.{role}.weight", {}).get("stats", {}).get("std")
+                    for role in ("attn.q", "attn.k", "attn.v", "attn.o")]
+            if all(isinstance(s, float) for s in stds):
+                values.extend(stds)
+        return values
+
+    a, b = curve(cand), curve(ref)
+    if len(a) != len(b) or len(a) < 8:
+        return None
+    return pearson(np.asarray(a), np.asarray(b))
+
+
+def vocabulary_overlap(cand: Fingerprint, ref: Fingerprint) -> float | None:
+    """Estimated Jaccard similarity of the two vocabularies (MinHash): screening only."""
+    cv, rv = cand.meta.get("vocabulary"), ref.meta.get("vocabulary")
+    if not cv or not rv or not cv.get("minhash") or not rv.get("minhash"):
+        return None
+    a, b = np.asarray(cv["minhash"], dtype=object), np.asarray(rv["minhash"], dtype=object)
+    size = min(len(a), len(b))
+    return float(np.mean([a[i] == b[i] for i in range(size)]))

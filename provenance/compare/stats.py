@@ -1,0 +1,69 @@
+"""Statistics with their nulls: correlation tests, p-value combination, all in log space.
+
+p-values of derived models underflow a float (1e-300 and below), so tests
+return log10 p computed from the distributions' log survival functions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+LN10 = math.log(10.0)
+LOG10P_FLOOR = -1000.0  # far below anything a decision uses; keeps JSON finite
+
+
+def pearson_log10p(r: np.ndarray | float, n: int) -> np.ndarray:
+    """One-sided log10 p of Pearson r > 0 for n independent pairs (exact under normality).
+
+    Under the null of independent vectors, t = r sqrt((n-2)/(1-r^2)) follows
+    Student's t with n-2 degrees of freedom.
+    """
+    r = np.clip(np.asarray(r, dtype=np.float64), -0.999999999999, 0.999999999999)
+    if n < 4:
+        return np.zeros_like(r)
+    t = r * np.sqrt((n - 2) / (1.0 - r * r))
+    return np.maximum(stats.t.logsf(t, n - 2) / LN10, LOG10P_FLOOR)
+
+
+def standardise(rows: np.ndarray) -> np.ndarray:
+    """Centre and scale each row to unit norm (rows of zeros stay zero)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    centred = rows - rows.mean(axis=-1, keepdims=True)
+    norms = np.linalg.norm(centred, axis=-1, keepdims=True)
+    return np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+
+
+def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation between every row of a and every row of b."""
+    return standardise(a) @ standardise(b).T
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    return float(correlation_matrix(x[None, :], y[None, :])[0, 0])
+
+
+def fisher_log10p(log10ps: list[float] | np.ndarray) -> float:
+    """Fisher's method on log10 p-values: -2 sum ln p ~ chi2(2k) under independent nulls."""
+    values = np.asarray(log10ps, dtype=np.float64)
+    if values.size == 0:
+        return 0.0
+    statistic = -2.0 * LN10 * values.sum()
+    return float(max(stats.chi2.logsf(statistic, 2 * values.size) / LN10, LOG10P_FLOOR))
+
+
+def bonferroni_log10p(log10p: float, tests: int) -> float:
+    return min(0.0, log10p + math.log10(max(tests, 1)))
+
+
+def p_from_log10(log10p: float) -> float:
+    return 10.0 ** log10p if log10p > -320 else 0.0
+
+
+def format_p(log10p: float) -> str:
+    if log10p < -300:
+        return "p < 1e-300"
+    p = 10.0 ** log10p
+    return f"p = {p:.2g}" if p >= 1e-4 else f"p = 1e{log10p:.0f}"

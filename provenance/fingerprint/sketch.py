@@ -1,0 +1,81 @@
+"""Deterministic samples and summary statistics of one tensor.
+
+Positions are drawn from a generator seeded by the tensor's *shape* only, so
+two models with tensors of one shape sample the same positions and their
+samples can be correlated directly. Projections for per-unit signatures are
+seeded by the input width the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+
+SKETCH_SIZE = 2048  # values kept per 2-D tensor
+FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
+UNIT_PROJECTIONS = 32  # projections per MLP unit signature (half to match, half to test)
+STATS_CHUNK = 1 << 24
+
+
+def _seed(label: str) -> int:
+    return int.from_bytes(hashlib.sha256(label.encode()).digest()[:8], "little")
+
+
+def sketch_positions(shape: tuple[int, ...]) -> np.ndarray:
+    """Flat indices sampled for tensors of this shape (sorted, without repeats)."""
+    numel = int(np.prod(shape)) if shape else 1
+    if len(shape) == 1 and numel <= FULL_VECTOR_LIMIT or numel <= SKETCH_SIZE:
+        return np.arange(numel, dtype=np.int64)
+    rng = np.random.default_rng(_seed(f"sketch:{tuple(shape)}"))
+    return np.sort(rng.choice(numel, size=SKETCH_SIZE, replace=False)).astype(np.int64)
+
+
+def projection(width: int, count: int = UNIT_PROJECTIONS) -> torch.Tensor:
+    """A fixed (width x count) matrix with orthonormal columns, shared by every model of this width.
+
+    Orthonormal columns keep a row's projections on different columns
+    uncorrelated, which the held-out unit-matching test relies on.
+    """
+    rng = np.random.default_rng(_seed(f"projection:{width}:{count}"))
+    gaussian = rng.standard_normal((width, min(count, width)))
+    q, r = np.linalg.qr(gaussian)
+    q = q * np.sign(np.diag(r))[None, :]  # a unique, deterministic orthonormal basis
+    return torch.from_numpy(q.astype(np.float32))
+
+
+def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
+    """Mean, std, skewness, excess kurtosis, mean |x|, L2 norm, min, max (float64 accumulation, chunked)."""
+    flat = tensor.reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        return {"numel": 0}
+    total = total_sq = 0.0
+    abs_total = 0.0
+    lo, hi = float("inf"), float("-inf")
+    for start in range(0, n, STATS_CHUNK):
+        chunk = flat[start:start + STATS_CHUNK].double()
+        total += float(chunk.sum())
+        total_sq += float((chunk * chunk).sum())
+        abs_total += float(chunk.abs().sum())
+        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    mean = total / n
+    var = max(total_sq / n - mean * mean, 0.0)
+    m3 = m4 = 0.0
+    for start in range(0, n, STATS_CHUNK):
+        centred = flat[start:start + STATS_CHUNK].double() - mean
+        squared = centred * centred
+        m3 += float((squared * centred).sum())
+        m4 += float((squared * squared).sum())
+    std = var ** 0.5
+    skew = (m3 / n) / std ** 3 if std > 0 else 0.0
+    kurt = (m4 / n) / var ** 2 - 3.0 if var > 0 else 0.0
+    return {"numel": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt,
+            "abs_mean": abs_total / n, "l2": total_sq ** 0.5, "min": lo, "max": hi}
+
+
+def content_hash(tensor: torch.Tensor) -> str:
+    """sha256 of the canonical tensor as contiguous float32 (equal across lossless casts)."""
+    data = tensor.detach().to(torch.float32).contiguous().numpy()
+    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()

@@ -1,0 +1,55 @@
+"""The `provenance.compare/1` JSON object (DESIGN section 3), and its terminal summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..compare import Comparison
+from ..fingerprint import Fingerprint
+
+SCHEMA = "provenance.compare/1"
+
+
+def _side(path: str, fp: Fingerprint) -> dict[str, Any]:
+    return {"path": path, "format": fp.meta["source"].get("format"), "source_path": fp.meta["source"].get("path"),
+            "architecture": fp.architecture, "family": fp.meta.get("family", {}).get("name")}
+
+
+def comparison_to_json(candidate_path: str, cand: Fingerprint, reference_path: str, ref: Fingerprint,
+                       result: Comparison) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "candidate": _side(candidate_path, cand),
+        "reference": _side(reference_path, ref),
+        "verdict": result.verdict,
+        "confidence": result.confidence,
+        "abstained": result.abstained,
+        "summary": result.summary,
+        "architecture_match": result.architecture_match,
+        "evidence": [e.to_dict() for e in result.evidence],
+        "layers": [{"candidate_layer": r["candidate_layer"], "reference_layer": r["reference_layer"],
+                    "similarity": r["similarity"], "p_value": r["p_value"], "log10_p": r["log10_p"], "via": r["via"]}
+                   for r in result.layers],
+        "renamed_tensors": result.renamed,
+        "notes": result.notes,
+    }
+
+
+def render_comparison(report: dict[str, Any]) -> str:
+    lines = [f"verdict: {report['verdict'].upper()} (confidence {report['confidence']:.2f})"
+             + ("  [abstained]" if report["abstained"] else ""),
+             f"  {report['summary']}",
+             f"  candidate {report['candidate']['path']} vs reference {report['reference']['path']}"
+             f"  (architecture: {report['architecture_match']})",
+             "evidence:"]
+    ranked = sorted(report["evidence"], key=lambda e: (not e["decisive"], e["log10_p"] if e["log10_p"] is not None else 0))
+    for e in ranked[:10]:
+        lines.append(f"  - {e['signal']}: {e['value']:.4g}  {e['detail']}")
+    mapped = [r for r in report["layers"] if r["reference_layer"] is not None]
+    if report["layers"]:
+        text = ", ".join(f"{r['candidate_layer']}->{r['reference_layer'] if r['reference_layer'] is not None else '-'}"
+                         for r in report["layers"][:48])
+        lines.append(f"layer map ({len(mapped)}/{len(report['layers'])} matched): {text}")
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

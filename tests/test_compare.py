@@ -1,0 +1,202 @@
+"""Fingerprint and compare: each verdict on small generated pairs, and statistics against their nulls."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from provenance.compare import compare_fingerprints
+from provenance.fingerprint import build_fingerprint, load_fingerprint
+from provenance.fingerprint.load import fingerprint_for
+from provenance.model import Checkpoint
+
+CONFIG = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+              num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+
+
+def _llama_state(seed: int, layers: int = 4) -> tuple[dict[str, torch.Tensor], dict]:
+    import transformers as T
+
+    torch.manual_seed(seed)
+    config = T.LlamaConfig(**{**CONFIG, "num_hidden_layers": layers})
+    model = T.LlamaForCausalLM(config)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, tensor in state.items():  # give norms non-trivial values, as training would
+        if name.endswith("layernorm.weight") or name == "model.norm.weight":
+            state[name] = 1.0 + 0.3 * torch.randn_like(tensor)
+    return state, config.to_dict()
+
+
+def _save(path, state, config):
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def _compare(a, b):
+    return compare_fingerprints(fingerprint_for(a), fingerprint_for(b))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    state, config = _llama_state(0)
+    return state, config, _save(tmp_path_factory.mktemp("base"), state, config)
+
+
+def test_fingerprint_roundtrip_and_same_verdict_either_way(base, tmp_path):
+    state, config, path = base
+    with Checkpoint.open(path) as checkpoint:
+        fingerprint = build_fingerprint(checkpoint)
+    saved = fingerprint.save(tmp_path / "base.fp.safetensors")
+    loaded = load_fingerprint(saved)
+    assert loaded.meta["schema"] == "provenance.fingerprint/1"
+    assert set(loaded.arrays) == set(fingerprint.arrays)
+    for verdict_pair in [(path, saved), (saved, path), (saved, saved)]:
+        assert _compare(*verdict_pair).verdict == "identical"
+
+
+def test_renamed_and_cast_copy_is_identical(base, tmp_path):
+    state, config, path = base
+    renamed = {k.replace("input_layernorm", "ln1").replace("post_attention_layernorm", "ln2"): v.to(torch.bfloat16)
+               for k, v in state.items()}
+    result = _compare(_save(tmp_path / "yi", renamed, config), path)
+    assert result.verdict == "identical", result.summary
+    assert any(r["candidate"].endswith("ln1.weight") for r in result.renamed)
+
+
+def test_permuted_mlp_units_are_identical(base, tmp_path):
+    state, config, path = base
+    permuted = dict(state)
+    generator = torch.Generator().manual_seed(5)
+    for layer in range(CONFIG["num_hidden_layers"]):
+        order = torch.randperm(CONFIG["intermediate_size"], generator=generator)
+        prefix = f"model.layers.{layer}.mlp."
+        permuted[prefix + "gate_proj.weight"] = state[prefix + "gate_proj.weight"][order]
+        permuted[prefix + "up_proj.weight"] = state[prefix + "up_proj.weight"][order]
+        permuted[prefix + "down_proj.weight"] = state[prefix + "down_proj.weight"][:, order]
+    result = _compare(_save(tmp_path / "perm", permuted, config), path)
+    assert result.verdict == "identical", (result.summary, result.layers)
+
+
+def test_rescaled_norms_are_identical(base, tmp_path):
+    state, config, path = base
+    rescaled = dict(state)
+    scale = torch.rand(CONFIG["hidden_size"]) + 0.5
+    for layer in range(CONFIG["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        rescaled[prefix + "post_attention_layernorm.weight"] = state[prefix + "post_attention_layernorm.weight"] * scale
+        for name in ("mlp.gate_proj.weight", "mlp.up_proj.weight"):
+            rescaled[prefix + name] = state[prefix + name] / scale
+    result = _compare(_save(tmp_path / "rescaled", rescaled, config), path)
+    assert result.verdict == "identical", (result.summary, result.layers)
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.5, 1.0])
+def test_noisy_copy_is_derived(base, tmp_path, noise):
+    state, config, path = base
+    generator = torch.Generator().manual_seed(11)
+    noisy = {k: v + noise * v.std() * torch.randn(v.shape, generator=generator) if v.numel() > 1 else v
+             for k, v in state.items()}
+    result = _compare(_save(tmp_path / "noisy", noisy, config), path)
+    assert result.verdict == "derived", result.summary
+
+
+def test_independent_seed_is_same_architecture(base, tmp_path):
+    _, config, path = base
+    other, _ = _llama_state(1)
+    result = _compare(_save(tmp_path / "other", other, config), path)
+    assert result.verdict == "same-architecture", result.summary
+    assert result.verdict not in ("identical", "derived", "assembled")
+
+
+def test_other_architecture_is_unrelated(base, tmp_path):
+    import transformers as T
+
+    _, _, path = base
+    torch.manual_seed(3)
+    gpt2 = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=256, n_embd=48, n_layer=2, n_head=4))
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    result = _compare(tmp_path / "gpt2", path)
+    assert result.verdict == "unrelated", result.summary
+
+
+def test_pruned_layers_are_derived(base, tmp_path):
+    state, config, path = base
+    keep = [0, 1, 3]
+    pruned = {}
+    for name, tensor in state.items():
+        if name.startswith("model.layers."):
+            layer = int(name.split(".")[2])
+            if layer in keep:
+                pruned[name.replace(f"layers.{layer}.", f"layers.{keep.index(layer)}.")] = tensor
+        else:
+            pruned[name] = tensor
+    result = _compare(_save(tmp_path / "pruned", pruned, {**config, "num_hidden_layers": 3}), path)
+    assert result.verdict == "derived", result.summary
+    assert [r["reference_layer"] for r in result.layers] == keep
+
+
+def test_repeated_layers_are_assembled(base, tmp_path):
+    state, config, path = base
+    order = [0, 1, 2, 1, 2, 3]  # depth up-scaling with overlapping copies
+    stacked = {}
+    for name, tensor in state.items():
+        if name.startswith("model.layers."):
+            continue
+        stacked[name] = tensor
+    for new, old in enumerate(order):
+        for name, tensor in state.items():
+            if name.startswith(f"model.layers.{old}."):
+                stacked[name.replace(f"layers.{old}.", f"layers.{new}.")] = tensor
+    result = _compare(_save(tmp_path / "dus", stacked, {**config, "num_hidden_layers": 6}), path)
+    assert result.verdict == "assembled", result.summary
+    assert [r["reference_layer"] for r in result.layers] == order
+
+
+def test_half_from_another_model_is_assembled(base, tmp_path):
+    state, config, path = base
+    other, _ = _llama_state(7)
+    mixed = {k: (other[k] if k.startswith(("model.layers.2.", "model.layers.3.")) else v) for k, v in state.items()}
+    result = _compare(_save(tmp_path / "franken", mixed, config), path)
+    assert result.verdict == "assembled", result.summary
+
+
+def test_pearson_null_is_uniform():
+    from provenance.compare.stats import pearson, pearson_log10p
+
+    rng = np.random.default_rng(0)
+    p = np.array([10 ** pearson_log10p(pearson(rng.standard_normal(500), rng.standard_normal(500)), 500)
+                  for _ in range(2000)])
+    assert 0.035 < np.mean(p < 0.05) < 0.065
+    assert 0.4 < np.mean(p < 0.5) < 0.6
+
+
+def test_unit_matching_null_is_uniform():
+    """Held-out test after matching: independent signatures give uniform p-values."""
+    from provenance.compare.signals import unit_matching
+    from provenance.fingerprint.store import Fingerprint
+
+    rng = np.random.default_rng(1)
+    rates = []
+    for trial in range(300):
+        a = rng.standard_normal((128, 32)).astype(np.float16)
+        b = rng.standard_normal((128, 32)).astype(np.float16)
+        fa = Fingerprint(meta={}, arrays={"units/0/mlp.up": a})
+        fb = Fingerprint(meta={}, arrays={"units/0/mlp.up": b})
+        rates.append(10 ** unit_matching(fa, fb, 0, 0, sample=64).log10p)
+    rates = np.asarray(rates)
+    assert 0.02 < np.mean(rates < 0.05) < 0.09
+    assert 0.38 < np.mean(rates < 0.5) < 0.62
+
+
+def test_fisher_combination_null_is_uniform():
+    from provenance.compare.stats import fisher_log10p
+
+    rng = np.random.default_rng(2)
+    combined = np.array([10 ** fisher_log10p(np.log10(rng.uniform(size=8))) for _ in range(2000)])
+    assert 0.035 < np.mean(combined < 0.05) < 0.065
