@@ -200,3 +200,25 @@ def test_fisher_combination_null_is_uniform():
     rng = np.random.default_rng(2)
     combined = np.array([10 ** fisher_log10p(np.log10(rng.uniform(size=8))) for _ in range(2000)])
     assert 0.035 < np.mean(combined < 0.05) < 0.065
+
+
+def test_permuted_attention_heads_are_identical(base, tmp_path):
+    state, config, path = base
+    heads, kv_heads = CONFIG["num_attention_heads"], CONFIG["num_key_value_heads"]
+    head_dim = CONFIG["hidden_size"] // heads
+    group = heads // kv_heads
+    permuted = dict(state)
+    generator = torch.Generator().manual_seed(9)
+    for layer in range(CONFIG["num_hidden_layers"]):
+        kv_order = torch.randperm(kv_heads, generator=generator)  # permute KV groups, and heads within groups
+        q_order = torch.cat([torch.randperm(group, generator=generator) + g * group for g in kv_order])
+        q_rows = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in q_order])
+        kv_rows = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in kv_order])
+        prefix = f"model.layers.{layer}.self_attn."
+        permuted[prefix + "q_proj.weight"] = state[prefix + "q_proj.weight"][q_rows]
+        permuted[prefix + "k_proj.weight"] = state[prefix + "k_proj.weight"][kv_rows]
+        permuted[prefix + "v_proj.weight"] = state[prefix + "v_proj.weight"][kv_rows]
+        permuted[prefix + "o_proj.weight"] = state[prefix + "o_proj.weight"][:, q_rows]
+    result = _compare(_save(tmp_path / "heads", permuted, config), path)
+    assert result.verdict == "identical", (result.summary, result.layers)
+    assert any("attention heads" in r["via"] for r in result.layers)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..fingerprint import Fingerprint
-from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, layer_similarity, layer_view,
+from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, head_matching_error, layer_similarity, layer_view,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, fisher_log10p, format_p, p_from_log10
 
@@ -85,7 +85,7 @@ def _layer_map(cand: Fingerprint, ref: Fingerprint):
     for i in range(cv.layers):
         if ls.roles[i].max(initial=0) == 0:
             rows.append({"candidate_layer": i, "reference_layer": None, "similarity": 0.0, "p_value": 1.0,
-                         "log10_p": 0.0, "roles": 0, "rel_error": None, "via": "none"})
+                         "log10_p": 0.0, "roles": 0, "rel_errors": {}, "via": "none"})
             continue
         # Layers of one model correlate with each other (shared outlier dimensions in
         # norms and folded matrices), so p-values of several pairs can saturate: the
@@ -95,8 +95,7 @@ def _layer_map(cand: Fingerprint, ref: Fingerprint):
         rows.append({"candidate_layer": i, "reference_layer": j if corrected < SIGNIFICANT else None,
                      "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
                      "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                     "roles": int(ls.roles[i, j]), "rel_error": float(ls.rel_error[i, j]),
-                     "rel_error_outside_mlp": float(ls.rel_error_outside_mlp[i, j]), "via": "sketch"})
+                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": "sketch"})
     return rows, rv.layers
 
 
@@ -123,21 +122,39 @@ def _try_unit_matching(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str,
             if corrected < SIGNIFICANT:
                 row.update({"reference_layer": best.layer_r, "similarity": round(best.correlation, 4),
                             "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                            "rel_error": best.rel_error, "via": "matched MLP units (permuted)"})
+                            "rel_errors": {"mlp.up": best.rel_error}, "via": "matched MLP units (permuted)"})
     return results
 
 
 def _check_permuted_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> None:
-    """A layer matched through attention whose MLP differs may only have its units permuted."""
+    """Matched layers whose MLP units or attention heads differ may only be permuted.
+
+    Roles that differ are checked again after matching units (MLP) or heads
+    (attention); the relative errors then replace the direct ones.
+    """
+    heads = {"attn.q": cand.architecture.get("num_heads"), "attn.o": cand.architecture.get("num_heads"),
+             "attn.k": cand.architecture.get("num_kv_heads"), "attn.v": cand.architecture.get("num_kv_heads")}
     for row in rows:
-        if row["reference_layer"] is None or row["via"] != "sketch" or row["rel_error"] < IDENTICAL_REL_ERROR:
+        errors = row["rel_errors"]
+        if row["reference_layer"] is None or not errors or max(errors.values()) < IDENTICAL_REL_ERROR:
             continue
-        if row["rel_error_outside_mlp"] >= IDENTICAL_REL_ERROR:
-            continue
-        match = unit_matching(cand, ref, row["candidate_layer"], row["reference_layer"])
-        if match is not None and match.rel_error < IDENTICAL_REL_ERROR:
-            row["rel_error"] = max(row["rel_error_outside_mlp"], match.rel_error)
-            row["via"] = "sketch; MLP units matched (permuted)"
+        i, j = row["candidate_layer"], row["reference_layer"]
+        rematched = []
+        if any(role.startswith("mlp.") and e >= IDENTICAL_REL_ERROR for role, e in errors.items()):
+            match = unit_matching(cand, ref, i, j)
+            if match is not None and match.rel_error < IDENTICAL_REL_ERROR:
+                for role in [r for r in errors if r.startswith("mlp.")]:
+                    errors[role] = match.rel_error
+                rematched.append("MLP units")
+        for role, count in heads.items():
+            if errors.get(role, 0.0) >= IDENTICAL_REL_ERROR and count:
+                error = head_matching_error(cand, ref, i, j, role, int(count))
+                if error is not None and error < IDENTICAL_REL_ERROR:
+                    errors[role] = error
+                    if "attention heads" not in rematched:
+                        rematched.append("attention heads")
+        if rematched:
+            row["via"] = f"sketch; {' and '.join(rematched)} matched (permuted)"
 
 
 def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
@@ -245,7 +262,7 @@ def _decide(rows, matched, globals_, anchors, units, strongest, exact_all, match
 
     identical = (len(matched) == n == int(arch_r.get("num_layers") or -1)
                  and all(r["reference_layer"] == r["candidate_layer"] for r in matched)
-                 and all(r["rel_error"] is not None and r["rel_error"] < IDENTICAL_REL_ERROR for r in matched)
+                 and all(r["rel_errors"] and max(r["rel_errors"].values()) < IDENTICAL_REL_ERROR for r in matched)
                  and all(g.rel_error < IDENTICAL_REL_ERROR for g in globals_)
                  and arch_c.get("vocab_size") == arch_r.get("vocab_size"))
     if identical:

@@ -82,8 +82,7 @@ class LayerSimilarity:
     similarity: np.ndarray  # (Lc, Lr) mean correlation over shared roles
     log10p: np.ndarray  # (Lc, Lr) Fisher-combined one-sided log10 p
     roles: np.ndarray  # (Lc, Lr) number of roles compared
-    rel_error: np.ndarray  # (Lc, Lr) largest relative difference over roles (same-layer identity check)
-    rel_error_outside_mlp: np.ndarray  # the same without MLP roles, whose units may be permuted
+    rel_errors: dict[tuple[int, int], dict[str, float]]  # per layer pair: relative difference of each role
 
 
 def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
@@ -93,8 +92,7 @@ def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
     sim = np.zeros((lc, lr))
     sum_log = np.zeros((lc, lr))
     count = np.zeros((lc, lr), dtype=int)
-    rel = np.full((lc, lr), -np.inf)
-    rel_outside = np.full((lc, lr), -np.inf)
+    rel: dict[tuple[int, int], dict[str, float]] = {}
     roles = sorted({name for _, name in cand.sketches} & {name for _, name in ref.sketches})
     # A norm folded into the matrices after it is compared through them: rescaling
     # between the two is function-preserving, so the norm alone may differ.
@@ -123,17 +121,13 @@ def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
                     sum_log[i, j] += logp[x, y]
                     count[i, j] += 1
                     if role not in FOLDED_NORMS or not folded_norms_compared:
-                        rel[i, j] = max(rel[i, j], diff[x, y])
-                    if not role.startswith("mlp."):
-                        rel_outside[i, j] = max(rel_outside[i, j], diff[x, y])
+                        rel.setdefault((i, j), {})[role] = float(diff[x, y])
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_sim = np.where(count > 0, sim / np.maximum(count, 1), 0.0)
     statistic = -2.0 * np.log(10.0) * sum_log
     log10p = np.where(count > 0, st.chi2.logsf(statistic, 2 * np.maximum(count, 1)) / np.log(10.0), 0.0)
     log10p = np.maximum(log10p, LOG10P_FLOOR)
-    rel[~np.isfinite(rel)] = np.inf
-    rel_outside[~np.isfinite(rel_outside)] = 0.0
-    return LayerSimilarity(mean_sim, log10p, count, rel, rel_outside)
+    return LayerSimilarity(mean_sim, log10p, count, rel)
 
 
 @dataclass(frozen=True)
@@ -172,6 +166,25 @@ def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
     n = held_a.size
     rel = float(np.linalg.norm(a[chosen] - b[partner]) / max(np.linalg.norm(b[partner]), 1e-30))
     return UnitMatch(layer_c, layer_r, r, float(pearson_log10p(r, n)), len(chosen), rel)
+
+
+def head_matching_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str,
+                        heads: int) -> float | None:
+    """Relative difference of one attention matrix after matching its heads (permutation of heads).
+
+    Heads are blocks of rows (q, k, v) or of columns (o); each head's block of
+    unit signatures is matched to the most similar reference head.
+    """
+    a = cand.array(f"units/{layer_c}/{role}")
+    b = ref.array(f"units/{layer_r}/{role}")
+    if a is None or b is None or a.shape != b.shape or heads < 1 or a.shape[0] % heads:
+        return None
+    a = a.astype(np.float64).reshape(heads, -1)
+    b = b.astype(np.float64).reshape(heads, -1)
+    partner = np.argmax(standardise(a) @ standardise(b).T, axis=1)
+    if len(set(partner.tolist())) != heads:
+        return None
+    return float(np.linalg.norm(a - b[partner]) / max(np.linalg.norm(b), 1e-30))
 
 
 @dataclass(frozen=True)
