@@ -88,3 +88,36 @@ def test_inspect_text(tiny_llama):
     assert "family: llama" in result.stdout
     assert "attn.q" in result.stdout and "layers 0-1" in result.stdout
     assert "unverified" in result.stdout
+
+
+def test_fingerprint_and_compare_json_contract(tiny_llama, tmp_path):
+    out = tmp_path / "tiny.fp.safetensors"
+    result = run_cli("fingerprint", str(tiny_llama), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and result.stdout == ""
+    result = run_cli("compare", str(out), str(tiny_llama), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["schema"] == "provenance.compare/1"
+    assert report["verdict"] == "identical"
+    assert 0.0 <= report["confidence"] <= 1.0
+    for side in ("candidate", "reference"):
+        assert {"path", "format", "architecture"} <= set(report[side])
+    assert report["evidence"] and all({"signal", "value", "p_value", "detail"} <= set(e) for e in report["evidence"])
+    assert [row["candidate_layer"] for row in report["layers"]] == [0, 1]
+    assert all({"candidate_layer", "reference_layer", "similarity", "p_value"} <= set(r) for r in report["layers"])
+    assert isinstance(report["renamed_tensors"], list)
+    text = run_cli("compare", str(out), str(tiny_llama))
+    assert text.returncode == 0 and text.stdout.startswith("verdict: IDENTICAL")
+
+
+def test_corrupt_fingerprint_is_one_line_error(tmp_path):
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    bad = tmp_path / "future.fp.safetensors"
+    save_file({"x": np.zeros(3, dtype=np.float32)}, str(bad),
+              metadata={"provenance": json.dumps({"schema": "provenance.fingerprint/99"})})
+    result = run_cli("compare", str(bad), str(bad))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "newer" in result.stderr

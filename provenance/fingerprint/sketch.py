@@ -9,6 +9,7 @@ seeded by the input width the same way.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ def sketch_positions(shape: tuple[int, ...]) -> np.ndarray:
     return np.sort(rng.choice(numel, size=SKETCH_SIZE, replace=False)).astype(np.int64)
 
 
+@lru_cache(maxsize=32)
 def projection(width: int, count: int = UNIT_PROJECTIONS) -> torch.Tensor:
     """A fixed (width x count) matrix with orthonormal columns, shared by every model of this width.
 
@@ -46,33 +48,35 @@ def projection(width: int, count: int = UNIT_PROJECTIONS) -> torch.Tensor:
 
 
 def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
-    """Mean, std, skewness, excess kurtosis, mean |x|, L2 norm, min, max (float64 accumulation, chunked)."""
-    flat = tensor.reshape(-1)
+    """Mean, std, skewness, excess kurtosis, mean |x|, L2 norm, min, max.
+
+    Computed in float32 with PyTorch's pairwise reductions, chunk by chunk, so
+    memory stays at one chunk beyond the tensor itself.
+    """
+    flat = tensor.reshape(-1).to(torch.float32)
     n = flat.numel()
     if n == 0:
         return {"numel": 0}
-    total = total_sq = 0.0
-    abs_total = 0.0
-    lo, hi = float("inf"), float("-inf")
-    for start in range(0, n, STATS_CHUNK):
-        chunk = flat[start:start + STATS_CHUNK].double()
-        total += float(chunk.sum())
-        total_sq += float((chunk * chunk).sum())
-        abs_total += float(chunk.abs().sum())
-        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    chunks = [flat[start:start + STATS_CHUNK] for start in range(0, n, STATS_CHUNK)]
+    total = sum(float(c.sum(dtype=torch.float64)) for c in chunks)
     mean = total / n
-    var = max(total_sq / n - mean * mean, 0.0)
-    m3 = m4 = 0.0
-    for start in range(0, n, STATS_CHUNK):
-        centred = flat[start:start + STATS_CHUNK].double() - mean
+    m2 = m3 = m4 = abs_total = 0.0
+    lo, hi = float("inf"), float("-inf")
+    for chunk in chunks:
+        centred = chunk - mean
         squared = centred * centred
-        m3 += float((squared * centred).sum())
-        m4 += float((squared * squared).sum())
+        m2 += float(squared.sum(dtype=torch.float64))
+        m3 += float((squared * centred).sum(dtype=torch.float64))
+        m4 += float((squared * squared).sum(dtype=torch.float64))
+        abs_total += float(chunk.abs().sum(dtype=torch.float64))
+        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    var = m2 / n
     std = var ** 0.5
     skew = (m3 / n) / std ** 3 if std > 0 else 0.0
     kurt = (m4 / n) / var ** 2 - 3.0 if var > 0 else 0.0
+    l2 = (m2 + n * mean * mean) ** 0.5
     return {"numel": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt,
-            "abs_mean": abs_total / n, "l2": total_sq ** 0.5, "min": lo, "max": hi}
+            "abs_mean": abs_total / n, "l2": l2, "min": lo, "max": hi}
 
 
 def content_hash(tensor: torch.Tensor) -> str:
