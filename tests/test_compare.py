@@ -222,3 +222,86 @@ def test_permuted_attention_heads_are_identical(base, tmp_path):
     result = _compare(_save(tmp_path / "heads", permuted, config), path)
     assert result.verdict == "identical", (result.summary, result.layers)
     assert any("attention heads" in r["via"] for r in result.layers)
+
+
+def _tokenizer_json(vocab: list[str]) -> dict:
+    """A minimal byte-level BPE tokenizer.json whose vocabulary is `vocab` (id = position)."""
+    return {"version": "1.0", "added_tokens": [], "pre_tokenizer": {"type": "ByteLevel"},
+            "decoder": {"type": "ByteLevel"},
+            "model": {"type": "BPE", "vocab": {token: index for index, token in enumerate(vocab)}, "merges": []}}
+
+
+def _words(count: int) -> list[str]:
+    import random as _random
+
+    rng = _random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = set()
+    while len(words) < count:
+        words.add("Ġ" + "".join(rng.choice(letters) for _ in range(rng.randint(2, 7))))
+    return sorted(words)
+
+
+@pytest.fixture(scope="module")
+def base_with_tokenizer(tmp_path_factory, base):
+    state, config, _ = base
+    vocab = _words(CONFIG["vocab_size"])
+    path = _save(tmp_path_factory.mktemp("tok"), state, config)
+    (path / "tokenizer.json").write_text(json.dumps(_tokenizer_json(vocab)))
+    return state, config, vocab, path
+
+
+def test_reindexed_vocabulary_is_derived_through_token_strings(base_with_tokenizer, tmp_path):
+    state, config, vocab, path = base_with_tokenizer
+    order = torch.randperm(len(vocab), generator=torch.Generator().manual_seed(3))
+    new_vocab = [vocab[i] for i in order]
+    shuffled = dict(state)
+    shuffled["model.embed_tokens.weight"] = state["model.embed_tokens.weight"][order]
+    shuffled["lm_head.weight"] = state["lm_head.weight"][order]
+    out = _save(tmp_path / "reindexed", shuffled, config)
+    (out / "tokenizer.json").write_text(json.dumps(_tokenizer_json(new_vocab)))
+    result = _compare(out, path)
+    assert result.verdict in ("derived", "identical"), result.summary
+    by_signal = {e.signal: e for e in result.evidence}
+    assert by_signal["embedding by token string"].value > 0.99
+    assert by_signal["embed.weight (by id)"].log10p > -3  # ids no longer line up
+
+
+def test_extended_vocabulary_is_derived(base_with_tokenizer, tmp_path):
+    state, config, vocab, path = base_with_tokenizer
+    extra = 32
+    new_vocab = vocab + [f"Ġnewtoken{i}" for i in range(extra)]
+    extended = dict(state)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        extended[name] = torch.cat([state[name], 0.02 * torch.randn(extra, CONFIG["hidden_size"])])
+    out = _save(tmp_path / "extended", extended, {**config, "vocab_size": len(new_vocab)})
+    (out / "tokenizer.json").write_text(json.dumps(_tokenizer_json(new_vocab)))
+    result = _compare(out, path)
+    assert result.verdict == "derived", result.summary
+
+
+def test_moe_upcycled_from_dense_is_derived(base, tmp_path):
+    import transformers as T
+
+    state, config, path = base
+    experts = 3
+    moe_config = T.MixtralConfig(vocab_size=CONFIG["vocab_size"], hidden_size=CONFIG["hidden_size"],
+                                 intermediate_size=CONFIG["intermediate_size"], num_hidden_layers=CONFIG["num_hidden_layers"],
+                                 num_attention_heads=CONFIG["num_attention_heads"],
+                                 num_key_value_heads=CONFIG["num_key_value_heads"], num_local_experts=experts,
+                                 tie_word_embeddings=False)
+    generator = torch.Generator().manual_seed(4)
+    moe = {}
+    for name, tensor in state.items():
+        if ".mlp." not in name:
+            moe[name] = tensor
+            continue
+        layer_prefix, leaf = name.split(".mlp.")
+        target = {"gate_proj.weight": "w1.weight", "down_proj.weight": "w2.weight", "up_proj.weight": "w3.weight"}[leaf]
+        for e in range(experts):
+            noise = 0.1 * tensor.std() * torch.randn(tensor.shape, generator=generator)
+            moe[f"{layer_prefix}.block_sparse_moe.experts.{e}.{target}"] = tensor + noise
+    for layer in range(CONFIG["num_hidden_layers"]):
+        moe[f"model.layers.{layer}.block_sparse_moe.gate.weight"] = 0.02 * torch.randn(experts, CONFIG["hidden_size"])
+    result = _compare(_save(tmp_path / "moe", moe, moe_config.to_dict()), path)
+    assert result.verdict == "derived", result.summary
