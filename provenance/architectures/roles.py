@@ -98,4 +98,4 @@ class CanonicalKey:
         position = ROLE_ORDER.index(self.role) if self.role in ROLE_ORDER else len(ROLE_ORDER)
         group = 1 if in_block else (0 if position < ROLE_ORDER.index("attn_norm") else 2)
         return (group, self.layer if in_block else -1, self.expert if self.expert is not None else -1,
-                position, self.param)
+                position, 0 if self.param == "weight" else 1)

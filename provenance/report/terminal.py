@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ..architectures.roles import LAYER_ROLES
+
 
 def _ranges(numbers: list[int]) -> str:
     """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
@@ -64,7 +66,8 @@ def render_inspect(report: dict[str, Any]) -> str:
         base, expert, shape, dtype, how, transform = key
         members = groups[key]
         layers = [layer for layer, _ in members if layer is not None]
-        where = f"layers {_ranges(layers)}" if layers else ("layer ?" if any(r["role"].startswith("layers") or how == "inferred" and r["label"] == base and base not in ("embed", "lm_head", "final_norm") for _, r in members) and not layers else "")
+        per_layer = base in LAYER_ROLES or base.removesuffix(" (bias)") in LAYER_ROLES
+        where = f"layers {_ranges(layers)}" if layers else ("layer ?" if per_layer else "")
         count = f" x{len(members)}" if len(members) > 1 and not layers else ""
         extra = f"  [{transform}]" if transform != "as stored" else ""
         tag = "" if how == "table" else f"  ({how}"
