@@ -58,6 +58,68 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
+
+
+def _parse_fail_on(text: str | None) -> set[str]:
+    if not text:
+        return set()
+    chosen = {v.strip() for v in text.split(",") if v.strip()}
+    unknown = chosen - set(VERDICTS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; choose from {', '.join(VERDICTS)}")
+    return chosen
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_to_json, render_audit, run_audit
+    from .fingerprint.load import fingerprint_for
+    from .registry import Registry, default_path
+
+    candidate = fingerprint_for(args.candidate)
+    registry = None
+    refs_path = args.refs or default_path()
+    if args.refs or refs_path.exists():
+        registry = Registry(refs_path)
+    try:
+        rows = run_audit(candidate, registry, include_builtin=not args.no_builtin)
+        report = audit_to_json(args.candidate, candidate, rows, registry)
+    finally:
+        if registry is not None:
+            registry.close()
+    print(json.dumps(report, indent=2) if args.json else render_audit(report))
+    if args.fail_on & {r["verdict"] for r in report["references"] if not r["abstained"]}:
+        return EXIT_FAIL_ON
+    return EXIT_OK
+
+
+def _cmd_refs(args: argparse.Namespace) -> int:
+    from .registry import Registry
+
+    with Registry(args.refs) as registry:
+        if args.refs_command == "add":
+            from .fingerprint.load import fingerprint_for
+
+            entry = registry.add(args.name, fingerprint_for(args.path), replace=args.replace)
+            print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
+                  file=sys.stderr)
+        elif args.refs_command == "remove":
+            registry.remove(args.name)
+            print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
+        else:
+            entries = registry.entries()
+            if args.json:
+                print(json.dumps({"path": str(registry.path), "revision": registry.revision,
+                                  "references": [e.__dict__ for e in entries]}, indent=2))
+            else:
+                for e in entries:
+                    arch = e.architecture
+                    print(f"{e.name:<32} {e.family or '?':<12} layers={arch.get('num_layers')} hidden={arch.get('hidden_size')} "
+                          f"added {e.added}")
+                print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.")
     parser.add_argument("--version", action="version", version=f"provenance {__version__}")
@@ -80,6 +142,29 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("reference", metavar="REFERENCE", help="checkpoint or fingerprint file")
     compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
     compare.set_defaults(handler=_cmd_compare)
+
+    audit = commands.add_parser("audit", help="compare a candidate with every reference model and rank the explanations")
+    audit.add_argument("candidate", metavar="CANDIDATE", help="checkpoint or fingerprint file")
+    audit.add_argument("--refs", metavar="DB", help="reference database (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)")
+    audit.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
+    audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
+    audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
+                       help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
+    audit.set_defaults(handler=_cmd_audit)
+
+    refs = commands.add_parser("refs", help="manage the reference database")
+    refs.add_argument("--refs", metavar="DB", help="reference database path")
+    refs_commands = refs.add_subparsers(dest="refs_command", metavar="ACTION")
+    refs_commands.required = True
+    refs_add = refs_commands.add_parser("add", help="fingerprint PATH and store it under NAME")
+    refs_add.add_argument("path", metavar="PATH")
+    refs_add.add_argument("--name", required=True)
+    refs_add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
+    refs_list = refs_commands.add_parser("list", help="list the references")
+    refs_list.add_argument("--json", action="store_true")
+    refs_remove = refs_commands.add_parser("remove", help="remove the reference NAME")
+    refs_remove.add_argument("name", metavar="NAME")
+    refs.set_defaults(handler=_cmd_refs)
     return parser
 
 
