@@ -14,8 +14,8 @@ from importlib import resources
 from typing import Any
 
 FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-          "vocab_size", "max_positions", "rope_theta", "norm_eps", "activation", "tied_embeddings",
-          "attention_bias", "num_experts", "experts_per_token", "sliding_window")
+          "expert_intermediate_size", "vocab_size", "max_positions", "rope_theta", "norm_eps", "activation",
+          "tied_embeddings", "attention_bias", "num_experts", "experts_per_token", "sliding_window")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class Architecture:
     num_heads: int | None = None
     num_kv_heads: int | None = None
     head_dim: int | None = None
-    intermediate_size: int | None = None
+    intermediate_size: int | None = None  # width of the dense MLP (of the experts when there is none)
+    expert_intermediate_size: int | None = None  # width of each routed expert's MLP (MoE only)
     vocab_size: int | None = None
     max_positions: int | None = None
     position_scheme: str | None = None  # "rope", "learned", "alibi"
@@ -94,6 +95,9 @@ def from_config(config: dict[str, Any], family_name: str | None, defaults: dict[
         values["num_kv_heads"] = 1  # Falcon-7B: one shared K/V head
     if config.get("model_type") == "chatglm" and not config.get("multi_query_attention", True):
         values.pop("num_kv_heads", None)
+    if config.get("model_type") == "qwen" and values.get("intermediate_size"):
+        # Qwen (first generation) declares twice the width of w1 and w2: its MLP uses intermediate_size // 2.
+        values["intermediate_size"] //= 2
     if config.get("alibi"):
         values["position_scheme"] = "alibi"
     if config.get("position_embedding_type") == "absolute":
@@ -145,7 +149,8 @@ class ObservedShapes:
     num_layers: int | None = None
     hidden_size: int | None = None
     vocab_size: int | None = None
-    intermediate_size: int | None = None
+    intermediate_size: int | None = None  # dense MLP width
+    expert_intermediate_size: int | None = None  # routed experts' MLP width
     q_rows: int | None = None
     kv_rows: int | None = None
     head_dim: int | None = None
@@ -180,7 +185,13 @@ def reconcile(declared: Architecture | None, observed: ObservedShapes, family_na
     check("num_layers", declared.num_layers, observed.num_layers)
     check("hidden_size", declared.hidden_size, observed.hidden_size)
     check("vocab_size", declared.vocab_size, observed.vocab_size)
-    check("intermediate_size", declared.intermediate_size, observed.intermediate_size)
+    check("expert_intermediate_size", declared.expert_intermediate_size, observed.expert_intermediate_size)
+    if observed.intermediate_size is not None:
+        check("intermediate_size", declared.intermediate_size, observed.intermediate_size)
+    elif declared.expert_intermediate_size is None:
+        # Only experts, and no separate expert width declared: intermediate_size is theirs (Mixtral).
+        check("intermediate_size", declared.intermediate_size, observed.expert_intermediate_size)
+    # else: only experts, and the declared intermediate_size is a dense width no layer uses (Qwen2-MoE).
     check("num_experts", declared.num_experts, observed.num_experts)
     heads, kv, hd = declared.num_heads, declared.num_kv_heads, declared.head_dim
     if heads and hd and observed.q_rows and heads * hd != observed.q_rows:

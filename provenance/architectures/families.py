@@ -33,22 +33,38 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.", "base_model.model.")
 PARAM_SUFFIXES = {".weight": "weight", ".bias": "bias", ".gamma": "weight", ".beta": "bias"}
 
 
+def _split_name(name: str) -> tuple[str, str, str, str]:
+    """`module.model.norm.weight` -> (`module.`, `model.norm`, `.weight`, `weight`)."""
+    stem = name
+    for prefix in WRAPPER_PREFIXES:
+        if stem.startswith(prefix):
+            stem = stem[len(prefix):]
+    wrapper = name[: len(name) - len(stem)]
+    for suffix, param in PARAM_SUFFIXES.items():
+        if stem.endswith(suffix):
+            return wrapper, stem[: -len(suffix)], suffix, param
+    return wrapper, stem, "", "weight"
+
+
 def split_param(name: str) -> tuple[str, str]:
     """`model.norm.weight` -> (`model.norm`, `weight`); no suffix counts as a weight."""
-    for prefix in WRAPPER_PREFIXES:
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    for suffix, param in PARAM_SUFFIXES.items():
-        if name.endswith(suffix):
-            return name[: -len(suffix)], param
-    return name, "weight"
+    _, stem, _, param = _split_name(name)
+    return stem, param
 
 
 def _template_regex(template: str, prefixes: list[str]) -> re.Pattern[str]:
     body = re.escape(template).replace(re.escape("${layer}"), r"(?P<layer>\d+)")
     body = body.replace(re.escape("${expert}"), r"(?P<expert>\d+)")
     prefix = "|".join(re.escape(p) for p in prefixes if p)
-    return re.compile(f"^(?:{prefix})?{body}$" if prefix else f"^{body}$")
+    return re.compile(f"^(?P<prefix>{prefix})?{body}$" if prefix else f"^{body}$")
+
+
+def _fill(template: str, layer: int | None, expert: int | None) -> str:
+    if layer is not None:
+        template = template.replace("${layer}", str(layer))
+    if expert is not None:
+        template = template.replace("${expert}", str(expert))
+    return template
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,7 @@ class RuleMatch:
     layer: int | None
     expert: int | None
     param: str
+    standard_name: str | None = None  # for an alias: the stored name in the family's standard spelling
 
     def keys(self) -> list[CanonicalKey]:
         return [CanonicalKey(role, self.layer, self.expert, self.param) for role in self.rule.roles]
@@ -106,14 +123,17 @@ class Family:
         return bool(self.raw.get("gguf"))
 
     def match(self, name: str) -> RuleMatch | None:
-        stem, param = split_param(name)
+        wrapper, stem, suffix, param = _split_name(name)
         for rule in self.rules:
             found = rule.regex.match(stem)
             if found:
                 groups = found.groupdict()
                 layer = int(groups["layer"]) if groups.get("layer") is not None else None
                 expert = int(groups["expert"]) if groups.get("expert") is not None else None
-                return RuleMatch(rule, layer, expert, param)
+                standard_name = None
+                if rule.standard:
+                    standard_name = wrapper + (groups.get("prefix") or "") + _fill(rule.standard, layer, expert) + suffix
+                return RuleMatch(rule, layer, expert, param, standard_name)
         return None
 
     def is_ignored(self, name: str) -> bool:
@@ -195,17 +215,28 @@ def all_families() -> dict[str, Family]:
     return families
 
 
-def family_for_config(config: dict[str, Any] | None) -> Family | None:
-    """The family a config.json declares (model_type first, then architectures)."""
+def families_for_config(config: dict[str, Any] | None) -> list[Family]:
+    """Every family a config.json may declare: those listing its model_type, else its architectures.
+
+    Several families can share one declaration (ChatGLM-6B and ChatGLM2 both say
+    model_type "chatglm"); the tensor names decide between them (see mapping.py).
+    """
     if not config:
-        return None
+        return []
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
     families = all_families()
-    for family in families.values():
-        if model_type and model_type in family.model_types:
-            return family
-    for family in families.values():
-        if any(arch in family.architectures for arch in architectures if isinstance(arch, str)):
-            return family
-    return None
+    if isinstance(model_type, str):
+        found = [f for f in families.values() if model_type in f.model_types]
+        if found:
+            return found
+    if isinstance(architectures, list):
+        return [f for f in families.values()
+                if any(arch in f.architectures for arch in architectures if isinstance(arch, str))]
+    return []
+
+
+def family_for_config(config: dict[str, Any] | None) -> Family | None:
+    """The first family a config.json declares (model_type first, then architectures)."""
+    found = families_for_config(config)
+    return found[0] if found else None

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ArchitectureError
 from ..formats.base import TensorInfo
 from .descriptor import Architecture, ObservedShapes, from_config, from_gguf, reconcile
-from .families import Family, all_families, family_for_config
+from .families import Family, all_families, families_for_config
 from .inference import Dims, infer_roles
 from .layouts import HeadLayout, Transform, canonical_shape
 from .roles import CanonicalKey, LAYER_ROLES
@@ -72,7 +72,9 @@ def choose_family(names: list[str], config: dict[str, Any] | None, gguf_arch: st
     candidates = [f for f in families.values() if not f.is_gguf]
     scores = {f.name: _score(f, names) for f in candidates}
     best = max(scores.values(), default=0)
-    declared = family_for_config(config)
+    # A declaration several families share (model_type "chatglm") goes to the one whose names match best.
+    declared_families = families_for_config(config)
+    declared = max(declared_families, key=lambda f: scores.get(f.name, 0), default=None)
     if declared is not None and scores.get(declared.name, 0) >= best:
         key = "model_type" if config and config.get("model_type") in declared.model_types else "architectures"
         return declared, declared.name, f"config.json {key} = {config.get(key)!r}"  # type: ignore[union-attr]
@@ -107,14 +109,18 @@ def _observe(assignments: list[RoleAssignment]) -> ObservedShapes:
     layers = [a.key.layer for a in assignments if a.key.layer is not None and a.key.role in LAYER_ROLES]
     experts = {a.key.expert for a in assignments if a.key.expert is not None}
     embed = first_shape("embed")
-    up = first_shape("mlp.up")
+    # Dense MLPs and routed experts can differ in width (Qwen2-MoE): observe them apart.
+    ups = by_role.get("mlp.up/weight", [])
+    dense_up = next((a.shape for a in ups if a.key.expert is None), None)
+    expert_up = next((a.shape for a in ups if a.key.expert is not None), None)
     q, k, qn = first_shape("attn.q"), first_shape("attn.k"), first_shape("attn.q_norm")
     norm_bias = any(a.key.param == "bias" and a.key.role.endswith("norm") for a in assignments)
     return ObservedShapes(
         num_layers=max(layers) + 1 if layers else None,
         hidden_size=embed[1] if embed and len(embed) == 2 else None,
         vocab_size=embed[0] if embed else None,
-        intermediate_size=up[0] if up else None,
+        intermediate_size=dense_up[0] if dense_up else None,
+        expert_intermediate_size=expert_up[0] if expert_up else None,
         q_rows=q[0] if q else None,
         kv_rows=k[0] if k else None,
         head_dim=qn[0] if qn else None,
@@ -164,7 +170,8 @@ def map_checkpoint(infos: list[TensorInfo], config: dict[str, Any] | None, gguf_
         rule = matched.rule
         how = "alias" if rule.standard else "table"
         if rule.standard:
-            role_map.renamed.append(RenamedTensor(info.name, rule.standard, rule.roles[0], rule.used_by))
+            role_map.renamed.append(RenamedTensor(info.name, matched.standard_name or rule.standard, rule.roles[0],
+                                                  rule.used_by))
         layout = rule.layout_for(config)
         experts = range(info.shape[0]) if rule.stacked_experts else [None]
         for expert in experts:
@@ -187,7 +194,8 @@ def map_checkpoint(infos: list[TensorInfo], config: dict[str, Any] | None, gguf_
         dims = Dims(
             hidden=(declared.hidden_size if declared else None) or observed_so_far.hidden_size,
             vocab=(declared.vocab_size if declared else None) or observed_so_far.vocab_size,
-            intermediate=(declared.intermediate_size if declared else None) or observed_so_far.intermediate_size,
+            intermediate=(declared.intermediate_size if declared else None) or observed_so_far.intermediate_size
+            or observed_so_far.expert_intermediate_size,
             kv_rows=(declared.num_kv_heads * declared.head_dim) if declared and declared.num_kv_heads and declared.head_dim else observed_so_far.kv_rows,
             num_layers=(declared.num_layers if declared else None),
             num_experts=(declared.num_experts if declared else None),
