@@ -39,7 +39,8 @@ def render_inspect(report: dict[str, Any]) -> str:
     lines.append(f"family: {family['name'] or 'unknown'}  [{family['reason']}]")
     shown = ["num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
              "vocab_size", "max_positions", "position_scheme", "rope_theta", "norm_type", "norm_eps",
-             "activation", "tied_embeddings", "attention_bias", "mlp_bias", "num_experts", "experts_per_token"]
+             "activation", "tied_embeddings", "attention_bias", "mlp_bias", "num_experts", "experts_per_token",
+             "expert_intermediate_size"]
     lines.append(f"architecture (from {arch['source']}):")
     values = [f"{name}={arch[name]}" for name in shown if arch.get(name) is not None]
     for i in range(0, len(values), 4):
