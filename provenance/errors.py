@@ -14,8 +14,16 @@ class ProvenanceError(Exception):
 
     def __init__(self, path: str | Path | None, problem: str):
         self.path = str(path) if path is not None else None
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        self.problem = _one_line(str(problem))
+        where = _one_line(self.path) if self.path else None
+        super().__init__(f"{where}: {self.problem}" if where else self.problem)
+
+
+def _one_line(text: str) -> str:
+    """The command line prints one line per error: fold a multi-line problem (a library's message) into one."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 class UnreadablePathError(ProvenanceError):

@@ -77,7 +77,7 @@ def snapshot_directory(path: Path) -> Path:
     if ref.is_file():
         revision = ref.read_text(encoding="utf-8", errors="replace").strip()
         candidate = snapshots / revision
-        if revision and "/" not in revision and candidate.is_dir():
+        if revision and "/" not in revision and "\\" not in revision and revision not in (".", "..") and candidate.is_dir():
             return candidate
     revisions = sorted(p for p in snapshots.iterdir() if p.is_dir())
     if len(revisions) == 1:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CorruptFileError, UnsupportedError
+from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .base import TensorInfo, TensorSource
 
 # Metadata arrays longer than this are kept out of `metadata()` summaries.
@@ -41,8 +41,12 @@ class GgufFile(TensorSource):
         self.format = "gguf"
         from gguf import GGUFReader
 
+        if not self.path.is_file():
+            raise UnreadablePathError(self.path, "cannot read: not a regular file (missing, a directory, or a dangling symlink)")
         try:
             self._reader = GGUFReader(str(self.path), "r")
+        except PermissionError as exc:
+            raise UnreadablePathError(self.path, f"cannot read: {exc.strerror or exc}") from exc
         except (ValueError, IndexError, OSError, KeyError, TypeError, OverflowError, MemoryError) as exc:
             first = (str(exc).strip().splitlines() or [repr(exc)])[0]
             raise CorruptFileError(self.path, f"not a readable GGUF file: {first}") from exc
@@ -72,12 +76,18 @@ class GgufFile(TensorSource):
         return self._metadata
 
     def read_tensor(self, name: str) -> torch.Tensor:
+        from gguf import GGMLQuantizationType
         from gguf.quants import dequantize
 
         tensor = self._tensors[name]
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        plain = {GGMLQuantizationType.F64, GGMLQuantizationType.I8, GGMLQuantizationType.I16,
+                 GGMLQuantizationType.I32, GGMLQuantizationType.I64}
         try:
-            values = dequantize(np.asarray(tensor.data), tensor.tensor_type)
+            if tensor.tensor_type in plain:  # not quantized: the reader already typed them; gguf has no "dequantizer"
+                values = np.asarray(tensor.data).astype(np.float32)
+            else:
+                values = dequantize(np.asarray(tensor.data), tensor.tensor_type)
         except NotImplementedError as exc:
             raise UnsupportedError(self.path, f"tensor {name!r}: quantization type {tensor.tensor_type.name} cannot be dequantized") from exc
         except (ValueError, TypeError) as exc:

@@ -14,14 +14,16 @@ and is loaded whole, which the `memory_note` property says.
 from __future__ import annotations
 
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CorruptFileError, UnsafeFileError
+from ..errors import CorruptFileError, UnreadablePathError, UnsafeFileError, UnsupportedError
 from .base import TensorInfo, TensorSource
 
 _TORCH_DTYPE_NAMES = {
@@ -29,6 +31,18 @@ _TORCH_DTYPE_NAMES = {
     torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16", torch.int32: "I32",
     torch.int64: "I64", torch.bool: "BOOL",
 }
+# Names shared with safetensors for the dtypes that only recent PyTorch versions have.
+for _attr, _name in (("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64"),
+                     ("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
+    if hasattr(torch, _attr):
+        _TORCH_DTYPE_NAMES[getattr(torch, _attr)] = _name
+
+# Keys under which training stacks nest the state dict ({"state_dict": {...}, "optimizer": ...}).
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "model_state", "weights", "params")
+
+# Bounds on the static pickle scan that explains a refusal.
+MAX_SCAN_OPS = 20_000_000
+MAX_LEGACY_PICKLES = 5  # magic number, protocol, sys info, object, storage keys
 
 
 def torch_dtype_name(dtype: torch.dtype) -> str:
@@ -36,36 +50,187 @@ def torch_dtype_name(dtype: torch.dtype) -> str:
 
 
 def _flatten_tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Tensors of a state dict, also when nested ({"state_dict": {...}}, {"model": {...}})."""
+    """Tensors of a (possibly nested) container, named by their dotted path.
+
+    Iterative, so that an adversarially deep container cannot exhaust the stack.
+    """
     found: dict[str, torch.Tensor] = {}
-    if isinstance(obj, torch.Tensor):
-        found[prefix.rstrip(".")] = obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            found.update(_flatten_tensors(value, f"{prefix}{key}."))
-    elif isinstance(obj, (list, tuple)):
-        for index, value in enumerate(obj):
-            found.update(_flatten_tensors(value, f"{prefix}{index}."))
+    stack: list[tuple[Any, str]] = [(obj, prefix)]
+    seen: set[int] = set()
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, torch.Tensor):
+            found[where.rstrip(".")] = item
+        elif isinstance(item, (dict, list, tuple)):
+            if id(item) in seen:  # a container reachable twice (pickle memo) is listed once
+                continue
+            seen.add(id(item))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((value, f"{where}{key}.") for key, value in reversed(list(pairs)))
     return found
 
 
+def _state_dict_tensors(obj: Any) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict, unwrapping {"state_dict": {...}}-style checkpoints.
+
+    A training checkpoint that nests the weights under a wrapper key also holds
+    optimizer state (more tensors); only the wrapped state dict is the model.
+    """
+    for _ in range(4):  # {"model": {"state_dict": {...}}} at most a few levels deep
+        if not isinstance(obj, dict) or any(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and _flatten_tensors(obj[k])), None)
+        if inner is None:
+            break
+        obj = inner
+    return _flatten_tensors(obj)
+
+
 _GLOBAL_RE = re.compile(r"(?:Unsupported global|GLOBAL)\s*:?\s*(?:GLOBAL\s+)?([\w.]+)")
+# Python 2 / platform module names as pickles spell them, and the names users know.
+_MODULE_ALIASES = {"__builtin__": "builtins", "posix": "os", "nt": "os"}
+_OPERAND_RE = re.compile(r"Unsupported operand (\d+)")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _allowed_globals() -> set[str]:
+    """Globals PyTorch's weights-only unpickler accepts ("module.name")."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except Exception:  # a private helper; without it, judge by module
+        allowed = set()
+    try:
+        allowed.update(f"{g.__module__}.{g.__qualname__}" for g in torch.serialization.get_safe_globals()
+                       if hasattr(g, "__module__"))
+    except Exception:
+        pass
+    return allowed
+
+
+def _pickle_globals(stream) -> tuple[list[str], bool]:
+    """Globals ("module.name") one pickle names, found by reading opcodes only; nothing is executed.
+
+    Also whether the pickle ended cleanly (a STOP opcode), so that a caller walking
+    several pickles in a row stops at the first garbled one.
+    """
+    names: list[str] = []
+
+    def add(module: str, name: str) -> None:
+        names.append(f"{_MODULE_ALIASES.get(module, module)}.{name}")
+
+    memo: dict[Any, Any] = {}
+    strings: list[str] = []
+    last: Any = None
+    finished = False
+    try:
+        for count, (op, arg, _pos) in enumerate(pickletools.genops(stream)):
+            if count > MAX_SCAN_OPS:
+                break
+            kind = op.name
+            value = None
+            if kind in _STRING_OPS:
+                value = arg.decode("latin-1") if isinstance(arg, bytes) else arg
+                strings.append(value)
+            elif kind in ("GLOBAL", "INST"):
+                module, _, name = str(arg).partition(" ")
+                add(module, name)
+            elif kind == "STACK_GLOBAL":
+                if len(strings) >= 2:
+                    add(strings[-2], strings[-1])
+                else:
+                    names.append("an unknown global")
+            elif kind == "MEMOIZE":
+                memo[len(memo)] = last
+            elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = last
+            elif kind in ("GET", "BINGET", "LONG_BINGET"):
+                value = memo.get(arg)
+                if isinstance(value, str):
+                    strings.append(value)
+            if kind not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME"):
+                last = value
+            finished = kind == "STOP"
+    except Exception:  # truncated or garbled after some opcodes: what was seen so far still counts
+        pass
+    return names, finished
+
+
+def _forbidden_global(path: Path) -> str | None:
+    """The first global the file's pickles name that the weights-only unpickler refuses, if any."""
+    allowed = _allowed_globals()
+
+    def refused(names: list[str]) -> str | None:
+        for name in names:
+            module = name.split(".", 1)[0]
+            if name in allowed or (not allowed and module == "torch"):
+                continue
+            if module == "torch" and name.rsplit(".", 1)[-1].endswith("Storage"):
+                continue  # storage classes are allowed under several spellings
+            return name
+        return None
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    if member.endswith(".pkl"):
+                        with archive.open(member) as stream:
+                            culprit = refused(_pickle_globals(stream)[0])
+                        if culprit:
+                            return culprit
+            return None
+        with open(path, "rb") as stream:
+            for _ in range(MAX_LEGACY_PICKLES):
+                names, finished = _pickle_globals(stream)
+                culprit = refused(names)
+                if culprit or not finished:
+                    return culprit
+    except Exception:  # a stream we cannot even walk: torch's own error stands
+        return None
+    return None
+
+
+def _torch_reason(text: str) -> str:
+    """The informative line of a torch.load error (not its boilerplate about weights_only)."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch 2.6")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    return (useful or lines or ["unknown error"])[0]
 
 
 def _load(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        match = _GLOBAL_RE.search(text)
-        culprit = match.group(1) if match else "a callable"
-        if "Unsupported global" in text or "not an allowed global" in text or "GLOBAL" in text:
-            raise UnsafeFileError(path, f"refused: the pickle would call {culprit}, which is not tensor data; nothing was executed") from exc
-        raise CorruptFileError(path, f"not a readable PyTorch pickle: {text.splitlines()[0] if text else exc!r}") from exc
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError, TypeError) as exc:
+        with warnings.catch_warnings():  # torch warns on stderr about pickle protocols; we report instead
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except MemoryError:
+        raise
+    except OSError as exc:
+        if not path.is_file():  # missing, a dangling symlink, unreadable: about the path, not the contents
+            raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
         first = (str(exc).strip().splitlines() or [repr(exc)])[0]
         raise CorruptFileError(path, f"not a readable PyTorch checkpoint: {first}") from exc
-    return _flatten_tensors(obj)
+    except Exception as exc:
+        text = str(exc)
+        culprit = _forbidden_global(path)
+        if culprit is None and isinstance(exc, pickle.UnpicklingError) and (
+                "Unsupported global" in text or "GLOBAL" in text):
+            match = _GLOBAL_RE.search(text)
+            culprit = match.group(1) if match else "a callable"
+        if culprit is not None:
+            raise UnsafeFileError(path, f"refused: the pickle would call {culprit}, which is not tensor data; "
+                                        "nothing was executed") from exc
+        operand = _OPERAND_RE.search(text)
+        opcode = pickletools.code2op.get(chr(int(operand.group(1)))) if operand else None
+        if opcode is not None:  # a valid pickle opcode that the weights-only unpickler does not implement
+            raise UnsupportedError(path, f"uses pickle opcode {opcode.name} (protocol {opcode.proto}), which PyTorch's "
+                                         "weights-only unpickler cannot read; re-save it with torch.save's default "
+                                         "protocol (2) or as safetensors") from exc
+        kind = "pickle" if isinstance(exc, pickle.UnpicklingError) else "checkpoint"
+        raise CorruptFileError(path, f"not a readable PyTorch {kind}: {_torch_reason(text) if text else repr(exc)}") from exc
+    return _state_dict_tensors(obj)
 
 
 class PytorchFile(TensorSource):
@@ -74,7 +239,12 @@ class PytorchFile(TensorSource):
     def __init__(self, path: Path):
         super().__init__(Path(path))
         self.format = "pytorch"
-        self.is_zip = zipfile.is_zipfile(self.path)
+        try:
+            self.is_zip = zipfile.is_zipfile(self.path)
+        except OSError as exc:
+            raise UnreadablePathError(self.path, f"cannot read: {exc.strerror or exc}") from exc
+        if not self.path.is_file():
+            raise UnreadablePathError(self.path, "cannot read: not a regular file (missing, a directory, or a dangling symlink)")
         tensors = _load(self.path, mmap=self.is_zip)
         self._infos = [
             TensorInfo(name=name, shape=tuple(t.shape), dtype=torch_dtype_name(t.dtype),

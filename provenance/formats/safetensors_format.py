@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CorruptFileError, UnsupportedError
+from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .base import TensorInfo, TensorSource
 
 # Largest header we accept; the safetensors library uses the same limit.
@@ -41,11 +41,15 @@ DTYPE_BITS = {
 }
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names the same key twice (json.loads would keep the last silently)."""
+
+
 def _reject_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise ValueError(f"duplicate tensor name {key!r}")
+            raise _DuplicateKey(key)
         seen[key] = value
     return seen
 
@@ -65,13 +69,17 @@ def read_safetensors_header(path: Path) -> tuple[list[TensorInfo], dict[str, str
                 raise CorruptFileError(path, f"header length {header_len} runs past the end of the {file_size}-byte file (truncated?)")
             raw = handle.read(header_len)
     except OSError as exc:
-        raise CorruptFileError(path, f"cannot read: {exc.strerror or exc}") from exc
+        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicate_names)
     except UnicodeDecodeError as exc:
         raise CorruptFileError(path, f"header is not UTF-8 (byte {exc.start})") from exc
+    except _DuplicateKey as exc:
+        raise CorruptFileError(path, f"header names {exc.args[0]!r} twice (duplicate tensor name or key)") from exc
     except ValueError as exc:
         raise CorruptFileError(path, f"header is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise CorruptFileError(path, "header JSON is nested too deeply") from exc
     if not isinstance(header, dict):
         raise CorruptFileError(path, f"header is a JSON {type(header).__name__}, expected an object")
 
@@ -130,7 +138,7 @@ class SafetensorsFile(TensorSource):
         super().__init__(Path(path))
         self.format = "safetensors"
         self._infos, self._metadata = read_safetensors_header(self.path)
-        self._names = {info.name for info in self._infos}
+        self._by_name = {info.name: info for info in self._infos}
 
     def tensor_infos(self) -> list[TensorInfo]:
         return list(self._infos)
@@ -139,12 +147,17 @@ class SafetensorsFile(TensorSource):
         return dict(self._metadata)
 
     def read_tensor(self, name: str) -> torch.Tensor:
-        if name not in self._names:
-            raise KeyError(name)
+        info = self._by_name[name]  # KeyError for a name the file does not hold
         from safetensors import safe_open
 
         try:
             with safe_open(str(self.path), framework="pt") as handle:
                 return handle.get_tensor(name)
+        except MemoryError:
+            raise
         except Exception as exc:  # the library's own error types vary by version
-            raise CorruptFileError(self.path, f"cannot read tensor {name!r}: {exc}") from exc
+            first = (str(exc).strip().splitlines() or [repr(exc)])[0]
+            if "not understood" in first or "not supported" in first.lower():
+                raise UnsupportedError(self.path, f"tensor {name!r}: dtype {info.dtype} cannot be read by this "
+                                                  f"PyTorch/safetensors version ({first})") from exc
+            raise CorruptFileError(self.path, f"cannot read tensor {name!r}: {first}") from exc
