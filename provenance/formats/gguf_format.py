@@ -92,7 +92,10 @@ class GgufFile(TensorSource):
             raise UnsupportedError(self.path, f"tensor {name!r}: quantization type {tensor.tensor_type.name} cannot be dequantized") from exc
         except (ValueError, TypeError) as exc:
             raise CorruptFileError(self.path, f"tensor {name!r} ({tensor.tensor_type.name}): {exc}") from exc
-        result = torch.from_numpy(np.array(values, dtype=np.float32).reshape(shape))
+        values = np.asarray(values, dtype=np.float32)
+        if np.may_share_memory(values, self._reader.data):
+            values = values.copy()  # F32 tensors are views of the mapped file
+        result = torch.from_numpy(values.reshape(shape))
         self._release_pages()
         return result
 

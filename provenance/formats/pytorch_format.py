@@ -233,6 +233,9 @@ def _load(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
     return _state_dict_tensors(obj)
 
 
+REMAP_BYTES = 256 * 1024 * 1024
+
+
 class PytorchFile(TensorSource):
     """One PyTorch pickle file holding a state dict."""
 
@@ -253,6 +256,8 @@ class PytorchFile(TensorSource):
         ]
         # Legacy files are already fully in memory; keep them rather than load twice.
         self._legacy_tensors = None if self.is_zip else tensors
+        self._mapped: dict[str, torch.Tensor] | None = None
+        self._read_since_map = 0
 
     @property
     def memory_note(self) -> str | None:
@@ -266,12 +271,18 @@ class PytorchFile(TensorSource):
     def read_tensor(self, name: str) -> torch.Tensor:
         if self._legacy_tensors is not None:
             return self._legacy_tensors[name].clone()
-        # Map the file again for this one tensor and copy it out, so pages of
-        # earlier tensors do not stay mapped for the rest of the pass.
-        tensors = _load(self.path, mmap=True)
-        tensor = tensors[name].clone()
-        del tensors
+        # Tensors are copied out of a memory map of the file. Pages read stay
+        # mapped while the map lives, so it is dropped and made again after every
+        # REMAP_BYTES read: memory stays bounded and the pickle is parsed only
+        # once per REMAP_BYTES, not once per tensor.
+        if self._mapped is None or self._read_since_map > REMAP_BYTES:
+            self._mapped = None
+            self._mapped = _load(self.path, mmap=True)
+            self._read_since_map = 0
+        tensor = self._mapped[name].clone()
+        self._read_since_map += tensor.numel() * tensor.element_size()
         return tensor
 
     def close(self) -> None:
         self._legacy_tensors = None
+        self._mapped = None
