@@ -19,7 +19,18 @@ from . import __version__
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 
 
+def _require_path(path: str) -> None:
+    """Fail fast, before the heavy imports, when a PATH does not exist."""
+    from pathlib import Path
+
+    from .errors import UnreadablePathError
+
+    if not Path(path).exists() and not Path(path).is_symlink():
+        raise UnreadablePathError(path, "no such file or directory")
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    _require_path(args.path)
     from .inspect import inspect_checkpoint
     from .model import Checkpoint
     from .report.terminal import render_inspect
@@ -34,6 +45,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    _require_path(args.path)
     from .fingerprint import build_fingerprint
     from .model import Checkpoint
 
@@ -46,6 +58,8 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    _require_path(args.candidate)
+    _require_path(args.reference)
     from .compare import compare_fingerprints
     from .fingerprint.load import fingerprint_for
     from .report.compare_json import comparison_to_json, render_comparison
@@ -72,6 +86,7 @@ def _parse_fail_on(text: str | None) -> set[str]:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    _require_path(args.candidate)
     from .audit import audit_to_json, render_audit, run_audit
     from .fingerprint.load import fingerprint_for
     from .registry import Registry, default_path
