@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -56,11 +56,14 @@ class Checkpoint:
         arch = self.architecture
         return HeadLayout(arch.num_heads, arch.num_kv_heads, arch.head_dim)
 
-    def iter_canonical(self, small_first: bool = False) -> Iterator[tuple[RoleAssignment, torch.Tensor]]:
+    def iter_canonical(self, small_first: bool = False,
+                       on_stored: Callable[[TensorInfo, torch.Tensor], None] | None = None,
+                       ) -> Iterator[tuple[RoleAssignment, torch.Tensor]]:
         """Every canonical tensor with its values, reading each stored tensor once.
 
         With `small_first`, 1-D tensors (norms, biases) come before the rest, so
         that a consumer can fold norm weights into the matrices that follow them.
+        `on_stored` sees each stored tensor as read, before it is split.
         """
         by_source: dict[str, list[RoleAssignment]] = defaultdict(list)
         for assignment in self.roles.assignments:
@@ -72,6 +75,8 @@ class Checkpoint:
             if not wanted:
                 continue
             stored = self.files.source.read_tensor(info.name)
+            if on_stored is not None:
+                on_stored(info, stored)
             for assignment in wanted:
                 yield assignment, apply_transform(stored, assignment.transform, heads, info.file)
             del stored

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..fingerprint import Fingerprint
-from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, head_matching_error, layer_similarity, layer_view,
+from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, head_matching_error, layer_similarity, permuted_bias_error, layer_view,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, fisher_log10p, format_p, p_from_log10
 
@@ -148,11 +148,16 @@ def _check_permuted_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[s
                 rematched.append("MLP units")
         for role, count in heads.items():
             if errors.get(role, 0.0) >= IDENTICAL_REL_ERROR and count:
-                error = head_matching_error(cand, ref, i, j, role, int(count))
-                if error is not None and error < IDENTICAL_REL_ERROR:
-                    errors[role] = error
-                    if "attention heads" not in rematched:
-                        rematched.append("attention heads")
+                found = head_matching_error(cand, ref, i, j, role, int(count))
+                if found is None or found[0] >= IDENTICAL_REL_ERROR:
+                    continue
+                errors[role] = found[0]
+                # q, k, v biases are per head; o's bias lives in the hidden space
+                bias_error = permuted_bias_error(cand, ref, i, j, role, found[1]) if role != "attn.o" else None
+                if f"{role}.bias" in errors and bias_error is not None:
+                    errors[f"{role}.bias"] = bias_error
+                if "attention heads" not in rematched:
+                    rematched.append("attention heads")
         if rematched:
             row["via"] = f"sketch; {' and '.join(rematched)} matched (permuted)"
 
@@ -209,14 +214,36 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
 
     decisive = [e.log10p for e in evidence if e.decisive and e.log10p is not None]
     strongest = min(decisive, default=0.0)
-    # Bit-identical everywhere, each tensor in its own place: the same model renamed.
-    exact_all = (bool(big_cand) and len(exact) == len(big_cand) == len(big_ref)
-                 and all(c == r for c, r in exact))
+    # Bit-identical everywhere: the same model renamed. Each tensor must sit in its
+    # own place, unless the candidate's names do not say where (opaque names),
+    # in which case the same multiset of tensors is all that can be checked.
+    distinct_refs = len({r for _, r in exact}) == len(exact)
+    unplaced = any(_is_unplaced(k) for k in cand.tensors)
+    exact_all = (bool(big_cand) and len(exact) == len(big_cand) == len(big_ref) and distinct_refs
+                 and (all(c == r for c, r in exact) or unplaced))
+    # The same check on stored tensors (before splitting fused ones): a copy whose
+    # names are opaque is still the same multiset of stored tensors.
+    stored_c = {k: v for k, v in (cand.meta.get("stored_tensors") or {}).items() if v.get("numel", 0) > 64}
+    stored_r = [v["sha256"] for v in (ref.meta.get("stored_tensors") or {}).values() if v.get("numel", 0) > 64]
+    if not exact_all and stored_c and unplaced and sorted(v["sha256"] for v in stored_c.values()) == sorted(stored_r):
+        exact_all = True
+        evidence.append(Evidence("exact stored-tensor hashes", 1.0, None,
+                                 f"all {len(stored_c)} stored tensors are bit-identical (as float32) to the reference's, "
+                                 "though the names do not say where each belongs"))
+
 
     verdict, confidence, abstained, summary = _decide(rows, matched, globals_, anchors, units, strongest, exact_all,
                                                       match_kind, arch_c, arch_r, notes)
     renamed = _renamed(cand, ref) if verdict in ("identical", "derived", "assembled") else []
     return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes)
+
+
+def _is_unplaced(key: str) -> bool:
+    """A per-layer role whose layer is unknown (`attn.q.weight`, `attn.q.weight@t017`)."""
+    from ..architectures.roles import LAYER_ROLES
+
+    role = key.split("@")[0].rsplit(".", 1)[0]
+    return not key.startswith("layers.") and role in LAYER_ROLES
 
 
 def _monotone(refs: list[int]) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import sketch_positions
-from .stats import LOG10P_FLOOR, correlation_matrix, pearson, pearson_log10p, standardise
+from .stats import LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, standardise
 
 # The norm that scales the input of each role (pre-norm transformers).
 PRECEDING_NORM = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
@@ -112,14 +112,18 @@ def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
             a = np.stack([cand.sketches[(i, role)] for i in ci])
             b = np.stack([ref.sketches[(j, role)] for j in rj])
             r = correlation_matrix(a, b)
-            n = a.shape[1]
-            logp = pearson_log10p(r, n)
+            logp = clustered_log10p_matrix(a, b, sketch_clusters(shape))
             diff = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1) / np.maximum(np.linalg.norm(b, axis=-1)[None, :], 1e-30)
+            matrix = len(shape) == 2
             for x, i in enumerate(ci):
                 for y, j in enumerate(rj):
-                    sim[i, j] += r[x, y]
-                    sum_log[i, j] += logp[x, y]
-                    count[i, j] += 1
+                    # Norm weights of different layers of one model correlate
+                    # (shared outlier dimensions), so only matrices decide which
+                    # layer matches which; norms still enter the identity check.
+                    if matrix:
+                        sim[i, j] += r[x, y]
+                        sum_log[i, j] += logp[x, y]
+                        count[i, j] += 1
                     if role not in FOLDED_NORMS or not folded_norms_compared:
                         rel.setdefault((i, j), {})[role] = float(diff[x, y])
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -128,6 +132,33 @@ def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
     log10p = np.where(count > 0, st.chi2.logsf(statistic, 2 * np.maximum(count, 1)) / np.log(10.0), 0.0)
     log10p = np.maximum(log10p, LOG10P_FLOOR)
     return LayerSimilarity(mean_sim, log10p, count, rel)
+
+
+def sketch_clusters(shape: tuple[int, ...]) -> np.ndarray:
+    """Cluster of each sketch position: its column (the input hidden dimension) for
+    matrices, itself for vectors. Independent models share no hidden coordinates."""
+    positions = sketch_positions(tuple(shape))
+    return positions % shape[1] if len(shape) == 2 else positions
+
+
+def clustered_log10p_matrix(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """`clustered_log10p` for every row of a against every row of b (same positions)."""
+    from scipy import stats as st
+
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    order = np.argsort(clusters, kind="stable")
+    sorted_clusters = clusters[order]
+    starts = np.flatnonzero(np.r_[True, sorted_clusters[1:] != sorted_clusters[:-1]])
+    products = a[:, None, order] * b[None, :, order]
+    sums = np.add.reduceat(products, starts, axis=-1)
+    total = sums.sum(axis=-1)
+    scale = np.sqrt((sums * sums).sum(axis=-1))
+    count = np.count_nonzero(sums, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(scale > 0, total / scale, 0.0)
+    logp = st.t.logsf(z, np.maximum(count - 1, 1)) / np.log(10.0)
+    return np.where(count >= 3, np.maximum(logp, LOG10P_FLOOR), 0.0)
 
 
 @dataclass(frozen=True)
@@ -160,20 +191,22 @@ def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
     match_a = standardise(a[chosen, :half])
     match_b = standardise(b[:, :half])
     partner = np.argmax(match_a @ match_b.T, axis=1)
-    held_a = a[chosen, half:].reshape(-1)
-    held_b = b[partner, half:].reshape(-1)
-    r = pearson(held_a, held_b)
-    n = held_a.size
+    held_a = a[chosen, half:]
+    held_b = b[partner, half:]
+    units = np.repeat(np.arange(len(chosen)), held_a.shape[1])  # each unit is one cluster
+    r, log10p = clustered_log10p(held_a.reshape(-1), held_b.reshape(-1), units)
     rel = float(np.linalg.norm(a[chosen] - b[partner]) / max(np.linalg.norm(b[partner]), 1e-30))
-    return UnitMatch(layer_c, layer_r, r, float(pearson_log10p(r, n)), len(chosen), rel)
+    return UnitMatch(layer_c, layer_r, r, log10p, len(chosen), rel)
 
 
 def head_matching_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str,
-                        heads: int) -> float | None:
-    """Relative difference of one attention matrix after matching its heads (permutation of heads).
+                        heads: int) -> tuple[float, np.ndarray] | None:
+    """Relative difference of one attention matrix after matching its heads, and the matching.
 
     Heads are blocks of rows (q, k, v) or of columns (o); each head's block of
-    unit signatures is matched to the most similar reference head.
+    unit signatures is matched to the most similar reference head. The
+    matching (candidate head -> reference head) is returned so that biases
+    can be checked with it.
     """
     a = cand.array(f"units/{layer_c}/{role}")
     b = ref.array(f"units/{layer_r}/{role}")
@@ -184,6 +217,18 @@ def head_matching_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer
     partner = np.argmax(standardise(a) @ standardise(b).T, axis=1)
     if len(set(partner.tolist())) != heads:
         return None
+    return float(np.linalg.norm(a - b[partner]) / max(np.linalg.norm(b), 1e-30)), partner
+
+
+def permuted_bias_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str,
+                        partner: np.ndarray) -> float | None:
+    """Relative difference of a bias whose blocks (heads or units) were permuted by `partner`."""
+    a = cand.array(f"sketch/layers.{layer_c}.{role}.bias")
+    b = ref.array(f"sketch/layers.{layer_r}.{role}.bias")
+    if a is None or b is None or a.shape != b.shape or a.size % len(partner):
+        return None
+    a = a.astype(np.float64).reshape(len(partner), -1)
+    b = b.astype(np.float64).reshape(len(partner), -1)
     return float(np.linalg.norm(a - b[partner]) / max(np.linalg.norm(b), 1e-30))
 
 
@@ -197,8 +242,14 @@ class TensorSignal:
 
 
 def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
-    """Non-layer tensors with equal keys and shapes (embedding by id, head, final norm ...)."""
+    """Non-layer tensors with equal keys and shapes (embedding by id, head, final norm ...).
+
+    The output head is compared with the final norm folded in, so rescaling
+    between the two changes nothing; the final norm then only enters the
+    identity check through the head.
+    """
     found = []
+    head_folded = False
     for key, record in cand.tensors.items():
         if key.startswith("layers."):
             continue
@@ -208,10 +259,29 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
         x, y = cand.array(f"sketch/{key}"), ref.array(f"sketch/{key}")
         if x is None or y is None or x.size < 4:
             continue
-        r = pearson(x, y)
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        shape = tuple(record["shape"])
+        if key == "lm_head.weight" and len(shape) == 2:
+            columns = sketch_positions(shape) % shape[1]
+            scale_c, scale_r = _final_norm(cand), _final_norm(ref)
+            if scale_c is not None and scale_r is not None and scale_c.shape[0] == scale_r.shape[0] == shape[1]:
+                x, y = x * scale_c[columns], y * scale_r[columns]
+                head_folded = True
+        r, log10p = clustered_log10p(x, y, sketch_clusters(shape))
         rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
-        found.append(TensorSignal(key, r, float(pearson_log10p(r, x.size)), x.size, rel))
+        found.append(TensorSignal(key, r, log10p, x.size, rel))
+    if head_folded:
+        found = [TensorSignal(g.name, g.correlation, g.log10p, g.n, 0.0) if g.name == "final_norm.weight" else g
+                 for g in found]
     return found
+
+
+def _final_norm(fp: Fingerprint) -> np.ndarray | None:
+    values = fp.array("sketch/final_norm.weight")
+    if values is None:
+        return None
+    values = values.astype(np.float64)
+    return values + 1.0 if fp.architecture.get("norm_type") == "rmsnorm_plus_one" else values
 
 
 def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = "embed") -> TensorSignal | None:
@@ -225,12 +295,15 @@ def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = "embed") 
     shared = [t for t in c_index if t in r_index]
     if len(shared) < 8:
         return None
-    x = a[[c_index[t] for t in shared]].astype(np.float64).reshape(-1)
-    y = b[[r_index[t] for t in shared]].astype(np.float64).reshape(-1)
-    r = pearson(x, y)
+    x = a[[c_index[t] for t in shared]].astype(np.float64)
+    y = b[[r_index[t] for t in shared]].astype(np.float64)
     rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
-    return TensorSignal(f"{role} rows of {len(shared)} anchor tokens shared by string", r,
-                        float(pearson_log10p(r, x.size)), x.size, rel)
+    # Centre each hidden dimension (embeddings share a mean direction) and treat
+    # each hidden dimension as one cluster: rows of one token are not independent.
+    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+    columns = np.tile(np.arange(x.shape[1]), (x.shape[0], 1))
+    r, log10p = clustered_log10p(x.reshape(-1), y.reshape(-1), columns.reshape(-1))
+    return TensorSignal(f"{role} rows of {len(shared)} anchor tokens shared by string", r, log10p, x.size, rel)
 
 
 def std_curve_correlation(cand: Fingerprint, ref: Fingerprint) -> float | None:

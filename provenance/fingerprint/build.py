@@ -92,15 +92,26 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     norms: dict[tuple[int | None, str], torch.Tensor] = {}
     stored_dtype = {info.name: info.dtype for info in checkpoint.infos}
     total = len(checkpoint.roles.assignments)
-    for done, (assignment, tensor) in enumerate(checkpoint.iter_canonical(small_first=True), start=1):
+    stored_hashes: dict[str, str] = {}
+
+    def hash_stored(info, stored: torch.Tensor) -> None:
+        # The stored tensor as a whole, before any split or transpose: equal for a
+        # renamed copy even when its names no longer say how to split it.
+        stored_hashes[info.name] = content_hash(stored)
+
+    for done, (assignment, tensor) in enumerate(checkpoint.iter_canonical(small_first=True, on_stored=hash_stored),
+                                                start=1):
         key = assignment.key
         values = tensor.detach().to(torch.float32)
-        records[key.name] = {
+        # Inferred roles whose layer is unknown (opaque, shuffled names) can share a
+        # key; the stored name keeps each one apart.
+        record_key = key.name if key.name not in records else f"{key.name}@{assignment.source}"
+        records[record_key] = {
             "shape": list(values.shape), "dtype": stored_dtype.get(assignment.source), "source": assignment.source,
             "how": assignment.how, "sha256": content_hash(values), "stats": summary_statistics(values),
         }
         flat = values.reshape(-1)
-        arrays[f"sketch/{key.name}"] = flat[torch.from_numpy(sketch_positions(tuple(values.shape)))].numpy().copy()
+        arrays[f"sketch/{record_key}"] = flat[torch.from_numpy(sketch_positions(tuple(values.shape)))].numpy().copy()
         if values.dim() == 1 and key.role.endswith("norm") and key.param == "weight":
             norms[(key.layer, key.role)] = norm_scale(values, arch.norm_type)
         if key.role in ("embed", "lm_head") and key.param == "weight" and anchors and values.dim() == 2:
@@ -130,6 +141,12 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         if on_tensor:
             on_tensor(done, total)
 
+    # Tensors no role fits are still part of the model: hash them too, so that a
+    # copy with opaque names is recognised as the same set of stored tensors.
+    for info in checkpoint.infos:
+        if info.name in checkpoint.roles.unmapped:
+            hash_stored(info, checkpoint.files.source.read_tensor(info.name))
+
     files = checkpoint.files.all_files()
     meta = {
         "schema": FINGERPRINT_SCHEMA,
@@ -142,6 +159,9 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         "family": {"name": checkpoint.roles.family, "reason": checkpoint.roles.family_reason},
         "architecture": arch.to_dict(),
         "tensors": records,
+        "stored_tensors": {name: {"sha256": digest, "numel": info.numel, "shape": list(info.shape)}
+                           for info in checkpoint.infos
+                           for name, digest in [(info.name, stored_hashes.get(info.name))] if digest},
         "renamed_tensors": [{"tensor": r.stored, "standard": r.standard, "role": r.role}
                             for r in checkpoint.roles.renamed],
         "vocabulary": _vocabulary_meta(vocabulary, anchors),
