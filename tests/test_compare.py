@@ -305,3 +305,21 @@ def test_moe_upcycled_from_dense_is_derived(base, tmp_path):
         moe[f"model.layers.{layer}.block_sparse_moe.gate.weight"] = 0.02 * torch.randn(experts, CONFIG["hidden_size"])
     result = _compare(_save(tmp_path / "moe", moe, moe_config.to_dict()), path)
     assert result.verdict == "derived", result.summary
+
+
+def test_clustered_test_stays_calibrated_when_magnitudes_share_structure():
+    """Rows with shared norms (frequent tokens) but independent bases: the plain
+    Pearson test would reject far too often; the per-dimension clustered test does not."""
+    from provenance.compare.stats import clustered_log10p
+
+    rng = np.random.default_rng(3)
+    p_values = []
+    for _ in range(400):
+        norms = rng.lognormal(0.0, 1.0, size=(100, 1))
+        x = norms * rng.standard_normal((100, 48))
+        y = norms * rng.standard_normal((100, 48))
+        columns = np.tile(np.arange(48), (100, 1))
+        p_values.append(10 ** clustered_log10p(x.ravel(), y.ravel(), columns.ravel())[1])
+    p_values = np.asarray(p_values)
+    assert 0.02 < np.mean(p_values < 0.05) < 0.09
+    assert np.mean(p_values < 0.001) < 0.01
