@@ -1,0 +1,45 @@
+"""Regression gate: the small slice of the provenance zoo against its committed baseline.
+
+Builds the slice (trained tiny LLaMA and GPT-2 bases and their derivatives,
+about half a minute), runs every comparison, and fails if a case the baseline
+got right goes wrong, or if any independent pair is accused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "bench" / "zoo_baseline_small.json"
+ACCUSATIONS = {"identical", "derived", "assembled"}
+
+
+@pytest.fixture(scope="module")
+def small_zoo_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    build = subprocess.run([sys.executable, "-m", "bench.zoo.build", "--out", str(out), "--slice", "small"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr[-2000:]
+    results = out / "results.json"
+    run = subprocess.run([sys.executable, "bench/run_zoo.py", str(out), "--json", str(results)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return {r["id"]: r for r in json.loads(results.read_text())["results"]}
+
+
+def test_no_independent_pair_is_accused(small_zoo_results):
+    accused = [case for case, r in small_zoo_results.items() if not r["positive"] and r["verdict"] in ACCUSATIONS]
+    assert not accused
+
+
+def test_no_regression_against_baseline(small_zoo_results):
+    baseline = json.loads(BASELINE.read_text())["cases"]
+    assert set(baseline) <= set(small_zoo_results), "cases disappeared from the slice"
+    regressed = {case: (b["verdict"], small_zoo_results[case]["verdict"]) for case, b in baseline.items()
+                 if b["correct"] and not small_zoo_results[case]["correct"]}
+    assert not regressed
