@@ -323,3 +323,28 @@ def test_clustered_test_stays_calibrated_when_magnitudes_share_structure():
     p_values = np.asarray(p_values)
     assert 0.02 < np.mean(p_values < 0.05) < 0.09
     assert np.mean(p_values < 0.001) < 0.01
+
+
+def test_rotated_residual_basis_is_identical(base, tmp_path):
+    """Fold every norm into the next layer, then rotate the residual stream by an orthogonal R."""
+    state, config, path = base
+    h = CONFIG["hidden_size"]
+    generator = torch.Generator().manual_seed(12)
+    rotation, _ = torch.linalg.qr(torch.randn(h, h, generator=generator, dtype=torch.float64))
+    rotation = rotation.float()
+    rotated = {"model.embed_tokens.weight": state["model.embed_tokens.weight"] @ rotation,
+               "model.norm.weight": torch.ones(h),
+               "lm_head.weight": (state["lm_head.weight"] * state["model.norm.weight"]) @ rotation}
+    for layer in range(CONFIG["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        for norm, readers in (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+                              ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))):
+            scale = state[p + norm + ".weight"]
+            rotated[p + norm + ".weight"] = torch.ones(h)
+            for reader in readers:
+                rotated[p + reader + ".weight"] = (state[p + reader + ".weight"] * scale) @ rotation
+        for writer in ("self_attn.o_proj", "mlp.down_proj"):
+            rotated[p + writer + ".weight"] = rotation.t() @ state[p + writer + ".weight"]
+    result = _compare(_save(tmp_path / "rotated", rotated, config), path)
+    assert result.verdict == "identical", result.summary
+    assert "rotation" in result.summary

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..fingerprint import Fingerprint
-from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, head_matching_error, layer_similarity, permuted_bias_error, layer_view,
+from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, head_matching_error, layer_similarity, permuted_bias_error, rotation_identity_errors, layer_view,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, fisher_log10p, format_p, p_from_log10
 
@@ -231,6 +231,21 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                                  f"all {len(stored_c)} stored tensors are bit-identical (as float32) to the reference's, "
                                  "though the names do not say where each belongs"))
 
+
+    rotation_errors = None
+    if not matched and match_kind == "same-shapes":
+        rotation_errors = rotation_identity_errors(cand, ref)
+        if rotation_errors is not None:
+            evidence.append(Evidence(
+                "residual-space Gram matrices (rotation-invariant identity check)", max(rotation_errors), None,
+                f"largest relative difference over layers {max(rotation_errors):.2g} (identical below {IDENTICAL_REL_ERROR}); "
+                "deterministic check, no p-value"))
+    if rotation_errors is not None and max(rotation_errors) < IDENTICAL_REL_ERROR:
+        for row in rows:
+            row.update({"reference_layer": row["candidate_layer"], "via": "equal residual-space Gram matrices (rotated)"})
+        return Comparison("identical", 0.95, "every layer equals the reference layer up to a rotation of the residual "
+                          "basis (the units' inner products agree to rounding)", evidence, rows, [], match_kind, False,
+                          notes)
 
     verdict, confidence, abstained, summary = _decide(rows, matched, globals_, anchors, units, strongest, exact_all,
                                                       match_kind, arch_c, arch_r, notes)

@@ -161,6 +161,34 @@ def clustered_log10p_matrix(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) 
     return np.where(count >= 3, np.maximum(logp, LOG10P_FLOOR), 0.0)
 
 
+def rotation_identity_errors(cand: Fingerprint, ref: Fingerprint) -> list[float] | None:
+    """Per layer, the largest relative difference of the units' residual-space Gram matrices.
+
+    Equal Gram matrices for every role of every layer mean equal weights up to a
+    rotation of the residual basis. This is a deterministic identity check, not
+    a test: Gram matrices of independently trained models share structure, so a
+    similarity between them has no null we can trust, and only near-equality
+    (which independent models never reach) is used.
+    """
+    layers = int(cand.architecture.get("num_layers") or 0)
+    if layers == 0 or layers != int(ref.architecture.get("num_layers") or -1):
+        return None
+    errors = []
+    for layer in range(layers):
+        worst = None
+        for name in [n for n in cand.arrays if n.startswith(f"gram/{layer}/")]:
+            a, b = cand.arrays[name], ref.array(name)
+            if b is None or a.shape != b.shape:
+                return None
+            a, b = a.astype(np.float64), b.astype(np.float64)
+            error = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+            worst = error if worst is None else max(worst, error)
+        if worst is None:
+            return None
+        errors.append(worst)
+    return errors
+
+
 @dataclass(frozen=True)
 class UnitMatch:
     layer_c: int

@@ -80,6 +80,35 @@ def minhash(tokens: list[str], count: int = 128) -> list[int]:
     return [int(v) for v in mixed.min(axis=1)]
 
 
+# Roles reading the residual stream (rows live in it after the norm is folded in)
+# and roles writing to it (columns live in it).
+PRECEDING_NORM_OF = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
+                     "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
+WRITES_RESIDUAL = {"attn.o", "mlp.down"}
+GRAM_UNITS = 128
+
+
+def residual_gram(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
+    """Inner products among the first GRAM_UNITS units, taken in the residual space.
+
+    A rotation (or permutation) of the residual basis, applied consistently to a
+    model with its norms folded, changes every weight but not these inner
+    products; rescaling between a norm and the next layer does not change them
+    either. Stored as the upper triangle, float32.
+    """
+    if role in PRECEDING_NORM_OF:
+        rows = values[:GRAM_UNITS]
+        if scale is not None and scale.shape[0] == values.shape[1]:
+            rows = rows * scale[None, :]
+    elif role in WRITES_RESIDUAL:
+        rows = values[:, :GRAM_UNITS].t()
+    else:
+        return None
+    gram = rows @ rows.t()
+    upper = torch.triu_indices(gram.shape[0], gram.shape[0], offset=1)
+    return gram[upper[0], upper[1]].numpy().astype(np.float32)
+
+
 def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None = None,
                       on_tensor: Callable[[int, int], None] | None = None) -> Fingerprint:
     arch = checkpoint.architecture
@@ -137,6 +166,9 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
             elif key.role == "attn.o":
                 basis = projection(values.shape[0], HEAD_PROJECTIONS)
                 arrays[f"units/{key.layer}/attn.o"] = (values.t() @ basis).to(torch.float16).numpy()
+            gram = residual_gram(values, key.role, norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, ""))))
+            if gram is not None:
+                arrays[f"gram/{key.layer}/{key.role}"] = gram
         del values, flat, tensor
         if on_tensor:
             on_tensor(done, total)
