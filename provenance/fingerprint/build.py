@@ -88,6 +88,27 @@ WRITES_RESIDUAL = {"attn.o", "mlp.down"}
 GRAM_UNITS = 128
 
 
+# Projections per unit signature: MLP up rows (matched on half, tested on half),
+# MLP down columns, and attention rows/columns (grouped by head when compared).
+SIGNATURE_WIDTH = {"mlp.up": UNIT_PROJECTIONS, "mlp.down": DOWN_PROJECTIONS, "attn.q": HEAD_PROJECTIONS,
+                   "attn.k": HEAD_PROJECTIONS, "attn.v": HEAD_PROJECTIONS, "attn.o": HEAD_PROJECTIONS}
+
+
+def unit_signature(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
+    """Each unit of a matrix projected on fixed orthonormal directions of the residual space.
+
+    Units are rows for matrices reading the residual stream (with the norm
+    before them folded in) and columns for those writing to it.
+    """
+    if role not in SIGNATURE_WIDTH:
+        return None
+    units = values if role in PRECEDING_NORM_OF else values.t()
+    basis = projection(units.shape[1], SIGNATURE_WIDTH[role])
+    if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == units.shape[1]:
+        basis = basis * scale[:, None]
+    return (units @ basis).to(torch.float16).numpy()
+
+
 def residual_gram(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
     """Inner products among the first GRAM_UNITS units, taken in the residual space.
 
@@ -147,25 +168,9 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
             ids = torch.tensor([i for _, i in anchors if i < values.shape[0]], dtype=torch.long)
             arrays[f"anchors/{key.role}"] = values[ids].to(torch.float16).numpy()
         if key.expert is None and key.param == "weight" and values.dim() == 2 and key.layer is not None:
-            if key.role == "mlp.up":
-                scale = norms.get((key.layer, "mlp_norm"))
-                basis = projection(values.shape[1], UNIT_PROJECTIONS)
-                if scale is not None and scale.shape[0] == values.shape[1]:
-                    basis = basis * scale[:, None]
-                arrays[f"units/{key.layer}/mlp.up"] = (values @ basis).to(torch.float16).numpy()
-            elif key.role == "mlp.down":
-                basis = projection(values.shape[0], DOWN_PROJECTIONS)
-                arrays[f"units/{key.layer}/mlp.down"] = (values.t() @ basis).to(torch.float16).numpy()
-            elif key.role in ("attn.q", "attn.k", "attn.v"):
-                # rows grouped by head at comparison time, to match permuted heads
-                scale = norms.get((key.layer, "attn_norm"))
-                basis = projection(values.shape[1], HEAD_PROJECTIONS)
-                if scale is not None and scale.shape[0] == values.shape[1]:
-                    basis = basis * scale[:, None]
-                arrays[f"units/{key.layer}/{key.role}"] = (values @ basis).to(torch.float16).numpy()
-            elif key.role == "attn.o":
-                basis = projection(values.shape[0], HEAD_PROJECTIONS)
-                arrays[f"units/{key.layer}/attn.o"] = (values.t() @ basis).to(torch.float16).numpy()
+            signature = unit_signature(values, key.role, norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, ""))))
+            if signature is not None:
+                arrays[f"units/{key.layer}/{key.role}"] = signature
             gram = residual_gram(values, key.role, norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, ""))))
             if gram is not None:
                 arrays[f"gram/{key.layer}/{key.role}"] = gram
