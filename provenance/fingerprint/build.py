@@ -158,7 +158,10 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         record_key = key.name if key.name not in records else f"{key.name}@{assignment.source}"
         records[record_key] = {
             "shape": list(values.shape), "dtype": stored_dtype.get(assignment.source), "source": assignment.source,
-            "how": assignment.how, "sha256": content_hash(values), "stats": summary_statistics(values),
+            "how": assignment.how,
+            # an unsplit, untransposed tensor has the stored tensor's hash already
+            "sha256": stored_hashes[assignment.source] if assignment.transform.is_identity else content_hash(values),
+            "stats": summary_statistics(values),
         }
         flat = values.reshape(-1)
         arrays[f"sketch/{record_key}"] = flat[torch.from_numpy(sketch_positions(tuple(values.shape)))].numpy().copy()
