@@ -107,10 +107,11 @@ def _try_unit_matching(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str,
         if row["reference_layer"] is not None:
             continue
         i = row["candidate_layer"]
-        target = row.get("best_reference_layer")
+        # Same depth: a permuted copy keeps each layer in place, so one test per
+        # layer. Different depths: the layer's most similar reference layer.
+        same_depth = len(rows) == ref_layers
+        target = i if same_depth else row.get("best_reference_layer")
         tried = [target] if target is not None else []
-        if i < ref_layers and i not in tried:
-            tried.append(i)
         best = None
         for j in tried:
             match = unit_matching(cand, ref, i, j)
