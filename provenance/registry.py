@@ -11,7 +11,6 @@ database's `revision`, which reports cite for reproducibility.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import sqlite3

@@ -18,7 +18,6 @@ with Q and K rows permuted exactly as `convert_hf_to_gguf.py`'s
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np

@@ -21,7 +21,6 @@ benchmark measures them):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,7 +267,6 @@ def _monotone(refs: list[int]) -> bool:
 
 def _decide(rows, matched, globals_, anchors, units, strongest, exact_all, match_kind, arch_c, arch_r, notes):
     n = len(rows)
-    weight_signals = [r["log10_p"] for r in rows] + [g.log10p for g in globals_] + ([anchors.log10p] if anchors else [])
     if exact_all:
         return "identical", 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
     if strongest > SIGNIFICANT:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnreadablePathError
+from ..errors import CorruptFileError, UnreadablePathError
 from .base import TensorSource
 from .gguf_format import GgufFile
 from .limits import read_json_limited, read_text_limited, resolve_inside
@@ -158,7 +158,6 @@ def open_checkpoint_files(path: str | Path) -> CheckpointFiles:
         resolve_inside(config_path, root)
         config = read_json_limited(config_path, "config")
         if not isinstance(config, dict):
-            from ..errors import CorruptFileError
             raise CorruptFileError(config_path, f"config is a JSON {type(config).__name__}, expected an object")
         files.config, files.config_path = config, config_path
     for name in TOKENIZER_FILES:
