@@ -235,8 +235,3 @@ def families_for_config(config: dict[str, Any] | None) -> list[Family]:
                 if any(arch in f.architectures for arch in architectures if isinstance(arch, str))]
     return []
 
-
-def family_for_config(config: dict[str, Any] | None) -> Family | None:
-    """The first family a config.json declares (model_type first, then architectures)."""
-    found = families_for_config(config)
-    return found[0] if found else None
