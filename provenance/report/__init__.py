@@ -1,1 +1,7 @@
-"""Renderers: terminal text and JSON (HTML and Markdown reports come with `audit`)."""
+"""Renderers: terminal text (terminal.py), JSON (compare_json.py), and the audit report for people.
+
+The audit report (`provenance audit --report FILE.html|FILE.md [--lang zh]`):
+audit_report.py gathers its content, charts.py the geometry of its pictures,
+html.py and markdown.py render templates/ with the words of strings/<lang>.json
+(i18n.py), text.py makes checkpoint strings safe to show, write.py writes the file atomically.
+"""

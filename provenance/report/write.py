@@ -1,0 +1,75 @@
+"""Write an audit report file: the format from the file's extension, written atomically.
+
+The whole report is rendered in memory first, then written to a temporary
+file in the target's directory and renamed over the target (`os.replace`),
+so a run killed at any point leaves the old report or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ProvenanceError
+
+FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
+
+
+class ReportPathError(ProvenanceError):
+    """The report cannot be written where asked."""
+
+
+def report_format(path: str | Path) -> str:
+    """`html` or `markdown` from the extension; ValueError (a usage error) for anything else."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        shown = f"'{suffix}'" if suffix else "no extension"
+        raise ValueError(f"{path}: unknown report format ({shown}); use a file ending in .html or .md")
+    return FORMATS[suffix]
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ReportPathError(path, f"cannot write the report: folder {folder} does not exist")
+    if path.is_dir():
+        raise ReportPathError(path, "cannot write the report: this is a directory")
+    temporary = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    data = text.encode("utf-8")
+    try:
+        # 0o666 filtered by the umask, like any file the user creates (mkstemp would make it 0600)
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ReportPathError(path, f"cannot write the report: {exc.strerror or exc}") from exc
+        raise
+    return path
+
+
+def render(context: dict[str, Any], fmt: str) -> str:
+    if fmt == "html":
+        from .html import render_html
+
+        return render_html(context)
+    from .markdown import render_markdown
+
+    return render_markdown(context)
+
+
+def write_audit_report(path: str | Path, candidate_path: str, candidate, rows: list, registry=None, lang: str = "en",
+                       argv: Iterable[str] | None = None) -> Path:
+    """Build, render and atomically write the report for `provenance audit --report PATH`."""
+    from .audit_report import build_report
+
+    fmt = report_format(path)
+    context = build_report(candidate_path, candidate, rows, registry, lang=lang, argv=argv)
+    return write_atomic(path, render(context, fmt))
