@@ -1,0 +1,146 @@
+"""How many bytes a remote fingerprint reads, and whether its verdict agrees with a local one.
+
+Usage (from the checkout root):
+
+    python bench/remote_bytes.py                    # LLaMA-7B shapes, 32 layers (~13.5 GB written; check df -h first)
+    python bench/remote_bytes.py --layers 4 --pairs # quick: 4 layers, plus a derivative and an independent model
+
+It writes a LLaMA-7B-shaped bf16 checkpoint (hidden 4096, MLP 11008, 32
+heads, vocabulary 32000, random weights, sharded safetensors with an index:
+`bench/read_memory.py`'s generator) with a generated 32000-token byte-level
+BPE tokenizer.json (so the 512 anchor rows of the embedding and head are
+read, as for a real model), serves it from 127.0.0.1 with
+`tests/range_server.py` (HTTP Range, bytes counted per file), and measures:
+- the remote fingerprint of the index URL: bytes the server sent for the
+  weight files (headers + tensor data) over the weight files' total size,
+  the side files' bytes, requests and seconds;
+- the baseline in the same run: a full local fingerprint, which reads every
+  byte (fraction 1 by construction), and its seconds;
+- `compare` of the remote fingerprint against the local one (must be
+  `identical`); with --pairs also a noisy derivative (w + 0.1 std noise,
+  must be `derived`) and an independent model (must not be accused), each
+  fingerprinted remotely and compared with the local base.
+The checkpoints are deleted at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for path in (str(BENCH), str(ROOT)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import read_memory as rm  # noqa: E402  (LLaMA-7B shapes and the streaming generator)
+import speed  # noqa: E402  (base / derived / independent variants of that generator)
+
+from tests.range_server import RangeServer  # noqa: E402
+
+
+def tokenizer_json(vocab: int) -> dict:
+    """A byte-level BPE tokenizer.json with `vocab` distinct seeded tokens (id = position)."""
+    import random
+
+    rng = random.Random(7)
+    words: set[str] = set()
+    while len(words) < vocab:
+        words.add("Ġ" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))))
+    table = {token: index for index, token in enumerate(sorted(words))}
+    return {"version": "1.0", "added_tokens": [], "pre_tokenizer": {"type": "ByteLevel"},
+            "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": table, "merges": []}}
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def remote_run(server: RangeServer, name: str, folder: Path) -> tuple[object, dict]:
+    from provenance.fingerprint.load import fingerprint_for
+    from provenance.remote.http import TRANSFERS
+
+    server.reset_counts()
+    before = TRANSFERS.snapshot()
+    start = time.perf_counter()
+    fingerprint = fingerprint_for(server.url(f"{name}/model.safetensors.index.json"))
+    seconds = time.perf_counter() - start
+    after = TRANSFERS.snapshot()
+    weights = {p.name for p in weight_files(folder)}
+    served = dict(server.state.served)
+    weight_bytes = sum(n for key, n in served.items() if key.split("/", 1)[1] in weights)
+    side_bytes = sum(n for key, n in served.items() if key.split("/", 1)[1] not in weights)
+    total = sum(p.stat().st_size for p in weight_files(folder))
+    return fingerprint, {
+        "checkpoint_bytes": total, "weight_bytes_served": weight_bytes, "fraction": weight_bytes / total,
+        "side_file_bytes_served": side_bytes, "requests": after[1] - before[1], "retries": after[2] - before[2],
+        "seconds": round(seconds, 2), "fingerprint_meta": fingerprint.meta["remote"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=32, help="decoder layers (32 = LLaMA-7B, ~13.5 GB)")
+    parser.add_argument("--pairs", action="store_true", help="also a derivative and an independent model")
+    parser.add_argument("--dir", type=Path, default=None, help="where to write the checkpoints (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+
+    from provenance.compare import compare_fingerprints
+    from provenance.fingerprint.load import fingerprint_for
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="remote-bytes-", dir=os.environ.get("TMPDIR", "/tmp")))
+    work.mkdir(parents=True, exist_ok=True)
+    kinds = ["base"] + (["derived", "independent"] if args.pairs else [])
+    results: dict = {"layers": args.layers, "runs": {}}
+    try:
+        tokenizer = json.dumps(tokenizer_json(rm.VOCAB))
+        for kind in kinds:
+            start = time.perf_counter()
+            speed.generate(kind, args.layers, work / kind)
+            (work / kind / "tokenizer.json").write_text(tokenizer)
+            print(f"wrote {kind}: {sum(p.stat().st_size for p in weight_files(work / kind)) / 1e9:.2f} GB "
+                  f"in {len(weight_files(work / kind))} shards ({time.perf_counter() - start:.0f} s)", flush=True)
+
+        start = time.perf_counter()
+        local = fingerprint_for(work / "base")
+        local_seconds = time.perf_counter() - start
+        results["local_fingerprint_seconds"] = round(local_seconds, 2)
+        print(f"local fingerprint of base (reads every byte): {local_seconds:.1f} s", flush=True)
+
+        with RangeServer(work) as server:
+            for kind in kinds:
+                remote, row = remote_run(server, kind, work / kind)
+                verdict = compare_fingerprints(remote, local)
+                row.update({"verdict_vs_local_base": verdict.verdict, "abstained": verdict.abstained,
+                            "confidence": verdict.confidence, "summary": verdict.summary})
+                results["runs"][kind] = row
+                print(f"remote {kind}: {row['weight_bytes_served'] / 1e6:.1f} MB of {row['checkpoint_bytes'] / 1e9:.2f} GB "
+                      f"= {100 * row['fraction']:.3f}% of the weight files (+ {row['side_file_bytes_served'] / 1e6:.2f} MB "
+                      f"side files), {row['requests']} range requests, {row['seconds']:.1f} s "
+                      f"({row['seconds'] / local_seconds:.3f} x the local fingerprint); "
+                      f"compare vs local base: {verdict.verdict}{' (abstained)' if verdict.abstained else ''}",
+                      flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    expected = {"base": ("identical",), "derived": ("derived",), "independent": ("same-architecture", "unrelated")}
+    wrong = [k for k, row in results["runs"].items() if row["verdict_vs_local_base"] not in expected[k]]
+    if wrong:
+        print(f"UNEXPECTED verdicts: {', '.join(wrong)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

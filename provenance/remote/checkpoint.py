@@ -1,0 +1,120 @@
+"""Open a remote checkpoint (plain HTTP(S) URL or hf://) as `CheckpointFiles`: headers and side files only.
+
+A plain URL names a `.safetensors` file or a sharded index `.json`; the
+shards, `config.json` and tokenizer files are looked for beside it (a 404
+means "not there"). Side files are size-capped like local ones
+(`formats.limits.MAX_JSON_BYTES`), checked as JSON while the URL is still
+at hand (so errors name the URL), and kept in a temporary folder removed when
+the checkpoint is closed. hf:// locations are resolved by `hub.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+from ..errors import CorruptFileError, UnreadablePathError
+from ..formats.checkpoint_files import CheckpointFiles
+from ..formats.limits import MAX_JSON_BYTES, MAX_TEXT_BYTES
+from .http import RemoteFile
+from .source import RemoteSafetensorsFile, open_sharded, side_directory_cleanup
+
+# Side files fetched, in the order load_vocabulary prefers them; it reads the first that exists.
+TOKENIZER_CHOICES = ("tokenizer.json", "vocab.json", "vocab.txt")
+
+
+@dataclass
+class RemoteLocation:
+    """Where a remote checkpoint is and how to reach the files beside its weights."""
+
+    shown: str  # the URL or hf://ORG/NAME@REVISION, for messages
+    weights: str  # the file name of the .safetensors file or the index .json
+    sibling: Callable[[str], RemoteFile]  # a file beside the weights, by name
+    fetch_side: Callable[[str, int, Path], Path | None]  # download a side file (<= limit bytes) or None if absent
+
+
+def _plain_location(url: str) -> RemoteLocation:
+    parts = urlsplit(url)
+    name = unquote(parts.path.rsplit("/", 1)[-1])
+    lower = name.lower()
+    if not (lower.endswith(".safetensors") or lower.endswith(".json")):
+        raise UnreadablePathError(url, "a remote URL must name a .safetensors file or a sharded index .json "
+                                       "(other formats are read from local files only)")
+
+    def sibling(file_name: str) -> RemoteFile:
+        if file_name == name:
+            return RemoteFile(url, name=name)  # as given: a signed URL keeps its query string
+        return RemoteFile(urljoin(url, quote(file_name)), name=file_name)
+
+    def fetch_side(file_name: str, limit: int, folder: Path) -> Path | None:
+        data = sibling(file_name).read_small(limit, missing_ok=True)
+        if data is None:
+            return None
+        target = folder / file_name
+        target.write_bytes(data)
+        return target
+
+    return RemoteLocation(url, name, sibling, fetch_side)
+
+
+def _check_json(path: Path, shown: str, kind: str) -> object:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(shown, f"{kind} file is not UTF-8 text (byte {exc.start})") from exc
+    except (ValueError, RecursionError) as exc:
+        raise CorruptFileError(shown, f"{kind} file is not valid JSON: {exc}") from exc
+
+
+def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
+    """Fetch headers and side files of a remote checkpoint; tensor data is read later, by range."""
+    if location.lower().startswith("hf://"):
+        from .hub import hub_location
+
+        where = hub_location(location)
+    else:
+        where = _plain_location(location)
+    weights = where.sibling(where.weights)
+    if where.weights.lower().endswith(".json"):
+        source = open_sharded(weights, where.sibling)
+    else:
+        source = RemoteSafetensorsFile(weights)
+    folder = Path(tempfile.mkdtemp(prefix="provenance-remote-"))
+    source.on_close(side_directory_cleanup(folder))
+    try:
+        files = CheckpointFiles(path=where.shown, source=source)  # type: ignore[arg-type]  # a URL, not a Path
+        config_path = where.fetch_side("config.json", MAX_JSON_BYTES["config"], folder)
+        if config_path is not None:
+            config = _check_json(config_path, f"{_base(where)}config.json", "config")
+            if not isinstance(config, dict):
+                raise CorruptFileError(f"{_base(where)}config.json", f"config is a JSON {type(config).__name__}, expected an object")
+            files.config, files.config_path = config, config_path
+        for name in TOKENIZER_CHOICES:
+            path = where.fetch_side(name, MAX_JSON_BYTES["tokenizer"], folder)
+            if path is not None:
+                if name.endswith(".json"):
+                    _check_json(path, f"{_base(where)}{name}", "tokenizer")
+                files.tokenizer_paths[name] = path
+                break
+        try:
+            card = where.fetch_side("README.md", MAX_TEXT_BYTES, folder)
+        except CorruptFileError:  # a model card over the cap is not needed
+            card = None
+        if card is not None:
+            files.model_card = card.read_text(encoding="utf-8", errors="replace")
+    except BaseException:
+        source.close()
+        raise
+    return files
+
+
+def _base(where: RemoteLocation) -> str:
+    """How to name a side file in messages: the weights' location minus the weights' file name."""
+    shown = where.shown
+    if shown.lower().startswith("hf://"):
+        return shown.rstrip("/") + "/"
+    return shown[: len(shown) - len(shown.rsplit("/", 1)[-1])]

@@ -1,0 +1,249 @@
+"""Byte ranges of a remote file over HTTP(S): retries with backoff, byte accounting, one-line errors.
+
+Every request goes through huggingface_hub's shared HTTP client
+(`huggingface_hub.utils.get_session()`), for plain URLs and hf:// alike, so
+what a user configured for the hub applies here too: a client factory set
+with `set_client_factory` (proxies, certificates), HF_HUB_DOWNLOAD_TIMEOUT,
+HF_HUB_OFFLINE. Authorization headers (HF_TOKEN) are added only for hf://
+files (see `hub.py`); a plain URL is fetched without credentials.
+
+Why a hand-written retry loop instead of huggingface_hub's `http_backoff`:
+that helper retries a request whose response never arrived, but not a body
+cut off half-way (the usual "dropped connection" on a long download), and it
+would read a whole 13 GB file into memory if a server ignored the Range
+header. Here each range is streamed, checked (206 and the Content-Range we
+asked for), resumed from the last byte received after a drop, and refused
+outright when the server does not honour ranges.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import unquote, urlsplit
+
+from ..errors import CorruptFileError, UnreadablePathError
+
+MAX_RETRIES = 5  # per range, counted only while no byte arrives
+BACKOFF_BASE = 0.5  # seconds before the first retry, doubled each time
+BACKOFF_MAX = 8.0
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+CONCURRENCY = 8  # ranges in flight at once
+MERGE_GAP = 1024  # ranges of one file closer than this (about the headers of one request) are fetched as one
+REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 410: "Gone"}
+
+
+class RemoteAccessError(UnreadablePathError):
+    """A remote file that cannot be fetched: HTTP 401/403/404, no range support, connection failures."""
+
+
+class _Retryable(Exception):
+    """A failure worth another try (5xx, 429, a connection dropped mid-body)."""
+
+
+@dataclass
+class TransferStats:
+    """Bytes and requests made by this process (thread-safe); `on_bytes` sees every chunk received."""
+
+    bytes: int = 0
+    requests: int = 0
+    retries: int = 0
+    on_bytes: Callable[[int], None] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, nbytes: int = 0, requests: int = 0, retries: int = 0) -> None:
+        with self._lock:
+            self.bytes += nbytes
+            self.requests += requests
+            self.retries += retries
+        if nbytes and self.on_bytes is not None:
+            self.on_bytes(nbytes)
+
+    def snapshot(self) -> tuple[int, int, int]:
+        with self._lock:
+            return self.bytes, self.requests, self.retries
+
+
+TRANSFERS = TransferStats()
+
+
+def _session():
+    from huggingface_hub.utils import get_session
+
+    return get_session()
+
+
+def _transport_errors(session) -> tuple[type[BaseException], ...]:
+    """The client library's network errors (httpx or httpx2, whichever this huggingface_hub uses)."""
+    module = sys.modules.get(type(session).__module__.split(".")[0])
+    error = getattr(module, "TransportError", None)
+    return ((error,) if isinstance(error, type) else ()) + (OSError,)
+
+
+def _timeout() -> float:
+    try:
+        from huggingface_hub import constants
+
+        return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return 10.0
+
+
+@dataclass
+class RemoteFile:
+    """One remote file: its URL, the name it has in its folder, request headers and (once known) its size."""
+
+    url: str
+    name: str = ""
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    size: int | None = None
+    shown: str = ""  # how errors name the file (the URL, or hf://ORG/NAME@REV/FILE)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = unquote(urlsplit(self.url).path.rsplit("/", 1)[-1])
+        if not self.shown:
+            self.shown = self.url
+
+    def __str__(self) -> str:
+        return self.shown
+
+    # -- ranges ---------------------------------------------------------------------------------------------
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the file, by one Range request (resumed after drops)."""
+        if end <= start:
+            return b""
+        session = _session()
+        transport = _transport_errors(session)
+        received = bytearray()
+        failures = 0
+        while len(received) < end - start:
+            position = start + len(received)
+            before = len(received)
+            try:
+                self._stream_range(session, position, end, received)
+                if self.size is not None and end > self.size:
+                    end = max(start, self.size)  # a range past the end gets what there is (side files)
+                if len(received) < end - start:
+                    raise _Retryable(f"connection closed after {len(received)} of {end - start} bytes")
+            except RemoteAccessError:
+                raise
+            except CorruptFileError:
+                raise
+            except (_Retryable, *transport) as exc:
+                failures = 0 if len(received) > before else failures + 1
+                if failures > MAX_RETRIES:
+                    raise RemoteAccessError(self.shown, f"bytes {position}-{end - 1}: {_describe(exc)} "
+                                                        f"(gave up after {MAX_RETRIES} retries)") from exc
+                TRANSFERS.add(retries=1)
+                time.sleep(min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(failures - 1, 0)))
+            except Exception as exc:  # offline mode, invalid URL ...: the client library's own errors vary
+                raise RemoteAccessError(self.shown, _describe(exc)) from exc
+        return bytes(received)
+
+    def _stream_range(self, session, position: int, end: int, received: bytearray) -> None:
+        headers = {**self.headers, "Range": f"bytes={position}-{end - 1}", "Accept-Encoding": "identity"}
+        TRANSFERS.add(requests=1)
+        with session.stream("GET", self.url, headers=headers, timeout=_timeout(), follow_redirects=True) as response:
+            status = response.status_code
+            self._check_status(status)
+            if status == 200:
+                length = response.headers.get("Content-Length")
+                if position != 0 or length is None or int(length) > end:
+                    raise RemoteAccessError(self.shown, "the server ignored the Range request (HTTP 200 instead of 206); "
+                                                        "remote reading needs range requests")
+                self.size = int(length)
+            elif status == 206:
+                self._check_content_range(response.headers.get("Content-Range"), position, end)
+            else:
+                raise RemoteAccessError(self.shown, f"unexpected HTTP {status} for a range request")
+            wanted = end - position
+            got = 0
+            for chunk in response.iter_bytes():
+                got += len(chunk)
+                if got > wanted:
+                    raise RemoteAccessError(self.shown, f"the server sent more than the {wanted} bytes asked for")
+                received += chunk
+                TRANSFERS.add(len(chunk))
+
+    def _check_status(self, status: int) -> None:
+        if status in RETRY_STATUS:
+            raise _Retryable(f"HTTP {status}")
+        if status in REASONS:
+            hub = self.shown.startswith("hf://") and status in (401, 403)
+            hint = " (set HF_TOKEN for a private or gated repository)" if hub else ""
+            raise RemoteAccessError(self.shown, f"HTTP {status} {REASONS[status]}{hint}")
+        if status == 416:
+            raise CorruptFileError(self.shown, "range not satisfiable (HTTP 416): the file is shorter than its header says")
+        if status >= 400:
+            raise RemoteAccessError(self.shown, f"HTTP {status}")
+
+    def _check_content_range(self, value: str | None, position: int, end: int) -> None:
+        # "bytes START-LAST/TOTAL" (TOTAL may be "*")
+        try:
+            unit, _, spec = (value or "").partition(" ")
+            span, _, total = spec.partition("/")
+            first, _, last = span.partition("-")
+            first_i, last_i = int(first), int(last)
+        except ValueError:
+            raise RemoteAccessError(self.shown, f"HTTP 206 with an unreadable Content-Range {value!r}") from None
+        if unit != "bytes" or first_i != position or last_i > end - 1:
+            raise RemoteAccessError(self.shown, f"asked for bytes {position}-{end - 1}, the server sent {value!r}")
+        if total.isdigit():
+            self.size = int(total)
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Several [start, end) ranges, near ones merged into one request, fetched CONCURRENCY at a time."""
+        if not ranges:
+            return []
+        order = sorted(range(len(ranges)), key=lambda i: ranges[i])
+        spans: list[list[int]] = []  # merged [start, end]
+        for i in order:
+            start, end = ranges[i]
+            if spans and start <= spans[-1][1] + MERGE_GAP:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+        if len(spans) == 1:
+            blobs = [self.read(*spans[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(spans))) as pool:
+                blobs = list(pool.map(lambda span: self.read(span[0], span[1]), spans))
+        out: list[bytes] = []
+        for start, end in ranges:
+            for (s, e), blob in zip(spans, blobs):
+                if s <= start and end <= e:
+                    out.append(blob[start - s:end - s])
+                    break
+        return out
+
+    # -- whole small files ---------------------------------------------------------------------------------
+
+    def read_small(self, limit: int, missing_ok: bool = False) -> bytes | None:
+        """The whole file when it is at most `limit` bytes (side files: config, index, tokenizer).
+
+        None when `missing_ok` and the server answers 404. Fetched as one range
+        [0, limit] so a server never sends more than the cap.
+        """
+        try:
+            data = self.read(0, limit + 1) if self.size is None else self.read(0, min(self.size, limit + 1))
+        except RemoteAccessError as exc:
+            if missing_ok and "HTTP 404" in exc.problem:
+                return None
+            raise
+        except CorruptFileError:
+            # 416 on an empty file
+            return b""
+        if len(data) > limit or (self.size is not None and self.size > limit):
+            raise CorruptFileError(self.shown, f"file is {self.size or len(data)} bytes, over the {limit}-byte limit")
+        return data
+
+
+def _describe(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+    return text

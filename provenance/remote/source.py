@@ -1,0 +1,172 @@
+"""Remote safetensors checkpoints as `TensorSource`s: headers validated, then tensors or rows by range.
+
+A remote `.safetensors` file is read as: 8 bytes (the header length, checked
+against the cap and the file size), the header (validated by the same code as
+a local file: `formats.safetensors_format.parse_safetensors_header`), then
+only the byte ranges asked for: whole tensors (`read_tensor`, used for 1-D
+tensors) or rows (`read_rows`, contiguous rows cost one range each).
+
+A sharded checkpoint is its index `.json` plus the shards it names, which
+must be plain file names beside the index (no folders, no other hosts), like
+the local rule that shards stay inside the checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import CorruptFileError, UnsupportedError
+from ..formats.base import TensorInfo, TensorSource
+from ..formats.limits import MAX_JSON_BYTES, MAX_SHARDS, MAX_TENSORS, _DuplicateKey, reject_duplicate_keys
+from ..formats.multi import MultiFileSource, open_shards
+from ..formats.safetensors_format import (check_header_length, parse_safetensors_header, tensor_from_bytes,
+                                          torch_dtype_for)
+from .http import RemoteFile
+
+class RemoteSafetensorsFile(TensorSource):
+    """One remote .safetensors file; nothing beyond its header is fetched until asked for."""
+
+    remote = True
+
+    def __init__(self, file: RemoteFile):
+        TensorSource.__init__(self, file)  # `path` is the RemoteFile (str() gives its URL)
+        self.format = "safetensors"
+        self.file = file
+        self._cleanups: list[Callable[[], None]] = []
+        prefix = file.read(0, 8)
+        if file.size is None:
+            raise CorruptFileError(file, "the server did not say how large the file is (no Content-Range total)")
+        header_len = check_header_length(file, prefix, file.size)
+        raw = file.read(8, 8 + header_len)
+        self._infos, self._metadata, self._offsets = parse_safetensors_header(file, raw, file.size)
+        self._data_start = 8 + header_len
+        self._by_name = {info.name: info for info in self._infos}
+
+    def tensor_infos(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._metadata)
+
+    def _dtype(self, info: TensorInfo) -> torch.dtype:
+        dtype = torch_dtype_for(info.dtype)
+        if dtype is None:
+            raise UnsupportedError(self.file, f"tensor {info.name!r}: dtype {info.dtype} cannot be decoded remotely")
+        return dtype
+
+    def read_tensor(self, name: str) -> torch.Tensor:
+        info = self._by_name[name]
+        begin, end = self._offsets[name]
+        data = self.file.read(self._data_start + begin, self._data_start + end)
+        return _decode(data, self._dtype(info), info.dtype, info.shape)
+
+    def read_rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
+        """Rows of the tensor viewed as (-1, last dimension), in the order given (duplicates allowed)."""
+        info = self._by_name[name]
+        dtype = self._dtype(info)
+        if len(info.shape) < 2:
+            raise ValueError(f"{name}: rows of a {len(info.shape)}-D tensor")
+        columns = info.shape[-1]
+        total_rows = math.prod(info.shape[:-1])
+        row_bytes = columns * torch.empty((), dtype=dtype).element_size()
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= total_rows):
+            raise IndexError(f"{name}: row outside 0..{total_rows - 1}")
+        unique = np.unique(rows)
+        # consecutive rows make one range
+        runs: list[tuple[int, int]] = []
+        for row in unique.tolist():
+            if runs and runs[-1][1] == row:
+                runs[-1] = (runs[-1][0], row + 1)
+            else:
+                runs.append((row, row + 1))
+        base = self._data_start + self._offsets[name][0]
+        blobs = self.file.read_ranges([(base + a * row_bytes, base + b * row_bytes) for a, b in runs])
+        block = _decode(b"".join(blobs), dtype, info.dtype, (len(unique), columns))
+        position = np.searchsorted(unique, rows)
+        return block[torch.from_numpy(position)]
+
+    def files(self) -> list:
+        return [self.file]
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def close(self) -> None:
+        while self._cleanups:
+            self._cleanups.pop()()
+
+
+class RemoteShardedSource(MultiFileSource):
+    """Remote shards named by a remote index; rows are read from the shard that holds the tensor."""
+
+    remote = True
+
+    def __init__(self, index: RemoteFile, shards: list[RemoteSafetensorsFile], weight_map: dict[str, str] | None):
+        # MultiFileSource checks duplicates and the index against the shards; its `path` is made a Path,
+        # which would mangle a URL, so it is set to the index file afterwards.
+        super().__init__(Path("."), shards, "safetensors", index_path=index, weight_map=weight_map)
+        self.path = index
+        self._holder = {info.name: shard for shard in shards for info in shard.tensor_infos()}
+        self._cleanups: list[Callable[[], None]] = []
+
+    def read_rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
+        return self._holder[name].read_rows(name, rows)
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def close(self) -> None:
+        super().close()
+        while self._cleanups:
+            self._cleanups.pop()()
+
+
+def _decode(data: bytes, dtype: torch.dtype, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if not data:
+        return torch.empty(shape, dtype=dtype)
+    return tensor_from_bytes(torch.frombuffer(bytearray(data), dtype=torch.uint8), name, shape)
+
+
+def parse_index(index: RemoteFile) -> dict[str, str]:
+    """The weight_map of a remote sharded index, validated like a local one."""
+    raw = index.read_small(MAX_JSON_BYTES["index"])
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(index, f"not UTF-8 text (byte {exc.start})") from exc
+    except _DuplicateKey as exc:  # the local index reader's rule (formats.limits)
+        raise CorruptFileError(index, f"names {exc.args[0]!r} twice in one JSON object") from exc
+    except (ValueError, RecursionError) as exc:
+        raise CorruptFileError(index, f"not valid JSON: {exc}") from exc
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CorruptFileError(index, "index has no 'weight_map' object mapping tensor names to shard files")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CorruptFileError(index, "'weight_map' must map tensor names (strings) to shard file names (strings)")
+    if len(weight_map) > MAX_TENSORS:
+        raise CorruptFileError(index, f"index lists {len(weight_map)} tensors, over the {MAX_TENSORS}-tensor limit")
+    if len(set(weight_map.values())) > MAX_SHARDS:
+        raise CorruptFileError(index, f"index names {len(set(weight_map.values()))} shard files, over the {MAX_SHARDS}-shard limit")
+    for shard in set(weight_map.values()):
+        if not shard or shard in (".", "..") or any(c in shard for c in "/\\?#:") or not shard.endswith(".safetensors"):
+            raise CorruptFileError(index, f"index names shard {shard!r}; remote shards must be .safetensors files beside the index")
+    return weight_map
+
+
+def open_sharded(index: RemoteFile, sibling: Callable[[str], RemoteFile]) -> RemoteShardedSource:
+    weight_map = parse_index(index)
+    names = list(dict.fromkeys(weight_map.values()))
+    shards = open_shards(names, lambda name: RemoteSafetensorsFile(sibling(name)), index)  # same tensor cap as local
+    return RemoteShardedSource(index, shards, weight_map)
+
+
+def side_directory_cleanup(directory: Path) -> Callable[[], None]:
+    return lambda: shutil.rmtree(directory, ignore_errors=True)

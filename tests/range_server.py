@@ -1,0 +1,213 @@
+"""A local HTTP server for remote-reading tests and benchmarks: Range requests, byte counts, a fake hub.
+
+Serves on 127.0.0.1 only, on a free port, from a thread (one thread per
+connection). Routes:
+- `/files/<relative path>`: files under the root folder (plain URLs);
+- `/api/models/<org>/<name>[/revision/<rev>]`: the JSON `HfApi.model_info`
+  reads (id, sha, siblings with sizes);
+- `/<org>/<name>/resolve/<rev>/<file>`: HEAD with the headers
+  `hf_hub_download` needs (X-Repo-Commit, ETag, Content-Length) and GET,
+  as huggingface_hub's `hf_hub_url` spells it.
+GET honours a single `Range: bytes=A-B` (206 with Content-Range), else sends
+the whole file. `served[path]` counts body bytes sent per file; `fail[path]`
+forces a status (403, 404, 503...); a path in `drop_once` gets half its body
+and then a closed connection, once; a path in `ignore_range` gets the whole
+file whatever Range asked for. A repository registered with a token
+answers 401 to requests without `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class HubRepo:
+    folder: Path
+    commit: str
+    token: str | None = None
+    revisions: tuple[str, ...] = ("main",)
+
+
+@dataclass
+class ServerState:
+    root: Path
+    repos: dict[str, HubRepo] = field(default_factory=dict)
+    served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    fail: dict[str, int] = field(default_factory=dict)
+    drop_once: set[str] = field(default_factory=set)
+    ignore_range: set[str] = field(default_factory=set)  # answer these with 200 and the whole file
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: ServerState
+
+    def log_message(self, format, *args):  # quiet
+        pass
+
+    # -- routing -------------------------------------------------------------------------------------------
+
+    def do_HEAD(self):
+        self._route(head=True)
+
+    def do_GET(self):
+        self._route(head=False)
+
+    def _route(self, head: bool) -> None:
+        path = unquote(urlsplit(self.path).path)
+        if path.startswith("/files/"):
+            key = path[len("/files/"):]
+            return self._serve_file(key, self.state.root / key, head)
+        match = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?/?$", path)
+        if match:
+            return self._model_info(match[1], match[2] or "main")
+        match = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+        if match:
+            return self._resolve(match[1], match[2], match[3], head)
+        self._status(404, {"X-Error-Code": "EntryNotFound"})
+
+    def _status(self, code: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.send_response(code)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _authorised(self, repo: HubRepo) -> bool:
+        return repo.token is None or self.headers.get("Authorization") == f"Bearer {repo.token}"
+
+    def _repo(self, repo_id: str, revision: str) -> HubRepo | None:
+        repo = self.state.repos.get(repo_id)
+        if repo is None:
+            self._status(404, {"X-Error-Code": "RepoNotFound"}, b'{"error":"Repository not found"}')
+            return None
+        if not self._authorised(repo):
+            self._status(401, {"X-Error-Code": "RepoNotFound"}, b'{"error":"Invalid credentials"}')
+            return None
+        if revision not in repo.revisions and revision != repo.commit:
+            self._status(404, {"X-Error-Code": "RevisionNotFound"}, b'{"error":"Revision not found"}')
+            return None
+        return repo
+
+    def _model_info(self, repo_id: str, revision: str) -> None:
+        repo = self._repo(repo_id, revision)
+        if repo is None:
+            return
+        siblings = [{"rfilename": p.relative_to(repo.folder).as_posix(), "size": p.stat().st_size}
+                    for p in sorted(repo.folder.rglob("*")) if p.is_file()]
+        body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": repo.token is not None,
+                           "siblings": siblings}).encode()
+        self._status(200, {"Content-Type": "application/json"}, body)
+
+    def _resolve(self, repo_id: str, revision: str, name: str, head: bool) -> None:
+        repo = self._repo(repo_id, revision)
+        if repo is None:
+            return
+        key = f"{repo_id}/{name}"
+        self._serve_file(key, repo.folder / name, head,
+                         extra={"X-Repo-Commit": repo.commit, "ETag": f'"{repo.commit[:12]}-{name}"'})
+
+    # -- files ---------------------------------------------------------------------------------------------
+
+    def _serve_file(self, key: str, path: Path, head: bool, extra: dict[str, str] | None = None) -> None:
+        state = self.state
+        with state.lock:
+            state.requests[key] += 1
+            forced = state.fail.get(key)
+            drop = not head and key in state.drop_once
+            if drop:
+                state.drop_once.discard(key)
+        if forced:
+            return self._status(forced, {"X-Error-Code": "EntryNotFound"} if forced == 404 else {})
+        if not path.is_file():
+            return self._status(404, {"X-Error-Code": "EntryNotFound"})
+        size = path.stat().st_size
+        start, end, status = 0, size, 200
+        wanted = self.headers.get("Range")
+        if wanted and not head and key not in state.ignore_range:
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
+            if not match or int(match[1]) >= size:
+                return self._status(416, {"Content-Range": f"bytes */{size}"})
+            start = int(match[1])
+            end = min(size, int(match[2]) + 1) if match[2] else size
+            status = 206
+        self.send_response(status)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        if head:
+            return
+        limit = start + (end - start) // 2 if drop else end
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            position = start
+            while position < limit:
+                block = handle.read(min(CHUNK, limit - position))
+                if not block:
+                    break
+                self.wfile.write(block)
+                position += len(block)
+                with state.lock:
+                    state.served[key] += len(block)
+        if drop:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.close()
+
+
+class RangeServer:
+    """`with RangeServer(root) as server:` serves root on 127.0.0.1; `server.url(rel)`, `server.endpoint`."""
+
+    def __init__(self, root: Path):
+        self.state = ServerState(Path(root))
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def url(self, relative: str) -> str:
+        return f"{self.endpoint}/files/{relative}"
+
+    def add_repo(self, repo_id: str, folder: Path, commit: str = "0" * 40, token: str | None = None) -> None:
+        self.state.repos[repo_id] = HubRepo(Path(folder), commit, token)
+
+    def served(self, prefix: str = "") -> int:
+        with self.state.lock:
+            return sum(n for key, n in self.state.served.items() if key.startswith(prefix))
+
+    def reset_counts(self) -> None:
+        with self.state.lock:
+            self.state.served.clear()
+            self.state.requests.clear()
+
+    def __enter__(self) -> "RangeServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
