@@ -23,7 +23,17 @@ script checks that claim on a generated LLaMA-7B-shaped checkpoint:
    reset), ru_maxrss (peak RSS of the process's life, not resettable), the
    RSS split anon/file sampled by a background thread, and RSS after the pass.
 3. Print a table, with `cat FILES > /dev/null` timed on the same files just
-   before each pass as a throughput reference.
+   before each pass as a throughput reference: seconds per GiB of the pass
+   and of cat, and their ratio.
+4. With --fingerprint, also time a full `build_fingerprint` (what
+   `provenance fingerprint` does) in a fresh child per format, with its peak
+   RSS: seconds per GiB against the same cat baseline.
+
+With --header-caps (no checkpoint is generated then): the cost of the largest
+headers and metadata the readers accept, each just under its cap in
+provenance/formats/limits.py: opening the file (format level: header parsed,
+tensors listed, metadata decoded) in a fresh child, seconds and peak RSS
+above the RSS after imports.
 
 Note on the ratio column: the per-tensor work itself needs, for the largest
 tensor (embedding / lm_head, 32000 x 4096), the stored copy (bf16/f16), the
@@ -35,6 +45,8 @@ float32 copy made by .float() and the float32 result of .abs() -- about
 Usage:
     python bench/read_memory.py --gb 4
     python bench/read_memory.py --gb 8 --formats safetensors,gguf,pytorch --json out.json
+    python bench/read_memory.py --gb 2 --fingerprint      # time per GB of reading and of fingerprinting
+    python bench/read_memory.py --header-caps             # worst accepted headers: seconds and peak RSS
     python bench/read_memory.py --workdir /tmp/rm --keep ...   # reuse with --reuse
 """
 
@@ -53,6 +65,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -402,8 +416,118 @@ def child_pass(path: str) -> dict:
     }
 
 
-def run_child(path: Path, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_child", str(path)]
+def child_fingerprint(path: str) -> dict:
+    """Runs in a fresh interpreter: one full fingerprint build, timed, with its peak RSS. Prints one JSON line."""
+    import torch  # noqa: F401  (imports before the baseline)
+    from provenance.fingerprint import build_fingerprint
+    from provenance.model import Checkpoint
+
+    gc.collect()
+    did_reset = reset_hwm()
+    baseline = proc_status()["VmRSS"]
+    t0 = time.perf_counter()
+    with Checkpoint.open(path) as checkpoint:
+        fingerprint = build_fingerprint(checkpoint)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "baseline_rss": baseline, "peak_rss_vmhwm": proc_status()["VmHWM"],
+            "hwm_reset": did_reset, "tensors": len(fingerprint.tensors), "fingerprint_bytes": fingerprint.nbytes()}
+
+
+def write_header_caps(out: Path) -> dict[str, tuple[str, Path, str]]:
+    """Files whose header or metadata is just under each cap: name -> (kind, path, what)."""
+    import struct
+
+    import numpy as np
+    import torch
+
+    from provenance.formats.limits import MAX_GGUF_ARRAY, MAX_GGUF_STRINGS, MAX_PICKLE_BYTES, MAX_TENSORS
+    from provenance.formats.safetensors_format import MAX_HEADER_BYTES
+    from provenance.testing.attack_corpus import _gstr, gguf_bytes, tiny_state
+
+    out.mkdir(parents=True, exist_ok=True)
+    cases = {}
+    # safetensors: MAX_TENSORS one-byte tensors, names padded so that the header is just under 100 MB.
+    n = MAX_TENSORS
+    entry = '"{}":{{"dtype":"U8","shape":[1],"data_offsets":[{},{}]}}'
+    plain = 2 + sum(len(entry.format(f"t{i:07d}", i, i + 1)) + 1 for i in range(n))
+    pad = "x" * ((MAX_HEADER_BYTES - 1000 - plain) // n)
+    raw = ("{" + ",".join(entry.format(f"t{i:07d}{pad}", i, i + 1) for i in range(n)) + "}").encode()
+    path = out / "header_cap.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * n)
+    cases["safetensors header"] = ("safetensors", path, f"{len(raw) / 1e6:.1f} MB header, {n} tensors")
+    # GGUF: MAX_GGUF_STRINGS one-character strings and a MAX_GGUF_ARRAY-element uint8 array.
+    strings = _gstr("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, MAX_GGUF_STRINGS) + (
+        struct.pack("<Q", 1) + b"a") * MAX_GGUF_STRINGS
+    numbers = _gstr("tokenizer.ggml.token_type") + struct.pack("<IIQ", 9, 0, MAX_GGUF_ARRAY) + b"\1" * MAX_GGUF_ARRAY
+    path = out / "metadata_cap.gguf"
+    path.write_bytes(gguf_bytes(kvs=[strings, numbers], tensors=[("x", np.zeros(8, dtype=np.float32))]))
+    cases["GGUF metadata"] = ("gguf", path, f"{MAX_GGUF_STRINGS} strings + {MAX_GGUF_ARRAY} uint8 in arrays")
+    # PyTorch: as many views of one storage as fit in a pickle just under its cap (~78 bytes each).
+    count = min(MAX_TENSORS, MAX_PICKLE_BYTES // 80)
+    base = torch.zeros(64)
+    state = {f"t{i}": base[i % 64:i % 64 + 1] for i in range(count)}
+    path = out / "pickle_cap.bin"
+    torch.save(state, path)
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        pickle_size = next(i.file_size for i in archive.infolist() if i.filename.endswith("data.pkl"))
+    assert pickle_size <= MAX_PICKLE_BYTES, pickle_size
+    cases["PyTorch pickle"] = ("pytorch", path, f"{pickle_size / 1e6:.1f} MB pickle, {count} tensors")
+    # Fingerprint: metadata padded to just under its cap.
+    from safetensors.numpy import save_file
+
+    from provenance.fingerprint.store import MAX_META_BYTES
+    from provenance.fingerprint import build_fingerprint
+    from provenance.model import Checkpoint
+    from provenance.testing.attack_corpus import write_model_dir
+
+    with Checkpoint.open(write_model_dir(out / "tiny", tiny_state())) as checkpoint:
+        fingerprint = build_fingerprint(checkpoint)
+    text = json.dumps(fingerprint.meta)
+    meta = dict(fingerprint.meta, pad="x" * (MAX_META_BYTES - len(text) - 100))
+    path = out / "meta_cap.fp.safetensors"
+    save_file(fingerprint.arrays, str(path), metadata={"provenance": json.dumps(meta)})
+    cases["fingerprint metadata"] = ("fingerprint", path, f"{len(json.dumps(meta)) / 1e6:.1f} MB metadata")
+    return cases
+
+
+def child_open(spec: str) -> dict:
+    """Runs in a fresh interpreter: open one file at format level; seconds and peak RSS above the baseline."""
+    import torch  # noqa: F401
+    from provenance.fingerprint.store import load_fingerprint
+    from provenance.formats.gguf_format import GgufFile
+    from provenance.formats.pytorch_format import PytorchFile
+    from provenance.formats.safetensors_format import SafetensorsFile
+
+    kind, path = spec.split(":", 1)
+    gc.collect()
+    reset_hwm()
+    baseline = proc_status()["VmRSS"]
+    t0 = time.perf_counter()
+    if kind == "fingerprint":
+        load_fingerprint(path)
+    else:
+        source = {"safetensors": SafetensorsFile, "gguf": GgufFile, "pytorch": PytorchFile}[kind](Path(path))
+        source.metadata()
+        source.tensor_infos()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "baseline_rss": baseline, "peak_rss_vmhwm": proc_status()["VmHWM"]}
+
+
+def header_caps(workdir: Path, timeout: float) -> int:
+    cases = write_header_caps(workdir / "caps")
+    print("header caps: files just under each cap in provenance/formats/limits.py, opened in a fresh process")
+    print(f"{'case':<22} {'file MB':>8} {'seconds':>8} {'peak above base MiB':>20}  what")
+    for name, (kind, path, what) in cases.items():
+        r = run_child(path, timeout, "--_open", prefix=f"{kind}:")
+        print(f"{name:<22} {path.stat().st_size / 1e6:>8.1f} {r['seconds']:>8.1f} "
+              f"{(r['peak_rss_vmhwm'] - r['baseline_rss']) / MiB:>20.0f}  {what}", flush=True)
+    return 0
+
+
+def run_child(path: Path, timeout: float, mode: str = "--_child", prefix: str = "") -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), mode, prefix + str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"pass over {path} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -421,7 +545,7 @@ def time_cat(files: list[Path]) -> float:
 
 def fmt_table(rows: list[dict]) -> str:
     head = ["format", "ckpt GiB", "largest MiB stored/f32", "baseline MiB", "peak MiB",
-            "(peak-base)/f32", "seconds", "read MiB/s", "cat MiB/s"]
+            "(peak-base)/f32", "seconds", "read MiB/s", "cat MiB/s", "s/GiB read", "s/GiB cat", "read/cat"]
     lines = []
     for r in rows:
         lines.append([
@@ -434,6 +558,9 @@ def fmt_table(rows: list[dict]) -> str:
             f"{r['seconds']:.1f}",
             f"{r['read_mib_s']:.0f}",
             f"{r['cat_mib_s']:.0f}",
+            f"{r['seconds_per_gib']:.2f}",
+            f"{r['cat_seconds_per_gib']:.2f}",
+            f"{r['seconds_per_gib'] / r['cat_seconds_per_gib']:.1f}",
         ])
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
@@ -476,13 +603,32 @@ def main(argv: list[str] | None = None) -> int:
                     help="evict the files from the page cache (posix_fadvise DONTNEED) before cat and before each pass")
     ap.add_argument("--timeout", type=float, default=3600, help="per-pass timeout in seconds")
     ap.add_argument("--json", dest="json_out", default=None, help="write results to this file")
+    ap.add_argument("--fingerprint", action="store_true",
+                    help="also time a full fingerprint build per format (seconds per GiB, peak RSS)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_fingerprint", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--header-caps", action="store_true",
+                    help="instead: time and peak RSS of opening files whose headers are just under each cap")
+    ap.add_argument("--_open", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_generate", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args._child:
         print(json.dumps(child_pass(args._child)))
         return 0
+    if args._fingerprint:
+        print(json.dumps(child_fingerprint(args._fingerprint)))
+        return 0
+    if args._open:
+        print(json.dumps(child_open(args._open)))
+        return 0
+    if args.header_caps:
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="read_memory_caps_", dir="/tmp"))
+        try:
+            return header_caps(workdir, args.timeout)
+        finally:
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
     if args._generate:
         fmt, n, target = args._generate.split(":", 2)
         WRITERS[fmt](Path(target), int(n))
@@ -548,6 +694,19 @@ def main(argv: list[str] | None = None) -> int:
             r["cat_seconds"] = cat_s
             r["cat_mib_s"] = cat_bytes / MiB / cat_s
             r["read_mib_s"] = r["checkpoint_bytes"] / MiB / r["seconds"]
+            r["seconds_per_gib"] = r["seconds"] / (r["checkpoint_bytes"] / GiB)
+            r["cat_seconds_per_gib"] = cat_s / (cat_bytes / GiB)
+            if args.fingerprint:
+                if args.cold:
+                    evict_from_page_cache(files)
+                print(f"[{fmt}] fingerprinting ...", end="", flush=True)
+                try:
+                    fp = run_child(format_target(workdir, fmt), args.timeout, "--_fingerprint")
+                    print(f" {fp['seconds']:.0f} s", flush=True)
+                    fp["seconds_per_gib"] = fp["seconds"] / (r["checkpoint_bytes"] / GiB)
+                    r["fingerprint"] = fp
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    print(f" FAILED: {exc}", flush=True)
             r["ratio"] = (r["peak_rss_vmhwm"] - r["baseline_rss"]) / r["largest_float32_bytes"]
             results["formats"][fmt] = r
             rows.append(r)
@@ -569,6 +728,17 @@ def main(argv: list[str] | None = None) -> int:
         print("detail (MiB). floor = RSS right after a 1-D (norm) tensor, when the pass holds almost nothing;")
         print("it should stay flat from the first to the last layer. ru_maxrss is the whole child's life.")
         print(fmt_detail(rows))
+        fingerprinted = [r for r in rows if "fingerprint" in r]
+        if fingerprinted:
+            print()
+            print("fingerprint (a full build_fingerprint in a fresh process; cat = the same files just before):")
+            print(f"{'format':<12} {'s/GiB fingerprint':>18} {'s/GiB cat':>10} {'fingerprint/cat':>16} "
+                  f"{'peak MiB':>9} {'baseline MiB':>13}")
+            for r in fingerprinted:
+                fp = r["fingerprint"]
+                print(f"{r['format']:<12} {fp['seconds_per_gib']:>18.2f} {r['cat_seconds_per_gib']:>10.2f} "
+                      f"{fp['seconds_per_gib'] / r['cat_seconds_per_gib']:>16.1f} {fp['peak_rss_vmhwm'] / MiB:>9.0f} "
+                      f"{fp['baseline_rss'] / MiB:>13.0f}")
     for fmt, why in results["skipped"].items():
         print(f"skipped {fmt}: {why.splitlines()[0] if why else ''}")
     if args.json_out:

@@ -11,25 +11,41 @@ Layout (schema `provenance.fingerprint/1`):
   rows/columns), `anchors/<role>` (float16 embedding rows of anchor tokens).
 
 safetensors keeps the file free of code (no pickle) and lets us reuse the
-validated header reader. Writes are atomic: a temporary file renamed over
-the target, so a killed run leaves the old file or the new one.
+validated header reader. Writes are atomic: a temporary file (`.NAME.*.tmp`,
+which nothing takes for a fingerprint) is written, flushed to disk and renamed
+over the target, so a killed run leaves the old file or the new one.
+
+A fingerprint read from disk is untrusted like any checkpoint: besides the
+header checks, `load_fingerprint` checks the types and sizes of everything
+the comparison reads (architecture numbers, tensor records, array shapes),
+so that a hostile file fails with one line instead of deep inside a
+comparison, or a loop over a billion claimed layers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import CorruptFileError, UnsupportedError
+from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/1"
 SCHEMA_VERSION = 1
+# A LLaMA-7B fingerprint is 53 MB; a 405B-parameter model's would be under 1 GB.
+MAX_FINGERPRINT_BYTES = 2 * 1024 ** 3
+MAX_LAYERS = 65_536  # architecture numbers drive loops in the comparison
+# The metadata JSON: about 200 KB for LLaMA-7B (tensor records, 512 anchor tokens).
+MAX_META_BYTES = 16 * 1024 * 1024
+
+# Test hook: called with the temporary file once it is complete, just before the rename.
+_before_rename: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +79,28 @@ class Fingerprint:
             save_file(arrays, temporary, metadata={"provenance": json.dumps(self.meta, sort_keys=True)})
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
+            if _before_rename is not None:
+                _before_rename(Path(temporary))
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        _fsync_directory(path.parent)
         return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX: the directory entry lives in the directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def is_fingerprint_file(path: Path) -> bool:
@@ -89,28 +122,173 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
     from ..formats.safetensors_format import read_safetensors_header
 
     path = Path(path)
-    _, metadata = read_safetensors_header(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
+    if size > MAX_FINGERPRINT_BYTES:
+        raise CorruptFileError(path, f"fingerprint file is {size} bytes, over the {MAX_FINGERPRINT_BYTES}-byte limit")
+    infos, metadata = read_safetensors_header(path)
     raw = metadata.get("provenance")
     if raw is None:
         raise CorruptFileError(path, "not a provenance fingerprint (no 'provenance' metadata)")
+    if len(raw) > MAX_META_BYTES:
+        raise CorruptFileError(path, f"fingerprint metadata is {len(raw)} characters, over the {MAX_META_BYTES} limit")
     try:
         meta = json.loads(raw)
     except ValueError as exc:
         raise CorruptFileError(path, f"fingerprint metadata is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise CorruptFileError(path, "fingerprint metadata JSON is nested too deeply") from exc
     schema = meta.get("schema") if isinstance(meta, dict) else None
     if not isinstance(schema, str) or not schema.startswith("provenance.fingerprint/"):
-        raise CorruptFileError(path, f"fingerprint metadata has schema {schema!r}, expected {FINGERPRINT_SCHEMA}")
+        raise CorruptFileError(path, f"fingerprint metadata has schema {_short(schema)}, expected {FINGERPRINT_SCHEMA}")
     try:
         version = int(schema.rsplit("/", 1)[1])
     except ValueError as exc:
-        raise CorruptFileError(path, f"fingerprint schema {schema!r} has no version number") from exc
+        raise CorruptFileError(path, f"fingerprint schema {_short(schema)} has no version number") from exc
     if version > SCHEMA_VERSION:
         raise UnsupportedError(path, f"fingerprint schema version {version} is newer than this tool reads ({SCHEMA_VERSION}); upgrade provenance")
     for key in ("architecture", "tensors", "source"):
         if not isinstance(meta.get(key), dict):
-            raise CorruptFileError(path, f"fingerprint metadata lacks its {key!r} section")
+            raise CorruptFileError(path, f"fingerprint metadata lacks its {_short(key)} section")
+    problem = _meta_problem(meta)
+    if problem is None:
+        problem = _array_problem(meta, {info.name: (info.dtype, info.shape) for info in infos})
+    if problem is not None:
+        raise CorruptFileError(path, f"fingerprint {problem}")
     try:
         arrays = load_file(str(path))
+    except MemoryError:
+        raise
     except Exception as exc:
-        raise CorruptFileError(path, f"fingerprint arrays cannot be read: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [repr(exc)])[0]
+        raise CorruptFileError(path, f"fingerprint arrays cannot be read: {first}") from exc
     return Fingerprint(meta=meta, arrays=arrays)
+
+
+# --------------------------------------------------------------------------- validation of untrusted fingerprints
+
+def _is_int(value: Any, low: int = 0, high: int = 1 << 62) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _short(value: Any) -> str:
+    """A bad value quoted in an error, cut short: a hostile file can hold megabytes in one value."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _architecture_problem(arch: dict[str, Any]) -> str | None:
+    from dataclasses import fields
+
+    from ..architectures.descriptor import Architecture
+
+    for spec in fields(Architecture):
+        value = arch.get(spec.name)
+        kind = str(spec.type)
+        if value is None:
+            continue
+        if spec.name == "disagreements":
+            ok = _is_str_list(value)
+        elif kind.startswith("int"):
+            ok = _is_int(value, 0, MAX_LAYERS) if spec.name == "num_layers" else _is_int(value, -(1 << 40), 1 << 40)
+        elif kind.startswith("float"):
+            ok = _is_number(value)
+        elif kind.startswith("bool"):
+            ok = isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            return f"architecture {spec.name} = {_short(value)} is not a valid {kind}"
+    return None
+
+
+def _shape_problem(where: str, shape: Any) -> str | None:
+    if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(d) for d in shape) or math.prod(shape) > 1 << 62:
+        return f"{where} has shape {_short(shape)}, not a list of at most 8 non-negative integers"
+    return None
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """The first thing in the metadata that the comparison could not use, or None."""
+    problem = _architecture_problem(meta["architecture"])
+    if problem:
+        return problem
+    for key, record in meta["tensors"].items():
+        if not isinstance(record, dict):
+            return f"tensor record {_short(key)} is not an object"
+        problem = _shape_problem(f"tensor {_short(key)}", record.get("shape"))
+        if problem:
+            return problem
+        if "sha256" not in record or not (record["sha256"] is None or isinstance(record["sha256"], str)):
+            return f"tensor {_short(key)} has sha256 {_short(record.get('sha256'))}, not a string"
+        for name in ("dtype", "source", "how"):
+            if not (record.get(name) is None or isinstance(record.get(name), str)):
+                return f"tensor {_short(key)} has {name} {_short(record.get(name))}, not a string"
+        stats = record.get("stats", {})
+        if (not isinstance(stats, dict) or not all(_is_number(v) for v in stats.values())
+                or not _is_int(stats.get("numel", 0))):
+            return f"tensor {_short(key)} has statistics {_short(stats)}, not an object of finite numbers"
+    stored = meta.get("stored_tensors") or {}
+    if not isinstance(stored, dict):
+        return "stored_tensors is not an object"
+    for name, record in stored.items():
+        if (not isinstance(record, dict) or "sha256" not in record
+                or not (record["sha256"] is None or isinstance(record["sha256"], str)) or not _is_int(record.get("numel", 0))):
+            return f"stored tensor record {_short(name)} is not an object with a sha256 string and an integer numel"
+    vocabulary = meta.get("vocabulary")
+    if vocabulary is not None:
+        if not isinstance(vocabulary, dict):
+            return "vocabulary is not an object"
+        if not _is_str_list(vocabulary.get("anchor_tokens")):
+            return "vocabulary anchor_tokens is not a list of strings"
+        minhash = vocabulary.get("minhash", [])
+        if not isinstance(minhash, list) or not all(_is_int(v, 0, (1 << 64) - 1) for v in minhash):
+            return "vocabulary minhash is not a list of 64-bit integers"
+    family = meta.get("family", {})
+    if not isinstance(family, dict) or not (family.get("name") is None or isinstance(family.get("name"), str)):
+        return "family is not an object with a name string"
+    for name in ("renamed_tensors", "lineage_claims"):
+        value = meta.get(name)
+        if not (value is None or (isinstance(value, list) and all(isinstance(v, dict) for v in value))):
+            return f"{name} is not a list of objects"
+    if not (meta.get("variant") is None or isinstance(meta.get("variant"), str)):
+        return "variant is not a string"
+    if not (meta.get("notes") is None or _is_str_list(meta.get("notes"))):
+        return "notes is not a list of strings"
+    return None
+
+
+# Array kinds the comparison reads, by name prefix, and their number of dimensions.
+ARRAY_DIMS = {"sketch": 1, "gram": 1, "units": 2, "anchors": 2, "rows": 2, "rowunits": 2}
+ARRAY_DTYPES = {"F16", "F32", "F64"}
+
+
+def _array_problem(meta: dict[str, Any], arrays: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:
+    """The first array whose dtype or shape the comparison could not use, or None (from the header alone)."""
+    from .sketch import FULL_VECTOR_LIMIT, SKETCH_SIZE
+
+    for name, (dtype, shape) in arrays.items():
+        if dtype not in ARRAY_DTYPES:
+            return f"array {_short(name)} has dtype {dtype}, expected F16, F32 or F64"
+        kind, _, key = name.partition("/")
+        dims = ARRAY_DIMS.get(kind)
+        if dims is not None and len(shape) != dims:
+            return f"array {_short(name)} has shape {list(shape)}, expected {dims} dimensions"
+        record = meta["tensors"].get(key) if kind == "sketch" else None
+        if record is not None:
+            numel = math.prod(record["shape"])
+            whole = len(record["shape"]) == 1 and numel <= FULL_VECTOR_LIMIT or numel <= SKETCH_SIZE
+            expected = numel if whole else SKETCH_SIZE
+            if shape != (expected,):
+                return f"array {_short(name)} holds {list(shape)} values, but tensor {_short(key)} of shape {record['shape']} has {expected} sketch positions"
+    return None

@@ -17,7 +17,7 @@ from ..errors import CorruptFileError, UnreadablePathError
 from .base import TensorSource
 from .gguf_format import GgufFile
 from .limits import read_json_limited, read_text_limited, resolve_inside
-from .multi import MultiFileSource, open_sharded
+from .multi import MultiFileSource, open_sharded, open_shards
 from .pytorch_format import PytorchFile
 from .safetensors_format import SafetensorsFile
 
@@ -75,7 +75,11 @@ def snapshot_directory(path: Path) -> Path:
         return path
     ref = path / "refs" / "main"
     if ref.is_file():
-        revision = ref.read_text(encoding="utf-8", errors="replace").strip()
+        try:
+            with open(ref, "rb") as handle:  # a commit hash; never read a hostile file whole
+                revision = handle.read(256).decode("utf-8", errors="replace").strip()
+        except OSError as exc:
+            raise UnreadablePathError(ref, f"cannot read: {exc.strerror or exc}") from exc
         candidate = snapshots / revision
         if revision and "/" not in revision and "\\" not in revision and revision not in (".", "..") and candidate.is_dir():
             return candidate
@@ -111,7 +115,7 @@ def _pick_weights(directory: Path, root: Path) -> TensorSource:
         preferred = [p for p in st_files if p.name.startswith("model")] or st_files
         if len(preferred) == 1:
             return SafetensorsFile(preferred[0])
-        return MultiFileSource(directory, [SafetensorsFile(p) for p in preferred], "safetensors")
+        return MultiFileSource(directory, open_shards(preferred, SafetensorsFile, directory), "safetensors")
 
     pt_indexes = [p for p in children if p.name.endswith(".bin.index.json")]
     if pt_indexes:
@@ -123,7 +127,7 @@ def _pick_weights(directory: Path, root: Path) -> TensorSource:
         preferred = [p for p in pt_files if p.name.startswith("pytorch_model")] or pt_files
         if len(preferred) == 1:
             return PytorchFile(preferred[0])
-        return MultiFileSource(directory, [PytorchFile(p) for p in preferred], "pytorch")
+        return MultiFileSource(directory, open_shards(preferred, PytorchFile, directory), "pytorch")
 
     gguf_files = inside([p for p in children if p.name.endswith(GGUF_SUFFIXES)])
     if len(gguf_files) == 1:

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import CorruptFileError, MissingShardError
 from .base import TensorInfo, TensorSource
-from .limits import read_json_limited, resolve_inside
+from .limits import MAX_SHARDS, MAX_TENSORS, read_json_limited, resolve_inside
 
 
 class MultiFileSource(TensorSource):
@@ -73,16 +73,22 @@ class MultiFileSource(TensorSource):
 
 def open_sharded(index_path: Path, root: Path, open_shard: Callable[[Path], TensorSource], format: str) -> MultiFileSource:
     """Open the shards an index names, refusing shards that are missing or outside `root`."""
-    index = read_json_limited(index_path, "index")
+    index = read_json_limited(index_path, "index", unique_keys=True)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CorruptFileError(index_path, "index has no 'weight_map' object mapping tensor names to shard files")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
         raise CorruptFileError(index_path, "'weight_map' must map tensor names (strings) to shard file names (strings)")
+    if len(weight_map) > MAX_TENSORS:
+        raise CorruptFileError(index_path, f"index lists {len(weight_map)} tensors, over the {MAX_TENSORS}-tensor limit")
     shard_names = list(dict.fromkeys(weight_map.values()))
-    shards = []
+    if len(shard_names) > MAX_SHARDS:
+        raise CorruptFileError(index_path, f"index names {len(shard_names)} shard files, over the {MAX_SHARDS}-shard limit")
+    paths = []
     seen: dict[Path, str] = {}
     for shard_name in shard_names:
+        if not shard_name or "\x00" in shard_name:
+            raise CorruptFileError(index_path, f"index names an invalid shard file name {shard_name!r}")
         shard_path = index_path.parent / shard_name
         if not shard_path.exists():
             raise MissingShardError(index_path, f"index names shard {shard_name!r}, which is not there")
@@ -90,6 +96,26 @@ def open_sharded(index_path: Path, root: Path, open_shard: Callable[[Path], Tens
         if resolved in seen:
             raise CorruptFileError(index_path, f"shards {seen[resolved]!r} and {shard_name!r} are the same file")
         seen[resolved] = shard_name
-        shards.append(open_shard(shard_path))
+        paths.append(shard_path)
+    shards = open_shards(paths, open_shard, index_path)
     return MultiFileSource(index_path.parent, shards, format, index_path=index_path, weight_map=weight_map)
+
+
+def open_shards(paths: list[Path], open_shard: Callable[[Path], TensorSource], where: Path) -> list[TensorSource]:
+    """Open each shard's header, refusing (before opening more) when the tensors add up past MAX_TENSORS."""
+    if len(paths) > MAX_SHARDS:
+        raise CorruptFileError(where, f"{len(paths)} shard files, over the {MAX_SHARDS}-shard limit")
+    shards: list[TensorSource] = []
+    total = 0
+    try:
+        for path in paths:
+            shards.append(open_shard(path))
+            total += len(shards[-1].tensor_infos())
+            if total > MAX_TENSORS:
+                raise CorruptFileError(where, f"the shards hold more than {MAX_TENSORS} tensors together, over the limit")
+    except BaseException:
+        for shard in shards:
+            shard.close()
+        raise
+    return shards
 

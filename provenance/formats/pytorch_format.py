@@ -9,6 +9,13 @@ Zip-format files (the default since PyTorch 1.6) are memory-mapped, so listing
 tensors reads only the small pickle, and each read maps the file again and
 copies one tensor out; the legacy (pre-1.6, non-zip) format cannot be mapped
 and is loaded whole, which the `memory_note` property says.
+
+Before torch sees a zip file, its directory is checked: every entry must be
+stored uncompressed (as torch.save writes them; a compressed entry would be
+read as raw bytes when memory-mapped, or could be a decompression bomb), lie
+inside the file, and the pickle must be under MAX_PICKLE_BYTES. After
+loading, no tensor may view more bytes than its storage holds (a stride-0
+view could otherwise claim terabytes that a copy would try to allocate).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsafeFileError, UnsupportedError
 from .base import TensorInfo, TensorSource
+from .limits import MAX_PICKLE_BYTES, MAX_TENSORS
 
 _TORCH_DTYPE_NAMES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
@@ -197,7 +205,11 @@ def _torch_reason(text: str) -> str:
     boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch 2.6")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(boilerplate)]
-    return (useful or lines or ["unknown error"])[0]
+    return _ENFORCE_RE.sub("", (useful or lines or ["unknown error"])[0]) or "unknown error"
+
+
+# c10's prefix: a source line and the failed condition ("err == 0."), not the problem.
+_ENFORCE_RE = re.compile(r"^\[enforce fail at [^\]]*\]\s*(?:[^.]*(?:==|!=|<|>)[^.]*\.\s+|\.\s*)?")
 
 
 def _load(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
@@ -233,6 +245,57 @@ def _load(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
     return _state_dict_tensors(obj)
 
 
+def _check_zip(path: Path) -> None:
+    """Refuse a zip whose directory torch would trust: compressed or out-of-file entries, an oversized pickle."""
+    try:
+        file_size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except MemoryError:
+        raise
+    except OSError as exc:
+        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
+    except Exception as exc:  # BadZipFile, struct.error, ValueError...: the stdlib parsing a hostile directory
+        raise CorruptFileError(path, f"not a readable zip archive: {exc}") from exc
+    if len(entries) > 2 * MAX_TENSORS + 16:  # one record per storage plus a few small ones
+        raise CorruptFileError(path, f"zip archive has {len(entries)} entries, over the limit")
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED:
+            raise UnsupportedError(path, f"zip entry {entry.filename!r} is compressed (method {entry.compress_type}); "
+                                         "torch.save stores entries uncompressed, and a compressed one is either "
+                                         "misread as raw bytes or a decompression bomb; refusing it")
+        if entry.file_size != entry.compress_size or entry.header_offset + entry.file_size > file_size:
+            raise CorruptFileError(path, f"zip entry {entry.filename!r} claims {entry.file_size} bytes, "
+                                         f"more than the {file_size}-byte file holds")
+        if entry.filename.endswith(".pkl") and entry.file_size > MAX_PICKLE_BYTES:
+            raise CorruptFileError(path, f"pickle {entry.filename!r} is {entry.file_size} bytes, over the "
+                                         f"{MAX_PICKLE_BYTES}-byte limit (a real state dict's pickle is a few KB to a few MB)")
+
+
+def _check_not_broken_zip(path: Path) -> None:
+    """A file that starts like a zip but has no readable directory is a damaged zip, not a legacy pickle."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except OSError as exc:
+        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
+    if start == b"PK\x03\x04":
+        raise CorruptFileError(path, "not a readable PyTorch checkpoint: it starts like a zip archive (torch.save's "
+                                     "format) but the zip directory at its end is missing or damaged (truncated?)")
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse more tensors than MAX_TENSORS, or a tensor with more elements than its storage's bytes."""
+    if len(tensors) > MAX_TENSORS:
+        raise CorruptFileError(path, f"holds {len(tensors)} tensors, over the {MAX_TENSORS}-tensor limit")
+    for name, tensor in tensors.items():
+        needed = tensor.numel() * tensor.element_size()
+        held = tensor.untyped_storage().nbytes()
+        if needed > held:
+            raise CorruptFileError(path, f"tensor {name!r} of shape {list(tensor.shape)} views {needed} bytes but its "
+                                         f"storage holds {held} (overlapping strides); refusing to expand it")
+
+
 REMAP_BYTES = 256 * 1024 * 1024
 
 
@@ -248,7 +311,12 @@ class PytorchFile(TensorSource):
             raise UnreadablePathError(self.path, f"cannot read: {exc.strerror or exc}") from exc
         if not self.path.is_file():
             raise UnreadablePathError(self.path, "cannot read: not a regular file (missing, a directory, or a dangling symlink)")
+        if self.is_zip:
+            _check_zip(self.path)
+        else:
+            _check_not_broken_zip(self.path)
         tensors = _load(self.path, mmap=self.is_zip)
+        _check_tensors(self.path, tensors)
         self._infos = [
             TensorInfo(name=name, shape=tuple(t.shape), dtype=torch_dtype_name(t.dtype),
                        nbytes=t.numel() * t.element_size(), file=str(self.path))
@@ -279,7 +347,10 @@ class PytorchFile(TensorSource):
             self._mapped = None
             self._mapped = _load(self.path, mmap=True)
             self._read_since_map = 0
-        tensor = self._mapped[name].clone()
+        try:
+            tensor = self._mapped[name].clone()
+        except RuntimeError as exc:  # e.g. the file was truncated after it was opened
+            raise CorruptFileError(self.path, f"cannot read tensor {name!r}: {_torch_reason(str(exc))}") from exc
         self._read_since_map += tensor.numel() * tensor.element_size()
         return tensor
 

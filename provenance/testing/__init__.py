@@ -1,0 +1,1 @@
+"""Generators of test material that ships with the package (the attack corpus); nothing here runs in normal use."""
