@@ -7,7 +7,8 @@ so the cost per reference is one fingerprint-to-fingerprint comparison.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +19,7 @@ from .fingerprint import Fingerprint, load_fingerprint
 SCHEMA = "provenance.audit/1"
 # Most serious explanation first when ranking.
 SEVERITY = {"identical": 0, "assembled": 1, "derived": 2, "same-architecture": 3, "unrelated": 4}
+SHAPE_RANK = {"same-shapes": 0, "same-family": 1, "same-layers": 1, "different": 2}
 
 
 @dataclass
@@ -25,6 +27,8 @@ class AuditRow:
     reference: str
     origin: str  # "built-in" or the database path
     result: Comparison
+    kind: str = "weights"  # or "architecture": a config-only reference (audit_references.py), no weights compared
+    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific fields added to the row's JSON
 
     def strongest(self) -> dict[str, Any] | None:
         decisive = [e for e in self.result.evidence if e.decisive and e.log10p is not None]
@@ -34,39 +38,75 @@ class AuditRow:
 
 
 def builtin_references() -> Iterator[tuple[str, Fingerprint]]:
+    yield from _builtin_reference_set()
+
+
+@lru_cache(maxsize=1)
+def _builtin_reference_set() -> tuple[tuple[str, Fingerprint], ...]:
+    """Read once per process: a `provenance scan` worker audits many candidates against the same set."""
     folder = resources.files("provenance") / "references"
+    loaded = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".fp.safetensors"):
             with resources.as_file(entry) as path:
-                yield entry.name.removesuffix(".fp.safetensors"), load_fingerprint(Path(path))
+                loaded.append((entry.name.removesuffix(".fp.safetensors"), load_fingerprint(Path(path))))
+    return tuple(loaded)
 
 
-def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = True) -> list[AuditRow]:
-    rows: list[AuditRow] = []
+def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = True, screen: bool = True) -> list[AuditRow]:
+    from .screening import AuditRows
+
+    rows: list[AuditRow] = AuditRows()  # a list that also carries the screening summary
     if include_builtin:
         for name, reference in builtin_references():
             rows.append(AuditRow(name, "built-in", compare_fingerprints(candidate, reference)))
     if registry is not None:
-        for entry in registry.entries():
-            reference = registry.fingerprint(entry.name)
-            rows.append(AuditRow(entry.name, str(registry.path), compare_fingerprints(candidate, reference)))
-    rows.sort(key=lambda r: (SEVERITY[r.result.verdict], r.result.abstained, -r.result.confidence, r.reference))
+        if candidate.meta.get("variant") == "remote":
+            screen = False  # a remote fingerprint has no sketches or unit signatures to screen on: compare with all
+        # --- screening (provenance/screening.py): only the shortlist is compared fully ---
+        from .screening import screen_registry
+
+        rows.screening = screen_registry(candidate, registry) if screen else None
+        names = rows.screening.shortlist if screen else [e.name for e in registry.entries()]
+        for name in names:
+            reference = registry.fingerprint(name)
+            rows.append(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference)))
+        # --- end screening ---
+    # --- architecture-only references (config shapes, no weights): provenance/audit_references.py ---
+    if include_builtin:
+        from .audit_references import architecture_rows
+
+        rows.extend(architecture_rows(candidate))
+    # --- end architecture-only references ---
+    # Weight rows rank above architecture rows of the same verdict.
+    # Among equals, a reference of the candidate's exact shapes explains more than one of its family only.
+    rows.sort(key=lambda r: (SEVERITY[r.result.verdict], r.kind != "weights", r.result.abstained,
+                             SHAPE_RANK.get(r.result.architecture_match, 3), -r.result.confidence, r.reference))
     return rows
 
 
 def audit_to_json(candidate_path: str, candidate: Fingerprint, rows: list[AuditRow], registry=None) -> dict[str, Any]:
+    from .audit_references import match_tokenizers, vocabulary_brief
+
     best = rows[0] if rows else None
     return {
         "schema": SCHEMA,
         "candidate": {"path": candidate_path, "format": candidate.meta["source"].get("format"),
-                      "architecture": candidate.architecture, "family": candidate.meta.get("family", {}).get("name")},
+                      "architecture": candidate.architecture, "family": candidate.meta.get("family", {}).get("name"),
+                      "vocabulary": vocabulary_brief(candidate.meta.get("vocabulary"))},
         "verdict": best.result.verdict if best else None,
         "best_reference": best.reference if best else None,
         "summary": best.result.summary if best else "no references to compare with",
+        "best_kind": best.kind if best else None,
         "references": [{"reference": r.reference, "origin": r.origin, "verdict": r.result.verdict,
                         "confidence": r.result.confidence, "abstained": r.result.abstained,
-                        "summary": r.result.summary, "strongest_evidence": r.strongest()} for r in rows],
+                        "summary": r.result.summary, "strongest_evidence": r.strongest(), "kind": r.kind, **r.extra}
+                       for r in rows],
+        # Tokenizer evidence (audit_references.py): never part of a weights verdict.
+        "tokenizers": match_tokenizers(candidate.meta.get("vocabulary")),
         "database": {"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
+        # screening (provenance/screening.py): database references screened, and which were compared fully
+        "screening": rows.screening.to_dict() if getattr(rows, "screening", None) is not None else None,
     }
 
 
@@ -75,12 +115,22 @@ def render_audit(report: dict[str, Any]) -> str:
     if report["verdict"] in ("identical", "derived", "assembled"):
         lines.append(f"verdict: {report['verdict'].upper()} of {report['best_reference']}")
     else:
-        lines.append(f"verdict: no reference explains these weights (best: {report['verdict']} vs {report['best_reference']})")
+        vs = "as" if report.get("best_kind") == "architecture" else "vs"
+        lines.append(f"verdict: no reference explains these weights (best: {report['verdict']} {vs} {report['best_reference']})")
     lines.append(f"  {report['summary']}")
     lines.append(f"{'reference':<32} {'verdict':<18} {'conf':>5}  strongest evidence")
     for r in report["references"]:
         e = r["strongest_evidence"]
         evidence = f"{e['signal']}: {e['detail']}" if e else "-"
+        evidence = r["summary"] if r.get("kind") == "architecture" else evidence[:110]  # config-only: shown whole
         flag = " (abstained)" if r["abstained"] else ""
-        lines.append(f"{r['reference'][:32]:<32} {r['verdict'] + flag:<18} {r['confidence']:>5.2f}  {evidence[:110]}")
+        lines.append(f"{r['reference'][:32]:<32} {r['verdict'] + flag:<18} {r['confidence']:>5.2f}  {evidence}")
+    if report.get("screening"):  # screening (provenance/screening.py)
+        s = report["screening"]
+        lines.append(f"database: {s['references']} references screened, {s['compared']} compared fully, "
+                     f"{s['not_compared']} not compared (outside the screening shortlist)")
+    if "tokenizers" in report:
+        from .audit_references import tokenizer_line
+
+        lines.append(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")))
     return "\n".join(lines)

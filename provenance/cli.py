@@ -19,18 +19,33 @@ from . import __version__
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 
 
-def _require_path(path: str) -> None:
-    """Fail fast, before the heavy imports, when a PATH does not exist."""
+def _require_path(path: str, remote_ok: bool = True) -> None:
+    """Fail fast, before the heavy imports, when a PATH does not exist (URLs and hf:// are checked when fetched)."""
     from pathlib import Path
 
     from .errors import UnreadablePathError
+    from .remote import is_remote
 
+    if is_remote(path):
+        if not remote_ok:
+            raise UnreadablePathError(path, "this command reads local files only; fingerprint, compare and audit accept URLs")
+        return
     if not Path(path).exists() and not Path(path).is_symlink():
         raise UnreadablePathError(path, "no such file or directory")
 
 
+def _fingerprint_for(path: str, args: argparse.Namespace):
+    """`fingerprint_for(path)` with a per-tensor progress bar for a person at a terminal (see progress.py)."""
+    from .fingerprint.load import fingerprint_for
+    from .progress import tensor_progress, wanted
+
+    show = wanted(json_output=getattr(args, "json", False), disabled=getattr(args, "no_progress", False))
+    with tensor_progress(f"fingerprinting {os.path.basename(os.path.normpath(path))}", show) as on_tensor:
+        return fingerprint_for(path, on_tensor=on_tensor)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    _require_path(args.path)
+    _require_path(args.path, remote_ok=False)
     from .inspect import inspect_checkpoint
     from .model import Checkpoint
     from .report.terminal import render_inspect
@@ -48,12 +63,16 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
     _require_path(args.path)
     from .fingerprint import build_fingerprint
     from .model import Checkpoint
+    from .progress import tensor_progress, wanted
 
-    with Checkpoint.open(args.path) as checkpoint:
-        fingerprint = build_fingerprint(checkpoint)
+    with Checkpoint.open(args.path) as checkpoint, \
+            tensor_progress("fingerprinting", wanted(disabled=args.no_progress)) as on_tensor:
+        fingerprint = build_fingerprint(checkpoint, on_tensor=on_tensor)
     out = fingerprint.save(args.output)
     print(f"wrote {out} ({fingerprint.nbytes() / 1e6:.1f} MB of arrays, {len(fingerprint.tensors)} canonical tensors)",
           file=sys.stderr)
+    for note in fingerprint.meta.get("notes") or []:
+        print(f"note: {note}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -61,11 +80,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     _require_path(args.candidate)
     _require_path(args.reference)
     from .compare import compare_fingerprints
-    from .fingerprint.load import fingerprint_for
     from .report.compare_json import comparison_to_json, render_comparison
 
-    candidate = fingerprint_for(args.candidate)
-    reference = fingerprint_for(args.reference)
+    candidate = _fingerprint_for(args.candidate, args)
+    reference = _fingerprint_for(args.reference, args)
     result = compare_fingerprints(candidate, reference)
     report = comparison_to_json(args.candidate, candidate, args.reference, reference, result)
     print(json.dumps(report, indent=2) if args.json else render_comparison(report))
@@ -73,6 +91,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
+
+
+def _report_path(text: str) -> str:
+    """--report FILE: .html or .md, checked before any work (a usage error otherwise)."""
+    from .report.write import report_format
+
+    try:
+        report_format(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _parse_fail_on(text: str | None) -> set[str]:
@@ -86,12 +115,15 @@ def _parse_fail_on(text: str | None) -> set[str]:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    if args.lang and not args.report:  # --report/--lang: provenance/report/write.py
+        print("provenance audit: error: --lang chooses the language of the --report file; give --report FILE too",
+              file=sys.stderr)
+        return EXIT_USAGE
     _require_path(args.candidate)
     from .audit import audit_to_json, render_audit, run_audit
-    from .fingerprint.load import fingerprint_for
     from .registry import Registry, default_path
 
-    candidate = fingerprint_for(args.candidate)
+    candidate = _fingerprint_for(args.candidate, args)
     registry = None
     refs_path = args.refs or default_path()
     if args.refs or refs_path.exists():
@@ -99,6 +131,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     try:
         rows = run_audit(candidate, registry, include_builtin=not args.no_builtin)
         report = audit_to_json(args.candidate, candidate, rows, registry)
+        if args.report:
+            from .report.write import write_audit_report
+
+            written = write_audit_report(args.report, args.candidate, candidate, rows, registry, lang=args.lang or "en")
+            print(f"wrote report {written}", file=sys.stderr)
     finally:
         if registry is not None:
             registry.close()
@@ -113,11 +150,24 @@ def _cmd_refs(args: argparse.Namespace) -> int:
 
     with Registry(args.refs) as registry:
         if args.refs_command == "add":
-            from .fingerprint.load import fingerprint_for
-
-            entry = registry.add(args.name, fingerprint_for(args.path), replace=args.replace)
+            _require_path(args.path)
+            registry.check_name(args.name)  # before the fingerprinting, not after it
+            entry = registry.add(args.name, _fingerprint_for(args.path, args), replace=args.replace)
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
                   file=sys.stderr)
+        elif args.refs_command == "export":
+            from .bundle import export_bundle
+
+            result = export_bundle(registry, args.output, args.names)
+            print(f"exported {len(result.names)} references from {registry.path} (revision {result.revision}) "
+                  f"to {result.path}", file=sys.stderr)
+        elif args.refs_command == "import":
+            from .bundle import import_bundle
+
+            _require_path(args.bundle, remote_ok=False)
+            result = import_bundle(registry, args.bundle, replace=args.replace)
+            print(f"imported {len(result.names)} references from {result.path} into {registry.path} "
+                  f"(revision {result.revision})", file=sys.stderr)
         elif args.refs_command == "remove":
             registry.remove(args.name)
             print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
@@ -135,6 +185,65 @@ def _cmd_refs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_RAY_ADDRESS = r"^(auto|local|ray://\S+|\[?[\w.:-]+\]?:\d+)$"
+
+
+def _parse_scan_fail_on(text: str | None) -> set[str]:
+    """Like audit's --fail-on, plus `error`: a candidate that could not be audited."""
+    chosen = {v.strip() for v in (text or "").split(",") if v.strip()}
+    unknown = chosen - set(VERDICTS) - {"error"}
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; "
+                                         f"choose from {', '.join(VERDICTS)}, error")
+    return chosen
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    import re
+    from pathlib import Path
+
+    from .registry import Registry, default_path
+    from .scan import AuditSettings, executor, read_candidate_list, scan
+
+    if args.ray and not re.match(_RAY_ADDRESS, args.ray):
+        print(f"provenance scan: error: --ray ADDRESS must be auto, HOST:PORT or ray://HOST:PORT, not {args.ray!r} "
+              "(write --ray after the candidates, or --ray=ADDRESS)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers is not None and args.workers < 0:
+        print("provenance scan: error: --workers must be 0 (in this process) or more", file=sys.stderr)
+        return EXIT_USAGE
+    if args.tasks_per_worker is not None and args.tasks_per_worker < 1:
+        print("provenance scan: error: --tasks-per-worker must be 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    candidates = list(args.candidates)
+    if args.from_file:
+        candidates += read_candidate_list(args.from_file)
+    elif not candidates:
+        print("provenance scan: error: give CANDIDATE arguments or --from FILE", file=sys.stderr)
+        return EXIT_USAGE
+    refs = None
+    refs_path = Path(args.refs) if args.refs else default_path()
+    if args.refs or refs_path.exists():
+        Registry(refs_path).close()  # an unusable database fails here, once, not in every worker
+        refs = str(refs_path.resolve())
+    settings = AuditSettings(refs, include_builtin=not args.no_builtin, cwd=os.getcwd())
+    recycle = {} if args.tasks_per_worker is None else {"max_tasks_per_worker": args.tasks_per_worker}
+    run = executor(args.workers, args.ray or None, use_ray=args.ray is not None, settings=settings, **recycle)
+    summary = scan(candidates, args.output, run, retry_errors=args.retry_errors, progress=True)
+    print(summary.render(), file=sys.stderr)
+    hits = summary.hits(args.fail_on)
+    if hits:
+        print(f"scan: {len(hits)} candidates reached a --fail-on verdict ({', '.join(sorted(args.fail_on))}), "
+              f"first: {hits[0]}", file=sys.stderr)
+        return EXIT_FAIL_ON
+    return EXIT_OK
+
+
+def _add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (one is drawn on stderr only when it is a terminal)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.")
     parser.add_argument("--version", action="version", version=f"provenance {__version__}")
@@ -150,12 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     fingerprint = commands.add_parser("fingerprint", help="compute a checkpoint's fingerprint once, to compare many times")
     fingerprint.add_argument("path", metavar="PATH")
     fingerprint.add_argument("-o", "--output", required=True, metavar="OUT", help="fingerprint file to write (.safetensors)")
+    _add_no_progress(fingerprint)
     fingerprint.set_defaults(handler=_cmd_fingerprint)
 
     compare = commands.add_parser("compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
     compare.add_argument("candidate", metavar="CANDIDATE", help="checkpoint or fingerprint file")
     compare.add_argument("reference", metavar="REFERENCE", help="checkpoint or fingerprint file")
     compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
+    _add_no_progress(compare)
     compare.set_defaults(handler=_cmd_compare)
 
     audit = commands.add_parser("audit", help="compare a candidate with every reference model and rank the explanations")
@@ -163,8 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--refs", metavar="DB", help="reference database (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)")
     audit.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
     audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
+    _add_no_progress(audit)
     audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
                        help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
+    audit.add_argument("--report", type=_report_path, metavar="FILE",
+                       help="also write a report for people: FILE.html (self-contained page) or FILE.md (for pull requests)")
+    audit.add_argument("--lang", choices=("en", "zh"), help="language of the --report file: en (default) or zh (Chinese)")
     audit.set_defaults(handler=_cmd_audit)
 
     refs = commands.add_parser("refs", help="manage the reference database")
@@ -175,11 +290,38 @@ def build_parser() -> argparse.ArgumentParser:
     refs_add.add_argument("path", metavar="PATH")
     refs_add.add_argument("--name", required=True)
     refs_add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
+    _add_no_progress(refs_add)
     refs_list = refs_commands.add_parser("list", help="list the references")
     refs_list.add_argument("--json", action="store_true")
     refs_remove = refs_commands.add_parser("remove", help="remove the reference NAME")
     refs_remove.add_argument("name", metavar="NAME")
+    refs_export = refs_commands.add_parser("export", help="write references (fingerprints, no weights) to a bundle file")
+    refs_export.add_argument("output", metavar="OUT", help="bundle file to write (a .zip; replaced atomically)")
+    refs_export.add_argument("--name", dest="names", action="extend", nargs="+", metavar="NAME",
+                             help="export only these references (repeatable; default: all)")
+    refs_import = refs_commands.add_parser("import", help="add every reference of a bundle (all or none)")
+    refs_import.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
+    refs_import.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
     refs.set_defaults(handler=_cmd_refs)
+
+    scan = commands.add_parser("scan", help="audit many candidates in parallel, one JSON line each (resumable)")
+    scan.add_argument("candidates", nargs="*", metavar="CANDIDATE", help="checkpoint or fingerprint file")
+    scan.add_argument("--from", dest="from_file", metavar="FILE",
+                      help="read candidates from FILE, one per line (blank lines and # comments skipped; - for stdin)")
+    scan.add_argument("-o", "--output", required=True, metavar="OUT.jsonl",
+                      help="JSON Lines output; candidates already in it are skipped (resume)")
+    scan.add_argument("--refs", metavar="DB", help="reference database (default: as for audit)")
+    scan.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
+    scan.add_argument("--workers", type=int, metavar="N",
+                      help="parallel audits (default: CPU count; with --ray, the cluster's CPUs); 0: in this process")
+    scan.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                      help="run on Ray: a local instance, or the cluster at ADDRESS (needs the `ray` extra)")
+    scan.add_argument("--retry-errors", action="store_true", help="audit again the candidates whose line is an error")
+    scan.add_argument("--tasks-per-worker", type=int, metavar="N",
+                      help="replace each worker process after N candidates (default 32)")
+    scan.add_argument("--fail-on", type=_parse_scan_fail_on, default=set(), metavar="VERDICTS",
+                      help="comma-separated verdicts (or `error`) that make the exit code 3 if any candidate reaches one")
+    scan.set_defaults(handler=_cmd_scan)
     return parser
 
 

@@ -31,7 +31,14 @@ class Checkpoint:
 
     @classmethod
     def open(cls, path: str | Path) -> "Checkpoint":
-        files = open_checkpoint_files(path)
+        from .remote import is_remote
+
+        if is_remote(path):  # http(s):// or hf://: headers now, rows later by HTTP range requests
+            from .remote.checkpoint import open_remote_checkpoint_files
+
+            files = open_remote_checkpoint_files(str(path))
+        else:
+            files = open_checkpoint_files(path)
         try:
             infos = files.source.tensor_infos()
             metadata = files.source.metadata() if files.format == "gguf" else None

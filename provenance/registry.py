@@ -4,8 +4,17 @@ Default location: `$PROVENANCE_REFS`, else `$XDG_DATA_HOME/provenance/refs.sqlit
 (`~/.local/share/provenance/refs.sqlite`). SQLite in WAL mode gives what a
 shared database needs: readers never block the writer, each `add` or `remove`
 is one transaction (a killed process leaves no half-written entry), and a busy
-timeout lets two audits and an `add` run at once. Every change bumps the
-database's `revision`, which reports cite for reproducibility.
+timeout lets two audits and an `add` run at once. Opening a database that is
+already set up takes no write lock, so an audit never waits for a writer.
+Every change bumps the database's `revision`, which reports cite for
+reproducibility. `add_many` adds several references in one transaction (all
+or none); `provenance/bundle.py` uses it to import shared bundles.
+
+Test-only hook: `PROVENANCE_TEST_PAUSE_IN_ADD=<seconds>` makes `add` and
+`add_many` print one line on stderr and sleep inside the write transaction,
+after the INSERT and before COMMIT (`PROVENANCE_TEST_RESUME_FILE=<path>` ends
+the sleep early once that file exists), so tests can kill a writer mid-write
+or read while it writes. Never set it in normal use.
 """
 
 from __future__ import annotations
@@ -14,16 +23,22 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from . import __version__
 from .errors import CorruptFileError, ProvenanceError, UnsupportedError
 
 DB_SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000
+# Every table _init_schema creates: a database holding all of them (and a schema
+# version) is opened without a write transaction. Add new tables here too.
+TABLES = ("meta", "refs", "screening")
+MAX_NAME_CHARS = 200
 
 
 class RegistryError(ProvenanceError):
@@ -35,6 +50,18 @@ def default_path() -> Path:
         return Path(os.environ["PROVENANCE_REFS"])
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "provenance" / "refs.sqlite"
+
+
+def _test_pause_before_commit() -> None:
+    """The test-only hook described in the module docstring (a no-op unless the variable is set)."""
+    seconds = os.environ.get("PROVENANCE_TEST_PAUSE_IN_ADD")
+    if not seconds:
+        return
+    print("provenance: test pause inside the write transaction", file=sys.stderr, flush=True)
+    resume = os.environ.get("PROVENANCE_TEST_RESUME_FILE")
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
+        time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -85,19 +112,45 @@ class Registry:
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(self.path, f"not a usable reference database: {exc}") from exc
 
+    def _check_schema_version(self, value: str) -> None:
+        try:
+            version = int(value)
+        except ValueError:
+            raise CorruptFileError(self.path, f"reference database schema version {value!r} is not a number") from None
+        if version > DB_SCHEMA_VERSION:
+            raise UnsupportedError(self.path, f"reference database schema {version} is newer than this tool reads ({DB_SCHEMA_VERSION})")
+
+    def _schema_ready(self) -> bool:
+        """True when every table and the schema version are there (checked with reads only)."""
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not set(TABLES) <= tables:
+            return False
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            return False
+        self._check_schema_version(row[0])
+        return True
+
     def _init_schema(self) -> None:
+        if self._schema_ready():
+            return
         with self._transaction():
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.execute("""CREATE TABLE IF NOT EXISTS refs (
                 name TEXT PRIMARY KEY, kind TEXT NOT NULL, family TEXT, architecture TEXT NOT NULL,
                 source TEXT NOT NULL, tool_version TEXT NOT NULL, schema TEXT NOT NULL, added TEXT NOT NULL,
                 fingerprint BLOB)""")
+            # Screening signatures (provenance/screening.py), one row per weights reference; a row whose
+            # version, `added` or fingerprint size disagree with refs is stale and recomputed on load.
+            self._db.execute("""CREATE TABLE IF NOT EXISTS screening (
+                name TEXT PRIMARY KEY, version INTEGER NOT NULL, added TEXT NOT NULL, size INTEGER NOT NULL,
+                vectors BLOB NOT NULL, hashes BLOB NOT NULL, keys TEXT NOT NULL)""")
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(DB_SCHEMA_VERSION),))
                 self._db.execute("INSERT INTO meta VALUES ('revision', '0')")
-            elif int(row[0]) > DB_SCHEMA_VERSION:
-                raise UnsupportedError(self.path, f"reference database schema {row[0]} is newer than this tool reads ({DB_SCHEMA_VERSION})")
+            else:
+                self._check_schema_version(row[0])
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -116,26 +169,85 @@ class Registry:
     def revision(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()[0])
 
-    def add(self, name: str, fingerprint, replace: bool = False) -> ReferenceEntry:
-        if not name or len(name) > 200:
-            raise RegistryError(self.path, f"reference name {name!r} must be 1-200 characters")
+    def check_name(self, name: str) -> None:
+        # Printable only: names are printed in listings, where control characters could rewrite the terminal.
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
+            raise RegistryError(self.path, f"reference name {name!r} must be 1-{MAX_NAME_CHARS} printable characters")
+
+    def _prepare(self, name: str, fingerprint) -> tuple[tuple, Any]:
+        """The refs row and screening signature of one reference (computed before taking the write lock)."""
+        self.check_name(name)
         blob = fingerprint_to_bytes(fingerprint)
+        from .screening import signature
+
+        screening_signature = signature(fingerprint)
         meta = fingerprint.meta
         entry = (name, "weights", (meta.get("family") or {}).get("name"), json.dumps(meta["architecture"]),
                  json.dumps(meta["source"]), meta.get("tool_version", __version__), meta["schema"],
                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), blob)
+        return entry, screening_signature
+
+    def _write(self, prepared: tuple[tuple, Any], replace: bool) -> None:
+        """Insert one prepared reference; call inside a write transaction."""
+        entry, screening_signature = prepared
+        name = entry[0]
+        exists = self._db.execute("SELECT 1 FROM refs WHERE name = ?", (name,)).fetchone()
+        if exists and not replace:
+            raise RegistryError(self.path, f"a reference named {name!r} already exists (remove it first)")
+        self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
+        self._put_signature(name, screening_signature)
+
+    def add(self, name: str, fingerprint, replace: bool = False) -> ReferenceEntry:
+        prepared = self._prepare(name, fingerprint)
         with self._transaction():
-            exists = self._db.execute("SELECT 1 FROM refs WHERE name = ?", (name,)).fetchone()
-            if exists and not replace:
-                raise RegistryError(self.path, f"a reference named {name!r} already exists (remove it first)")
-            self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
+            self._write(prepared, replace)
             self._bump()
+            _test_pause_before_commit()
         return self.entry(name)
+
+    def add_many(self, items: Iterable[tuple[str, Any]], replace: bool = False) -> list[str]:
+        """Add every (name, fingerprint) in one transaction: all of them, or none if any fails.
+
+        `items` may be a generator that reads and validates each fingerprint as it
+        goes: an exception it raises rolls back everything added before it.
+        """
+        names: list[str] = []
+        with self._transaction():
+            for name, fingerprint in items:
+                if name in names:
+                    raise RegistryError(self.path, f"reference name {name!r} given twice")
+                self._write(self._prepare(name, fingerprint), replace)
+                names.append(name)
+            if names:
+                self._bump()
+            _test_pause_before_commit()
+        return names
+
+    def names(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT name FROM refs ORDER BY name")]
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every query inside sees the same revision, whatever writers commit meanwhile."""
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()  # starts the read snapshot
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    def fingerprint_blob(self, name: str) -> bytes:
+        """The stored fingerprint file's bytes, as stored (for export)."""
+        row = self._db.execute("SELECT fingerprint FROM refs WHERE name = ?", (name,)).fetchone()
+        if row is None or row[0] is None:
+            raise RegistryError(self.path, f"no reference named {name!r}")
+        return bytes(row[0])
 
     def remove(self, name: str) -> None:
         with self._transaction():
             if self._db.execute("DELETE FROM refs WHERE name = ?", (name,)).rowcount == 0:
                 raise RegistryError(self.path, f"no reference named {name!r}")
+            self._db.execute("DELETE FROM screening WHERE name = ?", (name,))
             self._bump()
 
     def _row_to_entry(self, row) -> ReferenceEntry:
@@ -159,6 +271,30 @@ class Registry:
         if row is None:
             raise RegistryError(self.path, f"no reference named {name!r}")
         return fingerprint_from_bytes(bytes(row[0]), f"{self.path}#{name}")
+
+    # --- screening signatures (provenance/screening.py) ---
+    def screening_rows(self) -> list[tuple[str, bool, bytes | None, bytes | None]]:
+        """(name, fresh, vectors, hashes) of every reference with a fingerprint, in one query."""
+        from .screening import SIGNATURE_VERSION
+
+        return self._db.execute(
+            "SELECT r.name, s.version IS ? AND s.added IS r.added AND s.size IS length(r.fingerprint), s.vectors, "
+            "s.hashes FROM refs r LEFT JOIN screening s ON s.name = r.name WHERE r.fingerprint IS NOT NULL "
+            "ORDER BY r.name", (SIGNATURE_VERSION,)).fetchall()
+
+    def _put_signature(self, name: str, signature) -> None:
+        from .screening import SIGNATURE_VERSION
+
+        self._db.execute("INSERT OR REPLACE INTO screening SELECT name, ?, added, length(fingerprint), ?, ?, ? "
+                         "FROM refs WHERE name = ?", (SIGNATURE_VERSION, signature.vectors_bytes(),
+                                                      signature.hashes_bytes(), signature.keys_json(), name))
+
+    def put_signatures(self, signatures) -> None:
+        """Store computed signatures (back-fill); derived data, so the revision does not change."""
+        with self._transaction():
+            for name, signature in signatures:
+                self._put_signature(name, signature)
+    # --- end screening signatures ---
 
     def close(self) -> None:
         self._db.close()

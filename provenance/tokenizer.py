@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .formats.limits import read_json_limited
+from .formats.limits import read_json_limited, read_text_capped
 
 
 @lru_cache(maxsize=1)
@@ -131,7 +131,7 @@ def from_gguf_metadata(metadata: dict[str, Any], source: str) -> Vocabulary | No
 
 
 def from_vocab_txt(path: Path) -> Vocabulary:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text_capped(path, "tokenizer")
     return Vocabulary(text.splitlines(), "wordpiece", str(path))
 
 

@@ -20,7 +20,7 @@ ACCUSATIONS = {"identical", "derived", "assembled"}
 
 
 @pytest.fixture(scope="module")
-def small_zoo_results(tmp_path_factory):
+def small_zoo(tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo")
     build = subprocess.run([sys.executable, "-m", "bench.zoo.build", "--out", str(out), "--slice", "small"],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -29,7 +29,12 @@ def small_zoo_results(tmp_path_factory):
     run = subprocess.run([sys.executable, "bench/run_zoo.py", str(out), "--json", str(results)],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
-    return {r["id"]: r for r in json.loads(results.read_text())["results"]}
+    return out, {r["id"]: r for r in json.loads(results.read_text())["results"]}
+
+
+@pytest.fixture(scope="module")
+def small_zoo_results(small_zoo):
+    return small_zoo[1]
 
 
 def test_no_independent_pair_is_accused(small_zoo_results):
@@ -43,3 +48,27 @@ def test_no_regression_against_baseline(small_zoo_results):
     regressed = {case: (b["verdict"], small_zoo_results[case]["verdict"]) for case, b in baseline.items()
                  if b["correct"] and not small_zoo_results[case]["correct"]}
     assert not regressed
+
+
+def test_audit_names_the_true_reference_for_every_positive_case(small_zoo, tmp_path):
+    """`audit` against a database of every reference model of the slice plus the built-in references
+    ranks the true reference first for each identical/derived/assembled case the pairwise comparison gets."""
+    from provenance.audit import run_audit
+    from provenance.fingerprint.store import load_fingerprint
+    from provenance.registry import Registry
+
+    out, results = small_zoo
+    cases = json.loads((out / "cases.json").read_text())["cases"]
+    cached = lambda name: load_fingerprint(out / "fingerprints" / f"{name}.safetensors")  # written by run_zoo.py
+    positives = [c for c in cases if c["positive"] and results[c["id"]]["accused"]]
+    assert positives
+    with Registry(tmp_path / "refs.sqlite") as registry:
+        for name in sorted({c["reference"] for c in cases}):
+            registry.add(name, cached(name))
+        wrong = {}
+        for case in positives:
+            best = run_audit(cached(case["candidate"]), registry)[0]
+            sources = {case["reference"], *(src for src, _ in case.get("layer_sources") or [])}  # assembled: any source
+            if best.reference not in sources or best.result.verdict not in ACCUSATIONS:
+                wrong[case["id"]] = (best.reference, best.result.verdict)
+    assert not wrong

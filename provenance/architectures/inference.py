@@ -63,7 +63,7 @@ def _words(name: str) -> set[str]:
 
 
 def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+    return [int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", name)]  # isdigit() admits "³"
 
 
 def guess_dims(infos: list[TensorInfo], known: Dims) -> Dims:

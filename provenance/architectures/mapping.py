@@ -201,11 +201,14 @@ def map_checkpoint(infos: list[TensorInfo], config: dict[str, Any] | None, gguf_
             num_experts=(declared.num_experts if declared else None),
         )
         gated = defaults.get("gated_mlp")  # None: decided from the shapes
+        unknown_by_name: dict[str, TensorInfo] = {}
+        for info in unknown:
+            unknown_by_name.setdefault(info.name, info)  # one lookup table, not a scan per tensor (quadratic)
         for inferred in infer_roles(unknown, dims, gated=gated):
             if not inferred.role:
                 role_map.unmapped.append(inferred.source)
                 continue
-            info = next(i for i in unknown if i.name == inferred.source)
+            info = unknown_by_name[inferred.source]
             key = CanonicalKey(inferred.role, inferred.layer, None, inferred.param)
             role_map.assignments.append(RoleAssignment(
                 key, info.name, info.shape, Transform(), "inferred", inferred.confidence,

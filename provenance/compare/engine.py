@@ -64,6 +64,10 @@ class Comparison:
     architecture_match: str
     abstained: bool = False
     notes: list[str] = field(default_factory=list)
+    # Every candidate layer against every reference layer (rows x columns), for reports:
+    # {"similarity": mean sketch correlation over shared roles, "log10_p": Fisher-combined
+    # log10 p before the Bonferroni correction, "roles": roles compared (0: not compared)}.
+    layer_matrix: dict[str, list[list[float]]] | None = None
 
 
 def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
@@ -95,7 +99,9 @@ def _layer_map(cand: Fingerprint, ref: Fingerprint):
                      "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
                      "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
                      "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": "sketch"})
-    return rows, rv.layers
+    matrix = {"similarity": np.round(ls.similarity, 4).tolist(), "log10_p": np.round(ls.log10p, 2).tolist(),
+              "roles": ls.roles.astype(int).tolist()} if cv.layers and rv.layers else None
+    return rows, rv.layers, matrix
 
 
 def _try_unit_matching(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> list:
@@ -163,6 +169,10 @@ def _check_permuted_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[s
 
 
 def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
+    if cand.meta.get("variant") == "remote" or ref.meta.get("variant") == "remote":
+        from .remote import compare_remote  # read over HTTP: only the signals both sides have (see remote.py)
+
+        return compare_remote(cand, ref)
     arch_c, arch_r = cand.architecture, ref.architecture
     match_kind = architecture_match(arch_c, arch_r)
     evidence: list[Evidence] = []
@@ -177,7 +187,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence("exact tensor hashes", len(exact) / max(len(big_cand), 1), None,
                                  f"{len(exact)} of {len(big_cand)} candidate tensors are bit-identical (as float32) to reference tensors"))
 
-    rows, ref_layer_count = _layer_map(cand, ref)
+    rows, ref_layer_count, layer_matrix = _layer_map(cand, ref)
     units = _try_unit_matching(cand, ref, rows)
     _check_permuted_units(cand, ref, rows)
     matched = [r for r in rows if r["reference_layer"] is not None]
@@ -245,12 +255,13 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             row.update({"reference_layer": row["candidate_layer"], "via": "equal residual-space Gram matrices (rotated)"})
         return Comparison("identical", 0.95, "every layer equals the reference layer up to a rotation of the residual "
                           "basis (the units' inner products agree to rounding)", evidence, rows, [], match_kind, False,
-                          notes)
+                          notes, layer_matrix=layer_matrix)
 
     verdict, confidence, abstained, summary = _decide(rows, matched, globals_, anchors, units, strongest, exact_all,
                                                       match_kind, arch_c, arch_r, notes)
     renamed = _renamed(cand, ref) if verdict in ("identical", "derived", "assembled") else []
-    return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes)
+    return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
+                      layer_matrix=layer_matrix)
 
 
 def _is_unplaced(key: str) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def layer_view(fp: Fingerprint) -> LayerView:
             continue  # expert 0 stands for the layer's experts
         name = role if param == "weight" else f"{role}.bias"
         values = fp.array(f"sketch/{key}")
-        if values is None:
+        if values is None or values.size < 4:  # a zero-sized tensor (or nearly) has nothing to correlate
             continue
         shape = tuple(record["shape"])
         values = values.astype(np.float64)
@@ -85,7 +86,10 @@ class LayerSimilarity:
     rel_errors: dict[tuple[int, int], dict[str, float]]  # per layer pair: relative difference of each role
 
 
-def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
+def layer_similarity(cand: LayerView, ref: LayerView,
+                     clusters: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> LayerSimilarity:
+    """`clusters(shape)` gives the cluster of each sampled value (default: sketch positions' columns;
+    remote comparisons pass the row sample's columns)."""
     from scipy import stats as st
 
     lc, lr = cand.layers, ref.layers
@@ -112,7 +116,7 @@ def layer_similarity(cand: LayerView, ref: LayerView) -> LayerSimilarity:
             a = np.stack([cand.sketches[(i, role)] for i in ci])
             b = np.stack([ref.sketches[(j, role)] for j in rj])
             r = correlation_matrix(a, b)
-            logp = clustered_log10p_matrix(a, b, sketch_clusters(shape))
+            logp = clustered_log10p_matrix(a, b, (clusters or sketch_clusters)(shape))
             diff = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1) / np.maximum(np.linalg.norm(b, axis=-1)[None, :], 1e-30)
             matrix = len(shape) == 2
             for x, i in enumerate(ci):

@@ -9,6 +9,11 @@ projected on a fixed random basis, which let two models' units be matched
 after a permutation. Per model: the vocabulary's signature and the embedding
 rows of anchor tokens chosen by token *string*, so vocabularies that were
 extended, pruned or re-indexed still line up.
+Per matrix, also a *row sample* (`rows/<key>`: 4 shape-seeded blocks of 8
+consecutive rows, 256 shape-seeded columns of each, float16: 16 KiB per matrix,
+3.7 MB for LLaMA-7B's 226 matrices), the part
+of the fingerprint a remote reader can fetch cheaply by HTTP range requests;
+a remote fingerprint (`provenance.remote`) is made of that part alone.
 
 Size, for L layers of hidden size h, MLP width I, query/key/value widths
 Dq, Dkv, T tensors: 8 KiB x T (sketches) + 4 B x h x norms + L x 2 B x
@@ -22,15 +27,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from .. import __version__
+from ..lineage import lineage_claims
 from ..model import Checkpoint
 from ..tokenizer import Vocabulary, load_vocabulary
-from .sketch import UNIT_PROJECTIONS, content_hash, projection, sketch_positions, summary_statistics
+from .sketch import (UNIT_PROJECTIONS, content_hash, projection, row_sample, row_sample_rows, sketch_positions,
+                     summary_statistics)
 from .store import FINGERPRINT_SCHEMA, Fingerprint
 
 ANCHOR_COUNT = 512
@@ -132,6 +140,11 @@ def residual_gram(values: torch.Tensor, role: str, scale: torch.Tensor | None) -
 
 def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None = None,
                       on_tensor: Callable[[int, int], None] | None = None) -> Fingerprint:
+    if getattr(checkpoint.files.source, "remote", False):
+        # Over HTTP only headers, 1-D tensors and sampled rows are read: the "remote" variant.
+        from ..remote.fingerprint import build_remote_fingerprint
+
+        return build_remote_fingerprint(checkpoint, on_tensor=on_tensor)
     arch = checkpoint.architecture
     metadata = checkpoint.metadata() if checkpoint.format == "gguf" else None
     vocabulary = load_vocabulary(checkpoint.files.tokenizer_paths, metadata, str(checkpoint.path))
@@ -143,6 +156,7 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     stored_dtype = {info.name: info.dtype for info in checkpoint.infos}
     total = len(checkpoint.roles.assignments)
     stored_hashes: dict[str, str] = {}
+    unusual: dict[str, int] = {}  # canonical key -> count of NaN/Inf values
 
     def hash_stored(info, stored: torch.Tensor) -> None:
         # The stored tensor as a whole, before any split or transpose: equal for a
@@ -156,15 +170,26 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         # Inferred roles whose layer is unknown (opaque, shuffled names) can share a
         # key; the stored name keeps each one apart.
         record_key = key.name if key.name not in records else f"{key.name}@{assignment.source}"
+        # an unsplit, untransposed tensor has the stored tensor's hash already
+        digest = stored_hashes[assignment.source] if assignment.transform.is_identity else content_hash(values)
+        stats, nonfinite = summary_statistics(values), 0
+        if not all(math.isfinite(v) for v in stats.values()):  # NaN or Inf inside (their sums are not finite)
+            nonfinite = values.numel() - int(torch.isfinite(values).sum())
+            # hashed as stored, but 0 in statistics and samples, which stay comparable
+            values = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+            stats = {k: v if math.isfinite(v) else 0.0 for k, v in summary_statistics(values).items()}  # overflow
+            if nonfinite:
+                unusual[record_key] = nonfinite
         records[record_key] = {
             "shape": list(values.shape), "dtype": stored_dtype.get(assignment.source), "source": assignment.source,
-            "how": assignment.how,
-            # an unsplit, untransposed tensor has the stored tensor's hash already
-            "sha256": stored_hashes[assignment.source] if assignment.transform.is_identity else content_hash(values),
-            "stats": summary_statistics(values),
+            "how": assignment.how, "sha256": digest, "stats": stats,
+            **({"nonfinite": nonfinite} if nonfinite else {}),
         }
         flat = values.reshape(-1)
         arrays[f"sketch/{record_key}"] = flat[torch.from_numpy(sketch_positions(tuple(values.shape)))].numpy().copy()
+        if values.dim() == 2:  # the rows a remote fingerprint also reads (see sketch.row_sample_rows)
+            picked = values[torch.from_numpy(row_sample_rows(tuple(values.shape)))]
+            arrays[f"rows/{record_key}"] = row_sample(picked, tuple(values.shape))
         if values.dim() == 1 and key.role.endswith("norm") and key.param == "weight":
             norms[(key.layer, key.role)] = norm_scale(values, arch.norm_type)
         if key.role in ("embed", "lm_head") and key.param == "weight" and anchors and values.dim() == 2:
@@ -205,5 +230,12 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         "renamed_tensors": [{"tensor": r.stored, "standard": r.standard, "role": r.role}
                             for r in checkpoint.roles.renamed],
         "vocabulary": _vocabulary_meta(vocabulary, anchors),
+        # What the files claim about their origin (unverified; shown beside the measurement in reports).
+        # Fingerprints made before this key existed lack it: readers use .get().
+        "lineage_claims": [{"where": c.where, "value": c.value}
+                           for c in lineage_claims(checkpoint.files.config, checkpoint.files.model_card, metadata)],
     }
+    if unusual:
+        meta["notes"] = [f"NaN or infinite values in {len(unusual)} tensor(s) ({sum(unusual.values())} values, "
+                         f"e.g. {next(iter(unusual))}): hashed as stored, counted as 0 in statistics and samples"]
     return Fingerprint(meta=meta, arrays=arrays)

@@ -1,4 +1,4 @@
-"""Turn a PATH into a fingerprint: load a saved one, or build it from a checkpoint."""
+"""Turn a PATH into a fingerprint: load a saved one, or build it from a checkpoint (local, or remote by URL)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ from .store import Fingerprint, is_fingerprint_file, load_fingerprint
 
 
 def fingerprint_for(path: str | Path, on_tensor: Callable[[int, int], None] | None = None) -> Fingerprint:
+    from ..model import Checkpoint
+    from ..remote import is_remote
+
+    if is_remote(path):  # a URL or hf://: the "remote" fingerprint variant, read by HTTP ranges
+        with Checkpoint.open(str(path)) as checkpoint:
+            return build_fingerprint(checkpoint, on_tensor=on_tensor)
     path = Path(path)
     if is_fingerprint_file(path):
         return load_fingerprint(path)
-    from ..model import Checkpoint
 
     with Checkpoint.open(path) as checkpoint:
         return build_fingerprint(checkpoint, on_tensor=on_tensor)

@@ -4,6 +4,13 @@ Positions are drawn from a generator seeded by the tensor's *shape* only, so
 two models with tensors of one shape sample the same positions and their
 samples can be correlated directly. Projections for per-unit signatures are
 seeded by the input width the same way.
+
+The *row sample* of a matrix is the same idea laid out for remote reads:
+ROW_BLOCKS blocks of ROWS_PER_BLOCK consecutive rows, at block positions
+seeded by the shape, each row cut down to ROW_SAMPLE_COLUMNS columns seeded
+by the shape. A local fingerprint takes it from the whole tensor; a remote
+one fetches only those rows (a few contiguous byte ranges per tensor) and
+gets exactly the same values.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ SKETCH_SIZE = 2048  # values kept per 2-D tensor
 FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
 UNIT_PROJECTIONS = 32  # projections per MLP unit signature (half to match, half to test)
 STATS_CHUNK = 1 << 20
+ROW_BLOCKS = 4  # contiguous blocks of rows per matrix in the row sample
+ROWS_PER_BLOCK = 8
+ROW_SAMPLE_COLUMNS = 256  # columns kept of each sampled row
 
 
 def _seed(label: str) -> int:
@@ -31,6 +41,34 @@ def sketch_positions(shape: tuple[int, ...]) -> np.ndarray:
         return np.arange(numel, dtype=np.int64)
     rng = np.random.default_rng(_seed(f"sketch:{tuple(shape)}"))
     return np.sort(rng.choice(numel, size=SKETCH_SIZE, replace=False)).astype(np.int64)
+
+
+def row_sample_rows(shape: tuple[int, ...]) -> np.ndarray:
+    """Rows of a matrix of this shape in its row sample: ROW_BLOCKS aligned blocks of
+    ROWS_PER_BLOCK consecutive rows (all rows of a small matrix), sorted."""
+    rows = int(shape[0])
+    blocks = rows // ROWS_PER_BLOCK
+    if blocks <= ROW_BLOCKS:
+        return np.arange(rows, dtype=np.int64)
+    rng = np.random.default_rng(_seed(f"rows:{tuple(shape)}"))
+    chosen = np.sort(rng.choice(blocks, size=ROW_BLOCKS, replace=False))
+    return (chosen[:, None] * ROWS_PER_BLOCK + np.arange(ROWS_PER_BLOCK)[None, :]).reshape(-1).astype(np.int64)
+
+
+def row_sample_columns(shape: tuple[int, ...]) -> np.ndarray:
+    """Columns kept of each sampled row (all of them up to ROW_SAMPLE_COLUMNS), sorted."""
+    columns = int(shape[1])
+    if columns <= ROW_SAMPLE_COLUMNS:
+        return np.arange(columns, dtype=np.int64)
+    rng = np.random.default_rng(_seed(f"rowcols:{tuple(shape)}"))
+    return np.sort(rng.choice(columns, size=ROW_SAMPLE_COLUMNS, replace=False)).astype(np.int64)
+
+
+def row_sample(rows: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    """The stored row sample (float16) from the already selected rows of a matrix of `shape`."""
+    columns = torch.from_numpy(row_sample_columns(shape))
+    picked = rows.detach().to(torch.float32)[:, columns]
+    return picked.clamp(-65504.0, 65504.0).to(torch.float16).numpy()  # float16's range
 
 
 @lru_cache(maxsize=32)
@@ -83,4 +121,4 @@ def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
 def content_hash(tensor: torch.Tensor) -> str:
     """sha256 of the canonical tensor as contiguous float32 (equal across lossless casts)."""
     data = tensor.detach().to(torch.float32).contiguous().numpy()
-    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()
+    return hashlib.sha256(data.reshape(-1).view(np.uint8)).hexdigest()  # (memoryview.cast fails on 0-size shapes)

@@ -12,6 +12,7 @@ SCHEMA = "provenance.compare/1"
 
 def _side(path: str, fp: Fingerprint) -> dict[str, Any]:
     return {"path": path, "format": fp.meta["source"].get("format"), "source_path": fp.meta["source"].get("path"),
+            "variant": fp.meta.get("variant", "full"),  # "remote": read over HTTP, sampled rows only
             "architecture": fp.architecture, "family": fp.meta.get("family", {}).get("name")}
 
 
@@ -32,6 +33,8 @@ def comparison_to_json(candidate_path: str, cand: Fingerprint, reference_path: s
                    for r in result.layers],
         "renamed_tensors": result.renamed,
         "notes": result.notes,
+        # candidate layers x reference layers: {"similarity", "log10_p" (before correction), "roles"}, or null
+        "layer_matrix": result.layer_matrix,
     }
 
 
