@@ -57,12 +57,8 @@ def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def read_json_limited(path: Path, kind: str = "other", unique_keys: bool = False) -> Any:
-    """Parse a JSON side file after checking its size; errors name the file.
-
-    With `unique_keys`, an object naming a key twice is refused (an index listing
-    one tensor in two shards must not silently keep whichever came last).
-    """
+def _read_capped(path: Path, kind: str) -> bytes:
+    """A side file's bytes after checking its size against the cap for `kind`; refused beyond it."""
     limit = MAX_JSON_BYTES[kind]
     try:
         size = path.stat().st_size
@@ -74,6 +70,16 @@ def read_json_limited(path: Path, kind: str = "other", unique_keys: bool = False
         raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
     if len(raw) > limit:  # the file grew after stat()
         raise CorruptFileError(path, f"{kind} file is over the {limit}-byte limit")
+    return raw
+
+
+def read_json_limited(path: Path, kind: str = "other", unique_keys: bool = False) -> Any:
+    """Parse a JSON side file after checking its size; errors name the file.
+
+    With `unique_keys`, an object naming a key twice is refused (an index listing
+    one tensor in two shards must not silently keep whichever came last).
+    """
+    raw = _read_capped(path, kind)
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys if unique_keys else None)
     except UnicodeDecodeError as exc:
@@ -86,18 +92,7 @@ def read_json_limited(path: Path, kind: str = "other", unique_keys: bool = False
 
 def read_text_capped(path: Path, kind: str = "tokenizer") -> str:
     """A text side file (vocab.txt) after checking its size against the cap for `kind`; refused beyond it."""
-    limit = MAX_JSON_BYTES[kind]
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise CorruptFileError(path, f"{kind} file is {size} bytes, over the {limit}-byte limit")
-        with open(path, "rb") as handle:
-            raw = handle.read(limit + 1)
-    except OSError as exc:
-        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
-    if len(raw) > limit:
-        raise CorruptFileError(path, f"{kind} file is over the {limit}-byte limit")
-    return raw.decode("utf-8", errors="replace")
+    return _read_capped(path, kind).decode("utf-8", errors="replace")
 
 
 def read_text_limited(path: Path) -> str:

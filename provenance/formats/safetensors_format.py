@@ -33,7 +33,7 @@ import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .base import TensorInfo, TensorSource
-from .limits import MAX_TENSORS
+from .limits import MAX_TENSORS, _DuplicateKey, reject_duplicate_keys
 
 # Largest header we accept; the safetensors library uses the same limit.
 MAX_HEADER_BYTES = 100_000_000
@@ -48,17 +48,6 @@ DTYPE_BITS = {
 }
 
 
-class _DuplicateKey(ValueError):
-    """A JSON object names the same key twice (json.loads would keep the last silently)."""
-
-
-def _reject_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
 
 
 def read_safetensors_header(path: Path) -> tuple[list[TensorInfo], dict[str, str]]:
@@ -112,7 +101,7 @@ def parse_safetensors_header(path: Any, raw: bytes, file_size: int
     if raw.count(b'"data_offsets"') > MAX_TENSORS:  # before parsing: each listed tensor costs ~1 KB once parsed
         raise CorruptFileError(path, f"header lists more than {MAX_TENSORS} tensors, over the limit")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicate_names)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except UnicodeDecodeError as exc:
         raise CorruptFileError(path, f"header is not UTF-8 (byte {exc.start})") from exc
     except _DuplicateKey as exc:
