@@ -81,9 +81,10 @@ def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
     return "different"
 
 
-def _layer_map(cand: Fingerprint, ref: Fingerprint):
-    cv, rv = layer_view(cand), layer_view(ref)
-    ls = layer_similarity(cv, rv)
+def _layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = "sketch", **similarity_options):
+    """Best reference layer for every candidate layer; `view` picks what is compared (sketches, or row samples)."""
+    cv, rv = view(cand), view(ref)
+    ls = layer_similarity(cv, rv, **similarity_options)
     rows = []
     for i in range(cv.layers):
         if ls.roles[i].max(initial=0) == 0:
@@ -98,7 +99,7 @@ def _layer_map(cand: Fingerprint, ref: Fingerprint):
         rows.append({"candidate_layer": i, "reference_layer": j if corrected < SIGNIFICANT else None,
                      "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
                      "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": "sketch"})
+                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": via})
     matrix = {"similarity": np.round(ls.similarity, 4).tolist(), "log10_p": np.round(ls.log10p, 2).tolist(),
               "roles": ls.roles.astype(int).tolist()} if cv.layers and rv.layers else None
     return rows, rv.layers, matrix

@@ -36,10 +36,11 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .engine import (SIGNIFICANT, Comparison, Evidence, _decide, _renamed, architecture_match)
+from .engine import SIGNIFICANT, Comparison, Evidence, _decide, _renamed, architecture_match
+from .engine import _layer_map as engine_layer_map
 from .signals import (IDENTICAL_REL_ERROR, LAYER_KEY, PRECEDING_NORM, LayerView, TensorSignal, _final_norm, _norm_scale,
-                      anchor_embeddings, layer_similarity, sketch_clusters, unit_matching, vocabulary_overlap)
-from .stats import bonferroni_log10p, clustered_log10p, fisher_log10p, format_p, p_from_log10
+                      anchor_embeddings, sketch_clusters, unit_matching, vocabulary_overlap)
+from .stats import clustered_log10p, fisher_log10p, format_p, p_from_log10
 
 VARIANT = "remote"
 
@@ -98,24 +99,7 @@ def row_layer_view(fp: Fingerprint) -> LayerView:
 
 
 def _layer_map(cand: Fingerprint, ref: Fingerprint):
-    cv, rv = row_layer_view(cand), row_layer_view(ref)
-    ls = layer_similarity(cv, rv, clusters=row_clusters)
-    rows = []
-    for i in range(cv.layers):
-        if ls.roles[i].max(initial=0) == 0:
-            rows.append({"candidate_layer": i, "reference_layer": None, "similarity": 0.0, "p_value": 1.0,
-                         "log10_p": 0.0, "roles": 0, "rel_errors": {}, "via": "none"})
-            continue
-        j = int(np.argmax(np.where(ls.roles[i] > 0, ls.similarity[i], -np.inf)))
-        corrected = bonferroni_log10p(float(ls.log10p[i, j]), rv.layers)
-        rows.append({"candidate_layer": i, "reference_layer": j if corrected < SIGNIFICANT else None,
-                     "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
-                     "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})),
-                     "via": "row sample"})
-    matrix = ({"similarity": np.round(ls.similarity, 4).tolist(), "log10_p": np.round(ls.log10p, 2).tolist(),
-               "roles": ls.roles.astype(int).tolist()} if cv.layers and rv.layers else None)
-    return rows, rv.layers, matrix
+    return engine_layer_map(cand, ref, view=row_layer_view, via="row sample", clusters=row_clusters)
 
 
 def row_unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int):
