@@ -254,8 +254,14 @@ def run_pool(candidates: Iterable[str], settings: AuditSettings, workers: int, t
         try:
             while (pending or running) and not suspects:
                 while pending and len(running) < workers:
-                    candidate = pending.popleft()
-                    running[pool.submit(task, candidate, settings)] = candidate
+                    try:
+                        future = pool.submit(task, candidate := pending.popleft(), settings)
+                    except BrokenProcessPool:  # a worker died since the last wait: start a new pool
+                        pending.appendleft(candidate)
+                        break
+                    running[future] = candidate
+                if not running:
+                    break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     candidate = running.pop(future)
