@@ -1,39 +1,43 @@
 """Compare a candidate fingerprint with a reference fingerprint and reach a verdict.
 
-Decision rules (thresholds are fixed here, not tuned per case; the zoo
-benchmark measures them):
-- a layer is *matched* to a reference layer when its best Fisher-combined
-  p-value, Bonferroni-corrected for the number of reference layers it was
-  chosen from, is below 1e-6 (SIGNIFICANT);
-- weight evidence is *strong* when at least one signal reaches 1e-12 (STRONG)
-  and matched layers form a coherent map; anything between is *weak*, and weak
-  or conflicting evidence makes the tool abstain (no accusation);
-- `identical`: every candidate layer maps to the same reference layer with
-  relative differences below IDENTICAL_REL_ERROR (units matched first if they
-  were permuted), and the non-layer tensors agree as closely;
-- `assembled`: the map repeats or reorders reference layers, or some layers
-  match strongly while others match nothing (a second source);
-- `derived`: strong evidence otherwise (fine-tuning, quantization, noise,
-  pruning, vocabulary changes, merges, upcycling);
-- `same-architecture` / `unrelated`: no weight evidence, with or without a
-  matching architecture.
+The signals (`signals.py`) each come with a p-value under the null "the two
+models were initialised and trained independently"; this module aligns
+layers, applies the corrections for every comparison a p-value was chosen
+from, runs the identity checks, and hands the result to the decision rules
+(`verdict.py`; thresholds and their reasons in `thresholds.py`):
+- layers: per candidate layer, the most similar reference layer by sketch
+  correlation (Fisher over roles), Bonferroni over the reference layers; the
+  layer evidence is the strongest layer, Bonferroni over the candidate's layers;
+- layers with no direct match: permuted MLP units (held-out unit matching on
+  whitened signatures) and a rotated residual basis (Gram matrices under a
+  sign-flip null), each Bonferroni over the layers it tested;
+- `identical`: every layer in place and every difference within the rounding
+  of the candidate's stored dtype, after undoing permuted units or heads and
+  function-preserving rescalings (norm into linear, q/k, v/o, up/down,
+  LayerNorm weight with its bias), or every tensor bit-identical.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..architectures.roles import LAYER_ROLES
 from ..fingerprint import Fingerprint
-from .signals import (IDENTICAL_REL_ERROR, anchor_embeddings, global_tensors, head_matching_error, layer_similarity, permuted_bias_error, rotation_identity_errors, layer_view,
-                      std_curve_correlation, unit_matching, vocabulary_overlap)
-from .stats import bonferroni_log10p, fisher_log10p, format_p, p_from_log10
+from .signals import (anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error, layer_similarity,
+                      layer_view, norm_bias_rescale_error, permuted_bias_error, rescaling_checks,
+                      rotation_identity_errors, std_curve_correlation, unit_matching, vocabulary_overlap)
+from .stats import bonferroni_log10p, format_p, p_from_log10
+from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
+from .verdict import ACCUSING, DecisionInputs, decide
 
-SIGNIFICANT = -6.0
-STRONG = -12.0
-NULL_LIKE = -2.0
+# The float16 unit signatures bound what a fitted rescaling or matching can verify.
+SIGNATURE_PRECISION = 2e-3
+# Gram entries are float32 inner products of float32 rows: equal models agree far below this.
+GRAM_PRECISION = 1e-4
 ARCH_FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size",
                "num_experts")
 
@@ -81,7 +85,7 @@ def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
     return "different"
 
 
-def _layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = "sketch", **similarity_options):
+def layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = "sketch", **similarity_options):
     """Best reference layer for every candidate layer; `view` picks what is compared (sketches, or row samples)."""
     cv, rv = view(cand), view(ref)
     ls = layer_similarity(cv, rv, **similarity_options)
@@ -96,7 +100,7 @@ def _layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = 
         # best partner is the most similar one, and its p-value is then reported.
         j = int(np.argmax(np.where(ls.roles[i] > 0, ls.similarity[i], -np.inf)))
         corrected = bonferroni_log10p(float(ls.log10p[i, j]), rv.layers)
-        rows.append({"candidate_layer": i, "reference_layer": j if corrected < SIGNIFICANT else None,
+        rows.append({"candidate_layer": i, "reference_layer": j if corrected < LAYER_MATCH_LOG10P else None,
                      "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
                      "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
                      "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": via})
@@ -105,68 +109,174 @@ def _layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = 
     return rows, rv.layers, matrix
 
 
-def _try_unit_matching(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> list:
-    """For layers with no direct match, test whether MLP units were permuted."""
-    results = []
+def layer_evidence_log10p(rows: list[dict[str, Any]]) -> float:
+    """The strongest layer's p-value, Bonferroni over the candidate layers it was chosen from."""
+    tested = [r["log10_p"] for r in rows if r["roles"] or r["via"] != "none"]
+    if not tested:
+        return 0.0
+    return bonferroni_log10p(min(tested), len(tested))
+
+
+def _unplaced_layer_tests(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> tuple[list, list]:
+    """Layers with no direct match: permuted MLP units, then a rotated residual basis.
+
+    Same depth: one test per layer against the layer in its place (a permuted
+    or rotated copy keeps each layer where it was); different depths: against
+    the most similar reference layer. Each family of tests is Bonferroni-
+    corrected over the layers it tested (and, for Gram tests at different
+    depths, over the reference layers searched).
+    """
     ref_layers = int(ref.architecture.get("num_layers") or 0)
-    for row in rows:
-        if row["reference_layer"] is not None:
-            continue
+    same_depth = len(rows) == ref_layers
+    unmatched = [r for r in rows if r["reference_layer"] is None]
+    units = []
+    for row in unmatched:
         i = row["candidate_layer"]
-        # Same depth: a permuted copy keeps each layer in place, so one test per
-        # layer. Different depths: the layer's most similar reference layer.
-        same_depth = len(rows) == ref_layers
         target = i if same_depth else row.get("best_reference_layer")
-        tried = [target] if target is not None else []
-        best = None
-        for j in tried:
-            match = unit_matching(cand, ref, i, j)
-            if match and (best is None or match.log10p < best.log10p):
-                best = match
-        if best is not None:
-            corrected = bonferroni_log10p(best.log10p, len(tried))
-            results.append(best)
-            if corrected < SIGNIFICANT:
-                row.update({"reference_layer": best.layer_r, "similarity": round(best.correlation, 4),
+        match = unit_matching(cand, ref, i, target) if target is not None else None
+        if match is not None:
+            units.append(match)
+    tested = max(len(units), 1)
+    for match in units:
+        row = rows[match.layer_c]
+        corrected = bonferroni_log10p(match.log10p, tested)
+        if corrected < LAYER_MATCH_LOG10P:
+            row.update({"reference_layer": match.layer_r, "similarity": round(match.correlation, 4),
+                        "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
+                        "rel_errors": {"mlp.up": match.rel_error}, "via": "matched MLP units (permuted)"})
+    grams = []
+    still = [r for r in rows if r["reference_layer"] is None]
+    tests = gram_layer_tests(cand, ref) if still else None
+    if tests is not None and same_depth:
+        # A rotated copy keeps every layer in place: one pooled test over the unplaced
+        # layers in their own places (fixed in advance, so no correction for a search),
+        # then each layer on its own, Bonferroni over the layers tested.
+        pairs = [(r["candidate_layer"], r["candidate_layer"]) for r in still]
+        pooled = tests.pooled_log10p(pairs)
+        for row in still:
+            i = row["candidate_layer"]
+            if (i, i) not in tests.cluster_sums:
+                continue
+            corrected = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
+            grams.append((i, i, corrected, float(tests.similarity[i, i])))
+        if pooled < LAYER_MATCH_LOG10P:
+            grams.append((None, None, pooled, float(np.mean([g[3] for g in grams])) if grams else 0.0))
+            for row in still:
+                i = row["candidate_layer"]
+                if (i, i) in tests.cluster_sums:
+                    layer_p = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
+                    row.update({"reference_layer": i, "similarity": round(float(tests.similarity[i, i]), 4),
+                                "p_value": p_from_log10(layer_p), "log10_p": round(layer_p, 2), "rel_errors": {},
+                                "via": "residual-space Gram matrices (rotation-invariant)"})
+    elif tests is not None:
+        for row in still:
+            i = row["candidate_layer"]
+            if i >= tests.log10p.shape[0] or not any((i, j) in tests.cluster_sums for j in range(tests.log10p.shape[1])):
+                continue
+            j = int(np.argmin(tests.log10p[i]))
+            corrected = bonferroni_log10p(float(tests.log10p[i, j]), tests.log10p.shape[1] * len(still))
+            grams.append((i, j, corrected, float(tests.similarity[i, j])))
+            if corrected < LAYER_MATCH_LOG10P:
+                row.update({"reference_layer": j, "similarity": round(float(tests.similarity[i, j]), 4),
                             "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                            "rel_errors": {"mlp.up": best.rel_error}, "via": "matched MLP units (permuted)"})
-    return results
+                            "rel_errors": {}, "via": "residual-space Gram matrices (rotation-invariant)"})
+    return units, grams
 
 
-def _check_permuted_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> None:
-    """Matched layers whose MLP units or attention heads differ may only be permuted.
+def _candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
+    base = role[:-5] if role.endswith(".bias") else role
+    param = "bias" if role.endswith(".bias") else "weight"
+    record = cand.tensors.get(f"layers.{layer}.{base}.{param}") or cand.tensors.get(f"layers.{layer}.experts.0.{base}.{param}")
+    return record.get("dtype") if record else None
 
-    Roles that differ are checked again after matching units (MLP) or heads
-    (attention); the relative errors then replace the direct ones.
+
+def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> set[str]:
+    """Matched layers whose roles differ beyond storage rounding may differ only by a function-preserving transform.
+
+    Tried in turn: permuted MLP units, permuted attention heads, per-unit
+    rescalings (q/k, v/o, up/down) and LayerNorm weight-with-bias rescaling.
+    Each role's `rel_errors` entry is replaced by what is left after the
+    transform, and `tolerances` records the bar each role is held to.
+    Returns the names of the transforms that were needed.
     """
     heads = {"attn.q": cand.architecture.get("num_heads"), "attn.o": cand.architecture.get("num_heads"),
              "attn.k": cand.architecture.get("num_kv_heads"), "attn.v": cand.architecture.get("num_kv_heads")}
+    used: set[str] = set()
     for row in rows:
         errors = row["rel_errors"]
-        if row["reference_layer"] is None or not errors or max(errors.values()) < IDENTICAL_REL_ERROR:
+        if row["reference_layer"] is None or not errors:
             continue
         i, j = row["candidate_layer"], row["reference_layer"]
-        rematched = []
-        if any(role.startswith("mlp.") and e >= IDENTICAL_REL_ERROR for role, e in errors.items()):
+        tolerance = {role: storage_tolerance(_candidate_dtype(cand, i, role)) for role in errors}
+        row["tolerances"] = tolerance
+
+        def beyond(role: str) -> bool:
+            return errors[role] > tolerance[role]
+
+        if not any(beyond(role) for role in errors):
+            continue
+        if any(role.startswith("mlp.") and beyond(role) for role in errors):
             match = unit_matching(cand, ref, i, j)
-            if match is not None and match.rel_error < IDENTICAL_REL_ERROR:
+            if match is not None and match.rel_error < max(tolerance.get("mlp.up", 0.0), SIGNATURE_PRECISION):
                 for role in [r for r in errors if r.startswith("mlp.")]:
-                    errors[role] = match.rel_error
-                rematched.append("MLP units")
+                    errors[role], tolerance[role] = match.rel_error, max(tolerance[role], SIGNATURE_PRECISION)
+                used.add("matching permuted MLP units")
         for role, count in heads.items():
-            if errors.get(role, 0.0) >= IDENTICAL_REL_ERROR and count:
+            if role in errors and beyond(role) and count:
                 found = head_matching_error(cand, ref, i, j, role, int(count))
-                if found is None or found[0] >= IDENTICAL_REL_ERROR:
+                if found is None or found[0] >= max(tolerance[role], SIGNATURE_PRECISION):
                     continue
-                errors[role] = found[0]
+                errors[role], tolerance[role] = found[0], max(tolerance[role], SIGNATURE_PRECISION)
                 # q, k, v biases are per head; o's bias lives in the hidden space
                 bias_error = permuted_bias_error(cand, ref, i, j, role, found[1]) if role != "attn.o" else None
                 if f"{role}.bias" in errors and bias_error is not None:
                     errors[f"{role}.bias"] = bias_error
-                if "attention heads" not in rematched:
-                    rematched.append("attention heads")
-        if rematched:
-            row["via"] = f"sketch; {' and '.join(rematched)} matched (permuted)"
+                used.add("matching permuted attention heads")
+        if any(beyond(role) for role in errors):
+            for check in rescaling_checks(cand, ref, i, j):
+                roles = check.pair.split("/")
+                if not any(role in errors and beyond(role) for role in roles):
+                    continue
+                left = max(check.residual, check.violation)
+                if left < max(max(tolerance.get(r, 0.0) for r in roles), SIGNATURE_PRECISION):
+                    for role in roles:
+                        if role in errors:
+                            errors[role], tolerance[role] = left, max(tolerance[role], SIGNATURE_PRECISION)
+                    used.add(f"undoing a {check.pair} rescaling")
+        for norm_role in ("attn_norm", "mlp_norm"):
+            role = f"{norm_role}.bias"
+            if role in errors and beyond(role):
+                error = norm_bias_rescale_error(cand, ref, i, j, norm_role)
+                if error is not None and error <= tolerance[role]:
+                    errors[role] = error
+                    used.add("folding a LayerNorm weight-and-bias rescaling")
+        if used:
+            row["via"] = f"{row['via']}; {', '.join(sorted(used))}"
+    return used
+
+
+def _layers_identical(rows: list[dict[str, Any]]) -> bool:
+    return bool(rows) and all(
+        r["reference_layer"] == r["candidate_layer"] and r["rel_errors"]
+        and all(e <= r.get("tolerances", {}).get(role, 0.0) for role, e in r["rel_errors"].items())
+        for r in rows)
+
+
+def _init_like(cand: Fingerprint, keys: list[str]) -> bool:
+    """Whether the named tensors look like untrained initialisation: near-Gaussian (|excess kurtosis| < 0.3,
+    |skew| < 0.1) with a standard deviation near a common initialiser scale (0.02, or 1/sqrt(width))."""
+    found = False
+    for key in keys:
+        stats = cand.tensors.get(key, {}).get("stats", {})
+        shape = cand.tensors.get(key, {}).get("shape", [])
+        if not stats.get("std") or len(shape) != 2:
+            continue
+        found = True
+        scales = (0.02, 1.0 / math.sqrt(max(shape[1], 1)), 1.0)
+        near_scale = any(abs(stats["std"] / s - 1.0) < 0.1 for s in scales)
+        if not (abs(stats.get("kurtosis", 9.0)) < 0.3 and abs(stats.get("skew", 9.0)) < 0.1 and near_scale):
+            return False
+    return found
 
 
 def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
@@ -188,23 +298,36 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence("exact tensor hashes", len(exact) / max(len(big_cand), 1), None,
                                  f"{len(exact)} of {len(big_cand)} candidate tensors are bit-identical (as float32) to reference tensors"))
 
-    rows, ref_layer_count, layer_matrix = _layer_map(cand, ref)
-    units = _try_unit_matching(cand, ref, rows)
-    _check_permuted_units(cand, ref, rows)
+    rows, ref_layer_count, layer_matrix = layer_map(cand, ref)
+    units, grams = _unplaced_layer_tests(cand, ref, rows)
+    explained_by = _explain_differences(cand, ref, rows)
     matched = [r for r in rows if r["reference_layer"] is not None]
-    per_layer_logp = [r["log10_p"] for r in rows if r["roles"] or r["via"] != "none"]
+    layer_strongest = layer_evidence_log10p(rows)
     if rows:
         best = min(rows, key=lambda r: r["log10_p"])
         evidence.append(Evidence(
-            "layer weights (sketch correlation, norms folded)", best["similarity"], fisher_log10p(per_layer_logp) if per_layer_logp else 0.0,
+            "layer weights (sketch correlation, norms folded)", best["similarity"], layer_strongest,
             f"{len(matched)} of {len(rows)} candidate layers match a reference layer at p < 1e-6 "
-            f"(Fisher over roles per layer, Bonferroni over {ref_layer_count} reference layers); strongest {format_p(best['log10_p'])}"))
+            f"(Fisher over roles per layer, Bonferroni over {ref_layer_count} reference layers); strongest layer "
+            f"{best['candidate_layer']} {format_p(best['log10_p'])}, {format_p(layer_strongest)} after Bonferroni over "
+            f"{len(rows)} candidate layers"))
+    unit_tests = max(len(units), 1)
     for unit in units:
-        if unit.log10p < SIGNIFICANT:
+        corrected = bonferroni_log10p(unit.log10p, unit_tests)
+        if corrected < LAYER_MATCH_LOG10P:
             evidence.append(Evidence(
-                "MLP unit matching (permutation-invariant)", unit.correlation, unit.log10p,
-                f"candidate layer {unit.layer_c} vs reference layer {unit.layer_r}: {unit.units} units matched on 16 projections, "
-                f"held-out correlation {unit.correlation:.3f}, {format_p(unit.log10p)}"))
+                "MLP unit matching (permutation-invariant)", unit.correlation, corrected,
+                f"candidate layer {unit.layer_c} vs reference layer {unit.layer_r}: {unit.units} units matched on 16 "
+                f"whitened projections, held-out correlation {unit.correlation:.3f}, {format_p(corrected)} "
+                f"(Bonferroni over {unit_tests} layers tested)"))
+    for i, j, corrected, similarity in grams:
+        if corrected >= LAYER_MATCH_LOG10P:
+            continue
+        where = ("every unplaced layer in its own place, one pooled sign-flip test" if i is None
+                 else f"candidate layer {i} vs reference layer {j}, Bonferroni over the layers tested")
+        evidence.append(Evidence(
+            "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
+            f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
     globals_ = global_tensors(cand, ref)
     for g in globals_:
         evidence.append(Evidence(f"{g.name} (by id)", g.correlation, g.log10p,
@@ -223,13 +346,12 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence("vocabulary overlap (screening only)", overlap, None,
                                  "estimated Jaccard of the token-string sets; independent models often share tokenizers", decisive=False))
 
-    decisive = [e.log10p for e in evidence if e.decisive and e.log10p is not None]
-    strongest = min(decisive, default=0.0)
+    strongest = strongest_decisive(evidence)
     # Bit-identical everywhere: the same model renamed. Each tensor must sit in its
     # own place, unless the candidate's names do not say where (opaque names),
     # in which case the same multiset of tensors is all that can be checked.
     distinct_refs = len({r for _, r in exact}) == len(exact)
-    unplaced = any(_is_unplaced(k) for k in cand.tensors)
+    unplaced = any(is_unplaced(k) for k in cand.tensors)
     exact_all = (bool(big_cand) and len(exact) == len(big_cand) == len(big_ref) and distinct_refs
                  and (all(c == r for c, r in exact) or unplaced))
     # The same check on stored tensors (before splitting fused ones): a copy whose
@@ -242,104 +364,54 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                                  f"all {len(stored_c)} stored tensors are bit-identical (as float32) to the reference's, "
                                  "though the names do not say where each belongs"))
 
-
-    rotation_errors = None
-    if not matched and match_kind == "same-shapes":
+    if not exact_all and match_kind == "same-shapes" and not _layers_identical(rows):
         rotation_errors = rotation_identity_errors(cand, ref)
         if rotation_errors is not None:
+            tolerance = max(storage_tolerance(r.get("dtype")) for r in cand.tensors.values()) if cand.tensors else 0.0
+            tolerance = max(tolerance, GRAM_PRECISION)
+            worst = max(rotation_errors)
             evidence.append(Evidence(
-                "residual-space Gram matrices (rotation-invariant identity check)", max(rotation_errors), None,
-                f"largest relative difference over layers {max(rotation_errors):.2g} (identical below {IDENTICAL_REL_ERROR}); "
-                "deterministic check, no p-value"))
-    if rotation_errors is not None and max(rotation_errors) < IDENTICAL_REL_ERROR:
-        for row in rows:
-            row.update({"reference_layer": row["candidate_layer"], "via": "equal residual-space Gram matrices (rotated)"})
-        return Comparison("identical", 0.95, "every layer equals the reference layer up to a rotation of the residual "
-                          "basis (the units' inner products agree to rounding)", evidence, rows, [], match_kind, False,
-                          notes, layer_matrix=layer_matrix)
+                "residual-space Gram matrices (rotation-invariant identity check)", worst, None,
+                f"largest relative difference over layers {worst:.2g} (identical within {tolerance:.2g}, the storage "
+                "rounding); deterministic check, no p-value", decisive=False))
+            if worst < tolerance and strongest <= ACCUSATION_LOG10P:
+                for row in rows:
+                    row.update({"reference_layer": row["candidate_layer"],
+                                "via": "equal residual-space Gram matrices (rotated)"})
+                return Comparison("identical", 1.0 if worst < tolerance / 2 else 0.9,
+                                  "every layer equals the reference layer up to a rotation of the residual basis "
+                                  "(the units' inner products agree to the storage rounding)", evidence, rows, [],
+                                  match_kind, False, notes, layer_matrix=layer_matrix)
 
-    verdict, confidence, abstained, summary = _decide(rows, matched, globals_, anchors, units, strongest, exact_all,
-                                                      match_kind, arch_c, arch_r, notes)
-    renamed = _renamed(cand, ref) if verdict in ("identical", "derived", "assembled") else []
+    shared_keys = [g.name for g in globals_ if g.log10p <= LAYER_MATCH_LOG10P]
+    inputs = DecisionInputs(
+        rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
+        reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
+        layers_identical=_layers_identical(rows),
+        globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
+                              for g in globals_),
+        same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
+        init_like_shared=_init_like(cand, shared_keys),
+        explained_by=sorted(explained_by))
+    verdict, confidence, abstained, summary = decide(inputs, notes)
+    renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
     return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
                       layer_matrix=layer_matrix)
 
 
-def _is_unplaced(key: str) -> bool:
-    """A per-layer role whose layer is unknown (`attn.q.weight`, `attn.q.weight@t017`)."""
-    from ..architectures.roles import LAYER_ROLES
+def strongest_decisive(evidence: list[Evidence]) -> float:
+    """The smallest decisive log10 p, Bonferroni over the decisive signals it was chosen from."""
+    decisive = [e.log10p for e in evidence if e.decisive and e.log10p is not None]
+    return bonferroni_log10p(min(decisive), len(decisive)) if decisive else 0.0
 
+
+def is_unplaced(key: str) -> bool:
+    """A per-layer role whose layer is unknown (`attn.q.weight`, `attn.q.weight@t017`)."""
     role = key.split("@")[0].rsplit(".", 1)[0]
     return not key.startswith("layers.") and role in LAYER_ROLES
 
 
-def _monotone(refs: list[int]) -> bool:
-    return all(b > a for a, b in zip(refs, refs[1:]))
-
-
-def _decide(rows, matched, globals_, anchors, units, strongest, exact_all, match_kind, arch_c, arch_r, notes):
-    n = len(rows)
-    if exact_all:
-        return "identical", 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
-    if strongest > SIGNIFICANT:
-        if strongest < NULL_LIKE:
-            notes.append(f"weakest-possible accusation withheld: the strongest signal only reaches {format_p(strongest)}")
-        confidence = 0.9 if strongest > NULL_LIKE else 0.6
-        abstained = strongest <= NULL_LIKE
-        if match_kind != "different":
-            return ("same-architecture", confidence, abstained,
-                    "the architecture matches the reference but no weight signal departs from independence")
-        return "unrelated", confidence, abstained, "neither the architecture nor the weights match the reference"
-
-    refs = [r["reference_layer"] for r in matched]
-    strong_layers = [r for r in rows if r["log10_p"] < STRONG]
-    null_layers = [r for r in rows if r["log10_p"] > NULL_LIKE and r["roles"]]
-    repeated = len(set(refs)) < len(refs)
-    if n and matched and (repeated or not _monotone(refs)):
-        kind = "repeats" if repeated else "reorders"
-        return ("assembled", _confidence(strongest, len(matched), n), False,
-                f"the candidate's layers {kind} reference layers (layer map: {_map_text(rows)})")
-    if strong_layers and null_layers:
-        return ("assembled", _confidence(strongest, len(strong_layers), n), False,
-                f"{len(strong_layers)} layers come from the reference, {len(null_layers)} show no relation to it: a second source")
-    if n and 0 < len(matched) < n and not null_layers:
-        notes.append(f"{n - len(matched)} layers are only weakly related; they may be heavily modified")
-    if not matched and strongest < STRONG:
-        # Non-layer tensors match (embedding, head) but no block does: shared ancestor or transplanted embeddings.
-        return ("derived", _confidence(strongest, 0, max(n, 1)) * 0.8, False,
-                "non-layer tensors (embedding or head) descend from the reference though no block matches")
-    if strongest > STRONG or (n and len(matched) < max(1, n // 2)):
-        notes.append("evidence is significant but too weak or too sparse to accuse; abstaining")
-        verdict = "same-architecture" if match_kind != "different" else "unrelated"
-        return verdict, 0.3, True, "weight signals are weak or conflicting: the tool abstains rather than accuse"
-
-    identical = (len(matched) == n == int(arch_r.get("num_layers") or -1)
-                 and all(r["reference_layer"] == r["candidate_layer"] for r in matched)
-                 and all(r["rel_errors"] and max(r["rel_errors"].values()) < IDENTICAL_REL_ERROR for r in matched)
-                 and all(g.rel_error < IDENTICAL_REL_ERROR for g in globals_)
-                 and arch_c.get("vocab_size") == arch_r.get("vocab_size"))
-    if identical:
-        permuted = any("permuted" in r["via"] for r in matched)
-        how = "after matching permuted MLP units, " if permuted else ""
-        return ("identical", 0.99, False,
-                f"{how}every layer equals the reference layer up to rounding (relative difference < {IDENTICAL_REL_ERROR})")
-    pruned = n < int(arch_r.get("num_layers") or 0)
-    what = "a layer-pruned copy of" if pruned else "descended from"
-    return ("derived", _confidence(strongest, len(matched), n), False,
-            f"the weights are {what} the reference ({len(matched)}/{n} layers matched, strongest {format_p(strongest)})")
-
-
-def _confidence(strongest: float, agreeing: int, total: int) -> float:
-    strength = min(1.0, -strongest / 50.0)
-    share = agreeing / total if total else 1.0
-    return round(0.5 + 0.5 * strength * max(share, 0.5), 3)
-
-
-def _map_text(rows: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{r['candidate_layer']}->{'?' if r['reference_layer'] is None else r['reference_layer']}" for r in rows[:40])
-
-
-def _renamed(cand: Fingerprint, ref: Fingerprint) -> list[dict[str, Any]]:
+def renamed_tensors(cand: Fingerprint, ref: Fingerprint) -> list[dict[str, Any]]:
     found = []
     for key, record in cand.tensors.items():
         other = ref.tensors.get(key)

@@ -20,9 +20,9 @@ uses:
 - non-layer tensors by id (row samples of embedding and head, final norm
   whole), embedding rows of anchor tokens shared by string, vocabulary
   overlap (screening only);
-- the same decision rules as full comparisons (`engine._decide`), where
-  "identical" means: every layer's sampled rows and 1-D tensors agree to
-  rounding (relative difference < IDENTICAL_REL_ERROR).
+- the same decision rules as full comparisons (`verdict.decide`), where
+  "identical" means: every layer's sampled rows and 1-D tensors agree within
+  the rounding of the candidate's stored dtype (`thresholds.STORAGE_TOLERANCE`).
 Not seen remotely: permuted attention heads, a rotated residual basis
 (Gram matrices need every row), and changes confined to rows outside the
 sample. Each result carries a note saying it was a remote comparison.
@@ -36,11 +36,14 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .engine import SIGNIFICANT, Comparison, Evidence, _decide, _renamed, architecture_match
-from .engine import _layer_map as engine_layer_map
-from .signals import (IDENTICAL_REL_ERROR, LAYER_KEY, PRECEDING_NORM, LayerView, TensorSignal, _final_norm, _norm_scale,
-                      anchor_embeddings, sketch_clusters, unit_matching, vocabulary_overlap)
-from .stats import clustered_log10p, fisher_log10p, format_p, p_from_log10
+from .engine import (SIGNATURE_PRECISION, Comparison, Evidence, architecture_match, layer_evidence_log10p, renamed_tensors,
+                     strongest_decisive)
+from .engine import layer_map as engine_layer_map
+from .signals import (LAYER_KEY, PRECEDING_NORM, LayerView, TensorSignal, UnitMatch, anchor_embeddings, final_norm_scale,
+                      norm_scale_of_layer, sketch_clusters, unit_matching, vocabulary_overlap)
+from .stats import bonferroni_log10p, clustered_log10p, format_p, p_from_log10
+from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
+from .verdict import ACCUSING, DecisionInputs, decide
 
 VARIANT = "remote"
 
@@ -88,7 +91,7 @@ def row_layer_view(fp: Fingerprint) -> LayerView:
             continue
         norm_role = PRECEDING_NORM.get(role)
         if norm_role and param == "weight" and len(shape) == 2:
-            scale = _norm_scale(fp, layer, norm_role)
+            scale = norm_scale_of_layer(fp, layer, norm_role)
             if scale is not None and scale.shape[0] == shape[1]:
                 values = values * scale[row_sample_columns(shape)][None, :]
         name = role if param == "weight" else f"{role}.bias"
@@ -117,17 +120,19 @@ def row_unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r
         a, b = sampled_r, full_c
     else:
         return None
+    # the sampled side holds 32 units, too few to estimate its covariance: only the full side is whitened
     match = unit_matching(Fingerprint({}, {"units/0/mlp.up": a}), Fingerprint({}, {"units/0/mlp.up": b}), 0, 0,
-                          sample=a.shape[0])
+                          sample=a.shape[0], whiten_candidate=False)
     if match is None:
         return None
-    from .signals import UnitMatch
-
     return UnitMatch(layer_c, layer_r, match.correlation, match.log10p, match.units, match.rel_error)
 
 
 def _units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> list:
-    """Row-unit matching for unmatched layers (same depth: same layer) and for matched layers whose MLP differs."""
+    """Row-unit matching for unmatched layers (same depth: same layer) and for matched layers whose MLP differs.
+
+    The p-values of unmatched layers are Bonferroni-corrected over the layers tested.
+    """
     results = []
     same_depth = len(rows) == int(ref.architecture.get("num_layers") or 0)
     for row in rows:
@@ -135,24 +140,35 @@ def _units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> l
         if row["reference_layer"] is None:
             target = i if same_depth else row.get("best_reference_layer")
             match = row_unit_matching(cand, ref, i, target) if target is not None else None
-            if match is None:
-                continue
-            results.append(match)
-            # 32 sampled units bound the held-out test near p = 1e-6, so equality to rounding after the
-            # matching (a deterministic check independent models never pass, like the Gram check) counts too.
-            if match.log10p < SIGNIFICANT or match.rel_error < IDENTICAL_REL_ERROR:
-                row.update({"reference_layer": match.layer_r, "similarity": round(match.correlation, 4),
-                            "p_value": p_from_log10(match.log10p), "log10_p": round(match.log10p, 2),
-                            "rel_errors": {"mlp.up": match.rel_error}, "via": "matched MLP units (permuted, sampled rows)"})
+            if match is not None:
+                results.append(match)
             continue
         errors = row["rel_errors"]
-        if any(role.startswith("mlp.") and e >= IDENTICAL_REL_ERROR for role, e in errors.items()):
+        tolerance = max(storage_tolerance(cand.tensors.get(f"layers.{i}.mlp.up.weight", {}).get("dtype")),
+                        SIGNATURE_PRECISION)
+        if any(role.startswith("mlp.") and e >= tolerance for role, e in errors.items()):
             match = row_unit_matching(cand, ref, i, row["reference_layer"])
-            if match is not None and match.rel_error < IDENTICAL_REL_ERROR:
+            if match is not None and match.rel_error < tolerance:
                 for role in [r for r in errors if r.startswith("mlp.")]:
                     errors[role] = match.rel_error
+                row.setdefault("tolerances", {}).update({r: tolerance for r in errors if r.startswith("mlp.")})
                 row["via"] = "row sample; MLP units matched (permuted)"
-    return results
+    tested = max(len(results), 1)
+    corrected_results = []
+    for match in results:
+        corrected = bonferroni_log10p(match.log10p, tested)
+        corrected_results.append(UnitMatch(match.layer_c, match.layer_r, match.correlation, corrected, match.units,
+                                           match.rel_error))
+        row = rows[match.layer_c]
+        # 32 sampled units bound the held-out test near p = 1e-6, so equality to the signatures' precision after
+        # the matching (a deterministic check independent models never pass) places the layer too; the
+        # accusation still needs a p-value below the bar from some signal.
+        if corrected < LAYER_MATCH_LOG10P or match.rel_error < SIGNATURE_PRECISION:
+            row.update({"reference_layer": match.layer_r, "similarity": round(match.correlation, 4),
+                        "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
+                        "rel_errors": {"mlp.up": match.rel_error}, "tolerances": {"mlp.up": SIGNATURE_PRECISION},
+                        "via": "matched MLP units (permuted, sampled rows)"})
+    return corrected_results
 
 
 def _globals(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
@@ -170,7 +186,7 @@ def _globals(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
         if x is None or y is None or x.size < 4:
             continue
         if key == "lm_head.weight" and len(shape) == 2:
-            scale_c, scale_r = _final_norm(cand), _final_norm(ref)
+            scale_c, scale_r = final_norm_scale(cand), final_norm_scale(ref)
             if scale_c is not None and scale_r is not None and scale_c.shape[0] == scale_r.shape[0] == shape[1]:
                 columns = row_sample_columns(shape)
                 x, y = x * scale_c[columns][None, :], y * scale_r[columns][None, :]
@@ -202,21 +218,29 @@ def compare_remote(cand: Fingerprint, ref: Fingerprint) -> Comparison:
 
     rows, ref_layer_count, layer_matrix = _layer_map(cand, ref)
     units = _units(cand, ref, rows)
+    for row in rows:  # the bar each role is held to: the rounding of the candidate's stored dtype
+        tolerances = row.setdefault("tolerances", {})
+        for role in row["rel_errors"]:
+            base = role[:-5] if role.endswith(".bias") else role
+            param = "bias" if role.endswith(".bias") else "weight"
+            dtype = cand.tensors.get(f"layers.{row['candidate_layer']}.{base}.{param}", {}).get("dtype")
+            tolerances.setdefault(role, storage_tolerance(dtype))
     matched = [r for r in rows if r["reference_layer"] is not None]
-    per_layer_logp = [r["log10_p"] for r in rows if r["roles"] or r["via"] != "none"]
+    layer_strongest = layer_evidence_log10p(rows)
     if rows:
         best = min(rows, key=lambda r: r["log10_p"])
         evidence.append(Evidence(
-            "layer weights (row-sample correlation, norms folded)", best["similarity"],
-            fisher_log10p(per_layer_logp) if per_layer_logp else 0.0,
+            "layer weights (row-sample correlation, norms folded)", best["similarity"], layer_strongest,
             f"{len(matched)} of {len(rows)} candidate layers match a reference layer at p < 1e-6 on sampled rows "
-            f"(Fisher over roles per layer, Bonferroni over {ref_layer_count} reference layers); strongest {format_p(best['log10_p'])}"))
+            f"(Fisher over roles per layer, Bonferroni over {ref_layer_count} reference layers); strongest layer "
+            f"{format_p(best['log10_p'])}, {format_p(layer_strongest)} after Bonferroni over {len(rows)} candidate layers"))
     for unit in units:
-        if unit.log10p < SIGNIFICANT:
+        if unit.log10p < LAYER_MATCH_LOG10P:
             evidence.append(Evidence(
                 "MLP unit matching (sampled rows, permutation-invariant)", unit.correlation, unit.log10p,
                 f"candidate layer {unit.layer_c} vs reference layer {unit.layer_r}: {unit.units} sampled units matched "
-                f"on 16 projections, held-out correlation {unit.correlation:.3f}, {format_p(unit.log10p)}"))
+                f"on 16 projections, held-out correlation {unit.correlation:.3f}, {format_p(unit.log10p)} "
+                "(Bonferroni over the layers tested)"))
     globals_ = _globals(cand, ref)
     for g in globals_:
         sampled = len(cand.tensors[g.name]["shape"]) == 2
@@ -232,13 +256,20 @@ def compare_remote(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                                  "estimated Jaccard of the token-string sets; independent models often share tokenizers",
                                  decisive=False))
 
-    decisive = [e.log10p for e in evidence if e.decisive and e.log10p is not None]
-    strongest = min(decisive, default=0.0)
-    verdict, confidence, abstained, summary = _decide(rows, matched, globals_, anchors, units, strongest, False,
-                                                      match_kind, arch_c, arch_r, notes)
+    strongest = strongest_decisive(evidence)
+    inputs = DecisionInputs(
+        rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
+        reference_layers=int(arch_r.get("num_layers") or -1),
+        layers_identical=bool(rows) and all(
+            r["reference_layer"] == r["candidate_layer"] and r["rel_errors"]
+            and all(e <= r["tolerances"].get(role, 0.0) for role, e in r["rel_errors"].items()) for r in rows),
+        globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
+                              for g in globals_),
+        same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"))
+    verdict, confidence, abstained, summary = decide(inputs, notes)
     if verdict == "identical":
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
-    renamed = _renamed(cand, ref) if verdict in ("identical", "derived", "assembled") else []
+    renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
     return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
                       layer_matrix=layer_matrix)

@@ -24,14 +24,13 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import sketch_positions
-from .stats import LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, standardise
+from .stats import LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise, whiten
 
 # The norm that scales the input of each role (pre-norm transformers).
 PRECEDING_NORM = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
                   "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
 FOLDED_NORMS = set(PRECEDING_NORM.values())
 LAYER_KEY = re.compile(r"^layers\.(\d+)\.(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
-IDENTICAL_REL_ERROR = 0.004  # below the ~0.006 of 8-bit quantization, above bf16/fp16 rounding (<= 0.0025)
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class LayerView:
     shapes: dict[tuple[int, str], tuple[int, ...]]
 
 
-def _norm_scale(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarray | None:
+def norm_scale_of_layer(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarray | None:
     values = fp.array(f"sketch/layers.{layer}.{norm_role}.weight")
     if values is None:
         return None
@@ -68,7 +67,7 @@ def layer_view(fp: Fingerprint) -> LayerView:
         values = values.astype(np.float64)
         norm_role = PRECEDING_NORM.get(role)
         if norm_role and param == "weight" and len(shape) == 2:
-            scale = _norm_scale(fp, layer, norm_role)
+            scale = norm_scale_of_layer(fp, layer, norm_role)
             if scale is not None and scale.shape[0] == shape[1]:
                 columns = sketch_positions(shape) % shape[1]
                 values = values * scale[columns]
@@ -204,19 +203,30 @@ class UnitMatch:
 
 
 def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str = "mlp.up",
-                  sample: int = 256) -> UnitMatch | None:
-    """Match MLP units on the first half of the projections, test on the second half.
+                  sample: int = 256, whiten_candidate: bool = True) -> UnitMatch | None:
+    """Match MLP units on the first half of the projections, test on the other half.
 
-    Under the null (independent weights), the held-out projections of the
-    matched pairs are independent, so their Pearson correlation has the usual
-    null distribution whatever the matching did.
+    Null: the two models were initialised and trained independently. Each
+    model's signatures are first whitened with that model's own covariance
+    over its units (`stats.whiten`): trained weights are anisotropic (power-law
+    spectra, a few massive residual dimensions), so without whitening the
+    match half and the test half of one model's units are correlated, and
+    units matched on one half of two *independent* models correlate on the
+    other half (per-layer p < 1e-6 in about a fifth of layers). After
+    whitening, the test half carries no linear information about the match
+    half, so under the null the held-out products of matched pairs have mean
+    zero whatever the matching did; each unit is one cluster of the
+    self-normalised test. `whiten_candidate=False` is for a side that holds
+    only a few sampled units (remote row samples), whose own covariance
+    cannot be estimated; whitening one side removes the bias too.
     """
     a = cand.array(f"units/{layer_c}/{role}")
     b = ref.array(f"units/{layer_r}/{role}")
     if a is None or b is None or a.shape[1] != b.shape[1] or a.shape[1] < 4:
         return None
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
+    raw_a, raw_b = a.astype(np.float64), b.astype(np.float64)
+    a = whiten(raw_a) if whiten_candidate else raw_a
+    b = whiten(raw_b)
     half = a.shape[1] // 2
     rng = np.random.default_rng(layer_c * 7919 + layer_r)
     chosen = rng.choice(a.shape[0], size=min(sample, a.shape[0]), replace=False)
@@ -227,7 +237,8 @@ def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
     held_b = b[partner, half:]
     units = np.repeat(np.arange(len(chosen)), held_a.shape[1])  # each unit is one cluster
     r, log10p = clustered_log10p(held_a.reshape(-1), held_b.reshape(-1), units)
-    rel = float(np.linalg.norm(a[chosen] - b[partner]) / max(np.linalg.norm(b[partner]), 1e-30))
+    # identity check on the stored (unwhitened) signatures of the matched pairs
+    rel = float(np.linalg.norm(raw_a[chosen] - raw_b[partner]) / max(np.linalg.norm(raw_b[partner]), 1e-30))
     return UnitMatch(layer_c, layer_r, r, log10p, len(chosen), rel)
 
 
@@ -295,7 +306,7 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
         shape = tuple(record["shape"])
         if key == "lm_head.weight" and len(shape) == 2:
             columns = sketch_positions(shape) % shape[1]
-            scale_c, scale_r = _final_norm(cand), _final_norm(ref)
+            scale_c, scale_r = final_norm_scale(cand), final_norm_scale(ref)
             if scale_c is not None and scale_r is not None and scale_c.shape[0] == scale_r.shape[0] == shape[1]:
                 x, y = x * scale_c[columns], y * scale_r[columns]
                 head_folded = True
@@ -308,7 +319,7 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
     return found
 
 
-def _final_norm(fp: Fingerprint) -> np.ndarray | None:
+def final_norm_scale(fp: Fingerprint) -> np.ndarray | None:
     values = fp.array("sketch/final_norm.weight")
     if values is None:
         return None
@@ -367,3 +378,196 @@ def vocabulary_overlap(cand: Fingerprint, ref: Fingerprint) -> float | None:
     a, b = np.asarray(cv["minhash"], dtype=object), np.asarray(rv["minhash"], dtype=object)
     size = min(len(a), len(b))
     return float(np.mean([a[i] == b[i] for i in range(size)]))
+
+
+@dataclass(frozen=True)
+class GramTests:
+    """Rotation-invariant layer tests: per layer pair, the residual-space Gram matrices compared."""
+
+    log10p: np.ndarray  # (Lc, Lr) sign-flip p-value of the layer pair (one test over its clusters)
+    similarity: np.ndarray  # (Lc, Lr) mean correlation of the compared Gram blocks
+    cluster_sums: dict[tuple[int, int], np.ndarray]  # per layer pair: the clusters, for pooling over layers
+
+    def pooled_log10p(self, pairs: list[tuple[int, int]]) -> float:
+        """One sign-flip test over the clusters of several layer pairs (units of different layers flip
+        independently, so their clusters pool into one valid test for a map fixed in advance)."""
+        sums = [self.cluster_sums[p] for p in pairs if p in self.cluster_sums]
+        return sign_flip_log10p(np.concatenate(sums)) if sums else 0.0
+
+
+def _gram_matrix(upper: np.ndarray) -> np.ndarray | None:
+    """The symmetric matrix (zero diagonal) from its stored upper triangle."""
+    size = int(round((1 + np.sqrt(1 + 8 * upper.size)) / 2))
+    if size * (size - 1) // 2 != upper.size or size < 8:
+        return None
+    full = np.zeros((size, size))
+    rows, cols = np.triu_indices(size, k=1)
+    full[rows, cols] = upper
+    full[cols, rows] = upper
+    return full
+
+
+def _gram_clusters(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """c_u = sum over v in U2 of a[u,v] b[u,v] for u in U1 (the first half), scaled by the blocks' norms
+    (sign-invariant, so fixed under the null)."""
+    if a.shape != b.shape:
+        return None
+    half = a.shape[0] // 2
+    block_a, block_b = a[:half, half:], b[:half, half:]
+    scale = np.linalg.norm(block_a) * np.linalg.norm(block_b)
+    return (block_a * block_b).sum(axis=1) / scale if scale > 0 else None
+
+
+def gram_layer_tests(cand: Fingerprint, ref: Fingerprint) -> GramTests | None:
+    """Layer pairs tested through the units' Gram matrices, which a rotation of the residual basis leaves unchanged.
+
+    Null: the models were trained independently, so the candidate's weights are
+    as likely as with any of its units' signs flipped: a value dimension flips
+    with its output-projection column, a gated MLP's up row with its down
+    column (q/k are left out: rotary pairs flip together; so is a non-gated
+    MLP: GELU is not odd). Flipping unit u flips row and column u of its Gram
+    matrix. The units are split in halves U1, U2 and each u in U1 gives a
+    cluster c_u = sum over v in U2 of Gc[u,v] Gr[u,v]: flipping u flips c_u
+    only, so the self-normalised sign-flip test (`stats.sign_flip_log10p`)
+    applies whatever the weights' structure. Clusters: v's units, and the
+    gated MLP's units (up and down summed per unit, since they flip
+    together); o's units only where v has no Gram matrix (o's columns flip
+    with v's rows). A copy whose residual basis was rotated (and then
+    changed) keeps its units in place, so c_u > 0 for most u. Permuted units
+    are not seen by this test (unit matching covers permutations).
+    """
+    lc, lr = int(cand.architecture.get("num_layers") or 0), int(ref.architecture.get("num_layers") or 0)
+    gated = (any(k.endswith("mlp.gate.weight") for k in cand.tensors)
+             and any(k.endswith("mlp.gate.weight") for k in ref.tensors))
+    if not lc or not lr:
+        return None
+
+    def load(fp: Fingerprint, layers: int) -> dict[tuple[int, str], np.ndarray]:
+        found = {}
+        for layer in range(layers):
+            for role in ("attn.v", "attn.o") + (("mlp.up", "mlp.down") if gated else ()):
+                upper = fp.array(f"gram/{layer}/{role}")
+                full = _gram_matrix(upper.astype(np.float64)) if upper is not None else None
+                if full is not None:
+                    found[(layer, role)] = full
+        return found
+
+    grams_c, grams_r = load(cand, lc), load(ref, lr)
+    if not grams_c or not grams_r:
+        return None
+    log10p = np.zeros((lc, lr))
+    similarity = np.zeros((lc, lr))
+    cluster_sums: dict[tuple[int, int], np.ndarray] = {}
+    for i in range(lc):
+        for j in range(lr):
+            parts, sims = [], []
+
+            def clusters(role: str) -> np.ndarray | None:
+                a, b = grams_c.get((i, role)), grams_r.get((j, role))
+                found = _gram_clusters(a, b) if a is not None and b is not None else None
+                if found is not None:
+                    half = a.shape[0] // 2
+                    sims.append(pearson(a[:half, half:].reshape(-1), b[:half, half:].reshape(-1)))
+                return found
+
+            attention = clusters("attn.v")
+            if attention is None:
+                attention = clusters("attn.o")
+            if attention is not None:
+                parts.append(attention)
+            if gated:
+                up, down = clusters("mlp.up"), clusters("mlp.down")
+                if up is not None and down is not None and up.shape == down.shape:
+                    parts.append(up + down)
+                elif up is not None or down is not None:
+                    parts.append(up if up is not None else down)
+            if parts:
+                sums = np.concatenate(parts)
+                cluster_sums[(i, j)] = sums
+                log10p[i, j] = sign_flip_log10p(sums)
+                similarity[i, j] = float(np.mean(sims))
+    return GramTests(log10p, similarity, cluster_sums)
+
+
+@dataclass(frozen=True)
+class RescaleCheck:
+    """A function-preserving rescaling that explains a layer's differences, and what is left over."""
+
+    pair: str  # e.g. "attn.q/attn.k"
+    residual: float  # relative difference of the signatures after the fitted per-unit scales
+    violation: float  # largest |s_a * s_b - 1| of the paired scales (0 for an exact rescaling)
+
+
+def _unit_scales(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str):
+    a, b = cand.array(f"units/{layer_c}/{role}"), ref.array(f"units/{layer_r}/{role}")
+    if a is None or b is None or a.shape != b.shape or a.size == 0:
+        return None
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    denominator = (b * b).sum(axis=1)
+    scales = np.divide((a * b).sum(axis=1), denominator, out=np.ones(len(a)), where=denominator > 0)
+    residual = float(np.linalg.norm(a - scales[:, None] * b) / max(np.linalg.norm(b), 1e-30))
+    return scales, residual
+
+
+def rescaling_checks(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int) -> list[RescaleCheck]:
+    """Per-unit rescalings between paired matrices that leave the function unchanged.
+
+    q rows x s with the matching k rows / s (per head dimension; with GQA a key
+    row serves several query heads), v rows x s with the matching o columns / s,
+    and a gated MLP's up rows x s with its down columns / s. The scales are
+    fitted from the unit signatures (float16, so the check is good to about
+    1e-3), and each pair is explained when the signatures agree after the
+    scales and the paired scales multiply to one.
+    """
+    arch = cand.architecture
+    heads, kv_heads = int(arch.get("num_heads") or 0), int(arch.get("num_kv_heads") or arch.get("num_heads") or 0)
+    found = []
+
+    def paired(role_a: str, role_b: str, mapping) -> None:
+        first, second = _unit_scales(cand, ref, layer_c, layer_r, role_a), _unit_scales(cand, ref, layer_c, layer_r, role_b)
+        if first is None or second is None:
+            return
+        index = mapping(len(first[0]), len(second[0]))
+        if index is None:
+            return
+        product = first[0][index[0]] * second[0][index[1]]
+        violation = float(np.max(np.abs(product - 1.0))) if product.size else 0.0
+        found.append(RescaleCheck(f"{role_a}/{role_b}", max(first[1], second[1]), violation))
+
+    def by_head(rows_a: int, rows_b: int):
+        # rows_a units of the query side (heads x d), rows_b of the key/value side (kv_heads x d)
+        if not heads or not kv_heads or rows_a % heads or rows_b % kv_heads or rows_a // heads != rows_b // kv_heads:
+            return None
+        d = rows_a // heads
+        group = heads // kv_heads if heads % kv_heads == 0 else 0
+        if not group:
+            return None
+        q_index = np.arange(rows_a)
+        k_index = (q_index // d) // group * d + q_index % d
+        return q_index, k_index
+
+    def same_units(rows_a: int, rows_b: int):
+        return (np.arange(rows_a), np.arange(rows_b)) if rows_a == rows_b else None
+
+    paired("attn.q", "attn.k", by_head)
+    paired("attn.o", "attn.v", by_head)  # o's units are its columns (query heads x d), v's its rows
+    if any(k.startswith(f"layers.{layer_c}.mlp.gate") for k in cand.tensors):
+        paired("mlp.up", "mlp.down", same_units)
+    return found
+
+
+def norm_bias_rescale_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, norm_role: str) -> float | None:
+    """Relative difference of a LayerNorm bias after the same per-channel rescale as its weight.
+
+    Rescaling a LayerNorm's weight and bias by s and the next linear layer's
+    input columns by 1/s leaves the function unchanged; the bias must then be
+    the reference's times cand_weight / ref_weight.
+    """
+    wc, wr = cand.array(f"sketch/layers.{layer_c}.{norm_role}.weight"), ref.array(f"sketch/layers.{layer_r}.{norm_role}.weight")
+    bc, br = cand.array(f"sketch/layers.{layer_c}.{norm_role}.bias"), ref.array(f"sketch/layers.{layer_r}.{norm_role}.bias")
+    if any(x is None for x in (wc, wr, bc, br)) or not (wc.shape == wr.shape == bc.shape == br.shape):
+        return None
+    wc, wr, bc, br = (x.astype(np.float64) for x in (wc, wr, bc, br))
+    scale = np.divide(wc, wr, out=np.ones_like(wc), where=np.abs(wr) > 1e-12)
+    expected = br * scale
+    return float(np.linalg.norm(bc - expected) / max(np.linalg.norm(expected), 1e-30))

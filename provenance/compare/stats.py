@@ -53,12 +53,22 @@ def clustered_log10p(x: np.ndarray, y: np.ndarray, clusters: np.ndarray | None =
     else:
         _, inverse = np.unique(np.asarray(clusters).reshape(-1), return_inverse=True)
         sums = np.bincount(inverse, weights=products)
+    return r, sign_flip_log10p(sums)
+
+
+def sign_flip_log10p(sums: np.ndarray) -> float:
+    """One-sided log10 p that cluster sums this positive arose with random signs.
+
+    z = sum a_c / sqrt(sum a_c^2), referred to Student's t with C - 1 degrees
+    of freedom (C non-zero clusters; fewer than 3: no evidence, p = 1).
+    """
+    sums = np.asarray(sums, dtype=np.float64).reshape(-1)
     count = int(np.count_nonzero(sums))
     scale = float(np.sqrt(np.sum(sums * sums)))
     if count < 3 or scale == 0:
-        return r, 0.0
+        return 0.0
     z = float(np.sum(sums)) / scale
-    return r, float(max(stats.t.logsf(z, count - 1) / LN10, LOG10P_FLOOR))
+    return float(max(stats.t.logsf(z, count - 1) / LN10, LOG10P_FLOOR))
 
 
 def standardise(rows: np.ndarray) -> np.ndarray:
@@ -67,6 +77,23 @@ def standardise(rows: np.ndarray) -> np.ndarray:
     centred = rows - rows.mean(axis=-1, keepdims=True)
     norms = np.linalg.norm(centred, axis=-1, keepdims=True)
     return np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+
+
+def whiten(rows: np.ndarray) -> np.ndarray:
+    """Rows centred and decorrelated with their own covariance (ZCA): columns then have
+    unit variance and zero sample correlation with each other. Directions with no
+    variance (below 1e-10 of the largest) are dropped from the inverse."""
+    rows = np.asarray(rows, dtype=np.float64)
+    centred = rows - rows.mean(axis=0)
+    if centred.shape[0] < 2:
+        return centred
+    covariance = centred.T @ centred / (centred.shape[0] - 1)
+    values, vectors = np.linalg.eigh(covariance)
+    keep = values > max(float(values.max()), 0.0) * 1e-10
+    if not keep.any():
+        return centred
+    basis = vectors[:, keep]
+    return centred @ (basis / np.sqrt(values[keep])) @ basis.T
 
 
 def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,96 @@
+"""Every threshold the comparison decides with, in one place, each with its reason.
+
+p-values are handled as log10 p. Each bar applies to a p-value that is
+already corrected for every comparison it was chosen from (the reference
+layers a candidate layer was matched against, the candidate layers, the
+layers tested for permuted units), so picking the best of many never
+manufactures strength. The null calibration suite (`python bench/nulls.py`)
+measures the rates behind these numbers on independent pairs that carry the
+structure of trained LLMs; the README publishes its table.
+"""
+
+from __future__ import annotations
+
+# A candidate layer is *matched* to a reference layer when its best p-value,
+# Bonferroni-corrected over the reference layers it was chosen from, is below
+# 1e-6. Reason: a layer map is read layer by layer, and a model has at most a
+# few hundred layers, so under a calibrated null an independent pair shows a
+# spurious matched layer with probability below about 1e-4; matched layers
+# only shape the map and the verdict's kind, never an accusation on their own.
+LAYER_MATCH_LOG10P = -6.0
+
+# Every accusing verdict (identical, derived, assembled) needs one decisive
+# signal below 1e-12 after correction for the comparisons it was chosen from.
+# Reason: the null suite checks tail rates down to 1e-4 with 10^4 draws, and
+# the tests' far tails rest on approximations (self-normalised sums, Fisher's
+# method over roles); the bar keeps eight orders of magnitude between what is
+# measured and what accuses, enough for 10^4 references times 10^4 audits
+# with an expected false accusation count below 1e-4 under a correct null.
+# Copies and derivatives reach 1e-300 on 135M-parameter models, so the
+# margin costs no power where it matters.
+ACCUSATION_LOG10P = -12.0
+
+# A layer "shows no relation" to the reference when its best p-value is above
+# 1e-2 (uncorrected: a lenient reading of "nothing there"). Used only to say,
+# after the accusation bar is met, that part of a model comes from elsewhere.
+NULL_LIKE_LOG10P = -2.0
+
+# `assembled` needs a coherent map of at least this many matched layers, each
+# below the accusation bar: one strong layer alone never makes a second source
+# (a single spurious or transplanted layer is not an assembly).
+ASSEMBLED_MIN_LAYERS = 2
+
+# `derived` through the layers needs at least this share of the candidate's
+# layers matched; fewer matched layers with no null-like remainder is weak or
+# conflicting evidence, and the tool abstains rather than accuse.
+DERIVED_MIN_LAYER_SHARE = 0.5
+
+# Relative RMS difference that storage alone explains, by stored dtype (safetensors,
+# PyTorch and GGUF names). Reason for each: float32 rounds at 2^-24 (6e-8
+# relative), float16 at 2^-11 and bfloat16 at 2^-8 (half an ulp at most, about
+# ulp/sqrt(12) RMS: 1.4e-4 and 1.1e-3); the bars allow 3x that for the two
+# roundings of a norm folded into a matrix. Block quantization rounds to a
+# step of (block max)/(levels): the RMS error relative to the values'
+# RMS is about (max/rms)/(levels*sqrt(12)), with max/rms near 3 for blocks of
+# 32 trained weights; the bars allow 2x that. A difference above the bar of
+# *both* sides' storage is a change of the weights (`derived`), however small.
+STORAGE_TOLERANCE = {
+    "F64": 3e-6, "F32": 3e-6, "float64": 3e-6, "float32": 3e-6,
+    "F16": 5e-4, "float16": 5e-4, "BF16": 3.5e-3, "bfloat16": 3.5e-3,
+    "F8_E4M3": 0.06, "F8_E5M2": 0.12, "float8_e4m3fn": 0.06, "float8_e5m2": 0.12,
+    "Q8_0": 0.012, "Q8_1": 0.012, "Q8_K": 0.012,
+    "Q6_K": 0.045,
+    "Q5_0": 0.09, "Q5_1": 0.09, "Q5_K": 0.09,
+    "Q4_0": 0.18, "Q4_1": 0.18, "Q4_K": 0.18, "IQ4_NL": 0.18, "IQ4_XS": 0.18,
+    "Q3_K": 0.35, "IQ3_XXS": 0.35, "IQ3_S": 0.35,
+    "Q2_K": 0.7, "IQ2_XXS": 0.7, "IQ2_XS": 0.7, "IQ2_S": 0.7,
+}
+# A stored dtype the table does not know (an integer type, a new quantization):
+# float32's bar, so an unknown storage never excuses a difference.
+DEFAULT_STORAGE_TOLERANCE = STORAGE_TOLERANCE["F32"]
+
+
+def storage_tolerance(*dtypes: str | None) -> float:
+    """The largest relative difference the given stored dtypes explain (the coarsest of them)."""
+    return max((STORAGE_TOLERANCE.get(d or "", DEFAULT_STORAGE_TOLERANCE) for d in dtypes),
+               default=DEFAULT_STORAGE_TOLERANCE)
+
+
+def confidence_for_accusation(strongest_log10p: float, coverage: float) -> float:
+    """How firmly an accusing verdict stands: the margin below the bar times the share of the model it covers.
+
+    margin: 0.5 at the bar, 1.0 at twice the bar's exponent (1e-24) and beyond;
+    coverage: the share of the candidate's layers (or tensors) the verdict's
+    evidence covers (1.0 for identity checks over the whole model).
+    """
+    margin = min(1.0, 0.5 + 0.5 * (ACCUSATION_LOG10P - strongest_log10p) / abs(ACCUSATION_LOG10P))
+    return round(max(0.0, min(1.0, margin * max(0.0, min(1.0, coverage)))), 3)
+
+
+def confidence_for_no_relation(strongest_log10p: float) -> float:
+    """How firmly "no weight relation" stands: 1.0 when the strongest signal is null-like (p >= 0.01),
+    falling linearly to 0 at the accusation bar."""
+    if strongest_log10p >= NULL_LIKE_LOG10P:
+        return 1.0
+    share = (strongest_log10p - ACCUSATION_LOG10P) / (NULL_LIKE_LOG10P - ACCUSATION_LOG10P)
+    return round(max(0.0, min(1.0, share)), 3)

@@ -1,0 +1,118 @@
+"""From measured signals to one verdict: the decision rules, shared by full and remote comparisons.
+
+Order of the rules (thresholds and their reasons: `thresholds.py`):
+1. every stored tensor bit-identical to a reference tensor -> `identical`;
+2. no decisive signal below the accusation bar (1e-12, corrected) ->
+   `same-architecture` or `unrelated`, abstaining when something is
+   significant without reaching the bar;
+3. the bar is met; with a coherent map of at least two matched layers that
+   repeats or reorders reference layers, or that leaves other layers with no
+   relation at all -> `assembled`;
+4. no layer matched but non-layer tensors (embedding, head) pass the bar ->
+   `derived` (shared ancestor or transplanted embeddings), with a note when
+   the shared part looks like untrained initialisation noise;
+5. fewer than half of the layers matched and no null-like remainder ->
+   abstain (weak or conflicting);
+6. every layer in place and every difference within what the candidate's
+   stored dtype rounds (after function-preserving transforms) -> `identical`;
+   otherwise -> `derived`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .stats import format_p
+from .thresholds import (ACCUSATION_LOG10P, ASSEMBLED_MIN_LAYERS, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P,
+                         NULL_LIKE_LOG10P, confidence_for_accusation, confidence_for_no_relation)
+
+ACCUSING = ("identical", "derived", "assembled")
+
+
+@dataclass
+class DecisionInputs:
+    """What the rules read: the layer map rows, the strongest corrected decisive p-value, and the identity checks."""
+
+    rows: list[dict[str, Any]]
+    strongest: float  # log10 p of the strongest decisive signal, corrected for the signals it was chosen from
+    layer_strongest: float  # log10 p of the strongest layer signal, corrected over candidate and reference layers
+    match_kind: str  # architecture_match(): same-shapes, same-family, different
+    reference_layers: int
+    exact_all: bool = False  # every stored tensor bit-identical
+    layers_identical: bool = False  # every layer in place, differences explained by storage
+    globals_identical: bool = True  # non-layer tensors explained by storage
+    same_vocabulary: bool = True
+    init_like_shared: bool = False  # the shared non-layer tensors look like untrained initialisation
+    explained_by: list[str] = field(default_factory=list)  # transforms the identity needed (permutations, rescalings)
+
+
+def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[str, float, bool, str]:
+    """(verdict, confidence, abstained, summary); appends to `notes`."""
+    rows, strongest = inputs.rows, inputs.strongest
+    n = len(rows)
+    matched = [r for r in rows if r["reference_layer"] is not None]
+    if inputs.exact_all:
+        return "identical", 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
+    if strongest > ACCUSATION_LOG10P:
+        abstained = strongest < LAYER_MATCH_LOG10P
+        if abstained:
+            notes.append(f"accusation withheld: the strongest signal reaches {format_p(strongest)} after correction, "
+                         f"short of the bar of {format_p(ACCUSATION_LOG10P)} every accusing verdict needs")
+        confidence = confidence_for_no_relation(strongest)
+        if inputs.match_kind != "different":
+            return ("same-architecture", confidence, abstained,
+                    "the architecture matches the reference but no weight signal reaches the accusation bar")
+        return "unrelated", confidence, abstained, "neither the architecture nor the weights match the reference"
+
+    refs = [r["reference_layer"] for r in matched]
+    layers_pass = inputs.layer_strongest <= ACCUSATION_LOG10P
+    # a layer passes the bar on its own when its p-value, corrected over the candidate's layers too, is below it
+    layer_bar = ACCUSATION_LOG10P - math.log10(max(n, 1))
+    strong_layers = [r for r in rows if r["reference_layer"] is not None and r["log10_p"] <= layer_bar]
+    null_layers = [r for r in rows if r["log10_p"] > NULL_LIKE_LOG10P and (r["roles"] or r["via"] != "none")]
+    if layers_pass and len(matched) >= ASSEMBLED_MIN_LAYERS and len(strong_layers) >= 1:
+        repeated = len(set(refs)) < len(refs)
+        if repeated or not _monotone(refs):
+            kind = "repeats" if repeated else "reorders"
+            return ("assembled", confidence_for_accusation(inputs.layer_strongest, len(matched) / n), False,
+                    f"the candidate's layers {kind} reference layers (layer map: {map_text(rows)})")
+        if len(strong_layers) >= ASSEMBLED_MIN_LAYERS and null_layers:
+            return ("assembled", confidence_for_accusation(inputs.layer_strongest, len(strong_layers) / n), False,
+                    f"{len(strong_layers)} layers come from the reference in order, {len(null_layers)} show no relation "
+                    f"to it (p > {10 ** NULL_LIKE_LOG10P:g}): a second source")
+    if not matched:
+        # Non-layer tensors (embedding, head) pass the bar but no block matches.
+        if inputs.init_like_shared:
+            notes.append("the shared non-layer tensors look like untrained initialisation (near-Gaussian values at the "
+                         "initialiser's scale): two teams using one seed and one init code share such an ancestor "
+                         "without sharing any training")
+        return ("derived", confidence_for_accusation(strongest, 0.5), False,
+                "non-layer tensors (embedding or head) descend from the reference though no block matches")
+    if n and len(matched) < max(1, math.ceil(n * DERIVED_MIN_LAYER_SHARE)):
+        notes.append(f"only {len(matched)} of {n} layers match and the rest are not clearly unrelated: "
+                     "evidence too sparse to accuse; abstaining")
+        verdict = "same-architecture" if inputs.match_kind != "different" else "unrelated"
+        return verdict, confidence_for_no_relation(strongest), True, \
+            "weight signals are weak or conflicting: the tool abstains rather than accuse"
+    if n and 0 < len(matched) < n and not null_layers:
+        notes.append(f"{n - len(matched)} layers are only weakly related; they may be heavily modified")
+    if (inputs.layers_identical and inputs.globals_identical and inputs.same_vocabulary
+            and len(matched) == n == inputs.reference_layers):
+        how = f"after {', '.join(inputs.explained_by)}, " if inputs.explained_by else ""
+        return ("identical", confidence_for_accusation(strongest, 1.0), False,
+                f"{how}every layer equals the reference layer up to the rounding of the candidate's stored dtype")
+    pruned = n < inputs.reference_layers
+    what = "a layer-pruned copy of" if pruned else "descended from"
+    return ("derived", confidence_for_accusation(strongest, len(matched) / n if n else 1.0), False,
+            f"the weights are {what} the reference ({len(matched)}/{n} layers matched, strongest {format_p(strongest)})")
+
+
+def _monotone(refs: list[int]) -> bool:
+    return all(b > a for a, b in zip(refs, refs[1:]))
+
+
+def map_text(rows: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['candidate_layer']}->{'?' if r['reference_layer'] is None else r['reference_layer']}"
+                     for r in rows[:40])
