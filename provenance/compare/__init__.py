@@ -1,5 +1,6 @@
 """Comparison of two fingerprints: signals with nulls, layer alignment, verdicts."""
 
-from .engine import Comparison, compare_fingerprints
+from .engine import compare_fingerprints
+from .results import Comparison, Evidence
 
-__all__ = ["Comparison", "compare_fingerprints"]
+__all__ = ["Comparison", "Evidence", "compare_fingerprints"]

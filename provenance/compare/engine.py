@@ -20,102 +20,24 @@ from, runs the identity checks, and hands the result to the decision rules
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..architectures.roles import LAYER_ROLES
 from ..fingerprint import Fingerprint
-from .signals import (anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error, layer_similarity,
-                      layer_view, norm_bias_rescale_error, permuted_bias_error, rescaling_checks,
-                      rotation_identity_errors, std_curve_correlation, unit_matching, vocabulary_overlap)
+from .alignment import (SIGNATURE_PRECISION, architecture_match, is_unplaced, layer_evidence_log10p, layer_map,
+                        renamed_tensors, strongest_decisive)
+from .remote import compare_remote, is_remote_fingerprint
+from .results import Comparison, Evidence
+from .signals import (anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
+                      norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
+                      std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p, p_from_log10
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
 from .verdict import ACCUSING, DecisionInputs, decide
 
-# The float16 unit signatures bound what a fitted rescaling or matching can verify.
-SIGNATURE_PRECISION = 2e-3
 # Gram entries are float32 inner products of float32 rows: equal models agree far below this.
 GRAM_PRECISION = 1e-4
-ARCH_FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "vocab_size",
-               "num_experts")
-
-
-@dataclass
-class Evidence:
-    signal: str
-    value: float
-    log10p: float | None
-    detail: str
-    decisive: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"signal": self.signal, "value": round(float(self.value), 6),
-                "p_value": None if self.log10p is None else p_from_log10(self.log10p),
-                "log10_p": None if self.log10p is None else round(float(self.log10p), 2),
-                "detail": self.detail, "decisive": self.decisive}
-
-
-@dataclass
-class Comparison:
-    verdict: str
-    confidence: float
-    summary: str
-    evidence: list[Evidence]
-    layers: list[dict[str, Any]]
-    renamed: list[dict[str, Any]]
-    architecture_match: str
-    abstained: bool = False
-    notes: list[str] = field(default_factory=list)
-    # Every candidate layer against every reference layer (rows x columns), for reports:
-    # {"similarity": mean sketch correlation over shared roles, "log10_p": Fisher-combined
-    # log10 p before the Bonferroni correction, "roles": roles compared (0: not compared)}.
-    layer_matrix: dict[str, list[list[float]]] | None = None
-
-
-def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
-    """`same-shapes`, `same-family` or `different`."""
-    same = all(cand.get(f) == ref.get(f) for f in ARCH_FIELDS)
-    if same:
-        return "same-shapes"
-    widths_equal = cand.get("hidden_size") == ref.get("hidden_size") and cand.get("intermediate_size") == ref.get("intermediate_size")
-    if cand.get("family") and cand.get("family") == ref.get("family") or widths_equal:
-        return "same-family"
-    return "different"
-
-
-def layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = "sketch", **similarity_options):
-    """Best reference layer for every candidate layer; `view` picks what is compared (sketches, or row samples)."""
-    cv, rv = view(cand), view(ref)
-    ls = layer_similarity(cv, rv, **similarity_options)
-    rows = []
-    for i in range(cv.layers):
-        if ls.roles[i].max(initial=0) == 0:
-            rows.append({"candidate_layer": i, "reference_layer": None, "similarity": 0.0, "p_value": 1.0,
-                         "log10_p": 0.0, "roles": 0, "rel_errors": {}, "via": "none"})
-            continue
-        # Layers of one model correlate with each other (shared outlier dimensions in
-        # norms and folded matrices), so p-values of several pairs can saturate: the
-        # best partner is the most similar one, and its p-value is then reported.
-        j = int(np.argmax(np.where(ls.roles[i] > 0, ls.similarity[i], -np.inf)))
-        corrected = bonferroni_log10p(float(ls.log10p[i, j]), rv.layers)
-        rows.append({"candidate_layer": i, "reference_layer": j if corrected < LAYER_MATCH_LOG10P else None,
-                     "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
-                     "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": via})
-    matrix = {"similarity": np.round(ls.similarity, 4).tolist(), "log10_p": np.round(ls.log10p, 2).tolist(),
-              "roles": ls.roles.astype(int).tolist()} if cv.layers and rv.layers else None
-    return rows, rv.layers, matrix
-
-
-def layer_evidence_log10p(rows: list[dict[str, Any]]) -> float:
-    """The strongest layer's p-value, Bonferroni over the candidate layers it was chosen from."""
-    tested = [r["log10_p"] for r in rows if r["roles"] or r["via"] != "none"]
-    if not tested:
-        return 0.0
-    return bonferroni_log10p(min(tested), len(tested))
-
 
 def _unplaced_layer_tests(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> tuple[list, list]:
     """Layers with no direct match: permuted MLP units, then a rotated residual basis.
@@ -280,10 +202,8 @@ def _init_like(cand: Fingerprint, keys: list[str]) -> bool:
 
 
 def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
-    if cand.meta.get("variant") == "remote" or ref.meta.get("variant") == "remote":
-        from .remote import compare_remote  # read over HTTP: only the signals both sides have (see remote.py)
-
-        return compare_remote(cand, ref)
+    if is_remote_fingerprint(cand) or is_remote_fingerprint(ref):
+        return compare_remote(cand, ref)  # read over HTTP: only the signals both sides have (see remote.py)
     arch_c, arch_r = cand.architecture, ref.architecture
     match_kind = architecture_match(arch_c, arch_r)
     evidence: list[Evidence] = []
@@ -399,22 +319,3 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                       layer_matrix=layer_matrix)
 
 
-def strongest_decisive(evidence: list[Evidence]) -> float:
-    """The smallest decisive log10 p, Bonferroni over the decisive signals it was chosen from."""
-    decisive = [e.log10p for e in evidence if e.decisive and e.log10p is not None]
-    return bonferroni_log10p(min(decisive), len(decisive)) if decisive else 0.0
-
-
-def is_unplaced(key: str) -> bool:
-    """A per-layer role whose layer is unknown (`attn.q.weight`, `attn.q.weight@t017`)."""
-    role = key.split("@")[0].rsplit(".", 1)[0]
-    return not key.startswith("layers.") and role in LAYER_ROLES
-
-
-def renamed_tensors(cand: Fingerprint, ref: Fingerprint) -> list[dict[str, Any]]:
-    found = []
-    for key, record in cand.tensors.items():
-        other = ref.tensors.get(key)
-        if other and other.get("source") and record.get("source") and other["source"] != record["source"]:
-            found.append({"candidate": record["source"], "reference": other["source"], "role": key})
-    return found

@@ -36,9 +36,10 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .engine import (SIGNATURE_PRECISION, Comparison, Evidence, architecture_match, layer_evidence_log10p, renamed_tensors,
-                     strongest_decisive)
-from .engine import layer_map as engine_layer_map
+from .alignment import (SIGNATURE_PRECISION, architecture_match, layer_evidence_log10p, renamed_tensors,
+                        strongest_decisive)
+from .alignment import layer_map as engine_layer_map
+from .results import Comparison, Evidence
 from .signals import (LAYER_KEY, PRECEDING_NORM, LayerView, TensorSignal, UnitMatch, anchor_embeddings, final_norm_scale,
                       norm_scale_of_layer, sketch_clusters, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, clustered_log10p, format_p, p_from_log10
