@@ -43,6 +43,10 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # this checkout's package, not whichever one is installed
+    sys.path.insert(0, str(ROOT))
+
 POSITIVE = ("identical", "derived", "assembled")
 ALPHAS = (0.05, 0.01, 0.001)
 

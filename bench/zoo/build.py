@@ -332,6 +332,15 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
         zoo.case("rotate-residual", f"{base}-rotate", base, "identical", acceptable=("derived",),
                  note="norms folded into the following linears (norm weights all 1), residual basis rotated by a random orthogonal matrix")
 
+        derive(zoo, f"{base}-rotate-noise", base, {"t": "rotate-then-noise", "seed": 34, "noise": 0.1},
+               lambda f, p, s: {"state": T.add_noise(T.rotate_residual(p, s, 34), 0.1, 41)})
+        zoo.case("rotate-then-change", f"{base}-rotate-noise", base, "derived",
+                 note="residual basis rotated (norms folded), then Gaussian noise of 10% of each tensor's std")
+        derive(zoo, f"{base}-rescale-pairs", base, {"t": "rescale-pairs", "seed": 38},
+               checked(lambda f, p, s: {"state": T.rescale_pairs(p, s, 38)}))
+        zoo.case("rescale-pairs", f"{base}-rescale-pairs", base, "identical",
+                 note="q rows x s / k rows / s (rotary pairs equal), v rows x t / o columns / t, up rows x u / down columns / u")
+
         def stack(f: str, p: dict, s: dict) -> dict:
             s = T.permute_mlp(f, p, s, 35)
             s = T.permute_heads(f, p, s, 36)[0]
@@ -353,6 +362,11 @@ def build_training_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
     full = cfg["full"]
     continued(zoo, f"{base}-ft-a", base, "same", cfg["ft_steps"], 3e-4, 10)
     zoo.case("finetune", f"{base}-ft-a", base, "derived", note=f"{cfg['ft_steps']} more steps on the same text, lr 3e-4")
+    if full and zoo.family(base) == "llama":
+        derive(zoo, f"{base}-ft-a-rotate", f"{base}-ft-a", {"t": "rotate-residual", "seed": 39},
+               lambda f, p, s: {"state": T.rotate_residual(p, s, 39)})
+        zoo.case("rotate-then-change", f"{base}-ft-a-rotate", base, "derived",
+                 note=f"{base}-ft-a (fine-tuned) with its residual basis rotated (norms folded)")
     if full:
         continued(zoo, f"{base}-cpt", base, "different", cfg["cpt_steps"], 5e-4, 12)
         zoo.case("continued-pretrain", f"{base}-cpt", base, "derived",
@@ -419,6 +433,10 @@ def build_merges(zoo: Zoo, base: str, cfg: dict) -> None:
            lambda f, p, s: {"state": T.merge_lora(f, p, s, 8, 0.2, 60)})
     zoo.case("lora-merged", f"{base}-lora", base, "derived",
              note="rank-8 update B A added to every block linear weight, ||BA|| = 0.2 ||W||")
+    derive(zoo, f"{base}-lora-small", base, {"t": "lora", "rank": 8, "relative": 0.003, "seed": 61},
+           lambda f, p, s: {"state": T.merge_lora(f, p, s, 8, 0.003, 61)})
+    zoo.case("lora-small-f32", f"{base}-lora-small", base, "derived",
+             note="rank-8 update with ||BA|| = 0.003 ||W|| (under bf16 rounding), stored in float32")
 
 
 def build_vocab_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:

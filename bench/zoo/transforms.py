@@ -190,6 +190,41 @@ def rescale_norms(family: str, params: dict, state: Tensors, seed: int, spread: 
     return result
 
 
+def rescale_pairs(params: dict, state: Tensors, seed: int, spread: float = 0.5) -> Tensors:
+    """LLaMA only: per-unit rescalings between paired matrices that leave the function unchanged.
+
+    q rows x s and the matching k rows / s (s per key-value head dimension, equal on
+    the two dimensions each rotary pair mixes, shared by the query heads of a
+    group); v rows x t and the matching o columns / t; up rows x u and down
+    columns / u (SwiGLU: gate * up is linear in up).
+    """
+    g = _generator(seed)
+    heads, kv_heads = params["num_attention_heads"], params["num_key_value_heads"]
+    hidden = params["hidden_size"]
+    d = hidden // heads
+    group = heads // kv_heads
+    result = _copy(state)
+
+    def positive(count: int) -> torch.Tensor:
+        return torch.exp(spread * torch.randn(count, generator=g))
+
+    for i in range(params["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        half = positive(kv_heads * d // 2).reshape(kv_heads, d // 2)
+        s = torch.cat([half, half], dim=1).reshape(-1)  # rotate_half pairs dimension e with e + d/2
+        q_scale = s.reshape(kv_heads, 1, d).expand(kv_heads, group, d).reshape(-1)
+        result[f"{p}self_attn.q_proj.weight"] = (state[f"{p}self_attn.q_proj.weight"] * q_scale[:, None]).contiguous()
+        result[f"{p}self_attn.k_proj.weight"] = (state[f"{p}self_attn.k_proj.weight"] / s[:, None]).contiguous()
+        t = positive(kv_heads * d)
+        o_scale = t.reshape(kv_heads, 1, d).expand(kv_heads, group, d).reshape(-1)
+        result[f"{p}self_attn.v_proj.weight"] = (state[f"{p}self_attn.v_proj.weight"] * t[:, None]).contiguous()
+        result[f"{p}self_attn.o_proj.weight"] = (state[f"{p}self_attn.o_proj.weight"] / o_scale[None, :]).contiguous()
+        u = positive(state[f"{p}mlp.up_proj.weight"].shape[0])
+        result[f"{p}mlp.up_proj.weight"] = (state[f"{p}mlp.up_proj.weight"] * u[:, None]).contiguous()
+        result[f"{p}mlp.down_proj.weight"] = (state[f"{p}mlp.down_proj.weight"] / u[None, :]).contiguous()
+    return result
+
+
 def rotate_residual(params: dict, state: Tensors, seed: int) -> Tensors:
     """LLaMA only: fold every RMSNorm weight into the linear layers after it (norms become 1), then
     rotate the residual stream by a random orthogonal Q (x -> Q^T x): readers W -> W Q, writers W -> Q^T W,
