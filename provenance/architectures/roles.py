@@ -48,6 +48,14 @@ EXPERT_ROLES = {"mlp.gate", "mlp.up", "mlp.down"}
 
 ALL_ROLES = {**GLOBAL_ROLES, **LAYER_ROLES}
 
+# How each matrix meets the residual stream (pre-norm transformers): readers take
+# the output of the norm named here (their columns are residual dimensions, and
+# the norm can be folded into them); writers add to it (their rows are residual
+# dimensions).
+PRECEDING_NORM = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
+                  "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
+WRITES_RESIDUAL = frozenset({"attn.o", "mlp.down"})
+
 # Order of roles within a block, used to list tensors and to break ties in inference.
 ROLE_ORDER = [
     "embed", "pos_embed", "type_embed", "embed_norm",

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..architectures.roles import WRITES_RESIDUAL
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
 from .alignment import (SIGNATURE_PRECISION, architecture_match, layer_evidence_log10p, renamed_tensors,
@@ -57,11 +58,16 @@ def has_row_samples(fp: Fingerprint) -> bool:
     return any(name.startswith("rows/") for name in fp.arrays)
 
 
-def row_clusters(shape: tuple[int, ...]) -> np.ndarray:
-    """Cluster of each value of a flattened row sample: its column. Vectors: as their sketches."""
-    if len(shape) == 2:
-        return np.tile(row_sample_columns(shape), len(row_sample_rows(shape)))
-    return sketch_clusters(shape)
+def row_clusters(shape: tuple[int, ...], role: str = "") -> np.ndarray:
+    """Cluster of each value of a flattened row sample: its residual dimension (the column for
+    matrices reading the residual stream, the row for those writing to it; see
+    `signals.sketch_clusters`). Vectors: as their sketches."""
+    if len(shape) != 2:
+        return sketch_clusters(shape)
+    rows, columns = row_sample_rows(shape), row_sample_columns(shape)
+    if role.split(".bias")[0] in WRITES_RESIDUAL:
+        return np.repeat(rows, len(columns))
+    return np.tile(columns, len(rows))
 
 
 def _sample(fp: Fingerprint, key: str, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -22,13 +22,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import sketch_positions
 from .stats import LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise, whiten
 
-# The norm that scales the input of each role (pre-norm transformers).
-PRECEDING_NORM = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
-                  "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
 FOLDED_NORMS = set(PRECEDING_NORM.values())
 LAYER_KEY = re.compile(r"^layers\.(\d+)\.(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
 
@@ -86,9 +84,9 @@ class LayerSimilarity:
 
 
 def layer_similarity(cand: LayerView, ref: LayerView,
-                     clusters: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> LayerSimilarity:
-    """`clusters(shape)` gives the cluster of each sampled value (default: sketch positions' columns;
-    remote comparisons pass the row sample's columns)."""
+                     clusters: Callable[[tuple[int, ...], str], np.ndarray] | None = None) -> LayerSimilarity:
+    """`clusters(shape, role)` gives the cluster of each sampled value (default: `sketch_clusters`, the
+    residual dimension of each sketch position; remote comparisons pass the row sample's)."""
     from scipy import stats as st
 
     lc, lr = cand.layers, ref.layers
@@ -115,7 +113,7 @@ def layer_similarity(cand: LayerView, ref: LayerView,
             a = np.stack([cand.sketches[(i, role)] for i in ci])
             b = np.stack([ref.sketches[(j, role)] for j in rj])
             r = correlation_matrix(a, b)
-            logp = clustered_log10p_matrix(a, b, (clusters or sketch_clusters)(shape))
+            logp = clustered_log10p_matrix(a, b, (clusters or sketch_clusters)(shape, role))
             diff = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1) / np.maximum(np.linalg.norm(b, axis=-1)[None, :], 1e-30)
             matrix = len(shape) == 2
             for x, i in enumerate(ci):
@@ -137,11 +135,22 @@ def layer_similarity(cand: LayerView, ref: LayerView,
     return LayerSimilarity(mean_sim, log10p, count, rel)
 
 
-def sketch_clusters(shape: tuple[int, ...]) -> np.ndarray:
-    """Cluster of each sketch position: its column (the input hidden dimension) for
-    matrices, itself for vectors. Independent models share no hidden coordinates."""
+def sketch_clusters(shape: tuple[int, ...], role: str = "") -> np.ndarray:
+    """Cluster of each sketch position: the residual dimension it lies in.
+
+    Null: the models were trained independently, so one model's weights are as
+    likely as with the sign of any residual dimension flipped (RMSNorm,
+    attention and MLPs commute with it; LayerNorm's centring only
+    approximately). Such a flip changes the sign of a column of every matrix
+    reading the residual stream and of a row of every matrix writing to it, so
+    per-dimension sums of products have random signs. Matrices: the column for
+    readers (and embeddings, heads), the row for writers (`WRITES_RESIDUAL`);
+    vectors: each position its own cluster.
+    """
     positions = sketch_positions(tuple(shape))
-    return positions % shape[1] if len(shape) == 2 else positions
+    if len(shape) != 2:
+        return positions
+    return positions // shape[1] if role.split(".bias")[0] in WRITES_RESIDUAL else positions % shape[1]
 
 
 def clustered_log10p_matrix(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> np.ndarray:
