@@ -35,6 +35,7 @@ class RemoteLocation:
     weights: str  # the file name of the .safetensors file or the index .json
     sibling: Callable[[str], RemoteFile]  # a file beside the weights, by name
     fetch_side: Callable[[str, int, Path], Path | None]  # download a side file (<= limit bytes) or None if absent
+    commit: str | None = None  # the commit an hf:// revision resolved to (None for a plain URL)
 
 
 def _plain_location(url: str) -> RemoteLocation:

@@ -28,14 +28,19 @@ from ..errors import CorruptFileError, UnreadablePathError
 from .checkpoint import RemoteLocation
 from .http import RemoteAccessError, RemoteFile
 
-HUB_LOCATION = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?/?$")
+HUB_LOCATION = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?"
+                          r"(?:/(?P<file>[^\s@]*[^\s@/]))?/?$")
 
 
-def parse_hub_location(location: str) -> tuple[str, str | None]:
+def parse_hub_location(location: str) -> tuple[str, str | None, str | None]:
+    """(ORG/NAME, REVISION or None, FILE or None) of hf://ORG/NAME[@REVISION][/FILE]."""
     match = HUB_LOCATION.match(location)
     if not match:
-        raise UnreadablePathError(location, "expected hf://ORG/NAME or hf://ORG/NAME@REVISION")
-    return match["repo"], match["revision"]
+        raise UnreadablePathError(location, "expected hf://ORG/NAME, hf://ORG/NAME@REVISION or hf://ORG/NAME[@REVISION]/FILE")
+    file = match["file"]
+    if file is not None and any(part in ("", ".", "..") for part in file.split("/")):
+        raise UnreadablePathError(location, f"file {file!r} is not a plain path inside the repository")
+    return match["repo"], match["revision"], file
 
 
 def _endpoint() -> str:
@@ -77,7 +82,7 @@ def hub_location(location: str) -> RemoteLocation:
     from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
-    repo_id, revision = parse_hub_location(location)
+    repo_id, revision, file = parse_hub_location(location)
     endpoint = _endpoint()
     try:
         info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
@@ -86,7 +91,9 @@ def hub_location(location: str) -> RemoteLocation:
         raise _hub_error(location, exc, api_url) from exc
     commit = info.sha or revision or "main"
     sizes = {s.rfilename: s.size for s in (info.siblings or [])}
-    weights = _pick_weights(location, list(sizes))
+    if file is not None and file not in sizes:
+        raise UnreadablePathError(location, f"the repository has no file {file!r} at revision {revision or 'main'}")
+    weights = file if file is not None else _pick_weights(location, list(sizes))
     shown = f"hf://{repo_id}@{revision or 'main'}"
     headers = build_hf_headers()
 
@@ -108,4 +115,4 @@ def hub_location(location: str) -> RemoteLocation:
             raise CorruptFileError(f"{shown}/{name}", f"file is {path.stat().st_size} bytes, over the {limit}-byte limit")
         return path
 
-    return RemoteLocation(shown, weights, sibling, fetch_side)
+    return RemoteLocation(shown, weights, sibling, fetch_side, commit=commit)
