@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from provenance.cli import main
 from provenance.compare import compare_fingerprints
@@ -159,3 +161,103 @@ def test_cli_repo_id_not_cached_is_read_from_the_hub(cache, hub, local_base, tmp
     assert compare_fingerprints(fp, local_base).verdict == "identical"
     assert main(["inspect", "org/absent"]) == 1
     assert "reads local files only" in capsys.readouterr().err
+
+
+# -- remote GGUF -----------------------------------------------------------------------------------------------
+
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+
+from provenance.errors import UnreadablePathError  # noqa: E402
+from provenance.fingerprint.sketch import row_sample, row_sample_rows  # noqa: E402
+from provenance.model import Checkpoint  # noqa: E402
+from provenance.real_models import real_model_path  # noqa: E402
+
+from .test_gguf import build_case, hf_state, write_llama_gguf  # noqa: E402,F401  (hf_state is a fixture)
+
+
+@pytest.fixture(scope="module")
+def gguf_folder(hf_state, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gguf-served")
+    for qtype in (Q.Q8_0, Q.Q4_K):  # a 32-element and a 256-element block type; Q and K rows permuted for RoPE
+        stored, _ = build_case(hf_state, qtype)
+        write_llama_gguf(folder / f"tiny-{qtype.name.lower()}.gguf", stored)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["tiny-q8_0.gguf", "tiny-q4_k.gguf"])
+def test_remote_gguf_reads_the_same_rows_as_the_local_reader(gguf_folder, name):
+    local = fingerprint_for(gguf_folder / name)
+    with RangeServer(gguf_folder) as server:
+        remote = fingerprint_for(server.url(name))
+        served = server.served(name)
+    assert remote.meta["variant"] == "remote" and remote.meta["source"]["format"] == "gguf"
+    assert remote.meta["remote"]["bytes_read"] == served
+    compared = [k for k in remote.arrays if k.startswith(("rows/", "sketch/"))]
+    assert any(k.startswith("rows/layers.0.attn.q") for k in compared), compared
+    for key in compared:
+        assert np.array_equal(remote.arrays[key], local.arrays[key]), key
+    assert compare_fingerprints(remote, local).verdict == "identical"
+
+
+def test_hf_gguf_repository_names_its_file(gguf_folder, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with RangeServer(gguf_folder) as server:
+        server.add_repo("org/tiny-gguf", gguf_folder, commit="d" * 40)
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        with pytest.raises(UnreadablePathError, match=r"2 GGUF files.*hf://ORG/NAME\[@REV\]/FILE.gguf.*tiny-q4_k.gguf"):
+            fingerprint_for("hf://org/tiny-gguf")
+        fp = fingerprint_for("hf://org/tiny-gguf@main/tiny-q8_0.gguf")
+        assert fp.meta["source"]["path"] == "hf://org/tiny-gguf@main/tiny-q8_0.gguf"
+        assert fp.meta["source"]["files"][0]["url"].endswith(f"/resolve/{'d' * 40}/tiny-q8_0.gguf")
+        with pytest.raises(UnreadablePathError, match="no file 'absent.gguf'"):
+            fingerprint_for("hf://org/tiny-gguf/absent.gguf")
+
+
+@pytest.mark.real
+def test_real_smollm2_gguf_by_range_requests():
+    """SmolLM2-135M Q4_1 (98 MB, LLaMA layout, 49,152-token vocabulary in its metadata), served locally."""
+    try:
+        path = real_model_path("smollm2")
+    except UnreadablePathError as exc:
+        pytest.skip(str(exc))
+    with RangeServer(path.parent) as server:
+        remote = fingerprint_for(server.url(path.name))
+    assert remote.meta["vocabulary"]["size"] == 49152
+    assert remote.meta["remote"]["fraction_read"] < 0.1
+    with Checkpoint.open(path) as checkpoint:  # the local reader, on a few tensors (RoPE-permuted ones included)
+        for assignment in checkpoint.roles.assignments:
+            if assignment.key.layer == 3 and assignment.key.role in ("attn.q", "attn.k", "mlp.down"):
+                values = checkpoint.read(assignment.key).to(torch.float32)
+                expected = row_sample(values[torch.from_numpy(row_sample_rows(tuple(values.shape)))], tuple(values.shape))
+                assert np.array_equal(remote.arrays[f"rows/{assignment.key.name}"], expected), assignment.key.name
+
+
+def test_remote_gguf_header_past_the_first_read_and_truncated_files(hf_state, gguf_folder, tmp_path):
+    import gguf
+
+    stored, _ = build_case(hf_state, Q.Q8_0)
+    writer = gguf.GGUFWriter(str(tmp_path / "padded.gguf"), "llama")
+    source = gguf.GGUFReader(str(gguf_folder / "tiny-q8_0.gguf"))
+    for key, field in source.fields.items():  # the same metadata, plus a 5 MB string before the tensor infos
+        if key.startswith("llama.") or key == "general.name":
+            value = field.contents()
+            writer.add_key_value(key, value, gguf.GGUFValueType(field.types[0]))
+    writer.add_string("test.padding", "x" * 5_000_000)
+    for name, (array, qtype) in stored.items():
+        writer.add_tensor(name, array, raw_shape=array.shape if array.dtype == np.uint8 else None,
+                          raw_dtype=qtype if array.dtype == np.uint8 else None)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    data = (gguf_folder / "tiny-q8_0.gguf").read_bytes()
+    (tmp_path / "truncated.gguf").write_bytes(data[: len(data) // 2])
+    with RangeServer(tmp_path) as server:
+        padded = fingerprint_for(server.url("padded.gguf"))
+        assert 5_000_000 < padded.meta["remote"]["header_bytes"] < 2 * 5_000_000 + (2 << 20)
+        assert compare_fingerprints(padded, fingerprint_for(gguf_folder / "tiny-q8_0.gguf")).verdict == "identical"
+        url = server.url("truncated.gguf")
+        with pytest.raises(Exception, match=rf"^{url}: tensor .* runs past the end .* \(truncated\?\)"):
+            fingerprint_for(url)

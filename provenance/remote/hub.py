@@ -73,8 +73,15 @@ def _pick_weights(location: str, names: list[str]) -> str:
     if len(preferred) == 1:
         return preferred[0]
     if not preferred:
-        raise UnreadablePathError(location, "no .safetensors weights at the top of the repository "
-                                            "(remote reading supports safetensors; download other formats)")
+        ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+        if ggufs:
+            shown = ", ".join(ggufs[:6]) + (", ..." if len(ggufs) > 6 else "")
+            raise UnreadablePathError(location, f"{len(ggufs)} GGUF files and no safetensors; name one as "
+                                                f"hf://ORG/NAME[@REV]/FILE.gguf ({shown})")
+        raise UnreadablePathError(location, "no .safetensors or .gguf weights in the repository "
+                                            "(remote reading supports safetensors and GGUF; download other formats)")
     raise UnreadablePathError(location, f"{len(preferred)} .safetensors files and no index; pass one of them as a URL")
 
 
