@@ -1,7 +1,7 @@
 """A remote `.gguf` file as a `TensorSource`: the header by growing prefixes, then rows of blocks by range.
 
 What is read:
-- the header: the first 2 MiB, then twice as much each time the walk of
+- the header: the first 512 KiB, then twice as much each time the walk of
   `formats.gguf_header.gguf_data_start` (the same checks as a local file,
   against the whole file's size) says the header runs past what is at hand,
   up to `MAX_HEADER_BYTES`;
@@ -41,7 +41,7 @@ from ..formats.gguf_header import HeaderIncomplete, gguf_data_start
 from .http import RemoteFile
 from .source import read_row_bytes
 
-FIRST_READ = 2 << 20
+FIRST_READ = 512 << 10
 MAX_HEADER_BYTES = 256 << 20  # Gemma-3's 262,144-token vocabulary takes a few MB; this leaves ample room
 
 
