@@ -170,6 +170,10 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             result = import_bundle(registry, args.bundle, replace=args.replace)
             print(f"imported {len(result.names)} references from {result.path} into {registry.path} "
                   f"(revision {result.revision})", file=sys.stderr)
+        elif args.refs_command == "sync":  # provenance/refs_sync.py
+            from .refs_sync import run_sync_command
+
+            return run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list)
         elif args.refs_command == "remove":
             registry.remove(args.name)
             print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
@@ -185,6 +189,15 @@ def _cmd_refs(args: argparse.Namespace) -> int:
                           f"added {e.added}")
                 print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
     return EXIT_OK
+
+
+def _size_limit(text: str):
+    from .refs_sync import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 _RAY_ADDRESS = r"^(auto|local|ray://\S+|\[?[\w.:-]+\]?:\d+)$"
@@ -313,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     refs_import = refs_commands.add_parser("import", help="add every reference of a bundle (all or none)")
     refs_import.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
     refs_import.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
+    refs_sync = refs_commands.add_parser("sync", help="fingerprint the catalog's open base models (range reads from the "
+                                         "hub, HF_ENDPOINT) into the database; resumable")
+    refs_sync.add_argument("--only", action="extend", nargs="+", metavar="NAME", help="only these catalog names or repo ids")
+    refs_sync.add_argument("--max-size", type=_size_limit, metavar="SIZE",
+                           help="leave out models over SIZE: parameters (15B, 500M) or checkpoint bytes (30GB); default 15B")
+    refs_sync.add_argument("--all", action="store_true", help="every catalog model, whatever its size")
+    refs_sync.add_argument("--catalog", metavar="FILE", help="a catalog file (default: provenance/references/catalog.json)")
+    refs_sync.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
     refs.set_defaults(handler=_cmd_refs)
 
     scan = commands.add_parser("scan", help="audit many candidates in parallel, one JSON line each (resumable)")

@@ -261,3 +261,113 @@ def test_remote_gguf_header_past_the_first_read_and_truncated_files(hf_state, gg
         url = server.url("truncated.gguf")
         with pytest.raises(Exception, match=rf"^{url}: tensor .* runs past the end .* \(truncated\?\)"):
             fingerprint_for(url)
+
+
+# -- reference catalog and refs sync -----------------------------------------------------------------------------
+
+from provenance.refs_sync import DEFAULT_MAX_PARAMS, load_catalog, parse_size  # noqa: E402
+from provenance.registry import Registry  # noqa: E402
+
+
+def test_shipped_catalog_is_valid_and_covers_the_issue():
+    models = load_catalog()
+    repos = {m.repo for m in models}
+    for repo in ("huggyllama/llama-7b", "meta-llama/Llama-2-7b-hf", "meta-llama/Meta-Llama-3-8B", "mistralai/Mistral-7B-v0.1",
+                 "mistralai/Mixtral-8x7B-v0.1", "Qwen/Qwen1.5-7B", "Qwen/Qwen2-7B", "Qwen/Qwen2.5-7B", "01-ai/Yi-6B",
+                 "baichuan-inc/Baichuan2-7B-Base", "THUDM/chatglm3-6b-base", "THUDM/glm-4-9b", "google/gemma-7b",
+                 "google/gemma-2-9b", "google/gemma-3-1b-pt", "microsoft/phi-2", "microsoft/Phi-3-mini-4k-instruct",
+                 "tiiuae/falcon-7b", "EleutherAI/pythia-6.9b", "allenai/OLMo-7B-hf", "deepseek-ai/deepseek-llm-7b-base",
+                 "internlm/internlm2-7b", "HuggingFaceTB/SmolLM2-135M"):
+        assert repo in repos, repo
+    # nothing claims a pinned commit that was not verified: every revision is a branch, said so
+    assert all(m.revision_kind == "branch" and m.revision == "main" for m in models)
+    assert any(m.params > DEFAULT_MAX_PARAMS for m in models) and sum(m.params <= DEFAULT_MAX_PARAMS for m in models) > 40
+    assert (parse_size("14B").unit, parse_size("30GB").value) == ("params", 30e9)
+
+
+@pytest.fixture
+def catalog_hub(served, gguf_folder, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    gguf_repo = tmp_path / "gguf-repo"
+    gguf_repo.mkdir()
+    shutil.copy(gguf_folder / "tiny-q8_0.gguf", gguf_repo / "model.Q8_0.gguf")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(remote_http, "BACKOFF_BASE", 0.01)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    models = [("Base", "test/base", 2e7, "llama"), ("Other", "test/other", 2e7, "llama"),
+              ("Tiny-GGUF", "test/tiny-gguf", 1e6, "llama"), ("Huge", "test/huge", 7e10, "llama")]
+    catalog = {"schema": "provenance.catalog/1", "models": [
+        {"name": n, "repo": r, "revision": "main", "revision_kind": "branch", "params": int(p), "bytes": int(2 * p),
+         "family": f} for n, r, p, f in models]}
+    (tmp_path / "catalog.json").write_text(json.dumps(catalog))
+    with RangeServer(served) as server:
+        server.add_repo("test/base", served / "base", commit="1" * 40)
+        server.add_repo("test/other", served / "other", commit="2" * 40)
+        server.add_repo("test/tiny-gguf", gguf_repo, commit="3" * 40)
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        yield server, tmp_path / "catalog.json", tmp_path / "refs.sqlite"
+
+
+def _sync(db: Path, catalog: Path, *extra: str) -> int:
+    return main(["refs", "--refs", str(db), "sync", "--catalog", str(catalog), *extra])
+
+
+def test_refs_sync_end_to_end_on_a_local_hub(catalog_hub, local_base, capsys):
+    server, catalog, db = catalog_hub
+    assert _sync(db, catalog) == 0
+    err = capsys.readouterr().err
+    assert "Huge: left out (larger than 15B parameters" in err
+    assert "[1/3] Base (test/base@main): 111111111111 fingerprinted" in err and "[3/3] Tiny-GGUF" in err
+    assert "refs sync: 3 fingerprinted, 0 already at the resolved commit, 0 skipped, 0 failed" in err
+    with Registry(db) as registry:
+        assert registry.names() == ["Base", "Other", "Tiny-GGUF"]
+        hub = registry.entry("Base").source["hub"]
+        assert hub == {"repo": "test/base", "revision": "main", "commit": "1" * 40, "catalog": "Base"}
+        assert registry.entry("Tiny-GGUF").source["format"] == "gguf"
+        assert compare_fingerprints(local_base, registry.fingerprint("Base")).verdict == "identical"
+        assert compare_fingerprints(local_base, registry.fingerprint("Other")).verdict != "identical"
+        revision = registry.revision
+    weights = server.served("test/base/model.safetensors")
+    assert 0 < weights < 0.2 * (server.state.root / "base" / "model.safetensors").stat().st_size
+
+    # a second run reads nothing but the commits and changes nothing
+    server.reset_counts()
+    assert _sync(db, catalog) == 0
+    assert "0 fingerprinted, 3 already at the resolved commit" in capsys.readouterr().err
+    assert server.served("test/base/model.safetensors") == 0
+    with Registry(db) as registry:
+        assert registry.revision == revision
+
+    # the branch moves: only that model is fingerprinted again, and the new commit is recorded
+    server.state.repos["test/other"].commit = "4" * 40
+    assert _sync(db, catalog, "--only", "Other", "test/base") == 0
+    err = capsys.readouterr().err
+    assert "Other (test/other@main): 444444444444 fingerprinted" in err and "Base (test/base@main): already at" in err
+    with Registry(db) as registry:
+        assert registry.entry("Other").source["hub"]["commit"] == "4" * 40
+
+
+def test_refs_sync_failures_resume_and_name_clashes(catalog_hub, capsys):
+    server, catalog, db = catalog_hub
+    server.state.fail["test/other/model.safetensors"] = 503  # retried, then reported; the others are stored
+    assert _sync(db, catalog) == 1
+    err = capsys.readouterr().err
+    assert "[2/3] Other (test/other@main): failed: " in err and "HTTP 503" in err
+    assert "2 fingerprinted, 0 already at the resolved commit, 0 skipped, 1 failed" in err
+    del server.state.fail["test/other/model.safetensors"]
+    assert _sync(db, catalog) == 0  # resumes: only the missing one is read
+    assert "1 fingerprinted, 2 already at the resolved commit" in capsys.readouterr().err
+
+    assert _sync(db, catalog, "--all") == 1  # the huge one is taken, and is not on this hub
+    assert "Huge (test/huge@main): failed: hf://test/huge@main: HTTP 404" in capsys.readouterr().err
+    assert _sync(db, catalog, "--max-size", "100KB") == 0  # bytes: nothing fits
+    assert "0 fingerprinted" in capsys.readouterr().err
+    assert _sync(db, catalog, "--only", "nope") == 1
+    assert "not in the catalog: nope" in capsys.readouterr().err
+
+    with Registry(db) as registry:  # a reference the user added under a catalog name is left alone
+        registry.remove("Base")
+        registry.add("Base", registry.fingerprint("Other"))
+    assert _sync(db, catalog, "--only", "Base") == 0
+    assert "Base (test/base@main): skipped: a reference of that name exists" in capsys.readouterr().err

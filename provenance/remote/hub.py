@@ -85,6 +85,22 @@ def _pick_weights(location: str, names: list[str]) -> str:
     raise UnreadablePathError(location, f"{len(preferred)} .safetensors files and no index; pass one of them as a URL")
 
 
+def resolve_commit(repo_id: str, revision: str | None) -> str:
+    """The commit a branch, tag or commit of `repo_id` names on the hub (one model_info request)."""
+    from huggingface_hub import HfApi
+
+    endpoint = _endpoint()
+    shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+    try:
+        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision)
+    except Exception as exc:  # huggingface_hub's HTTP, offline and connection errors
+        api_url = f"{endpoint}/api/models/{repo_id}" + (f"/revision/{revision}" if revision else "")
+        raise _hub_error(shown, exc, api_url) from exc
+    if not info.sha:
+        raise RemoteAccessError(shown, "the hub did not say which commit this revision is")
+    return info.sha
+
+
 def hub_location(location: str) -> RemoteLocation:
     from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
