@@ -133,6 +133,16 @@ def test_revision_conflicts_and_file_names(cache):
         locate("org/model.safetensors")  # a missing file, not a repository
 
 
+def test_a_cache_written_by_huggingface_hub_itself_is_found(hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants, snapshot_download
+
+    folder = tmp_path / "downloaded"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+    path = snapshot_download("org/base", cache_dir=str(folder), endpoint=hub.endpoint)  # `hf download org/base`
+    found = locate("org/base")
+    assert Path(found.location) == Path(path) and Path(path).name == COMMIT
+
+
 def test_cli_audits_a_repo_id_from_a_cache_folder_in_a_fresh_process(served, local_base, tmp_path):
     """HF_HUB_CACHE is read where huggingface_hub reads it, at start-up."""
     folder = tmp_path / "cache"
