@@ -86,6 +86,10 @@ class RemoteGgufFile(TensorSource):
         except ProvenanceError as exc:
             path.unlink(missing_ok=True)
             raise type(exc)(self.file, exc.problem) from exc  # name the URL, not the temporary file
+        except OSError as exc:  # e.g. a claimed size past what the file system allows
+            path.unlink(missing_ok=True)
+            raise UnsupportedError(self.file, f"the header cannot be staged in a temporary file of "
+                                              f"{size} bytes: {exc.strerror or exc}") from exc
         except BaseException:
             path.unlink(missing_ok=True)
             raise
