@@ -119,6 +119,8 @@ def test_existing_local_path_wins_over_a_repo_id(cache, served, tmp_path, monkey
     shutil.copytree(served / "other", tmp_path / "org" / "base")
     found = locate("org/base")
     assert found.location == "org/base" and "existing local path" in found.note
+    shutil.copytree(served / "other", tmp_path / "models" / "mine")
+    assert locate("models/mine").note is None  # a plain local folder: nothing to say
     with pytest.raises(RevisionError, match="local path"):
         locate("org/base", "v1")
 

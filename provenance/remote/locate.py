@@ -5,7 +5,8 @@ The order, and why:
    completes an hf:// location that names no revision);
 2. anything that exists on disk is that local path, even when it also looks
    like a repo id (`meta-llama/Llama-2-7b` may be a folder in the current
-   directory): a file the user has is never replaced by a download;
+   directory): a file the user has is never replaced by a download (when
+   the cache also holds that repository, a note says which was read);
 3. a repo id `ORG/NAME[@REVISION]` (one slash, no weights-file suffix) is
    looked up in the local Hugging Face cache with huggingface_hub's own
    scanner (`scan_cache_dir` on `constants.HF_HUB_CACHE`, which follows
@@ -66,9 +67,10 @@ def locate(text: str, revision: str | None = None, local_only: bool = False) -> 
         if revision:
             raise RevisionError(text, "--revision applies to a repo id ORG/NAME or hf://ORG/NAME; this is a local path")
         parts = repo_id_parts(text)
-        note = (f"{text}: an existing local path, read as such (write hf://{parts[0]} for the hub)"
-                if parts and not text.startswith(".") else None)
-        return Located(text, note)
+        if parts and cached_snapshot(*parts)[0] is not None:  # said only when the name really is ambiguous
+            return Located(text, f"{text}: an existing local path, read as such, not the cached repository "
+                                 f"of that name (write hf://{parts[0]} for the hub)")
+        return Located(text)
     parts = repo_id_parts(text)
     if parts is None:
         if revision:
