@@ -19,19 +19,21 @@ from . import __version__
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 
 
-def _require_path(path: str, remote_ok: bool = True) -> None:
-    """Fail fast, before the heavy imports, when a PATH does not exist (URLs and hf:// are checked when fetched)."""
-    from pathlib import Path
+def _require_path(path: str, remote_ok: bool = True, revision: str | None = None) -> str:
+    """Resolve a PATH before the heavy imports: local path, URL, hf:// or repo id ORG/NAME (see remote/locate.py).
 
+    Returns the location to read; how a repo id was resolved is said on stderr.
+    """
     from .errors import UnreadablePathError
     from .remote import is_remote
+    from .remote.locate import locate
 
-    if is_remote(path):
-        if not remote_ok:
-            raise UnreadablePathError(path, "this command reads local files only; fingerprint, compare and audit accept URLs")
-        return
-    if not Path(path).exists() and not Path(path).is_symlink():
-        raise UnreadablePathError(path, "no such file or directory")
+    found = locate(path, revision, local_only=not remote_ok)
+    if is_remote(found.location) and not remote_ok:
+        raise UnreadablePathError(path, "this command reads local files only; fingerprint, compare and audit accept URLs")
+    if found.note:
+        print(f"provenance: {found.note}", file=sys.stderr)
+    return found.location
 
 
 def _fingerprint_for(path: str, args: argparse.Namespace):
@@ -45,7 +47,7 @@ def _fingerprint_for(path: str, args: argparse.Namespace):
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    _require_path(args.path, remote_ok=False)
+    args.path = _require_path(args.path, remote_ok=False, revision=args.revision)
     from .inspect import inspect_checkpoint
     from .model import Checkpoint
     from .report.terminal import render_inspect
@@ -60,7 +62,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    _require_path(args.path)
+    args.path = _require_path(args.path, revision=args.revision)
     from .fingerprint import build_fingerprint
     from .model import Checkpoint
     from .progress import tensor_progress, wanted
@@ -77,8 +79,8 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    _require_path(args.candidate)
-    _require_path(args.reference)
+    args.candidate = _require_path(args.candidate)
+    args.reference = _require_path(args.reference)
     from .compare import compare_fingerprints
     from .report.compare_json import comparison_to_json, render_comparison
 
@@ -119,7 +121,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print("provenance audit: error: --lang chooses the language of the --report file; give --report FILE too",
               file=sys.stderr)
         return EXIT_USAGE
-    _require_path(args.candidate)
+    args.candidate = _require_path(args.candidate, revision=args.revision)
     from .audit import audit_to_json, render_audit, run_audit
     from .registry import Registry, default_path
 
@@ -150,7 +152,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
 
     with Registry(args.refs) as registry:
         if args.refs_command == "add":
-            _require_path(args.path)
+            args.path = _require_path(args.path, revision=args.revision)
             registry.check_name(args.name)  # before the fingerprinting, not after it
             entry = registry.add(args.name, _fingerprint_for(args.path, args), replace=args.replace)
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
@@ -168,6 +170,10 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             result = import_bundle(registry, args.bundle, replace=args.replace)
             print(f"imported {len(result.names)} references from {result.path} into {registry.path} "
                   f"(revision {result.revision})", file=sys.stderr)
+        elif args.refs_command == "sync":  # provenance/refs_sync.py
+            from .refs_sync import run_sync_command
+
+            return run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list)
         elif args.refs_command == "remove":
             registry.remove(args.name)
             print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
@@ -183,6 +189,15 @@ def _cmd_refs(args: argparse.Namespace) -> int:
                           f"added {e.added}")
                 print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
     return EXIT_OK
+
+
+def _size_limit(text: str):
+    from .refs_sync import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 _RAY_ADDRESS = r"^(auto|local|ray://\S+|\[?[\w.:-]+\]?:\d+)$"
@@ -239,6 +254,14 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_location(parser: argparse.ArgumentParser, dest: str, metavar: str, local_only: bool = False) -> None:
+    """A PATH argument (LOCATION_HELP lists what it may be) and --revision for a repo id or hf:// location."""
+    from .remote.locate import LOCATION_HELP
+
+    parser.add_argument(dest, metavar=metavar, help=LOCATION_HELP + ("; read from local files only" if local_only else ""))
+    parser.add_argument("--revision", metavar="REV", help="branch, tag or commit of a repo id ORG/NAME or hf:// location")
+
+
 def _add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (one is drawn on stderr only when it is a terminal)")
@@ -251,26 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     inspect = commands.add_parser("inspect", help="describe a checkpoint: format, architecture, tensor roles, claims")
-    inspect.add_argument("path", metavar="PATH", help="checkpoint directory, weights file (.safetensors/.bin/.pt/.gguf)")
+    _add_location(inspect, "path", "PATH", local_only=True)
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inspect.add_argument("--no-hash", action="store_true", help="skip the sha256 of each file (faster on large files)")
     inspect.set_defaults(handler=_cmd_inspect)
 
     fingerprint = commands.add_parser("fingerprint", help="compute a checkpoint's fingerprint once, to compare many times")
-    fingerprint.add_argument("path", metavar="PATH")
+    _add_location(fingerprint, "path", "PATH")
     fingerprint.add_argument("-o", "--output", required=True, metavar="OUT", help="fingerprint file to write (.safetensors)")
     _add_no_progress(fingerprint)
     fingerprint.set_defaults(handler=_cmd_fingerprint)
 
     compare = commands.add_parser("compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
-    compare.add_argument("candidate", metavar="CANDIDATE", help="checkpoint or fingerprint file")
-    compare.add_argument("reference", metavar="REFERENCE", help="checkpoint or fingerprint file")
+    compare.add_argument("candidate", metavar="CANDIDATE", help="checkpoint, fingerprint file, URL, hf:// or ORG/NAME[@REV] "
+                         "(as for fingerprint PATH)")
+    compare.add_argument("reference", metavar="REFERENCE", help="as CANDIDATE")
     compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
     _add_no_progress(compare)
     compare.set_defaults(handler=_cmd_compare)
 
     audit = commands.add_parser("audit", help="compare a candidate with every reference model and rank the explanations")
-    audit.add_argument("candidate", metavar="CANDIDATE", help="checkpoint or fingerprint file")
+    _add_location(audit, "candidate", "CANDIDATE")
     audit.add_argument("--refs", metavar="DB", help="reference database (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)")
     audit.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
     audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
@@ -287,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     refs_commands = refs.add_subparsers(dest="refs_command", metavar="ACTION")
     refs_commands.required = True
     refs_add = refs_commands.add_parser("add", help="fingerprint PATH and store it under NAME")
-    refs_add.add_argument("path", metavar="PATH")
+    _add_location(refs_add, "path", "PATH")
     refs_add.add_argument("--name", required=True)
     refs_add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
     _add_no_progress(refs_add)
@@ -302,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     refs_import = refs_commands.add_parser("import", help="add every reference of a bundle (all or none)")
     refs_import.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
     refs_import.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
+    refs_sync = refs_commands.add_parser("sync", help="fingerprint the catalog's open base models (range reads from the "
+                                         "hub, HF_ENDPOINT) into the database; resumable")
+    refs_sync.add_argument("--only", action="extend", nargs="+", metavar="NAME", help="only these catalog names or repo ids")
+    refs_sync.add_argument("--max-size", type=_size_limit, metavar="SIZE",
+                           help="leave out models over SIZE: parameters (15B, 500M) or checkpoint bytes (30GB); default 15B")
+    refs_sync.add_argument("--all", action="store_true", help="every catalog model, whatever its size")
+    refs_sync.add_argument("--catalog", metavar="FILE", help="a catalog file (default: provenance/references/catalog.json)")
+    refs_sync.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
     refs.set_defaults(handler=_cmd_refs)
 
     scan = commands.add_parser("scan", help="audit many candidates in parallel, one JSON line each (resumable)")

@@ -14,6 +14,8 @@ forces a status (403, 404, 503...); a path in `drop_once` gets half its body
 and then a closed connection, once; a path in `ignore_range` gets the whole
 file whatever Range asked for. A repository registered with a token
 answers 401 to requests without `Authorization: Bearer <token>`.
+Run as a script (`python tests/range_server.py --repo ORG/NAME=FOLDER`), it
+serves folders as a hub until interrupted (the README's walk-through).
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
         match = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?/?$", path)
         if match:
             return self._model_info(match[1], match[2] or "main")
+        match = re.match(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)/?$", path)
+        if match:
+            return self._tree(match[1], match[2])
         match = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
         if match:
             return self._resolve(match[1], match[2], match[3], head)
@@ -112,6 +117,18 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": repo.commit, "private": repo.token is not None,
                            "siblings": siblings}).encode()
         self._status(200, {"Content-Type": "application/json"}, body)
+
+    def _tree(self, repo_id: str, revision: str) -> None:
+        """`HfApi.list_repo_tree(recursive=True)`, which `snapshot_download` (`hf download`) reads."""
+        repo = self._repo(repo_id, revision)
+        if repo is None:
+            return
+        entries = [{"type": "directory", "path": p.relative_to(repo.folder).as_posix(), "oid": repo.commit}
+                   if p.is_dir() else
+                   {"type": "file", "path": p.relative_to(repo.folder).as_posix(), "size": p.stat().st_size,
+                    "oid": repo.commit}
+                   for p in sorted(repo.folder.rglob("*")) if not p.name.startswith((".", "__"))]
+        self._status(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
 
     def _resolve(self, repo_id: str, revision: str, name: str, head: bool) -> None:
         repo = self._repo(repo_id, revision)
@@ -176,10 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
 class RangeServer:
     """`with RangeServer(root) as server:` serves root on 127.0.0.1; `server.url(rel)`, `server.endpoint`."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, port: int = 0):
         self.state = ServerState(Path(root))
         handler = type("Handler", (_Handler,), {"state": self.state})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
 
@@ -211,3 +228,34 @@ class RangeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python tests/range_server.py --repo ORG/NAME=FOLDER ... [--port N]`: serve folders as a hub until Ctrl-C."""
+    import argparse
+    import hashlib
+    import time
+
+    parser = argparse.ArgumentParser(description="Serve local folders as a Hugging Face-compatible hub on 127.0.0.1.")
+    parser.add_argument("--repo", action="append", default=[], metavar="ORG/NAME=FOLDER", help="a repository (repeatable)")
+    parser.add_argument("--root", type=Path, default=Path("."), help="folder served under /files/ (default: .)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    args = parser.parse_args(argv)
+    server = RangeServer(args.root, port=args.port)
+    for spec in args.repo:
+        repo_id, _, folder = spec.partition("=")
+        if not folder or repo_id.count("/") != 1:
+            parser.error(f"--repo {spec!r}: expected ORG/NAME=FOLDER")
+        server.add_repo(repo_id, Path(folder), commit=hashlib.sha1(f"{repo_id}:{folder}".encode()).hexdigest())
+    with server:
+        print(f"serving {len(args.repo)} repositories at {server.endpoint} (HF_ENDPOINT={server.endpoint})", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -98,6 +98,32 @@ def _field_value(field: Any) -> Any:
     return value
 
 
+# Types the reader returns already typed and gguf has no "dequantizer" for (not quantized).
+PLAIN_TYPES = {"F64": np.float64, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64}
+
+
+def dequantize_values(data: np.ndarray, tensor_type: Any, where: object, name: str) -> np.ndarray:
+    """float32 values of one tensor's data (or of whole rows of it) in ggml type `tensor_type`.
+
+    `data` is what gguf's reader gives (typed for plain types, uint8 blocks
+    otherwise) or raw bytes fetched by range (uint8, one row of blocks per
+    row), so local and remote reads decode through the same call.
+    """
+    from gguf.quants import dequantize
+
+    try:
+        plain = PLAIN_TYPES.get(tensor_type.name)
+        if plain is not None:
+            values = (data.view(plain) if data.dtype == np.uint8 else data).astype(np.float32)
+        else:
+            values = dequantize(data, tensor_type)
+    except NotImplementedError as exc:
+        raise UnsupportedError(where, f"tensor {name!r}: quantization type {tensor_type.name} cannot be dequantized") from exc
+    except (ValueError, TypeError) as exc:
+        raise CorruptFileError(where, f"tensor {name!r} ({tensor_type.name}): {exc}") from exc
+    return np.asarray(values, dtype=np.float32)
+
+
 class GgufFile(TensorSource):
     """One .gguf file."""
 
@@ -139,24 +165,15 @@ class GgufFile(TensorSource):
             self._metadata = values
         return self._metadata
 
-    def read_tensor(self, name: str) -> torch.Tensor:
-        from gguf import GGMLQuantizationType
-        from gguf.quants import dequantize
+    def data_layout(self, name: str) -> tuple[int, Any]:
+        """(offset of the tensor's data from the start of the file, its ggml type): what a range reader needs."""
+        tensor = self._tensors[name]
+        return int(tensor.data_offset), tensor.tensor_type
 
+    def read_tensor(self, name: str) -> torch.Tensor:
         tensor = self._tensors[name]
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
-        plain = {GGMLQuantizationType.F64, GGMLQuantizationType.I8, GGMLQuantizationType.I16,
-                 GGMLQuantizationType.I32, GGMLQuantizationType.I64}
-        try:
-            if tensor.tensor_type in plain:  # not quantized: the reader already typed them; gguf has no "dequantizer"
-                values = np.asarray(tensor.data).astype(np.float32)
-            else:
-                values = dequantize(np.asarray(tensor.data), tensor.tensor_type)
-        except NotImplementedError as exc:
-            raise UnsupportedError(self.path, f"tensor {name!r}: quantization type {tensor.tensor_type.name} cannot be dequantized") from exc
-        except (ValueError, TypeError) as exc:
-            raise CorruptFileError(self.path, f"tensor {name!r} ({tensor.tensor_type.name}): {exc}") from exc
-        values = np.asarray(values, dtype=np.float32)
+        values = dequantize_values(np.asarray(tensor.data), tensor.tensor_type, self.path, name)
         if np.may_share_memory(values, self._reader.data):
             values = values.copy()  # F32 tensors are views of the mapped file
         result = torch.from_numpy(values.reshape(shape))

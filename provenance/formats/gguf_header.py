@@ -17,6 +17,11 @@ valid one), and it builds a few Python objects per metadata array element
 bytes left in the file and the caps in `limits.py`, and checks each tensor
 the way llama.cpp's loader does (known type, whole blocks, data offsets
 contiguous and aligned, data inside the file). Only then is the reader run.
+
+A remote reader (`remote.gguf_source`) has only a prefix of the file: it calls
+`gguf_data_start(shown, prefix, file_size)`, which walks the same checks
+against the whole file's size and raises `HeaderIncomplete` with the number of
+bytes it needs when the header runs past the prefix.
 """
 
 from __future__ import annotations
@@ -38,12 +43,25 @@ SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12
 STRING, ARRAY, UINT32 = 8, 9, 4
 
 
-class _Walk:
-    """A cursor over the mapped header that refuses to step past the end of the file."""
+class HeaderIncomplete(Exception):
+    """The header continues past the bytes at hand (a remote prefix): `needed` bytes from the start are required."""
 
-    def __init__(self, path: Path, data: mmap.mmap | bytes, order: str):
+    def __init__(self, needed: int):
+        super().__init__(f"the GGUF header needs at least {needed} bytes")
+        self.needed = needed
+
+
+class _Walk:
+    """A cursor over the mapped header that refuses to step past the end of the file.
+
+    `size` is the whole file's size; `data` may hold only its first bytes
+    (a remote prefix), in which case stepping past them raises HeaderIncomplete.
+    """
+
+    def __init__(self, path: Path, data: mmap.mmap | bytes, order: str, size: int | None = None):
         self.path, self.data, self.order, self.pos = path, data, order, 0
-        self.size = len(data)
+        self.available = len(data)
+        self.size = len(data) if size is None else size
 
     def fail(self, problem: str) -> CorruptFileError:
         return CorruptFileError(self.path, problem)
@@ -52,6 +70,8 @@ class _Walk:
         if count > self.size - self.pos:
             raise self.fail(f"{what} needs {count} bytes at offset {self.pos}, past the end of the "
                             f"{self.size}-byte file (truncated?)")
+        if count > self.available - self.pos:
+            raise HeaderIncomplete(self.pos + count)
 
     def unpack(self, fmt: str, what: str) -> int:
         width = struct.calcsize(fmt)
@@ -62,6 +82,8 @@ class _Walk:
 
     def string(self, what: str) -> bytes:
         length = self.unpack("Q", f"length of {what}")
+        if MAX_GGUF_STRING < length <= self.size - self.pos:  # refused before a remote reader fetches it
+            raise self.fail(f"{what} claims {length} bytes, over the {MAX_GGUF_STRING}-byte limit")
         self.need(length, what)
         if length > MAX_GGUF_STRING:
             raise self.fail(f"{what} claims {length} bytes, over the {MAX_GGUF_STRING}-byte limit")
@@ -71,13 +93,15 @@ class _Walk:
 
     def skip_strings(self, count: int, what: str) -> None:
         """Step over `count` strings (lengths only; nothing decoded)."""
-        data, pos, size, order = self.data, self.pos, self.size, self.order + "Q"
+        data, pos, size, order = self.data, self.pos, self.available, self.order + "Q"
         for index in range(count):
             if pos + 8 > size:
                 self.pos = pos
                 self.need(8, f"length of {what} element {index}")
             (length,) = struct.unpack_from(order, data, pos)
             pos += 8
+            if MAX_GGUF_STRING < length <= self.size - pos:  # refused before a remote reader fetches it
+                raise self.fail(f"{what} element {index} claims {length} bytes, over the {MAX_GGUF_STRING}-byte limit")
             if length > size - pos:
                 self.pos = pos
                 self.need(length, f"{what} element {index}")
@@ -109,10 +133,21 @@ def validate_gguf_header(path: Path) -> None:
         raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
 
 
-def _validate(path: Path, data) -> None:
+def gguf_data_start(shown: object, prefix: bytes, file_size: int) -> int:
+    """Check a GGUF header from the first bytes of a `file_size`-byte file; the offset where tensor data starts.
+
+    Raises HeaderIncomplete when `prefix` ends inside the header, and the
+    errors `validate_gguf_header` raises otherwise (`shown` names the file).
+    """
+    if len(prefix) < min(24, file_size):
+        raise HeaderIncomplete(min(24, file_size))
+    return _validate(shown, prefix, file_size)  # type: ignore[arg-type]
+
+
+def _validate(path: Path, data, size: int | None = None) -> int:
     if len(data) < 4 or bytes(data[:4]) != GGUF_MAGIC:
         raise CorruptFileError(path, f"not a GGUF file: starts with {bytes(data[:4])!r}, expected {GGUF_MAGIC!r}")
-    walk = _Walk(path, data, "<")
+    walk = _Walk(path, data, "<", size)
     walk.pos = 4
     version = walk.unpack("I", "version")
     if version & 0xFFFF == 0 and version:  # written on a big-endian machine (gguf's reader handles both)
@@ -175,10 +210,10 @@ def _validate(path: Path, data) -> None:
         else:
             raise walk.fail(f"metadata key {key!r} has unknown value type {kind}")
 
-    _validate_tensors(walk, tensor_count, alignment)
+    return _validate_tensors(walk, tensor_count, alignment)
 
 
-def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> None:
+def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> int:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     tensors = []
@@ -221,3 +256,4 @@ def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> None:
             raise walk.fail(f"tensor {name!r} data [{offset}, {offset + nbytes}) runs past the end of the "
                             f"{max(data_size, 0)}-byte data section (truncated?)")
         expected = offset + -(-nbytes // alignment) * alignment
+    return data_start

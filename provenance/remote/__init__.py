@@ -1,10 +1,12 @@
 """Remote checkpoints read by HTTP Range requests: plain URLs and hf://ORG/NAME[@REVISION].
 
 `fingerprint`, `compare` and `audit` accept, besides local paths, an
-http(s) URL of a `.safetensors` file or of a sharded index `.json` (shards,
-`config.json` and tokenizer files are looked for beside it), and
-hf://ORG/NAME[@REVISION] for a model repository on a Hugging Face-compatible
-hub (HF_ENDPOINT, HF_TOKEN and the Hugging Face cache apply).
+http(s) URL of a `.safetensors` file, of a sharded index `.json` (shards,
+`config.json` and tokenizer files are looked for beside it) or of a `.gguf`
+file, and hf://ORG/NAME[@REVISION][/FILE] for a model repository on a
+Hugging Face-compatible hub (HF_ENDPOINT, HF_TOKEN and the Hugging Face cache
+apply). A bare repo id ORG/NAME[@REVISION] is resolved by `locate`: the local
+Hugging Face cache when the snapshot is there, else hf://.
 
 Only what the fingerprint needs is fetched: for each safetensors file the
 8-byte header length and the header (validated like a local one), then the
@@ -17,9 +19,13 @@ full-tensor statistics, hashes, sketches or unit signatures, so it is
 compared on what both sides have (`compare.remote`). For LLaMA-7B shapes it
 reads about 0.6% of the checkpoint (measured by bench/remote_bytes.py).
 
+A GGUF is read the same way: its header, then only the rows (whole
+quantization blocks) of the sample, dequantized by the local reader's code.
+
 Modules: `http` (ranges, retries, errors), `source` (remote safetensors
-TensorSources), `checkpoint` (plain URLs, side files), `hub` (hf://),
-`fingerprint` (the remote variant).
+TensorSources), `gguf_source` (remote GGUF), `checkpoint` (plain URLs, side
+files), `hub` (hf://), `locate` (repo ids and the local cache), `fingerprint`
+(the remote variant).
 """
 
 

@@ -1,8 +1,10 @@
 """Open a remote checkpoint (plain HTTP(S) URL or hf://) as `CheckpointFiles`: headers and side files only.
 
-A plain URL names a `.safetensors` file or a sharded index `.json`; the
-shards, `config.json` and tokenizer files are looked for beside it (a 404
-means "not there"). Side files are size-capped like local ones
+A plain URL names a `.safetensors` file, a sharded index `.json` or a
+`.gguf` file; beside safetensors weights the shards, `config.json` and
+tokenizer files are looked for (a 404 means "not there"); a GGUF carries its
+own configuration and tokenizer, so nothing is fetched beside it (as for a
+local GGUF file). Side files are size-capped like local ones
 (`formats.limits.MAX_JSON_BYTES`), checked as JSON while the URL is still
 at hand (so errors name the URL), and kept in a temporary folder removed when
 the checkpoint is closed. hf:// locations are resolved by `hub.py`.
@@ -35,15 +37,16 @@ class RemoteLocation:
     weights: str  # the file name of the .safetensors file or the index .json
     sibling: Callable[[str], RemoteFile]  # a file beside the weights, by name
     fetch_side: Callable[[str, int, Path], Path | None]  # download a side file (<= limit bytes) or None if absent
+    commit: str | None = None  # the commit an hf:// revision resolved to (None for a plain URL)
 
 
 def _plain_location(url: str) -> RemoteLocation:
     parts = urlsplit(url)
     name = unquote(parts.path.rsplit("/", 1)[-1])
     lower = name.lower()
-    if not (lower.endswith(".safetensors") or lower.endswith(".json")):
-        raise UnreadablePathError(url, "a remote URL must name a .safetensors file or a sharded index .json "
-                                       "(other formats are read from local files only)")
+    if not lower.endswith((".safetensors", ".json", ".gguf")):
+        raise UnreadablePathError(url, "a remote URL must name a .safetensors file, a sharded index .json or a .gguf "
+                                       "file (other formats are read from local files only)")
 
     def sibling(file_name: str) -> RemoteFile:
         if file_name == name:
@@ -79,6 +82,12 @@ def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
     else:
         where = _plain_location(location)
     weights = where.sibling(where.weights)
+    if where.weights.lower().endswith(".gguf"):
+        from .gguf_source import RemoteGgufFile
+
+        source = RemoteGgufFile(weights)
+        shown = f"{where.shown}/{where.weights}" if where.shown.lower().startswith("hf://") else where.shown
+        return CheckpointFiles(path=shown, source=source)  # type: ignore[arg-type]  # a URL, not a Path
     if where.weights.lower().endswith(".json"):
         source = open_sharded(weights, where.sibling)
     else:

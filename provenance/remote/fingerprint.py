@@ -66,7 +66,8 @@ def build_remote_fingerprint(checkpoint, on_tensor: Callable[[int, int], None] |
     source = checkpoint.files.source
     arch = checkpoint.architecture
     heads = HeadLayout(arch.num_heads, arch.num_kv_heads, arch.head_dim)
-    vocabulary = load_vocabulary(checkpoint.files.tokenizer_paths, None, str(checkpoint.path))
+    gguf_metadata = checkpoint.metadata() if checkpoint.format == "gguf" else None  # a GGUF carries its tokenizer
+    vocabulary = load_vocabulary(checkpoint.files.tokenizer_paths, gguf_metadata, str(checkpoint.path))
     anchors = anchor_tokens(vocabulary) if vocabulary else []
     infos = {info.name: info for info in checkpoint.infos}
     start = TRANSFERS.snapshot()
@@ -164,7 +165,7 @@ def build_remote_fingerprint(checkpoint, on_tensor: Callable[[int, int], None] |
     index = getattr(source, "index_path", None)
     files = [f for f in source.files() if f is not index]
     checkpoint_bytes = sum(f.size or 0 for f in files)
-    header_bytes = sum(shard._data_start for shard in getattr(source, "shards", [source]))
+    header_bytes = sum(shard.header_bytes for shard in getattr(source, "shards", [source]))
     read = end[0] - start[0] + header_bytes
     meta = {
         "schema": FINGERPRINT_SCHEMA,

@@ -28,14 +28,19 @@ from ..errors import CorruptFileError, UnreadablePathError
 from .checkpoint import RemoteLocation
 from .http import RemoteAccessError, RemoteFile
 
-HUB_LOCATION = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?/?$")
+HUB_LOCATION = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?"
+                          r"(?:/(?P<file>[^\s@]*[^\s@/]))?/?$")
 
 
-def parse_hub_location(location: str) -> tuple[str, str | None]:
+def parse_hub_location(location: str) -> tuple[str, str | None, str | None]:
+    """(ORG/NAME, REVISION or None, FILE or None) of hf://ORG/NAME[@REVISION][/FILE]."""
     match = HUB_LOCATION.match(location)
     if not match:
-        raise UnreadablePathError(location, "expected hf://ORG/NAME or hf://ORG/NAME@REVISION")
-    return match["repo"], match["revision"]
+        raise UnreadablePathError(location, "expected hf://ORG/NAME, hf://ORG/NAME@REVISION or hf://ORG/NAME[@REVISION]/FILE")
+    file = match["file"]
+    if file is not None and any(part in ("", ".", "..") for part in file.split("/")):
+        raise UnreadablePathError(location, f"file {file!r} is not a plain path inside the repository")
+    return match["repo"], match["revision"], file
 
 
 def _endpoint() -> str:
@@ -68,16 +73,39 @@ def _pick_weights(location: str, names: list[str]) -> str:
     if len(preferred) == 1:
         return preferred[0]
     if not preferred:
-        raise UnreadablePathError(location, "no .safetensors weights at the top of the repository "
-                                            "(remote reading supports safetensors; download other formats)")
+        ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+        if ggufs:
+            shown = ", ".join(ggufs[:6]) + (", ..." if len(ggufs) > 6 else "")
+            raise UnreadablePathError(location, f"{len(ggufs)} GGUF files and no safetensors; name one as "
+                                                f"hf://ORG/NAME[@REV]/FILE.gguf ({shown})")
+        raise UnreadablePathError(location, "no .safetensors or .gguf weights in the repository "
+                                            "(remote reading supports safetensors and GGUF; download other formats)")
     raise UnreadablePathError(location, f"{len(preferred)} .safetensors files and no index; pass one of them as a URL")
+
+
+def resolve_commit(repo_id: str, revision: str | None) -> str:
+    """The commit a branch, tag or commit of `repo_id` names on the hub (one model_info request)."""
+    from huggingface_hub import HfApi
+
+    endpoint = _endpoint()
+    shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+    try:
+        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision)
+    except Exception as exc:  # huggingface_hub's HTTP, offline and connection errors
+        api_url = f"{endpoint}/api/models/{repo_id}" + (f"/revision/{revision}" if revision else "")
+        raise _hub_error(shown, exc, api_url) from exc
+    if not info.sha:
+        raise RemoteAccessError(shown, "the hub did not say which commit this revision is")
+    return info.sha
 
 
 def hub_location(location: str) -> RemoteLocation:
     from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 
-    repo_id, revision = parse_hub_location(location)
+    repo_id, revision, file = parse_hub_location(location)
     endpoint = _endpoint()
     try:
         info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
@@ -86,7 +114,9 @@ def hub_location(location: str) -> RemoteLocation:
         raise _hub_error(location, exc, api_url) from exc
     commit = info.sha or revision or "main"
     sizes = {s.rfilename: s.size for s in (info.siblings or [])}
-    weights = _pick_weights(location, list(sizes))
+    if file is not None and file not in sizes:
+        raise UnreadablePathError(location, f"the repository has no file {file!r} at revision {revision or 'main'}")
+    weights = file if file is not None else _pick_weights(location, list(sizes))
     shown = f"hf://{repo_id}@{revision or 'main'}"
     headers = build_hf_headers()
 
@@ -108,4 +138,4 @@ def hub_location(location: str) -> RemoteLocation:
             raise CorruptFileError(f"{shown}/{name}", f"file is {path.stat().st_size} bytes, over the {limit}-byte limit")
         return path
 
-    return RemoteLocation(shown, weights, sibling, fetch_side)
+    return RemoteLocation(shown, weights, sibling, fetch_side, commit=commit)

@@ -76,22 +76,15 @@ class RemoteSafetensorsFile(TensorSource):
         columns = info.shape[-1]
         total_rows = math.prod(info.shape[:-1])
         row_bytes = columns * torch.empty((), dtype=dtype).element_size()
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and (rows.min() < 0 or rows.max() >= total_rows):
-            raise IndexError(f"{name}: row outside 0..{total_rows - 1}")
-        unique = np.unique(rows)
-        # consecutive rows make one range
-        runs: list[tuple[int, int]] = []
-        for row in unique.tolist():
-            if runs and runs[-1][1] == row:
-                runs[-1] = (runs[-1][0], row + 1)
-            else:
-                runs.append((row, row + 1))
         base = self._data_start + self._offsets[name][0]
-        blobs = self.file.read_ranges([(base + a * row_bytes, base + b * row_bytes) for a, b in runs])
-        block = _decode(b"".join(blobs), dtype, info.dtype, (len(unique), columns))
-        position = np.searchsorted(unique, rows)
-        return block[torch.from_numpy(position)]
+        unique, data = read_row_bytes(self.file, name, rows, total_rows, base, row_bytes)
+        block = _decode(data, dtype, info.dtype, (len(unique), columns))
+        return block[torch.from_numpy(np.searchsorted(unique, rows))]
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes fetched before any tensor data: the length prefix and the header."""
+        return self._data_start
 
     def files(self) -> list:
         return [self.file]
@@ -127,6 +120,26 @@ class RemoteShardedSource(MultiFileSource):
         super().close()
         while self._cleanups:
             self._cleanups.pop()()
+
+
+def read_row_bytes(file: RemoteFile, name: str, rows: np.ndarray, total_rows: int, base: int,
+                   row_bytes: int) -> tuple[np.ndarray, bytes]:
+    """The sorted distinct rows asked for and their bytes, rows of `row_bytes` bytes each from offset `base`.
+
+    Consecutive rows make one range; ranges are fetched concurrently (`RemoteFile.read_ranges`).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= total_rows):
+        raise IndexError(f"{name}: row outside 0..{total_rows - 1}")
+    unique = np.unique(rows)
+    runs: list[tuple[int, int]] = []
+    for row in unique.tolist():
+        if runs and runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], row + 1)
+        else:
+            runs.append((row, row + 1))
+    blobs = file.read_ranges([(base + a * row_bytes, base + b * row_bytes) for a, b in runs])
+    return unique, b"".join(blobs)
 
 
 def _decode(data: bytes, dtype: torch.dtype, name: str, shape: tuple[int, ...]) -> torch.Tensor:
