@@ -186,16 +186,18 @@ def _layers_identical(rows: list[dict[str, Any]]) -> bool:
 
 def _init_like(cand: Fingerprint, keys: list[str]) -> bool:
     """Whether the named tensors look like untrained initialisation: near-Gaussian (|excess kurtosis| < 0.3,
-    |skew| < 0.1) with a standard deviation near a common initialiser scale (0.02, or 1/sqrt(width))."""
+    |skew| < 0.1) with a standard deviation within 30% of a common initialiser scale (0.02, 1/sqrt(width) or 1)."""
     found = False
     for key in keys:
+        if key not in cand.tensors:
+            continue
         stats = cand.tensors.get(key, {}).get("stats", {})
         shape = cand.tensors.get(key, {}).get("shape", [])
         if not stats.get("std") or len(shape) != 2:
             continue
         found = True
         scales = (0.02, 1.0 / math.sqrt(max(shape[1], 1)), 1.0)
-        near_scale = any(abs(stats["std"] / s - 1.0) < 0.1 for s in scales)
+        near_scale = any(abs(stats["std"] / s - 1.0) < 0.3 for s in scales)
         if not (abs(stats.get("kurtosis", 9.0)) < 0.3 and abs(stats.get("skew", 9.0)) < 0.1 and near_scale):
             return False
     return found
@@ -314,6 +316,13 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         init_like_shared=_init_like(cand, shared_keys),
         explained_by=sorted(explained_by))
     verdict, confidence, abstained, summary = decide(inputs, notes)
+    if verdict == "derived" and matched:
+        keys = [f"layers.{r['candidate_layer']}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
+        ref_keys = [f"layers.{r['reference_layer']}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
+        if _init_like(cand, keys) and _init_like(ref, ref_keys):
+            notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
+                         "are: a shared random initialisation (one seed and one init code, no shared training) would "
+                         "also explain this relation")
     renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
     return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
                       layer_matrix=layer_matrix)
