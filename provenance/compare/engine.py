@@ -34,7 +34,7 @@ from .signals import (anchor_embeddings, global_tensors, gram_layer_tests, head_
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p, p_from_log10
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
-from .verdict import ACCUSING, DecisionInputs, decide
+from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 
 # Gram entries are float32 inner products of float32 rows: equal models agree far below this.
 GRAM_PRECISION = 1e-4
@@ -300,7 +300,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                 for row in rows:
                     row.update({"reference_layer": row["candidate_layer"],
                                 "via": "equal residual-space Gram matrices (rotated)"})
-                return Comparison("identical", 1.0 if worst < tolerance / 2 else 0.9,
+                return Comparison(Verdict.IDENTICAL, 1.0 if worst < tolerance / 2 else 0.9,
                                   "every layer equals the reference layer up to a rotation of the residual basis "
                                   "(the units' inner products agree to the storage rounding)", evidence, rows, [],
                                   match_kind, False, notes, layer_matrix=layer_matrix)

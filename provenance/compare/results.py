@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .stats import p_from_log10
+from .verdict import Verdict
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Evidence:
 
 @dataclass
 class Comparison:
-    verdict: str
+    verdict: Verdict | str  # a Verdict from the engine; a plain string compares equal
     confidence: float
     summary: str
     evidence: list[Evidence]

@@ -22,13 +22,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from .stats import format_p
 from .thresholds import (ACCUSATION_LOG10P, ASSEMBLED_MIN_LAYERS, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P,
                          NULL_LIKE_LOG10P, confidence_for_accusation, confidence_for_no_relation)
 
-ACCUSING = ("identical", "derived", "assembled")
+
+
+class Verdict(str, Enum):
+    """The five verdicts. A str subclass: compares equal to its name and serialises as it in JSON."""
+
+    IDENTICAL = "identical"
+    DERIVED = "derived"
+    ASSEMBLED = "assembled"
+    SAME_ARCHITECTURE = "same-architecture"
+    UNRELATED = "unrelated"
+
+    @property
+    def accusing(self) -> bool:
+        """Whether the verdict says the weights come from the reference (a claim a company may be judged by)."""
+        return self in (Verdict.IDENTICAL, Verdict.DERIVED, Verdict.ASSEMBLED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ACCUSING = tuple(v for v in Verdict if v.accusing)
 
 
 @dataclass
@@ -48,13 +69,13 @@ class DecisionInputs:
     explained_by: list[str] = field(default_factory=list)  # transforms the identity needed (permutations, rescalings)
 
 
-def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[str, float, bool, str]:
+def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bool, str]:
     """(verdict, confidence, abstained, summary); appends to `notes`."""
     rows, strongest = inputs.rows, inputs.strongest
     n = len(rows)
     matched = [r for r in rows if r["reference_layer"] is not None]
     if inputs.exact_all:
-        return "identical", 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
+        return Verdict.IDENTICAL, 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
     if strongest > ACCUSATION_LOG10P:
         abstained = strongest < LAYER_MATCH_LOG10P
         if abstained:
@@ -62,9 +83,9 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[str, float, bool, 
                          f"short of the bar of {format_p(ACCUSATION_LOG10P)} every accusing verdict needs")
         confidence = confidence_for_no_relation(strongest)
         if inputs.match_kind != "different":
-            return ("same-architecture", confidence, abstained,
+            return (Verdict.SAME_ARCHITECTURE, confidence, abstained,
                     "the architecture matches the reference but no weight signal reaches the accusation bar")
-        return "unrelated", confidence, abstained, "neither the architecture nor the weights match the reference"
+        return Verdict.UNRELATED, confidence, abstained, "neither the architecture nor the weights match the reference"
 
     refs = [r["reference_layer"] for r in matched]
     layers_pass = inputs.layer_strongest <= ACCUSATION_LOG10P
@@ -76,10 +97,10 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[str, float, bool, 
         repeated = len(set(refs)) < len(refs)
         if repeated or not _monotone(refs):
             kind = "repeats" if repeated else "reorders"
-            return ("assembled", confidence_for_accusation(inputs.layer_strongest, len(matched) / n), False,
+            return (Verdict.ASSEMBLED, confidence_for_accusation(inputs.layer_strongest, len(matched) / n), False,
                     f"the candidate's layers {kind} reference layers (layer map: {map_text(rows)})")
         if len(strong_layers) >= ASSEMBLED_MIN_LAYERS and null_layers:
-            return ("assembled", confidence_for_accusation(inputs.layer_strongest, len(strong_layers) / n), False,
+            return (Verdict.ASSEMBLED, confidence_for_accusation(inputs.layer_strongest, len(strong_layers) / n), False,
                     f"{len(strong_layers)} layers come from the reference in order, {len(null_layers)} show no relation "
                     f"to it (p > {10 ** NULL_LIKE_LOG10P:g}): a second source")
     if not matched:
@@ -88,12 +109,12 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[str, float, bool, 
             notes.append("the shared non-layer tensors look like untrained initialisation (near-Gaussian values at the "
                          "initialiser's scale): two teams using one seed and one init code share such an ancestor "
                          "without sharing any training")
-        return ("derived", confidence_for_accusation(strongest, 0.5), False,
+        return (Verdict.DERIVED, confidence_for_accusation(strongest, 0.5), False,
                 "non-layer tensors (embedding or head) descend from the reference though no block matches")
     if n and len(matched) < max(1, math.ceil(n * DERIVED_MIN_LAYER_SHARE)):
         notes.append(f"only {len(matched)} of {n} layers match and the rest are not clearly unrelated: "
                      "evidence too sparse to accuse; abstaining")
-        verdict = "same-architecture" if inputs.match_kind != "different" else "unrelated"
+        verdict = Verdict.SAME_ARCHITECTURE if inputs.match_kind != "different" else Verdict.UNRELATED
         return verdict, confidence_for_no_relation(strongest), True, \
             "weight signals are weak or conflicting: the tool abstains rather than accuse"
     if n and 0 < len(matched) < n and not null_layers:
@@ -101,11 +122,11 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[str, float, bool, 
     if (inputs.layers_identical and inputs.globals_identical and inputs.same_vocabulary
             and len(matched) == n == inputs.reference_layers):
         how = f"after {', '.join(inputs.explained_by)}, " if inputs.explained_by else ""
-        return ("identical", confidence_for_accusation(strongest, 1.0), False,
+        return (Verdict.IDENTICAL, confidence_for_accusation(strongest, 1.0), False,
                 f"{how}every layer equals the reference layer up to the rounding of the candidate's stored dtype")
     pruned = n < inputs.reference_layers
     what = "a layer-pruned copy of" if pruned else "descended from"
-    return ("derived", confidence_for_accusation(strongest, len(matched) / n if n else 1.0), False,
+    return (Verdict.DERIVED, confidence_for_accusation(strongest, len(matched) / n if n else 1.0), False,
             f"the weights are {what} the reference ({len(matched)}/{n} layers matched, strongest {format_p(strongest)})")
 
 
