@@ -4,7 +4,7 @@ A Stable Diffusion UNet, VAE or text encoder, or a ViT, has tensors that the
 family tables do not know and that structural inference can only half place
 (it finds "layers" where a UNet has down, mid and up blocks). The comparison
 of such checkpoints (`provenance.compare.generic`) pairs *stored* tensors by
-name and shape, or by shape and storage order, and needs for each one:
+name and shape, or by shape and value when renamed, and needs for each one:
 
 - `generic/<stored name>` (array, float32): the values at the shape-seeded
   positions of `sketch.sketch_positions` for the tensor's shape as read, so
