@@ -31,6 +31,8 @@ families and training, transforms.py for each derivation):
   layers, MoE upcycling to Mixtral, linear/SLERP/TIES merges of two
   fine-tunes, a merged LoRA, vocabulary extension, pruning and re-indexing,
   and two students of one parent with disjoint layers;
+- diffusers UNets (random init, diffusion.py): a copy with 10% noise on every
+  tensor and an independent seed, for the generic comparison;
 - negatives: pairs of seeds, GPT-2 against LLaMA, the wider LLaMA, and
   derivatives of one seed against another seed.
 
@@ -62,6 +64,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import diffusion
 from . import models as M
 from . import text as X
 from . import transforms as T
@@ -523,6 +526,7 @@ def build(out: Path, slice_name: str, log: Callable[[str], None] = print, thread
         build_layer_derivatives(zoo, "gpt2-s0", "gpt2-s1", cfg)
         build_vocab_derivatives(zoo, "gpt2-s0", cfg)
     build_negatives(zoo, cfg)
+    diffusion.build_diffusion_cases(zoo, cfg)  # UNets for the generic comparison (see diffusion.py)
     seconds = time.time() - started
     path = zoo.write(slice_name, seconds)
     log(f"{len(zoo.cases)} cases, {len(zoo.models)} models ({zoo.built} built, {zoo.cached} cached) in {seconds:.1f} s -> {path}")

@@ -2,5 +2,6 @@
 
 from .engine import compare_fingerprints
 from .results import Comparison, Evidence
+from .verdict import Verdict
 
-__all__ = ["Comparison", "Evidence", "compare_fingerprints"]
+__all__ = ["Comparison", "Evidence", "Verdict", "compare_fingerprints"]

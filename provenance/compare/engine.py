@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..fingerprint import Fingerprint
+from .generic import compare_generic
 from .alignment import (SIGNATURE_PRECISION, architecture_match, is_unplaced, layer_evidence_log10p, layer_map,
                         renamed_tensors, strongest_decisive)
 from .remote import compare_remote, is_remote_fingerprint
@@ -206,6 +207,9 @@ def _init_like(cand: Fingerprint, keys: list[str]) -> bool:
 def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     if is_remote_fingerprint(cand) or is_remote_fingerprint(ref):
         return compare_remote(cand, ref)  # read over HTTP: only the signals both sides have (see remote.py)
+    generic = compare_generic(cand, ref)  # no transformer role map fits (UNet, VAE, ViT): stored tensors paired
+    if generic is not None:
+        return generic
     arch_c, arch_r = cand.architecture, ref.architecture
     match_kind = architecture_match(arch_c, arch_r)
     evidence: list[Evidence] = []

@@ -37,6 +37,7 @@ from .. import __version__
 from ..lineage import lineage_claims
 from ..model import Checkpoint
 from ..tokenizer import Vocabulary, load_vocabulary
+from .generic import GenericSketches
 from .sketch import (UNIT_PROJECTIONS, content_hash, projection, row_sample, row_sample_rows, sketch_positions,
                      summary_statistics)
 from .store import FINGERPRINT_SCHEMA, Fingerprint
@@ -157,11 +158,13 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     total = len(checkpoint.roles.assignments)
     stored_hashes: dict[str, str] = {}
     unusual: dict[str, int] = {}  # canonical key -> count of NaN/Inf values
+    generic = GenericSketches(checkpoint, arrays)  # stored tensors no role map fits (see generic.py)
 
     def hash_stored(info, stored: torch.Tensor) -> None:
         # The stored tensor as a whole, before any split or transpose: equal for a
         # renamed copy even when its names no longer say how to split it.
         stored_hashes[info.name] = content_hash(stored)
+        generic.add(info, stored)
 
     for done, (assignment, tensor) in enumerate(checkpoint.iter_canonical(small_first=True, on_stored=hash_stored),
                                                 start=1):
@@ -230,6 +233,7 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         "renamed_tensors": [{"tensor": r.stored, "standard": r.standard, "role": r.role}
                             for r in checkpoint.roles.renamed],
         "vocabulary": _vocabulary_meta(vocabulary, anchors),
+        **generic.meta(),
         # What the files claim about their origin (unverified; shown beside the measurement in reports).
         # Fingerprints made before this key existed lack it: readers use .get().
         "lineage_claims": [{"where": c.where, "value": c.value}
