@@ -14,54 +14,17 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from ..errors import CorruptFileError, UnreadablePathError
+from ..errors import CorruptFileError
 from ..formats.checkpoint_files import CheckpointFiles
 from ..formats.limits import MAX_JSON_BYTES, MAX_TEXT_BYTES
-from .http import RemoteFile
+from .hub import hub_location
+from .location import RemoteLocation, plain_location
 from .source import RemoteSafetensorsFile, open_sharded, side_directory_cleanup
 
 # Side files fetched, in the order load_vocabulary prefers them; it reads the first that exists.
 TOKENIZER_CHOICES = ("tokenizer.json", "vocab.json", "vocab.txt")
-
-
-@dataclass
-class RemoteLocation:
-    """Where a remote checkpoint is and how to reach the files beside its weights."""
-
-    shown: str  # the URL or hf://ORG/NAME@REVISION, for messages
-    weights: str  # the file name of the .safetensors file or the index .json
-    sibling: Callable[[str], RemoteFile]  # a file beside the weights, by name
-    fetch_side: Callable[[str, int, Path], Path | None]  # download a side file (<= limit bytes) or None if absent
-    commit: str | None = None  # the commit an hf:// revision resolved to (None for a plain URL)
-
-
-def _plain_location(url: str) -> RemoteLocation:
-    parts = urlsplit(url)
-    name = unquote(parts.path.rsplit("/", 1)[-1])
-    lower = name.lower()
-    if not lower.endswith((".safetensors", ".json", ".gguf")):
-        raise UnreadablePathError(url, "a remote URL must name a .safetensors file, a sharded index .json or a .gguf "
-                                       "file (other formats are read from local files only)")
-
-    def sibling(file_name: str) -> RemoteFile:
-        if file_name == name:
-            return RemoteFile(url, name=name)  # as given: a signed URL keeps its query string
-        return RemoteFile(urljoin(url, quote(file_name)), name=file_name)
-
-    def fetch_side(file_name: str, limit: int, folder: Path) -> Path | None:
-        data = sibling(file_name).read_small(limit, missing_ok=True)
-        if data is None:
-            return None
-        target = folder / file_name
-        target.write_bytes(data)
-        return target
-
-    return RemoteLocation(url, name, sibling, fetch_side)
 
 
 def _check_json(path: Path, shown: str, kind: str) -> object:
@@ -76,11 +39,9 @@ def _check_json(path: Path, shown: str, kind: str) -> object:
 def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
     """Fetch headers and side files of a remote checkpoint; tensor data is read later, by range."""
     if location.lower().startswith("hf://"):
-        from .hub import hub_location
-
         where = hub_location(location)
     else:
-        where = _plain_location(location)
+        where = plain_location(location)
     weights = where.sibling(where.weights)
     if where.weights.lower().endswith(".gguf"):
         from .gguf_source import RemoteGgufFile

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from ..errors import CorruptFileError, UnreadablePathError
-from .checkpoint import RemoteLocation
+from .location import RemoteLocation
 from .http import RemoteAccessError, RemoteFile
 
 HUB_LOCATION = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?"
