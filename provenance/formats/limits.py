@@ -43,7 +43,7 @@ MAX_GGUF_STRINGS = 1 << 21  # string elements in all metadata arrays together
 MAX_GGUF_STRING = 64 * 1024 * 1024  # one string (an embedded tokenizer.json can be ~10 MB)
 
 
-class _DuplicateKey(ValueError):
+class DuplicateKeyError(ValueError):
     """A JSON object names the same key twice (json.loads would silently keep the last)."""
 
 
@@ -52,7 +52,7 @@ def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise _DuplicateKey(key)
+            raise DuplicateKeyError(key)
         seen[key] = value
     return seen
 
@@ -84,7 +84,7 @@ def read_json_limited(path: Path, kind: str = "other", unique_keys: bool = False
         return json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys if unique_keys else None)
     except UnicodeDecodeError as exc:
         raise CorruptFileError(path, f"not UTF-8 text (byte {exc.start})") from exc
-    except _DuplicateKey as exc:
+    except DuplicateKeyError as exc:
         raise CorruptFileError(path, f"names {exc.args[0]!r} twice in one JSON object") from exc
     except (ValueError, RecursionError) as exc:
         raise CorruptFileError(path, f"not valid JSON: {exc}") from exc

@@ -33,7 +33,7 @@ import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .base import TensorInfo, TensorSource
-from .limits import MAX_TENSORS, _DuplicateKey, reject_duplicate_keys
+from .limits import MAX_TENSORS, DuplicateKeyError, reject_duplicate_keys
 
 # Largest header we accept; the safetensors library uses the same limit.
 MAX_HEADER_BYTES = 100_000_000
@@ -104,7 +104,7 @@ def parse_safetensors_header(path: Any, raw: bytes, file_size: int
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except UnicodeDecodeError as exc:
         raise CorruptFileError(path, f"header is not UTF-8 (byte {exc.start})") from exc
-    except _DuplicateKey as exc:
+    except DuplicateKeyError as exc:
         raise CorruptFileError(path, f"header names {exc.args[0]!r} twice (duplicate tensor name or key)") from exc
     except ValueError as exc:
         raise CorruptFileError(path, f"header is not valid JSON: {exc}") from exc

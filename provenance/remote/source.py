@@ -24,7 +24,7 @@ import torch
 
 from ..errors import CorruptFileError, UnsupportedError
 from ..formats.base import TensorInfo, TensorSource
-from ..formats.limits import MAX_JSON_BYTES, MAX_SHARDS, MAX_TENSORS, _DuplicateKey, reject_duplicate_keys
+from ..formats.limits import MAX_JSON_BYTES, MAX_SHARDS, MAX_TENSORS, DuplicateKeyError, reject_duplicate_keys
 from ..formats.multi import MultiFileSource, open_shards
 from ..formats.safetensors_format import (check_header_length, parse_safetensors_header, tensor_from_bytes,
                                           torch_dtype_for)
@@ -155,7 +155,7 @@ def parse_index(index: RemoteFile) -> dict[str, str]:
         data = json.loads(raw.decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     except UnicodeDecodeError as exc:
         raise CorruptFileError(index, f"not UTF-8 text (byte {exc.start})") from exc
-    except _DuplicateKey as exc:  # the local index reader's rule (formats.limits)
+    except DuplicateKeyError as exc:  # the local index reader's rule (formats.limits)
         raise CorruptFileError(index, f"names {exc.args[0]!r} twice in one JSON object") from exc
     except (ValueError, RecursionError) as exc:
         raise CorruptFileError(index, f"not valid JSON: {exc}") from exc
