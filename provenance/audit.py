@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from .compare import Comparison, compare_fingerprints
+from .compare import Comparison
+from .verdict_checks import checked_comparison
 from .fingerprint import Fingerprint, load_fingerprint
 
 SCHEMA = "provenance.audit/1"
@@ -59,7 +60,7 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
     rows: list[AuditRow] = AuditRows()  # a list that also carries the screening summary
     if include_builtin:
         for name, reference in builtin_references():
-            rows.append(AuditRow(name, "built-in", compare_fingerprints(candidate, reference)))
+            rows.append(AuditRow(name, "built-in", checked_comparison(candidate, reference)))
     if registry is not None:
         if candidate.meta.get("variant") == "remote":
             screen = False  # a remote fingerprint has no sketches or unit signatures to screen on: compare with all
@@ -70,7 +71,7 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
         names = rows.screening.shortlist if screen else [e.name for e in registry.entries()]
         for name in names:
             reference = registry.fingerprint(name)
-            rows.append(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference)))
+            rows.append(AuditRow(name, str(registry.path), checked_comparison(candidate, reference)))
         # --- end screening ---
     # --- architecture-only references (config shapes, no weights): provenance/audit_references.py ---
     if include_builtin:

@@ -99,3 +99,25 @@ def render_inspect(report: dict[str, Any]) -> str:
     for note in report["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def render_fingerprint(report: dict[str, Any]) -> str:
+    """`provenance inspect FINGERPRINT`: a saved fingerprint described, not read as a checkpoint."""
+    fp, source, arch = report["fingerprint"], report["source"], report["architecture"]
+    lines = [f"{report['path']}  (provenance fingerprint {fp['schema']}, tool {fp['tool_version']}, "
+             f"created {fp['created']}, variant {fp['variant']})",
+             f"made from: {source['path']}  ({source['format']}, {len(source['files'])} files)",
+             f"family: {report['family']['name'] or 'unknown'}"]
+    shown = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size")
+    lines.append("architecture: " + "  ".join(f"{k}={arch[k]}" for k in shown if arch.get(k) is not None))
+    lines.append(f"tensors: {report['tensors']['canonical']} canonical ({report['tensors']['stored']} stored), "
+                 f"{fp['arrays']} arrays, {_human_bytes(fp['array_bytes'])}")
+    if report["vocabulary"]:
+        lines.append(f"vocabulary: {report['vocabulary']['kind']}, {report['vocabulary']['size']} tokens")
+    if report["lineage_claims"]:
+        lines.append("self-reported lineage (unverified claims, not evidence):")
+        lines.extend(f"  {c['where']}: {c['value']}" for c in report["lineage_claims"])
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    lines.append("compare and audit read this file as it is; fingerprinting it again would describe nothing")
+    return "\n".join(lines)
