@@ -203,10 +203,18 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
             written = write_audit_report(args.report, args.candidate, candidate, rows, registry, lang=args.lang or "en")
             print(f"wrote report {written}", file=sys.stderr)
+        if args.model_card:
+            from .report.model_card import measured_lineage, render_front_matter
+
+            lineage = measured_lineage(candidate, rows, registry)
+            report["model_card"] = lineage.to_dict()
     finally:
         if registry is not None:
             registry.close()
-    print(json.dumps(report, indent=2) if args.json else render_audit(report))
+    if args.model_card and not args.json:
+        print(render_front_matter(lineage, args.candidate))
+    else:
+        print(json.dumps(report, indent=2) if args.json else render_audit(report))
     hits = _fail_on_hits(args.fail_on, report["references"])
     if hits:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
@@ -362,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--report", type=_report_path, metavar="FILE",
                        help="also write a report for people: FILE.html (self-contained page) or FILE.md (for pull requests)")
     audit.add_argument("--lang", choices=("en", "zh"), help="language of the --report file: en (default) or zh (Chinese)")
+    audit.add_argument("--model-card", action="store_true",
+                       help="print the model card's YAML front matter (base_model, base_model_relation) that the measured "
+                            "lineage calls for, beside what the files claim (with --json: a model_card field)")
     audit.set_defaults(handler=_cmd_audit)
 
     refs = commands.add_parser("refs", help="manage the reference database")
