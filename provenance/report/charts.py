@@ -73,7 +73,8 @@ def heatmap(matrix: dict[str, list[list[float]]] | None, mapped: set[tuple[int, 
         "col_ticks": [{"j": j, "x": round(left + (j + 0.5) * cell, 2)} for j in range(0, cols, col_step)],
         "row_ticks": [{"i": i, "y": round(top + (i + 0.5) * cell + 4, 2)} for i in range(0, rows, row_step)],
         "legend": {"x": round(legend_x, 2), "y": top, "w": 14, "h": min(160.0, max(60.0, grid_h)),
-                   "stops": [{"offset": f"{int(x * 100)}%", "color": color(x)} for x, _ in reversed(SCALE)]},
+                   # top of the bar = correlation 1 (labelled "1"), bottom = 0 (labelled "<=0"): offset 1 - x
+                   "stops": [{"offset": f"{round((1 - x) * 100)}%", "color": color(x)} for x, _ in reversed(SCALE)]},
         "not_compared": NOT_COMPARED,
     }
 

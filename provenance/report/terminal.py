@@ -121,3 +121,35 @@ def render_fingerprint(report: dict[str, Any]) -> str:
         lines.append(f"note: {note}")
     lines.append("compare and audit read this file as it is; fingerprinting it again would describe nothing")
     return "\n".join(lines)
+
+
+def terminal_width(default: int = 120) -> int:
+    """Columns of the terminal on stdout ($COLUMNS first); `default` when stdout is not a terminal."""
+    import shutil
+
+    return max(60, shutil.get_terminal_size((default, 24)).columns)
+
+
+def fit(text: str, width: int) -> str:
+    """`text` cut to `width` characters at a word boundary, with an ellipsis: never mid-number or mid-word."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    cut = text[:width - 1]
+    space = cut.rfind(" ")
+    if space >= width // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"
+
+
+def wrap(text: str, width: int, indent: int = 0) -> list[str]:
+    """`text` as lines of at most `width` characters, broken at spaces (a word longer than a line stays whole;
+    `p < 1e-6` and `p = 0.4` stay on one line)."""
+    import re
+    import textwrap
+
+    kept = re.sub(r"\bp ([<=>]) ", "p\u00a0\\1\u00a0", text)  # textwrap never breaks at a no-break space
+    lines = textwrap.wrap(kept, width, initial_indent=" " * indent, subsequent_indent=" " * indent,
+                          break_long_words=False, break_on_hyphens=False)
+    return [line.replace("\u00a0", " ") for line in lines]
