@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -100,8 +101,13 @@ def test_model_card_command_line(world, tmp_path, capsys):
     assert _front_matter(out) == {"base_model": "acme/tiny-llama", "base_model_relation": "finetune"}
     assert "# measured: derived of acme/tiny-llama" in out and "model card text: Our model was trained from scratch." in out
     assert main(["audit", str(tuned), "--refs", str(world["db"]), "--no-builtin", "--model-card", "--json"]) == 0
-    card = json.loads(capsys.readouterr().out)["model_card"]
+    report = json.loads(capsys.readouterr().out)
+    card = report["model_card"]
     assert card["base_model"] == ["acme/tiny-llama"] and card["agreement"] == "contradicts"
+    if importlib.util.find_spec("jsonschema"):
+        from provenance import schemas
+
+        schemas.validate(report, "audit")
     # An independent model: nothing measured, so no base_model.
     only_llama = tmp_path / "llama-only.sqlite"
     with Registry(only_llama) as registry:
