@@ -122,7 +122,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     report = comparison_to_json(args.candidate, candidate, args.reference, reference, result)
     print(json.dumps(report, indent=2) if args.json else render_comparison(report))
     if args.fail_on and not report["abstained"] and report["verdict"] in args.fail_on:
-        print(f"provenance: --fail-on: verdict {report['verdict']} against {args.reference} (exit 3)", file=sys.stderr)
+        print(f"provenance: --fail-on: {report['verdict']} vs {args.reference} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
 

@@ -182,7 +182,7 @@ def test_audit_fail_on_says_what_tripped_it(world, capsys):
 def test_compare_fail_on(world, capsys):
     code, out, err = _cli(capsys, "compare", str(world["fp"]), str(world["llama"]), "--json", "--fail-on", "identical")
     assert code == 3 and json.loads(out)["verdict"] == "identical"
-    assert f"verdict identical against {world['llama']}" in err
+    assert f"provenance: --fail-on: identical vs {world['llama']} (exit 3)" in err
     code, out, err = _cli(capsys, "compare", str(world["fp"]), str(world["qwen"]), "--fail-on", "identical,derived")
     assert code == 0, err
     code, _, err = _cli(capsys, "compare", str(world["fp"]), str(world["llama"]), "--fail-on", "copied")
