@@ -239,6 +239,13 @@ def test_model_card_prose_claims_are_quoted(world, capsys):
     # Recorded in the fingerprint, so the report shows them too.
     claims = fingerprint_for(world["fp"]).meta["lineage_claims"]
     assert {"where": "model card text", "value": "本模型基于自研架构"} in claims
+    report = world["root"] / "claims.html"
+    code, _, err = _cli(capsys, "audit", str(world["fp"]), "--refs", str(world["db"]), "--no-builtin",
+                        "--report", str(report))
+    assert code == 0, err
+    lineage = report.read_text(encoding="utf-8").split('<section id="lineage">')[1].split("</section>")[0]
+    assert "Tiny-7B is a foundation model trained from scratch on 3T tokens." in lineage
+    assert "model card text" in lineage
 
 
 # --- a zero-sized role is never identical -----------------------------------------------------------
