@@ -572,18 +572,30 @@ def test_chinese_report_uses_a_cjk_font_in_chromium(pair, tmp_path):
     assert any(name.startswith(w) for name in embedded for w in wanted), (embedded, wanted)
 
 
+@pytest.fixture(scope="module")
+def json_outputs(pair):
+    """`audit --json` (with the built-in references) and `compare --json` of the derived copy."""
+    import contextlib
+    import io
+
+    base, derived, refs = pair
+    outputs = []
+    for args in (["audit", str(derived), "--refs", str(refs), "--json"], ["compare", str(derived), str(base), "--json"]):
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+            assert main(args) == 0
+        outputs.append(json.loads(stdout.getvalue()))
+    return outputs
+
+
 @pytest.mark.parametrize("width", [60, 80, 132])
-def test_terminal_tables_fit_the_width(pair, width, capsys):
+def test_terminal_tables_fit_the_width(json_outputs, width):
     """`audit` and `compare` text wraps at word boundaries to the terminal width: no line is longer, and every
     number of the JSON output is printed whole."""
     from provenance.audit import render_audit
     from provenance.report.compare_json import render_comparison
 
-    base, derived, refs = pair
-    assert _audit(str(derived), "--refs", str(refs), "--json") == 0
-    report = json.loads(capsys.readouterr().out)
-    assert main(["compare", str(derived), str(base), "--json"]) == 0
-    comparison = json.loads(capsys.readouterr().out)
+    report, comparison = json_outputs
     for text, source in ((render_audit(report, width=width), report), (render_comparison(comparison, width=width), comparison)):
         lines = text.splitlines()
         assert max(len(line) for line in lines) <= width, max(lines, key=len)
