@@ -321,8 +321,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     print(summary.render(), file=sys.stderr)
     hits = summary.hits(args.fail_on)
     if hits:
+        why = ", ".join(summary.outcomes[hits[0]].tripped(args.fail_on))
         print(f"scan: {len(hits)} candidates reached a --fail-on verdict ({', '.join(sorted(args.fail_on))}), "
-              f"first: {hits[0]}", file=sys.stderr)
+              f"first: {hits[0]} ({why})", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
 

@@ -425,14 +425,21 @@ class Outcome:
     status: str
     verdict: str | None = None  # best explanation
     reached: frozenset = frozenset()  # verdicts of non-abstained reference rows, as `audit --fail-on` checks
+    rows: tuple = ()  # (verdict, reference) of those rows, to say which one tripped --fail-on
 
     @classmethod
     def of(cls, record: dict) -> "Outcome":
         if record.get("status") != "ok":
             return cls("error")
         report = record.get("audit") or {}
-        reached = frozenset(r["verdict"] for r in report.get("references", []) if not r.get("abstained"))
-        return cls("ok", report.get("verdict"), reached)
+        rows = tuple((r["verdict"], r.get("reference")) for r in report.get("references", []) if not r.get("abstained"))
+        return cls("ok", report.get("verdict"), frozenset(v for v, _ in rows), rows)
+
+    def tripped(self, fail_on: set[str]) -> list[str]:
+        """'VERDICT vs REFERENCE' (or 'error') for what this outcome reached of `fail_on`."""
+        if self.status == "error":
+            return ["error"] if "error" in fail_on else []
+        return [f"{verdict} vs {reference}" for verdict, reference in self.rows if verdict in fail_on]
 
 
 def read_output(path: Path) -> tuple[dict[str, Outcome], int]:

@@ -297,6 +297,14 @@ def test_scan_timeout_turns_a_hung_candidate_into_an_error_line(workers, world, 
     assert records[str(hung_candidate)]["status"] == "error"
     assert "--timeout of 2 s" in records[str(hung_candidate)]["error"]
     assert records[str(world["fp"])]["status"] == "ok"
+    assert f"first: {hung_candidate} (error)" in err
+
+
+def test_scan_fail_on_names_verdict_and_reference(world, tmp_path, capsys):
+    code, _, err = _cli(capsys, "scan", str(world["fp"]), "-o", str(tmp_path / "o.jsonl"), "--workers", "0",
+                        "--no-builtin", "--refs", str(world["db"]), "--fail-on", "identical")
+    assert code == 3
+    assert f"first: {world['fp']} (identical vs llama)" in err
 
 
 def _stuck_in_native_code(candidate: str, settings) -> dict:
