@@ -204,6 +204,8 @@ def _tokenizer_folder(path: Path, tokens: list[str]) -> Path:
     (["a", "b", "c", "d"], ["a", "b", "c"], "extended"),
     (["a", "c"], ["a", "b", "c"], "pruned"),
     (["a", "x", "y", "z"], ["a", "b", "c", "d"], "overlapping"),
+    (["c", "a", "b"], ["a", "b", "c"], "reordered"),
+    (["x", "y"], ["a", "b"], "disjoint"),
 ])
 def test_tokenizer_only_folders_are_compared_as_tokenizers(cand, ref, relation, tmp_path, capsys):
     a = _tokenizer_folder(tmp_path / "a", cand)
