@@ -75,22 +75,21 @@ def audit(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, in
 def compare_json(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> dict[str, Any]:
     """The `provenance compare --json` object (schema provenance.compare/1)."""
     from .report.compare_json import comparison_to_json
-
-    cand, ref = _as_fingerprint(candidate), _as_fingerprint(reference)
     from .verdict_checks import checked_comparison
 
+    cand, ref = _as_fingerprint(candidate), _as_fingerprint(reference)
     return comparison_to_json(_label(candidate, cand), cand, _label(reference, ref), ref, checked_comparison(cand, ref))
 
 
-def audit_json(candidate: PathOrFingerprint, refs: str | Path | None = None, include_builtin: bool = True
+def audit_json(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True
                ) -> dict[str, Any]:
     """The `provenance audit --json` object (schema provenance.audit/1)."""
     from .audit import audit_to_json, run_audit
     from .registry import Registry
 
     fp = _as_fingerprint(candidate)
-    if refs is None:
-        return audit_to_json(_label(candidate, fp), fp, run_audit(fp, None, include_builtin=include_builtin), None)
+    if refs is None or isinstance(refs, Registry):
+        return audit_to_json(_label(candidate, fp), fp, run_audit(fp, refs, include_builtin=include_builtin), refs)
     with Registry(refs, create=False) as registry:
         rows = run_audit(fp, registry, include_builtin=include_builtin)
         return audit_to_json(_label(candidate, fp), fp, rows, registry)
