@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-from .compare import Comparison, compare_fingerprints
+from .compare import Comparison
+from .compare import compare_fingerprints
 from .fingerprint import Fingerprint, load_fingerprint
 
 SCHEMA = "provenance.audit/1"
@@ -110,27 +111,43 @@ def audit_to_json(candidate_path: str, candidate: Fingerprint, rows: list[AuditR
     }
 
 
-def render_audit(report: dict[str, Any]) -> str:
+def render_audit(report: dict[str, Any], width: int | None = None) -> str:
+    """The audit as text for a terminal `width` columns wide (default: the terminal's): long cells wrap at word
+    boundaries onto continuation lines, so nothing is cut off mid-number."""
+    from .report.terminal import fit, terminal_width, wrap
+
+    width = width or terminal_width()
     lines = []
     if report["verdict"] in ("identical", "derived", "assembled"):
         lines.append(f"verdict: {report['verdict'].upper()} of {report['best_reference']}")
     else:
         vs = "as" if report.get("best_kind") == "architecture" else "vs"
         lines.append(f"verdict: no reference explains these weights (best: {report['verdict']} {vs} {report['best_reference']})")
-    lines.append(f"  {report['summary']}")
-    lines.append(f"{'reference':<32} {'verdict':<18} {'conf':>5}  strongest evidence")
+    lines.extend(wrap(report["summary"], width, indent=2))
+    name_width = min(32, max([len("reference")] + [len(r["reference"]) for r in report["references"]]))
+    head = f"{fit('reference', name_width):<{name_width}} {'verdict':<18} {'conf':>5}  "
+    room = width - len(head)
+    below = room < 30  # a narrow terminal: each row's evidence goes on the lines under it
+    lines.append(head.rstrip() if below else head + "strongest evidence")
     for r in report["references"]:
         e = r["strongest_evidence"]
         evidence = f"{e['signal']}: {e['detail']}" if e else "-"
-        evidence = r["summary"] if r.get("kind") == "architecture" else evidence[:110]  # config-only: shown whole
+        evidence = r["summary"] if r.get("kind") == "architecture" else evidence
         flag = " (abstained)" if r["abstained"] else ""
-        lines.append(f"{r['reference'][:32]:<32} {r['verdict'] + flag:<18} {r['confidence']:>5.2f}  {evidence}")
+        row = f"{fit(r['reference'], name_width):<{name_width}} {r['verdict'] + flag:<18} {r['confidence']:>5.2f}"
+        if below:
+            lines.append(row)
+            lines.extend(wrap(evidence, width, indent=4))
+            continue
+        cells = wrap(evidence, room) or ["-"]
+        lines.append(f"{row}  {cells[0]}")
+        lines.extend(" " * len(head) + cell for cell in cells[1:])
     if report.get("screening"):  # screening (provenance/screening.py)
         s = report["screening"]
-        lines.append(f"database: {s['references']} references screened, {s['compared']} compared fully, "
-                     f"{s['not_compared']} not compared (outside the screening shortlist)")
+        lines.extend(wrap(f"database: {s['references']} references screened, {s['compared']} compared fully, "
+                          f"{s['not_compared']} not compared (outside the screening shortlist)", width))
     if "tokenizers" in report:
         from .audit_references import tokenizer_line
 
-        lines.append(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")))
+        lines.extend(wrap(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")), width))
     return "\n".join(lines)

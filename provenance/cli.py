@@ -17,6 +17,8 @@ import traceback
 from . import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
+DEFAULT_SCAN_TIMEOUT = 3600.0  # seconds per candidate: generous (a 70B checkpoint on a slow disk), but bounded
+REFS_HELP = "reference database path (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)"
 
 
 def _require_path(path: str, remote_ok: bool = True, revision: str | None = None) -> str:
@@ -46,8 +48,28 @@ def _fingerprint_for(path: str, args: argparse.Namespace):
         return fingerprint_for(path, on_tensor=on_tensor)
 
 
+def _saved_fingerprint(path: str):
+    """The fingerprint saved at PATH, or None when PATH is a checkpoint (or a URL)."""
+    from pathlib import Path
+
+    from .fingerprint.store import is_fingerprint_file, load_fingerprint
+    from .remote import is_remote
+
+    if is_remote(path) or not is_fingerprint_file(Path(path)):
+        return None
+    return load_fingerprint(path)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     args.path = _require_path(args.path, remote_ok=False, revision=args.revision)
+    saved = _saved_fingerprint(args.path)
+    if saved is not None:  # a fingerprint file: describe it, never read it as a checkpoint
+        from .inspect import describe_fingerprint
+        from .report.terminal import render_fingerprint
+
+        report = describe_fingerprint(args.path, saved)
+        print(json.dumps(report, indent=2) if args.json else render_fingerprint(report))
+        return EXIT_OK
     from .inspect import inspect_checkpoint
     from .model import Checkpoint
     from .report.terminal import render_inspect
@@ -63,6 +85,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
     args.path = _require_path(args.path, revision=args.revision)
+    saved = _saved_fingerprint(args.path)
+    if saved is not None:
+        from .errors import UnreadablePathError
+
+        raise UnreadablePathError(args.path, "is already a provenance fingerprint (of "
+                                  f"{saved.meta['source'].get('path') or 'an unnamed checkpoint'}); compare and audit "
+                                  "read it as it is, and a fingerprint of a fingerprint would describe nothing")
     from .fingerprint import build_fingerprint
     from .model import Checkpoint
     from .progress import tensor_progress, wanted
@@ -81,14 +110,39 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     args.candidate = _require_path(args.candidate)
     args.reference = _require_path(args.reference)
-    from .compare import compare_fingerprints
+    from .tokenizer import tokenizer_only_folder
+
+    if tokenizer_only_folder(args.candidate) or tokenizer_only_folder(args.reference):
+        return _compare_tokenizers(args)
     from .report.compare_json import comparison_to_json, render_comparison
 
     candidate = _fingerprint_for(args.candidate, args)
     reference = _fingerprint_for(args.reference, args)
+    from .compare import compare_fingerprints
+
     result = compare_fingerprints(candidate, reference)
     report = comparison_to_json(args.candidate, candidate, args.reference, reference, result)
     print(json.dumps(report, indent=2) if args.json else render_comparison(report))
+    if args.fail_on and not report["abstained"] and report["verdict"] in args.fail_on:
+        print(f"provenance: --fail-on: {report['verdict']} vs {args.reference} (exit 3)", file=sys.stderr)
+        return EXIT_FAIL_ON
+    return EXIT_OK
+
+
+def _compare_tokenizers(args: argparse.Namespace) -> int:
+    """Two folders of tokenizer files only (no weights): compare the vocabularies."""
+    from .errors import UnreadablePathError
+    from .tokenizer import compare_tokenizer_folders, render_tokenizer_comparison, tokenizer_only_folder
+
+    for path in (args.candidate, args.reference):
+        if not tokenizer_only_folder(path):
+            other = args.reference if path == args.candidate else args.candidate
+            raise UnreadablePathError(path, f"is not a folder of tokenizer files only, but {other} is; "
+                                            "compare two tokenizer folders, or two checkpoints")
+    report = compare_tokenizer_folders(args.candidate, args.reference)
+    print(json.dumps(report, indent=2) if args.json else render_tokenizer_comparison(report))
+    if args.fail_on:
+        print("provenance: note: --fail-on names weight verdicts; a tokenizer comparison reaches none", file=sys.stderr)
     return EXIT_OK
 
 
@@ -116,6 +170,23 @@ def _parse_fail_on(text: str | None) -> set[str]:
     return chosen
 
 
+def _reference_database(given: str | None):
+    """The database an audit or scan reads: --refs, else $PROVENANCE_REFS (each must exist), else the
+    default location if a database is there (None otherwise: built-in references only)."""
+    from .registry import Registry, default_path
+
+    if given or os.environ.get("PROVENANCE_REFS"):
+        return Registry(given or default_path(), create=False)
+    path = default_path()
+    return Registry(path, create=False) if path.exists() else None
+
+
+def _fail_on_hits(fail_on: set[str], references: list[dict]) -> list[str]:
+    """'VERDICT vs REFERENCE' for every non-abstained row whose verdict is in fail_on."""
+    return [f"{r['verdict']} vs {r['reference']}" for r in references
+            if not r["abstained"] and r["verdict"] in fail_on]
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     if args.lang and not args.report:  # --report/--lang: provenance/report/write.py
         print("provenance audit: error: --lang chooses the language of the --report file; give --report FILE too",
@@ -123,14 +194,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     args.candidate = _require_path(args.candidate, revision=args.revision)
     from .audit import audit_to_json, render_audit, run_audit
-    from .registry import Registry, default_path
 
-    candidate = _fingerprint_for(args.candidate, args)
-    registry = None
-    refs_path = args.refs or default_path()
-    if args.refs or refs_path.exists():
-        registry = Registry(refs_path)
+    registry = _reference_database(args.refs)  # before the fingerprinting: a mistyped --refs fails at once
     try:
+        candidate = _fingerprint_for(args.candidate, args)
         rows = run_audit(candidate, registry, include_builtin=not args.no_builtin)
         report = audit_to_json(args.candidate, candidate, rows, registry)
         if args.report:
@@ -138,22 +205,40 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
             written = write_audit_report(args.report, args.candidate, candidate, rows, registry, lang=args.lang or "en")
             print(f"wrote report {written}", file=sys.stderr)
+        if args.model_card:
+            from .report.model_card import measured_lineage, render_front_matter
+
+            lineage = measured_lineage(candidate, rows, registry)
+            report["model_card"] = lineage.to_dict()
     finally:
         if registry is not None:
             registry.close()
-    print(json.dumps(report, indent=2) if args.json else render_audit(report))
-    if args.fail_on & {r["verdict"] for r in report["references"] if not r["abstained"]}:
+    if args.model_card and not args.json:
+        print(render_front_matter(lineage, args.candidate))
+    else:
+        print(json.dumps(report, indent=2) if args.json else render_audit(report))
+    hits = _fail_on_hits(args.fail_on, report["references"])
+    if hits:
+        print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
 
 
 def _cmd_refs(args: argparse.Namespace) -> int:
-    from .registry import Registry
+    from .registry import Registry, default_path
 
-    with Registry(args.refs) as registry:
+    writes = args.refs_command in ("add", "import", "sync")  # only these create a database (in an existing folder)
+    if writes:
+        # The default location is the tool's own folder, created on first use; a path the user gave
+        # (--refs, $PROVENANCE_REFS) must be in an existing folder unless --create says otherwise.
+        own_folder = not (args.refs or os.environ.get("PROVENANCE_REFS"))
+        registry = Registry(args.refs or default_path(), create=True, parents=args.create or own_folder)
+    else:
+        registry = Registry(args.refs or default_path(), create=False)
+    with registry:
         if args.refs_command == "add":
             args.path = _require_path(args.path, revision=args.revision)
-            registry.check_name(args.name)  # before the fingerprinting, not after it
+            registry.check_new_name(args.name, replace=args.replace)  # before the fingerprinting, not after it
             entry = registry.add(args.name, _fingerprint_for(args.path, args), replace=args.replace)
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
                   file=sys.stderr)
@@ -180,8 +265,9 @@ def _cmd_refs(args: argparse.Namespace) -> int:
         else:
             entries = registry.entries()
             if args.json:
-                print(json.dumps({"path": str(registry.path), "revision": registry.revision,
-                                  "references": [e.__dict__ for e in entries]}, indent=2))
+                print(json.dumps({"schema": "provenance.refs-list/1", "path": str(registry.path),
+                                  "revision": registry.revision, "references": [e.__dict__ for e in entries]},
+                                 indent=2))
             else:
                 for e in entries:
                     arch = e.architecture
@@ -217,7 +303,6 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     import re
     from pathlib import Path
 
-    from .registry import Registry, default_path
     from .scan import AuditSettings, executor, read_candidate_list, scan
 
     if args.ray and not re.match(_RAY_ADDRESS, args.ray):
@@ -236,20 +321,24 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     elif not candidates:
         print("provenance scan: error: give CANDIDATE arguments or --from FILE", file=sys.stderr)
         return EXIT_USAGE
+    if args.timeout is not None and args.timeout <= 0:
+        print("provenance scan: error: --timeout must be a positive number of seconds", file=sys.stderr)
+        return EXIT_USAGE
     refs = None
-    refs_path = Path(args.refs) if args.refs else default_path()
-    if args.refs or refs_path.exists():
-        Registry(refs_path).close()  # an unusable database fails here, once, not in every worker
-        refs = str(refs_path.resolve())
-    settings = AuditSettings(refs, include_builtin=not args.no_builtin, cwd=os.getcwd())
+    registry = _reference_database(args.refs)  # a missing or unusable database fails here, once, not in every worker
+    if registry is not None:
+        refs = str(Path(registry.path).resolve())
+        registry.close()
+    settings = AuditSettings(refs, include_builtin=not args.no_builtin, cwd=os.getcwd(), timeout=args.timeout)
     recycle = {} if args.tasks_per_worker is None else {"max_tasks_per_worker": args.tasks_per_worker}
     run = executor(args.workers, args.ray or None, use_ray=args.ray is not None, settings=settings, **recycle)
     summary = scan(candidates, args.output, run, retry_errors=args.retry_errors, progress=True)
     print(summary.render(), file=sys.stderr)
     hits = summary.hits(args.fail_on)
     if hits:
+        why = ", ".join(summary.outcomes[hits[0]].tripped(args.fail_on))
         print(f"scan: {len(hits)} candidates reached a --fail-on verdict ({', '.join(sorted(args.fail_on))}), "
-              f"first: {hits[0]}", file=sys.stderr)
+              f"first: {hits[0]} ({why})", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
 
@@ -290,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(as for fingerprint PATH)")
     compare.add_argument("reference", metavar="REFERENCE", help="as CANDIDATE")
     compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
+    compare.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
+                         help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
     _add_no_progress(compare)
     compare.set_defaults(handler=_cmd_compare)
 
@@ -304,10 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--report", type=_report_path, metavar="FILE",
                        help="also write a report for people: FILE.html (self-contained page) or FILE.md (for pull requests)")
     audit.add_argument("--lang", choices=("en", "zh"), help="language of the --report file: en (default) or zh (Chinese)")
+    audit.add_argument("--model-card", action="store_true",
+                       help="print the model card's YAML front matter (base_model, base_model_relation) that the measured "
+                            "lineage calls for, beside what the files claim (with --json: a model_card field)")
     audit.set_defaults(handler=_cmd_audit)
 
     refs = commands.add_parser("refs", help="manage the reference database")
-    refs.add_argument("--refs", metavar="DB", help="reference database path")
+    refs.add_argument("--refs", metavar="DB", help=REFS_HELP)
     refs_commands = refs.add_subparsers(dest="refs_command", metavar="ACTION")
     refs_commands.required = True
     refs_add = refs_commands.add_parser("add", help="fingerprint PATH and store it under NAME")
@@ -316,13 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     refs_add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
     _add_no_progress(refs_add)
     refs_list = refs_commands.add_parser("list", help="list the references")
-    refs_list.add_argument("--json", action="store_true")
+    refs_list.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.refs-list/1)")
     refs_remove = refs_commands.add_parser("remove", help="remove the reference NAME")
     refs_remove.add_argument("name", metavar="NAME")
     refs_export = refs_commands.add_parser("export", help="write references (fingerprints, no weights) to a bundle file")
     refs_export.add_argument("output", metavar="OUT", help="bundle file to write (a .zip; replaced atomically)")
-    refs_export.add_argument("--name", dest="names", action="extend", nargs="+", metavar="NAME",
-                             help="export only these references (repeatable; default: all)")
+    refs_export.add_argument("--name", dest="names", action="append", metavar="NAME",
+                             help="export only this reference (repeat --name for several; default: all)")
     refs_import = refs_commands.add_parser("import", help="add every reference of a bundle (all or none)")
     refs_import.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
     refs_import.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
@@ -334,7 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     refs_sync.add_argument("--all", action="store_true", help="every catalog model, whatever its size")
     refs_sync.add_argument("--catalog", metavar="FILE", help="a catalog file (default: provenance/references/catalog.json)")
     refs_sync.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
-    refs.set_defaults(handler=_cmd_refs)
+    for action in (refs_add, refs_list, refs_remove, refs_export, refs_import, refs_sync):
+        # --refs after the action too (`refs list --refs DB`); SUPPRESS keeps a value given before the action.
+        action.add_argument("--refs", metavar="DB", default=argparse.SUPPRESS, help=REFS_HELP)
+    for action in (refs_add, refs_import, refs_sync):
+        action.add_argument("--create", action="store_true",
+                            help="create the database's folder if it does not exist (default: the folder must exist)")
+    refs.set_defaults(handler=_cmd_refs, create=False)
 
     scan = commands.add_parser("scan", help="audit many candidates in parallel, one JSON line each (resumable)")
     scan.add_argument("candidates", nargs="*", metavar="CANDIDATE", help="checkpoint or fingerprint file")
@@ -348,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="parallel audits (default: CPU count; with --ray, the cluster's CPUs); 0: in this process")
     scan.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                       help="run on Ray: a local instance, or the cluster at ADDRESS (needs the `ray` extra)")
+    scan.add_argument("--timeout", type=float, default=DEFAULT_SCAN_TIMEOUT, metavar="SECONDS",
+                      help=f"seconds one candidate may take before it becomes an error line (default {DEFAULT_SCAN_TIMEOUT:g})")
     scan.add_argument("--retry-errors", action="store_true", help="audit again the candidates whose line is an error")
     scan.add_argument("--tasks-per-worker", type=int, metavar="N",
                       help="replace each worker process after N candidates (default 32)")

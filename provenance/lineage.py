@@ -2,6 +2,9 @@
 
 Config `_name_or_path`, the model card's `base_model`, GGUF `general.*` naming
 and `general.base_model.*` keys are written by whoever published the file.
+The card's prose is a claim too: sentences such as "trained from scratch" or
+"based on Llama-2" are quoted (cut to MAX_QUOTE characters, at most
+MAX_TEXT_CLAIMS of them) as `model card text` claims.
 We show them next to the measured evidence and never use them as evidence.
 """
 
@@ -10,6 +13,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
+
+MAX_QUOTE = 200
+MAX_TEXT_CLAIMS = 8
+# Phrases by which a card states its origin, in English and Chinese (case-insensitive).
+_TEXT_CLAIM = re.compile(
+    r"trained from scratch|from scratch|pre-?trained (?:it )?ourselves|based on|built (?:up)?on|"
+    r"fine-?tuned (?:from|on|version of)|a fine-?tune of|derived from|distilled from|continued pre-?training (?:of|from|on)|"
+    r"merge of|merged from|initiali[sz]ed from|从零|从头训练|自主研发|自研|基于|微调自|继续预训练",
+    re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,31 @@ def _front_matter_base_models(card: str) -> list[str]:
     return found
 
 
+def _card_body(card: str) -> str:
+    """The card without its YAML front matter."""
+    if card.startswith("---"):
+        end = card.find("\n---", 3)
+        if end >= 0:
+            return card[end + 4:]
+    return card
+
+
+def text_claims(card: str) -> list[str]:
+    """Sentences of the card's prose that state where the model comes from, quoted as written."""
+    found: list[str] = []
+    for sentence in re.split(r"(?<=[.!?])\s+|[。！？\n]+", _card_body(card)):
+        text = " ".join(sentence.replace("`", "").split()).strip(" #>*-|")
+        if not text or not _TEXT_CLAIM.search(text):
+            continue
+        if len(text) > MAX_QUOTE:
+            text = text[:MAX_QUOTE - 3] + "..."
+        if text not in found:
+            found.append(text)
+        if len(found) >= MAX_TEXT_CLAIMS:
+            break
+    return found
+
+
 def lineage_claims(config: dict[str, Any] | None, model_card: str | None,
                    gguf_metadata: dict[str, Any] | None) -> list[LineageClaim]:
     claims: list[LineageClaim] = []
@@ -61,6 +99,8 @@ def lineage_claims(config: dict[str, Any] | None, model_card: str | None,
     if model_card:
         for value in _front_matter_base_models(model_card):
             claims.append(LineageClaim("model card base_model", value))
+        for value in text_claims(model_card):
+            claims.append(LineageClaim("model card text", value))
     if gguf_metadata:
         for key in ("general.name", "general.basename", "general.organization", "general.finetune",
                     "general.source.url", "general.source.repo_url"):

@@ -6,6 +6,12 @@ shared database needs: readers never block the writer, each `add` or `remove`
 is one transaction (a killed process leaves no half-written entry), and a busy
 timeout lets two audits and an `add` run at once. Opening a database that is
 already set up takes no write lock, so an audit never waits for a writer.
+Reading never creates a database: `Registry(path, create=False)` refuses a
+path where none exists, so a mistyped `--refs` cannot make an audit pass with
+an empty reference set. Only writers (`refs add`, `refs import`) create one,
+and by default only inside a folder that exists (`parents=True` creates the
+folders too). A database whose tables lack the expected columns is refused
+with one line instead of failing at the first query.
 Every change bumps the database's `revision`, which reports cite for
 reproducibility. `add_many` adds several references in one transaction (all
 or none); `provenance/bundle.py` uses it to import shared bundles.
@@ -39,6 +45,12 @@ BUSY_TIMEOUT_MS = 60_000
 # version) is opened without a write transaction. Add new tables here too.
 TABLES = ("meta", "refs", "screening")
 MAX_NAME_CHARS = 200
+# The columns every query relies on (INSERT ... VALUES lists them in this order).
+COLUMNS = {
+    "meta": ("key", "value"),
+    "refs": ("name", "kind", "family", "architecture", "source", "tool_version", "schema", "added", "fingerprint"),
+    "screening": ("name", "version", "added", "size", "vectors", "hashes", "keys"),
+}
 
 
 class RegistryError(ProvenanceError):
@@ -100,9 +112,25 @@ def fingerprint_from_bytes(data: bytes, where: str):
 
 
 class Registry:
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, create: bool = True, parents: bool = True):
+        """Open the database at `path` (default: `default_path()`).
+
+        create=False: the database must exist (every read). create=True: a missing
+        database is created, inside an existing folder, or with its folders when
+        parents=True.
+        """
         self.path = Path(path) if path else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise RegistryError(self.path, "no reference database at this path (check the spelling; "
+                                               "`provenance refs add` or `refs import` creates one)")
+            if not self.path.parent.is_dir():
+                if not parents:
+                    raise RegistryError(self.path, f"folder {str(self.path.parent)!r} does not exist "
+                                                   "(create it, or give --create)")
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise RegistryError(self.path, "is a folder, not a reference database file")
         try:
             self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -123,6 +151,7 @@ class Registry:
     def _schema_ready(self) -> bool:
         """True when every table and the schema version are there (checked with reads only)."""
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self._check_columns(tables)
         if not set(TABLES) <= tables:
             return False
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -130,6 +159,16 @@ class Registry:
             return False
         self._check_schema_version(row[0])
         return True
+
+    def _check_columns(self, tables: set[str]) -> None:
+        """A table of ours with other columns than the queries use: one clear line, before any query fails."""
+        for table, expected in COLUMNS.items():
+            if table not in tables:
+                continue
+            found = tuple(row[1] for row in self._db.execute(f"PRAGMA table_info({table})"))
+            if found != expected:
+                raise CorruptFileError(self.path, f"not a provenance reference database: table {table!r} has columns "
+                                                  f"({', '.join(found)}), expected ({', '.join(expected)})")
 
     def _init_schema(self) -> None:
         if self._schema_ready():
@@ -193,7 +232,8 @@ class Registry:
         name = entry[0]
         exists = self._db.execute("SELECT 1 FROM refs WHERE name = ?", (name,)).fetchone()
         if exists and not replace:
-            raise RegistryError(self.path, f"a reference named {name!r} already exists (remove it first)")
+            raise RegistryError(self.path, f"a reference named {name!r} already exists "
+                                           "(give --replace to overwrite it, or remove it first)")
         self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
         self._put_signature(name, screening_signature)
 
@@ -222,6 +262,13 @@ class Registry:
                 self._bump()
             _test_pause_before_commit()
         return names
+
+    def check_new_name(self, name: str, replace: bool = False) -> None:
+        """Before the costly fingerprinting of `refs add`: the name is valid and free (or replace is set)."""
+        self.check_name(name)
+        if not replace and self._db.execute("SELECT 1 FROM refs WHERE name = ?", (name,)).fetchone():
+            raise RegistryError(self.path, f"a reference named {name!r} already exists "
+                                           "(give --replace to overwrite it, or remove it first)")
 
     def names(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT name FROM refs ORDER BY name")]

@@ -36,6 +36,15 @@ line, error lines included (most errors, a missing or corrupt file, would
 fail the same way again); `--retry-errors` audits those again and appends a
 new line. When a candidate has several lines the last one counts.
 
+Timeout (`--timeout SECONDS`, per candidate): inside the task a SIGALRM
+timer (on the thread that runs it, where the platform allows) stops the
+audit with an error record, so a candidate stuck in Python code or a
+blocking read costs one line and the worker lives on. A candidate stuck in
+native code that ignores the signal is caught by a watchdog thread in pool
+workers, which ends the worker process TIMEOUT_GRACE seconds later; the pool
+then records that candidate (it ran past its time) as timed out and
+retries the others that were running alone, as for any dead worker.
+
 The reference set is read once per worker process: the built-in references
 by `audit.builtin_references` (cached per process), the database's
 fingerprints by `CachedRegistry` (kept up to REFERENCE_CACHE_BYTES per
@@ -54,6 +63,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -64,6 +74,8 @@ from .errors import ProvenanceError
 REFERENCE_CACHE_BYTES = 1 << 30
 DEFAULT_MAX_TASKS_PER_WORKER = 32
 WORKER_DIED = "worker process died while auditing this candidate (killed, or out of memory)"
+TIMEOUT_GRACE = 30.0  # seconds past --timeout before a pool worker stuck in native code is ended
+_IN_POOL_WORKER = False  # set by the pool initializer: only there may the watchdog end the process
 
 Task = Callable[[str, "AuditSettings"], dict]
 
@@ -79,6 +91,50 @@ class AuditSettings:
     refs: str | None = None  # reference database path; None: built-in references only
     include_builtin: bool = True
     cwd: str | None = None  # relative candidate paths are relative to this (the caller's working directory)
+    timeout: float | None = None  # seconds per candidate (None: no limit)
+    timeout_grace: float = TIMEOUT_GRACE  # then seconds until a pool worker stuck in native code is ended
+
+
+class CandidateTimeout(BaseException):
+    """Raised inside a task by its timer when the candidate ran past --timeout (a BaseException, so that
+    no `except Exception` on the way swallows it)."""
+
+
+def timeout_message(candidate: str, seconds: float) -> str:
+    return f"{candidate}: audit stopped after the --timeout of {seconds:g} s (a hung read, or a checkpoint too large)"
+
+
+@contextmanager
+def time_limit(seconds: float | None, grace: float = TIMEOUT_GRACE) -> Iterator[None]:
+    """Raise CandidateTimeout in this thread after `seconds` (main thread only; elsewhere no limit), and in a
+    pool worker end the process `grace` seconds later if the signal could not interrupt the work."""
+    if not seconds:
+        yield
+        return
+    import signal
+    import threading
+
+    watchdog = None
+    if _IN_POOL_WORKER:
+        watchdog = threading.Timer(seconds + grace, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    previous = None
+    if usable:
+        def expire(signum, frame):
+            raise CandidateTimeout()
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        if usable:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        if watchdog is not None:
+            watchdog.cancel()
 
 
 # --- the per-candidate function (runs in the workers) ------------------------------------------------
@@ -113,10 +169,13 @@ def audit_candidate(candidate: str, settings: AuditSettings) -> dict:
 
         if settings.cwd and os.path.isdir(settings.cwd):
             os.chdir(settings.cwd)  # a forkserver's workers start in the directory the server started in
-        fingerprint = fingerprint_for(candidate)
-        registry = reference_database(settings.refs)
-        rows = run_audit(fingerprint, registry, include_builtin=settings.include_builtin)
-        report = audit_to_json(candidate, fingerprint, rows, registry)
+        with time_limit(settings.timeout, settings.timeout_grace):
+            fingerprint = fingerprint_for(candidate)
+            registry = reference_database(settings.refs)
+            rows = run_audit(fingerprint, registry, include_builtin=settings.include_builtin)
+            report = audit_to_json(candidate, fingerprint, rows, registry)
+    except CandidateTimeout:
+        return error_record(candidate, timeout_message(candidate, settings.timeout), time.monotonic() - started)
     except Exception as exc:  # every failure is one candidate's error line, never the batch's
         return error_record(candidate, error_message(candidate, exc), time.monotonic() - started)
     return {"candidate": candidate, "status": "ok", "audit": report,
@@ -179,7 +238,7 @@ def reference_database(path: str | None) -> CachedRegistry | None:
     if cached is None:
         from .registry import Registry
 
-        cached = _DATABASES[path] = CachedRegistry(Registry(path))
+        cached = _DATABASES[path] = CachedRegistry(Registry(path, create=False))
     cached.refresh()
     return cached
 
@@ -192,6 +251,8 @@ def _init_worker() -> None:
 
     import torch
 
+    global _IN_POOL_WORKER
+    _IN_POOL_WORKER = True
     torch.set_num_threads(1)
     threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
 
@@ -237,11 +298,18 @@ def _run_alone(candidate: str, settings: AuditSettings, task: Task) -> dict:
     try:
         return pool.submit(task, candidate, settings).result()
     except BrokenProcessPool:
-        return error_record(candidate, f"{candidate}: {WORKER_DIED}", time.monotonic() - started)
+        return _dead_worker_record(candidate, settings, time.monotonic() - started)
     except Exception as exc:  # a result or argument that cannot be pickled
         return error_record(candidate, error_message(candidate, exc), time.monotonic() - started)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _dead_worker_record(candidate: str, settings: AuditSettings, seconds: float) -> dict:
+    """The error record of a candidate whose worker died: timed out (the watchdog) if it ran past --timeout."""
+    if settings.timeout and seconds >= settings.timeout:
+        return error_record(candidate, timeout_message(candidate, settings.timeout), seconds)
+    return error_record(candidate, f"{candidate}: {WORKER_DIED}", seconds)
 
 
 def run_pool(candidates: Iterable[str], settings: AuditSettings, workers: int, task: Task = audit_candidate,
@@ -250,6 +318,7 @@ def run_pool(candidates: Iterable[str], settings: AuditSettings, workers: int, t
     while pending:
         pool = _process_pool(workers, max_tasks_per_worker)
         running: dict = {}
+        started: dict = {}  # future -> when it was submitted (at most `workers` run, so: when it started)
         suspects: list[str] = []
         try:
             while (pending or running) and not suspects:
@@ -260,15 +329,20 @@ def run_pool(candidates: Iterable[str], settings: AuditSettings, workers: int, t
                         pending.appendleft(candidate)
                         break
                     running[future] = candidate
+                    started[future] = time.monotonic()
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     candidate = running.pop(future)
+                    seconds = time.monotonic() - started.pop(future)
                     try:
                         record = future.result()
                     except BrokenProcessPool:
-                        suspects.append(candidate)
+                        if settings.timeout and seconds >= settings.timeout:  # its watchdog ended the worker
+                            yield _dead_worker_record(candidate, settings, seconds)
+                        else:
+                            suspects.append(candidate)
                         continue
                     except Exception as exc:  # a result or argument that cannot be pickled
                         record = error_record(candidate, error_message(candidate, exc))
@@ -351,14 +425,21 @@ class Outcome:
     status: str
     verdict: str | None = None  # best explanation
     reached: frozenset = frozenset()  # verdicts of non-abstained reference rows, as `audit --fail-on` checks
+    rows: tuple = ()  # (verdict, reference) of those rows, to say which one tripped --fail-on
 
     @classmethod
     def of(cls, record: dict) -> "Outcome":
         if record.get("status") != "ok":
             return cls("error")
         report = record.get("audit") or {}
-        reached = frozenset(r["verdict"] for r in report.get("references", []) if not r.get("abstained"))
-        return cls("ok", report.get("verdict"), reached)
+        rows = tuple((r["verdict"], r.get("reference")) for r in report.get("references", []) if not r.get("abstained"))
+        return cls("ok", report.get("verdict"), frozenset(v for v, _ in rows), rows)
+
+    def tripped(self, fail_on: set[str]) -> list[str]:
+        """'VERDICT vs REFERENCE' (or 'error') for what this outcome reached of `fail_on`."""
+        if self.status == "error":
+            return ["error"] if "error" in fail_on else []
+        return [f"{verdict} vs {reference}" for verdict, reference in self.rows if verdict in fail_on]
 
 
 def read_output(path: Path) -> tuple[dict[str, Outcome], int]:

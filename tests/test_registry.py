@@ -127,7 +127,7 @@ def test_export_import_round_trip(prints, tmp_path, capsys):
 def test_export_unknown_name_writes_nothing(prints, tmp_path, capsys):
     source = _db_with(tmp_path / "a.sqlite", prints, ["llama"])
     out = tmp_path / "out" / "b.zip"
-    code, _, err = _cli(capsys, "refs", "--refs", str(source), "export", str(out), "--name", "llama", "nope")
+    code, _, err = _cli(capsys, "refs", "--refs", str(source), "export", str(out), "--name", "llama", "--name", "nope")
     assert code == 1
     _one_error_line(err, str(source), "'nope'")
     assert not out.exists()
@@ -491,6 +491,7 @@ def test_progress_bar_only_when_wanted(args, bar, models, prints, tmp_path, monk
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     values = {"llama": str(models["llama"]), "llama_fp": str(prints["llama"]), "tmp": str(tmp_path)}
+    Registry(tmp_path / "db.sqlite").close()  # audits read only an existing database
     assert main([a.format(**values) for a in args]) == 0
     shown = terminal.getvalue()
     assert ("fingerprinting" in shown and "tensor" in shown) is bar, shown

@@ -274,6 +274,12 @@ def test_real_smollm2_fingerprint_against_builtin_references(tmp_path):
     assert "Not recorded: the candidate" in html
     digest = hashlib.sha256(candidate.read_bytes()).hexdigest()
     assert html.count(digest) == 2  # as the candidate, and among the built-in references
+    # No path of the machine that built the package (the built-in fingerprints record where their files were).
+    from provenance.fingerprint.store import load_fingerprint
+
+    built_at = load_fingerprint(candidate).meta["vocabulary"]["source"]
+    assert built_at.startswith("/") and built_at not in html and "site-packages" not in html
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in html  # the file name is kept
 
 
 def test_layer_matrix_on_comparisons(pair):
@@ -300,13 +306,100 @@ def test_p_value_sentences():
     t = load_strings("en")
     tiny = p_phrase(-40.3, True, t)
     assert tiny.args == {"p": "5e-41", "odds": Power(10, 40)}
-    assert p_phrase(-1000.0, True, t).args["odds"] == Power(10, 1000)
+    # One floor, as the engine writes it (format_p: "p < 1e-300"), not a second one at 1e-1000.
+    assert p_phrase(-1000.0, True, t).args["odds"] == Power(10, 300)
+    assert p_phrase(-1000.0, True, t).template.startswith("p < 1e-300:")
     small = p_phrase(np.log10(0.003), True, t)
     assert (small.args["times"], small.args["outof"]) == (3, "1,000")
     large = p_phrase(np.log10(0.4), True, t)
     assert (large.args["times"], large.args["outof"]) == (40, "100") and "no evidence" in large.template
     assert "exact equality" in p_phrase(None, True, t).template
     assert "screening" in p_phrase(None, False, t).template
+
+
+def test_one_p_value_notation():
+    from provenance.report.audit_report import p_inline, p_text
+
+    assert [p_text(x) for x in (None, 0.0, np.log10(0.0063), -40.3, -300.0, -300.5, -1000.0)] == \
+        ["-", "1", "0.0063", "5e-41", "1e-300", "< 1e-300", "< 1e-300"]
+    assert [p_inline(x) for x in (0.0, -40.3, -1000.0)] == ["p = 1", "p = 5e-41", "p < 1e-300"]
+
+
+def _p_value(cell: str) -> float:
+    return 0.0 if cell.startswith("<") else float(cell)
+
+
+def test_report_polish_in_the_page(pair, html_report, tmp_path):
+    """One p notation, "Decides: yes" only for signals that reached the bar, the legend dark at its "1" end."""
+    _, derived, refs = pair
+    md_path = tmp_path / "r.md"
+    assert _audit(str(derived), "--refs", str(refs), "--report", str(md_path)) == 0  # with the built-ins too
+    html_path = tmp_path / "r.html"
+    assert _audit(str(derived), "--refs", str(refs), "--report", str(html_path)) == 0
+    for text in (html_report, html_path.read_text(encoding="utf-8"), md_path.read_text(encoding="utf-8")):
+        assert "1e-1000" not in text
+        assert not re.search(r"\bp \d", text), re.search(r".{40}\bp \d.{20}", text)  # never "p 1"
+    evidence = html_report[html_report.index('<section id="evidence">'):html_report.index('<section id="layers">')]
+    rows = re.findall(r'<td class="num">([^<]*)</td>\s*<td class="num">([^<]*)</td>\s*<td>.*?</td>\s*<td>([^<]*)</td>',
+                      evidence, flags=re.S)
+    assert rows and any(decides == "yes" for _, _, decides in rows)
+    for _, p, decides in rows:
+        if decides == "yes":
+            assert p != "-" and _p_value(p) <= 1e-6, (p, decides)
+        elif p not in ("-",) and _p_value(p) > 1e-6:
+            assert decides.startswith("no"), (p, decides)
+    # The legend: its first gradient stop (the top, labelled 1) is the darkest colour of the scale.
+    from provenance.report import charts
+
+    stops = re.findall(r'<stop offset="(\d+)%" stop-color="(#[0-9a-f]{6})"/>', html_report)
+    assert stops[0] == ("0", charts.color(1.0)) and stops[-1] == ("100", charts.color(0.0))
+
+
+def test_decides_follows_the_decision_bar():
+    from provenance.compare import Comparison
+    from provenance.compare.engine import Evidence
+    from provenance.report.audit_report import decides
+
+    def result(verdict, abstained=False):
+        return Comparison(verdict, 0.9, "", [], [], [], "same-shapes", abstained)
+
+    strong, weak = Evidence("layers", 1.0, -20.0, ""), Evidence("final norm", 1.0, -2.2, "")
+    screening = Evidence("std curve (screening only)", 0.9, None, "", decisive=False)
+    hashes = Evidence("exact tensor hashes", 1.0, None, "")
+    assert decides(strong, result("derived")) == "yes"
+    assert decides(weak, result("derived")) == "below_bar"
+    assert decides(strong, result("derived", abstained=True)) == "below_bar"
+    assert decides(strong, result("unrelated")) == "below_bar"
+    assert decides(screening, result("identical")) == "no"
+    assert decides(hashes, result("identical")) == "yes" and decides(hashes, result("derived")) == "below_bar"
+
+
+def test_renamed_tables_sorted_naturally_and_folded(pair, tmp_path):
+    import random
+
+    from provenance.fingerprint.load import fingerprint_for
+    from provenance.fingerprint.store import Fingerprint
+    from provenance.report.audit_report import SHOWN_OPEN, natural_key
+
+    assert sorted(["blocks.10.w", "blocks.2.w", "blocks.1.w"], key=natural_key) == ["blocks.1.w", "blocks.2.w", "blocks.10.w"]
+    _, derived, refs = pair
+    fp = fingerprint_for(derived)
+    meta = json.loads(json.dumps(fp.meta))
+    names = [f"blocks.{i}.ffn.w_in" for i in range(45)]
+    random.Random(0).shuffle(names)
+    meta["renamed_tensors"] = [{"tensor": n, "standard": "model.layers.0.mlp.up_proj.weight", "role": "mlp.up"}
+                               for n in names]
+    candidate = tmp_path / "many.fp.safetensors"
+    Fingerprint(meta=meta, arrays=fp.arrays).save(candidate)
+    out = tmp_path / "many.html"
+    assert _audit(str(candidate), "--refs", str(refs), "--no-builtin", "--report", str(out)) == 0
+    html = out.read_text(encoding="utf-8")
+    section = html[html.index("Tensors whose names differ"):html.index('<section id="lineage">')]
+    shown = re.findall(r"blocks\.(\d+)\.ffn\.w_in", section)
+    assert shown == [str(i) for i in range(45)]  # natural order: 2 before 10
+    opened, folded = section.split('<details class="folded">')
+    assert len(re.findall(r"blocks\.\d+", opened)) == SHOWN_OPEN == 20
+    assert "show 25 more rows" in folded and "open" not in folded.split(">")[0]
 
 
 def test_report_is_reproducible(pair, tmp_path):
@@ -413,6 +506,111 @@ def test_report_renders_in_chromium(pair, html_report, tmp_path):
 
     assert count((253, 236, 234)) > 10_000  # the verdict box's background (an accusing verdict)
     assert count((198, 40, 40)) > 100  # its red border
-    assert count((8, 48, 107), tolerance=20) > 100  # dark heatmap cells (the diagonal): the SVG was drawn
+    # the diagonal heatmap cells, in the colour the page gives them: the SVG was drawn
+    diagonal = re.search(r'<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="[\d.]+" fill="#([0-9a-f]{6})"><title>candidate layer 0, '
+                         r'reference layer 0:', html_report).group(1)
+    assert count(tuple(int(diagonal[k:k + 2], 16) for k in (0, 2, 4)), tolerance=12) > 100
     assert count((214, 39, 40)) > 50  # the layer-map outlines
     assert count((255, 255, 255)) < 0.9 * pixels.shape[0] * pixels.shape[1]  # not a blank page
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (Debian package chromium)")
+def test_heatmap_legend_direction_in_chromium(html_report, tmp_path):
+    """The legend is drawn dark at its top, where it says 1, and light at its bottom, where it says <=0."""
+    from provenance.report import charts
+
+    figure = html_report[html_report.index('<figure class="heatmap">'):]
+    figure = figure[figure.index("<svg"):figure.index("</svg>") + len("</svg>")]  # the picture alone, at (0, 0)
+    width, height = (int(float(v)) for v in re.search(r'<svg[^>]* width="([\d.]+)" height="([\d.]+)"', figure).groups())
+    page = tmp_path / "legend.html"
+    page.write_text(f'<!DOCTYPE html><html><body style="margin:0"><div style="line-height:0">{figure}</div></body></html>',
+                    encoding="utf-8")
+    shot = tmp_path / "legend.png"
+    result = _chromium(f"--window-size={width + 20},{height + 20}", "--force-device-scale-factor=1",
+                       f"--screenshot={shot}", page.as_uri(), user_dir=tmp_path / "profile-legend")
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    pixels = _png_pixels(shot)[..., :3].astype(int)
+    x, y, w, h = (float(v) for v in re.search(
+        r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)" fill="url\(#legend-scale\)"', figure).groups())
+    labels = re.findall(r'<text class="tick" x="[\d.]+" y="([\d.]+)">(1|≤0)</text>', figure)
+    assert [label for _, label in sorted(labels, key=lambda item: float(item[0]))] == ["1", "≤0"]  # 1 on top
+
+    def rgb(hex_color: str) -> np.ndarray:
+        return np.array([int(hex_color[k:k + 2], 16) for k in (1, 3, 5)])
+
+    top = pixels[int(y + 3), int(x + w / 2)]
+    bottom = pixels[int(y + h - 3), int(x + w / 2)]
+    assert np.abs(top - rgb(charts.color(1.0))).max() < 30, top
+    assert np.abs(bottom - rgb(charts.color(0.0))).max() < 30, bottom
+
+
+def _cjk_fonts() -> list[str]:
+    try:
+        listed = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return sorted({name.split(",")[0].strip() for name in listed.splitlines() if name.strip()})
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (Debian package chromium)")
+def test_chinese_report_uses_a_cjk_font_in_chromium(pair, tmp_path):
+    """Where a CJK font is installed, the Chinese report is drawn with it (its glyphs, not empty boxes)."""
+    fonts = _cjk_fonts()
+    if not fonts:
+        pytest.skip("no CJK font installed (fc-list :lang=zh is empty; e.g. Debian fonts-wqy-microhei)")
+    _, derived, refs = pair
+    out = tmp_path / "zh.html"
+    assert _audit(str(derived), "--refs", str(refs), "--no-builtin", "--report", str(out), "--lang", "zh") == 0
+    html = out.read_text(encoding="utf-8")
+    css = html[html.index("<style>"):html.index("</style>")]
+    assert css.count('"Noto Sans CJK SC"') >= 3  # body, monospace and the charts' text all name CJK fonts
+    pdf = tmp_path / "zh.pdf"
+    result = _chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", out.as_uri(), user_dir=tmp_path / "profile-pdf")
+    assert result.returncode == 0 and pdf.exists(), result.stderr[-2000:]
+    embedded = set(re.findall(rb"/BaseFont\s*/[A-Z]{6}\+([A-Za-z0-9_-]+)", pdf.read_bytes()))
+    wanted = {font.replace(" ", "").encode() for font in fonts}
+    assert any(name.startswith(w) for name in embedded for w in wanted), (embedded, wanted)
+
+
+@pytest.fixture(scope="module")
+def json_outputs(pair):
+    """`audit --json` (with the built-in references) and `compare --json` of the derived copy."""
+    import contextlib
+    import io
+
+    base, derived, refs = pair
+    outputs = []
+    for args in (["audit", str(derived), "--refs", str(refs), "--json"], ["compare", str(derived), str(base), "--json"]):
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+            assert main(args) == 0
+        outputs.append(json.loads(stdout.getvalue()))
+    return outputs
+
+
+@pytest.mark.parametrize("width", [60, 80, 132])
+def test_terminal_tables_fit_the_width(json_outputs, width):
+    """`audit` and `compare` text wraps at word boundaries to the terminal width: no line is longer, and every
+    number of the JSON output is printed whole."""
+    from provenance.audit import render_audit
+    from provenance.report.compare_json import render_comparison
+
+    report, comparison = json_outputs
+    for text, source in ((render_audit(report, width=width), report), (render_comparison(comparison, width=width), comparison)):
+        lines = text.splitlines()
+        assert max(len(line) for line in lines) <= width, max(lines, key=len)
+        flat = " ".join(" ".join(lines).split())
+        for row in source.get("references", []) + [{"strongest_evidence": e} for e in source.get("evidence", [])]:
+            e = row.get("strongest_evidence")
+            if e and row.get("kind", "weights") == "weights":
+                for number in re.findall(r"p [=<] [\d.e-]+", e["detail"]):
+                    assert number in flat, number  # "p = 1e-20" never split or cut
+
+
+def test_terminal_width_follows_columns(monkeypatch):
+    from provenance.report.terminal import fit, terminal_width, wrap
+
+    monkeypatch.setenv("COLUMNS", "90")
+    assert terminal_width() == 90
+    assert wrap("correlation of 2048 sampled values, p = 0.0063", 30) == ["correlation of 2048 sampled", "values, p = 0.0063"]
+    assert fit("SmolLM2-135M-Instruct-with-a-long-name", 12) == "SmolLM2-135…"

@@ -66,7 +66,8 @@ def test_suspect_audits_as_derived_of_smollm2(tmp_path):
         wrong = [a.source for a in assignments if a.source != make.stored_name(a.key.role, a.key.layer)]
         assert wrong == []
 
-    env = dict(os.environ, PROVENANCE_REFS=str(tmp_path / "no-such-db.sqlite"))  # built-in references only
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path))  # no database at the default place: built-in references only
+    env.pop("PROVENANCE_REFS", None)
     result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "audit", str(suspect), "--json"],
                             capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr

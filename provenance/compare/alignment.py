@@ -87,3 +87,15 @@ def renamed_tensors(cand: Fingerprint, ref: Fingerprint) -> list[dict[str, Any]]
         if other and other.get("source") and record.get("source") and other["source"] != record["source"]:
             found.append({"candidate": record["source"], "reference": other["source"], "role": key})
     return found
+
+
+def emptied_roles(cand: Fingerprint, ref: Fingerprint) -> list[str]:
+    """Canonical keys that are zero-sized in the candidate and hold values in the reference (a role cut to
+    nothing): such a candidate is never `identical`, however well the rest matches."""
+    def size(record: Any) -> int | None:
+        shape = record.get("shape") if isinstance(record, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+            return None
+        return int(np.prod(shape)) if shape else 1
+
+    return sorted(key for key, record in cand.tensors.items() if size(record) == 0 and size(ref.tensors.get(key)))

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..fingerprint import Fingerprint
+from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
+                        layer_map, renamed_tensors, strongest_decisive)
 from .generic import compare_generic
-from .alignment import (SIGNATURE_PRECISION, architecture_match, is_unplaced, layer_evidence_log10p, layer_map,
-                        renamed_tensors, strongest_decisive)
 from .remote import compare_remote, is_remote_fingerprint
 from .results import Comparison, Evidence
 from .signals import (anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
@@ -300,7 +300,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                 "residual-space Gram matrices (rotation-invariant identity check)", worst, None,
                 f"largest relative difference over layers {worst:.2g} (identical within {tolerance:.2g}, the storage "
                 "rounding); deterministic check, no p-value", decisive=False))
-            if worst < tolerance and strongest <= ACCUSATION_LOG10P:
+            if worst < tolerance and strongest <= ACCUSATION_LOG10P and not emptied_roles(cand, ref):
                 for row in rows:
                     row.update({"reference_layer": row["candidate_layer"],
                                 "via": "equal residual-space Gram matrices (rotated)"})
@@ -318,7 +318,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                               for g in globals_),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
         init_like_shared=_init_like(cand, shared_keys),
-        explained_by=sorted(explained_by))
+        explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref))
     verdict, confidence, abstained, summary = decide(inputs, notes)
     if verdict == "derived" and matched:
         keys = [f"layers.{r['candidate_layer']}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]

@@ -37,7 +37,7 @@ import numpy as np
 from ..architectures.roles import WRITES_RESIDUAL
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .alignment import (SIGNATURE_PRECISION, architecture_match, layer_evidence_log10p, renamed_tensors,
+from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, layer_evidence_log10p, renamed_tensors,
                         strongest_decisive)
 from .alignment import layer_map as engine_layer_map
 from .results import Comparison, Evidence
@@ -272,7 +272,7 @@ def compare_remote(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             and all(e <= r["tolerances"].get(role, 0.0) for role, e in r["rel_errors"].items()) for r in rows),
         globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
                               for g in globals_),
-        same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"))
+        same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"), emptied=emptied_roles(cand, ref))
     verdict, confidence, abstained, summary = decide(inputs, notes)
     if verdict == "identical":
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen

@@ -67,6 +67,7 @@ class DecisionInputs:
     same_vocabulary: bool = True
     init_like_shared: bool = False  # the shared non-layer tensors look like untrained initialisation
     explained_by: list[str] = field(default_factory=list)  # transforms the identity needed (permutations, rescalings)
+    emptied: list[str] = field(default_factory=list)  # canonical keys zero-sized in the candidate, not in the reference
 
 
 def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bool, str]:
@@ -74,7 +75,7 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
     rows, strongest = inputs.rows, inputs.strongest
     n = len(rows)
     matched = [r for r in rows if r["reference_layer"] is not None]
-    if inputs.exact_all:
+    if inputs.exact_all and not inputs.emptied:
         return Verdict.IDENTICAL, 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
     if strongest > ACCUSATION_LOG10P:
         abstained = strongest < LAYER_MATCH_LOG10P
@@ -119,13 +120,17 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
             "weight signals are weak or conflicting: the tool abstains rather than accuse"
     if n and 0 < len(matched) < n and not null_layers:
         notes.append(f"{n - len(matched)} layers are only weakly related; they may be heavily modified")
-    if (inputs.layers_identical and inputs.globals_identical and inputs.same_vocabulary
+    if inputs.emptied:
+        named = ", ".join(inputs.emptied[:5]) + (f" and {len(inputs.emptied) - 5} more" if len(inputs.emptied) > 5 else "")
+        notes.append(f"not identical: {len(inputs.emptied)} canonical tensor(s) of the candidate are zero-sized where "
+                     f"the reference's hold values ({named}): a pruned copy at best")
+    if (inputs.layers_identical and inputs.globals_identical and inputs.same_vocabulary and not inputs.emptied
             and len(matched) == n == inputs.reference_layers):
         how = f"after {', '.join(inputs.explained_by)}, " if inputs.explained_by else ""
         return (Verdict.IDENTICAL, confidence_for_accusation(strongest, 1.0), False,
                 f"{how}every layer equals the reference layer up to the rounding of the candidate's stored dtype")
-    pruned = n < inputs.reference_layers
-    what = "a layer-pruned copy of" if pruned else "descended from"
+    pruned = n < inputs.reference_layers or bool(inputs.emptied)
+    what = "a pruned copy of" if pruned else "descended from"
     return (Verdict.DERIVED, confidence_for_accusation(strongest, len(matched) / n if n else 1.0), False,
             f"the weights are {what} the reference ({len(matched)}/{n} layers matched, strongest {format_p(strongest)})")
 

@@ -29,13 +29,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
-from ..compare.stats import LOG10P_FLOOR
+from ..compare.thresholds import ACCUSATION_LOG10P
 from . import charts
 from .i18n import load_strings
 
 ACCUSING = ("identical", "derived", "assembled")
 ROLE_ORDER = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
 MAX_LISTED = 200  # rows of long tables (renamed tensors) shown before "... and N more"
+SHOWN_OPEN = 20  # rows of those tables shown before the rest is folded away (HTML <details>)
+# One notation for every p-value the report prints, the engine's: below this, "p < 1e-300".
+P_FLOOR_LOG10 = -300
 ARCH_SHOWN = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size", "num_experts")
 
 
@@ -76,8 +79,8 @@ def p_phrase(log10p: float | None, decisive: bool, t: dict[str, Any]) -> Phrase:
     ex = t["p_explain"]
     if log10p is None:
         return Phrase(ex["exact"] if decisive else ex["screening"])
-    if not math.isfinite(log10p) or log10p <= LOG10P_FLOOR + 0.5:
-        return Phrase(ex["floor"], {"odds": Power(10, int(-LOG10P_FLOOR))})
+    if not math.isfinite(log10p) or log10p < P_FLOOR_LOG10:
+        return Phrase(ex["floor"], {"odds": Power(10, -P_FLOOR_LOG10)})
     p = 10.0 ** log10p
     if p < 1e-3:
         # p < 10^-exponent: "less than once in 10^exponent tries"
@@ -89,17 +92,23 @@ def p_phrase(log10p: float | None, decisive: bool, t: dict[str, Any]) -> Phrase:
 
 
 def p_text(log10p: float | None) -> str:
-    """A p-value for a table cell, from its log10."""
+    """A p-value for a table cell, from its log10: `0.0063`, `5e-41`, or `< 1e-300` (as the engine writes it)."""
     if log10p is None:
         return "-"
-    if log10p <= LOG10P_FLOOR + 0.5:
-        return "< 1e-1000"
+    if not math.isfinite(log10p) or log10p < P_FLOOR_LOG10:
+        return "< 1e-300"
     p = 10.0 ** log10p
     if p >= 1e-3:
         return f"{p:.2g}"
     exponent = math.floor(log10p)  # one significant digit in scientific notation (p underflows a float)
     mantissa = round(10.0 ** (log10p - exponent))
     return f"1e{exponent + 1}" if mantissa == 10 else f"{mantissa}e{exponent}"
+
+
+def p_inline(log10p: float | None) -> str:
+    """A p-value inside a sentence or cell without a p-value header: `p = 0.4`, `p = 5e-41`, `p < 1e-300`."""
+    text = p_text(log10p)
+    return "p " + text if text.startswith("<") else f"p = {text}"
 
 
 def signal_phrases(signal: str, t: dict[str, Any]) -> tuple[Phrase, Phrase | None]:
@@ -114,13 +123,26 @@ def signal_phrases(signal: str, t: dict[str, Any]) -> tuple[Phrase, Phrase | Non
     return Phrase("{name}", {"name": signal}), None
 
 
+def decides(evidence, result) -> str:
+    """Whether a signal decided this verdict: "yes", "below_bar" (it may decide, but did not reach the bar of
+    p < 1e-12 every accusing verdict needs, compare/thresholds.py), or "no" (context only). A check without a p-value (exact hashes, the
+    rotation-proof identity check) decides only an `identical` verdict."""
+    if not evidence.decisive:
+        return "no"
+    if evidence.log10p is None:
+        return "yes" if result.verdict == "identical" and not result.abstained else "below_bar"
+    return "yes" if evidence.log10p <= ACCUSATION_LOG10P and result.verdict in ACCUSING and not result.abstained \
+        else "below_bar"
+
+
 def _evidence(result, t: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     ranked = sorted(result.evidence, key=lambda e: (not e.decisive, e.log10p if e.log10p is not None else 0.0))
     for e in ranked:
         name, what = signal_phrases(e.signal, t)
         rows.append({"name": name, "what": what, "value": f"{float(e.value):.4g}", "p": p_text(e.log10p),
-                     "meaning": p_phrase(e.log10p, e.decisive, t), "decisive": e.decisive, "detail": e.detail})
+                     "meaning": p_phrase(e.log10p, e.decisive, t), "decisive": e.decisive,
+                     "decides": decides(e, result), "detail": e.detail})
     return rows
 
 
@@ -200,7 +222,20 @@ def _role_section(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- tokenizer --------------------------------------------------------------------------------------
 
-def _tokenizer(cand, ref, t: dict[str, Any], ref_name: str | None) -> dict[str, Any]:
+def shown_source(source: str, given: str) -> str:
+    """A file path recorded in a fingerprint, as the report may show it: whole when it lies under the path the
+    user gave for this run, else its file name only (a built-in reference records where the package was built)."""
+    if not source:
+        return source
+    try:
+        if given and Path(source).resolve().is_relative_to(Path(given).resolve()):
+            return source
+    except (OSError, ValueError):
+        pass
+    return Path(source).name or source
+
+
+def _tokenizer(cand, ref, t: dict[str, Any], ref_name: str | None, given: str = "") -> dict[str, Any]:
     from ..compare.signals import vocabulary_overlap
 
     cv = cand.meta.get("vocabulary") if isinstance(cand.meta.get("vocabulary"), dict) else None
@@ -213,7 +248,7 @@ def _tokenizer(cand, ref, t: dict[str, Any], ref_name: str | None) -> dict[str, 
         specials = v.get("special_tokens") if isinstance(v.get("special_tokens"), list) else []
         return {"kind": _text(v.get("kind")), "size": _text(v.get("size")),
                 "vocab_sha256": _text(v.get("vocab_sha256")), "merges_sha256": _text(v.get("merges_sha256")) or "-",
-                "source": _text(v.get("source")),
+                "source": shown_source(_text(v.get("source")), given),
                 "special_tokens": ", ".join(_text(s) for s in specials[:12]) + (" …" if len(specials) > 12 else "")}
 
     props = [(key, tt[key]) for key in ("kind", "size", "vocab_sha256", "merges_sha256", "source", "special_tokens")]
@@ -264,13 +299,22 @@ def _known_tokenizers(vocabulary: dict[str, Any] | None) -> list[str]:
 
 # --- renamed tensors --------------------------------------------------------------------------------
 
+def natural_key(text: str) -> tuple:
+    """Sort key that orders numbers by value: blocks.2 before blocks.10."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text))
+
+
 def _renamed(result, cand) -> dict[str, Any]:
     vs_ref = [{"candidate": _text(r.get("candidate")), "reference": _text(r.get("reference")), "role": _text(r.get("role"))}
               for r in _dicts(result.renamed)] if result is not None else []
     own = [{"tensor": _text(r.get("tensor")), "standard": _text(r.get("standard")), "role": _text(r.get("role"))}
            for r in _dicts(cand.meta.get("renamed_tensors"))]
-    return {"vs_reference": vs_ref[:MAX_LISTED], "more_vs_reference": max(0, len(vs_ref) - MAX_LISTED),
-            "nonstandard": own[:MAX_LISTED], "more_nonstandard": max(0, len(own) - MAX_LISTED)}
+    vs_ref.sort(key=lambda r: natural_key(r["candidate"]))
+    own.sort(key=lambda r: natural_key(r["tensor"]))
+    return {"vs_reference": vs_ref[:SHOWN_OPEN], "vs_reference_folded": vs_ref[SHOWN_OPEN:MAX_LISTED],
+            "more_vs_reference": max(0, len(vs_ref) - MAX_LISTED),
+            "nonstandard": own[:SHOWN_OPEN], "nonstandard_folded": own[SHOWN_OPEN:MAX_LISTED],
+            "more_nonstandard": max(0, len(own) - MAX_LISTED)}
 
 
 # --- claimed versus measured lineage ----------------------------------------------------------------
@@ -429,7 +473,7 @@ def build_report(candidate_path: str, cand, rows: list, registry=None, lang: str
         "ascii_heatmap": charts.ascii_heatmap(matrix, mapped),
         "layer_map": _layer_map(result) if result else [],
         "roles": _role_section(profiles),
-        "tokenizer": _tokenizer(cand, reference, t, best.reference if best else None),
+        "tokenizer": _tokenizer(cand, reference, t, best.reference if best else None, candidate_path),
         "renamed": _renamed(result, cand),
         "lineage": _lineage(cand, rows, t),
         "references": [{"rank": k, "reference": r.reference, "origin": _origin_label(r.origin, t), "verdict": r.result.verdict,
@@ -440,7 +484,8 @@ def build_report(candidate_path: str, cand, rows: list, registry=None, lang: str
         "repro": {"candidate": _candidate_files(candidate_path, cand, hash_files), "tool": _versions(),
                   "database": {"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
                   "builtin": _builtin_hashes(rows),
-                  "command": shlex.join(list(argv) if argv is not None else sys.argv)},
+                  # argv[0] is where the program lies on this machine; the command is what the user typed after it
+                  "command": shlex.join(["provenance", *(list(argv) if argv is not None else sys.argv)[1:]])},
     }
 
 
@@ -471,4 +516,4 @@ def _strongest(row, t: dict[str, Any]) -> dict[str, Any] | None:
         return None
     e = min(decisive, key=lambda e: e.log10p)
     name, _ = signal_phrases(e.signal, t)
-    return {"name": name, "p": p_text(e.log10p)}
+    return {"name": name, "p": p_inline(e.log10p)}

@@ -14,13 +14,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..compare.thresholds import LAYER_MATCH_LOG10P
+
 # Sequential blue scale (ColorBrewer "Blues"), for correlation 0 -> 1.
 SCALE = ((0.0, (247, 251, 255)), (0.25, (198, 219, 239)), (0.5, (107, 174, 214)), (0.75, (33, 113, 181)),
          (1.0, (8, 48, 107)))
 NOT_COMPARED = "#e4e4e4"
 MAP_OUTLINE = "#d62728"
 SIGNIFICANT_BAR, WEAK_BAR = "#2171b5", "#c6dbef"
-SIGNIFICANT = -6.0  # per-pair log10 p that colours a role bar dark (the engine's layer threshold)
+SIGNIFICANT = LAYER_MATCH_LOG10P  # per-pair log10 p that colours a role bar dark (the engine's layer threshold)
 
 
 def color(value: float) -> str:
@@ -73,7 +75,8 @@ def heatmap(matrix: dict[str, list[list[float]]] | None, mapped: set[tuple[int, 
         "col_ticks": [{"j": j, "x": round(left + (j + 0.5) * cell, 2)} for j in range(0, cols, col_step)],
         "row_ticks": [{"i": i, "y": round(top + (i + 0.5) * cell + 4, 2)} for i in range(0, rows, row_step)],
         "legend": {"x": round(legend_x, 2), "y": top, "w": 14, "h": min(160.0, max(60.0, grid_h)),
-                   "stops": [{"offset": f"{int(x * 100)}%", "color": color(x)} for x, _ in reversed(SCALE)]},
+                   # top of the bar = correlation 1 (labelled "1"), bottom = 0 (labelled "<=0"): offset 1 - x
+                   "stops": [{"offset": f"{round((1 - x) * 100)}%", "color": color(x)} for x, _ in reversed(SCALE)]},
         "not_compared": NOT_COMPARED,
     }
 

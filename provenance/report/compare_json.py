@@ -38,21 +38,26 @@ def comparison_to_json(candidate_path: str, cand: Fingerprint, reference_path: s
     }
 
 
-def render_comparison(report: dict[str, Any]) -> str:
+def render_comparison(report: dict[str, Any], width: int | None = None) -> str:
+    """The comparison as text for a terminal `width` columns wide (default: the terminal's); long lines wrap."""
+    from .terminal import terminal_width, wrap
+
+    width = width or terminal_width()
     lines = [f"verdict: {report['verdict'].upper()} (confidence {report['confidence']:.2f})"
-             + ("  [abstained]" if report["abstained"] else ""),
-             f"  {report['summary']}",
-             f"  candidate {report['candidate']['path']} vs reference {report['reference']['path']}"
-             f"  (architecture: {report['architecture_match']})",
-             "evidence:"]
+             + ("  [abstained]" if report["abstained"] else "")]
+    lines += wrap(report["summary"], width, indent=2)
+    lines += wrap(f"candidate {report['candidate']['path']} vs reference {report['reference']['path']}"
+                  f"  (architecture: {report['architecture_match']})", width, indent=2)
+    lines.append("evidence:")
     ranked = sorted(report["evidence"], key=lambda e: (not e["decisive"], e["log10_p"] if e["log10_p"] is not None else 0))
     for e in ranked[:10]:
-        lines.append(f"  - {e['signal']}: {e['value']:.4g}  {e['detail']}")
+        body = wrap(f"{e['signal']}: {e['value']:.4g}  {e['detail']}", width - 4)
+        lines += ["  - " + body[0]] + ["    " + line for line in body[1:]]
     mapped = [r for r in report["layers"] if r["reference_layer"] is not None]
     if report["layers"]:
         text = ", ".join(f"{r['candidate_layer']}->{r['reference_layer'] if r['reference_layer'] is not None else '-'}"
                          for r in report["layers"][:48])
-        lines.append(f"layer map ({len(mapped)}/{len(report['layers'])} matched): {text}")
+        lines += wrap(f"layer map ({len(mapped)}/{len(report['layers'])} matched): {text}", width)
     for note in report["notes"]:
-        lines.append(f"note: {note}")
+        lines += wrap(f"note: {note}", width)
     return "\n".join(lines)

@@ -99,3 +99,57 @@ def render_inspect(report: dict[str, Any]) -> str:
     for note in report["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def render_fingerprint(report: dict[str, Any]) -> str:
+    """`provenance inspect FINGERPRINT`: a saved fingerprint described, not read as a checkpoint."""
+    fp, source, arch = report["fingerprint"], report["source"], report["architecture"]
+    lines = [f"{report['path']}  (provenance fingerprint {fp['schema']}, tool {fp['tool_version']}, "
+             f"created {fp['created']}, variant {fp['variant']})",
+             f"made from: {source['path']}  ({source['format']}, {len(source['files'])} files)",
+             f"family: {report['family']['name'] or 'unknown'}"]
+    shown = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size")
+    lines.append("architecture: " + "  ".join(f"{k}={arch[k]}" for k in shown if arch.get(k) is not None))
+    lines.append(f"tensors: {report['tensors']['canonical']} canonical ({report['tensors']['stored']} stored), "
+                 f"{fp['arrays']} arrays, {_human_bytes(fp['array_bytes'])}")
+    if report["vocabulary"]:
+        lines.append(f"vocabulary: {report['vocabulary']['kind']}, {report['vocabulary']['size']} tokens")
+    if report["lineage_claims"]:
+        lines.append("self-reported lineage (unverified claims, not evidence):")
+        lines.extend(f"  {c['where']}: {c['value']}" for c in report["lineage_claims"])
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    lines.append("compare and audit read this file as it is; fingerprinting it again would describe nothing")
+    return "\n".join(lines)
+
+
+def terminal_width(default: int = 120) -> int:
+    """Columns of the terminal on stdout ($COLUMNS first); `default` when stdout is not a terminal."""
+    import shutil
+
+    return max(60, shutil.get_terminal_size((default, 24)).columns)
+
+
+def fit(text: str, width: int) -> str:
+    """`text` cut to `width` characters at a word boundary, with an ellipsis: never mid-number or mid-word."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    cut = text[:width - 1]
+    space = cut.rfind(" ")
+    if space >= width // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:(") + "…"
+
+
+def wrap(text: str, width: int, indent: int = 0) -> list[str]:
+    """`text` as lines of at most `width` characters, broken at spaces (a word longer than a line stays whole;
+    `p < 1e-6` and `p = 0.4` stay on one line)."""
+    import re
+    import textwrap
+
+    kept = re.sub(r"\bp ([<=>]) ", "p\u00a0\\1\u00a0", text)  # textwrap never breaks at a no-break space
+    lines = textwrap.wrap(kept, width, initial_indent=" " * indent, subsequent_indent=" " * indent,
+                          break_long_words=False, break_on_hyphens=False)
+    return [line.replace("\u00a0", " ") for line in lines]

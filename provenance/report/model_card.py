@@ -1,0 +1,154 @@
+"""`provenance audit --model-card`: the Hugging Face model-card front matter the measured lineage calls for.
+
+The Hub reads `base_model` (one repository id or a list) and
+`base_model_relation` (`finetune`, `quantized`, `merge`, `adapter`) from the
+YAML front matter of README.md. This module turns the audit's rows into
+those two keys and prints them beside what the candidate's files claim
+(config, card front matter, card prose, GGUF metadata: `lineage_claims`):
+
+- no accusing row (identical, derived, assembled, not abstained) among the
+  weight references: no `base_model` (nothing measured explains the weights);
+- `assembled`: `merge`, with every accusing weight reference as a base;
+- `identical` or `derived` with quantized candidate tensors (GGUF Q/IQ
+  types): `quantized`;
+- `derived`: `finetune`;
+- `identical`: `base_model` without a relation (the Hub has none for a
+  copy), and a comment saying it is one.
+`adapter` is never chosen: an adapter file holds no base weights to measure.
+
+A reference name becomes a repository id when it is one (`ORG/NAME`), when it
+was added from `hf://ORG/NAME`, or for the built-in references; otherwise it is
+written as the name, with a comment to replace it by the hub id.
+Claims are checked loosely against the measured base (`claim_names`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .audit_report import ACCUSING, claim_names
+from .text import clean
+
+BUILTIN_HUB_IDS = {
+    "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_QUANTIZED = re.compile(r"^(I?Q\d|TQ\d)", re.IGNORECASE)
+_SCRATCH = re.compile(r"from scratch|从零|从头|自主研发|自研", re.IGNORECASE)
+MAX_CLAIM_CHARS = 160
+
+
+@dataclass(frozen=True)
+class ModelCardLineage:
+    base_model: list[str]  # hub ids (or reference names where no id is known)
+    relation: str | None  # finetune, quantized, merge; None: no base, or an identical copy
+    verdict: str | None  # the measured verdict behind it
+    references: list[str]  # the audit's reference names behind base_model
+    claims: list[dict[str, str]]  # what the files claim (where, value)
+    agreement: str  # "agrees", "does-not-name", "contradicts", "no-claim", "nothing-measured"
+    comments: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base_model": self.base_model, "base_model_relation": self.relation, "verdict": self.verdict,
+                "references": self.references, "claims": self.claims, "agreement": self.agreement}
+
+
+def _hub_id(reference: str, origin: str, registry) -> tuple[str, bool]:
+    """(id, known): the reference's hub repository id, or its name when none is known."""
+    if origin.startswith("built-in") and reference in BUILTIN_HUB_IDS:
+        return BUILTIN_HUB_IDS[reference], True
+    if _REPO_ID.match(reference):
+        return reference, True
+    if registry is not None:
+        try:
+            source = (registry.entry(reference).source or {}).get("path") or ""
+        except Exception:  # an entry removed meanwhile: keep the name
+            source = ""
+        if source.startswith("hf://"):
+            repo = source[len("hf://"):].split("@", 1)[0].strip("/")
+            if _REPO_ID.match(repo):
+                return repo, True
+    return reference, False
+
+
+def _quantized(candidate) -> bool:
+    return any(isinstance(r, dict) and isinstance(r.get("dtype"), str) and _QUANTIZED.match(r["dtype"])
+               for r in candidate.tensors.values())
+
+
+def measured_lineage(candidate, rows, registry=None) -> ModelCardLineage:
+    claims = [{"where": clean(c.get("where"), 60), "value": clean(c.get("value"), MAX_CLAIM_CHARS)}
+              for c in candidate.meta.get("lineage_claims") or [] if isinstance(c, dict)]
+    accusing = [r for r in rows if r.kind == "weights" and r.result.verdict in ACCUSING and not r.result.abstained]
+    if not accusing:
+        return ModelCardLineage([], None, None, [], claims, "nothing-measured" if claims else "no-claim",
+                                ["measured: no reference explains these weights, so no base_model is written"])
+    best = accusing[0]
+    verdict = best.result.verdict
+    chosen = [r for r in accusing if r.result.verdict == "assembled"] if verdict == "assembled" else [best]
+    comments: list[str] = []
+    ids = []
+    for row in chosen:
+        hub, known = _hub_id(row.reference, row.origin, registry)
+        ids.append(hub)
+        if not known:
+            comments.append(f"replace {clean(hub, 80)!r} (the reference's name in your database) by its hub repository id")
+    if verdict == "assembled":
+        relation = "merge"
+    elif _quantized(candidate):
+        relation = "quantized"
+    elif verdict == "derived":
+        relation = "finetune"
+    else:
+        relation = None
+        comments.append("identical weights: a copy of the base model; the Hub has no base_model_relation for a copy")
+    named = [c for c in claims if any(claim_names(c["value"], row.reference) or claim_names(c["value"], hub)
+                                      for row, hub in zip(chosen, ids))]
+    if named:
+        agreement = "agrees"
+    elif any(_SCRATCH.search(c["value"]) for c in claims):
+        agreement = "contradicts"
+    elif claims:
+        agreement = "does-not-name"
+    else:
+        agreement = "no-claim"
+    return ModelCardLineage(ids, relation, verdict, [r.reference for r in chosen], claims, agreement, comments)
+
+
+def _yaml_scalar(value: str) -> str:
+    return value if re.fullmatch(r"[A-Za-z0-9][\w./-]*", value) else json.dumps(value, ensure_ascii=False)
+
+
+AGREEMENT_TEXT = {
+    "agrees": "the files name the measured base",
+    "does-not-name": "the files' claims do not name the measured base",
+    "contradicts": "the files claim an independent origin (from scratch), which the measurement contradicts",
+    "no-claim": "the files claim no origin",
+    "nothing-measured": "the files' claims could not be checked: no reference explains the weights",
+}
+
+
+def render_front_matter(lineage: ModelCardLineage, candidate_path: str) -> str:
+    """The YAML front matter, with comments: what was measured, what the files claim, whether they agree."""
+    lines = [f"# provenance audit --model-card {clean(candidate_path, 200)}"]
+    if lineage.verdict:
+        lines.append(f"# measured: {lineage.verdict} of {', '.join(clean(r, 80) for r in lineage.references)}")
+    lines.extend(f"# {c}" for c in lineage.comments)
+    if lineage.claims:
+        lines.append("# the files claim (unverified):")
+        lines.extend(f"#   {c['where']}: {c['value']}" for c in lineage.claims)
+    lines.append(f"# {AGREEMENT_TEXT[lineage.agreement]}")
+    lines.append("---")
+    if len(lineage.base_model) == 1:
+        lines.append(f"base_model: {_yaml_scalar(lineage.base_model[0])}")
+    elif lineage.base_model:
+        lines.append("base_model:")
+        lines.extend(f"- {_yaml_scalar(b)}" for b in lineage.base_model)
+    if lineage.relation:
+        lines.append(f"base_model_relation: {lineage.relation}")
+    lines.append("---")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""The Python API: provenance.compare / audit / fingerprint return the typed results the command line renders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import provenance
+from provenance.cli import main
+
+from .builders import build_llama, build_qwen2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    return {"llama": build_llama(root / "llama").path, "qwen2": build_qwen2(root / "qwen2").path, "root": root}
+
+
+def test_import_is_light_and_submodules_still_import():
+    code = ("import sys, provenance; light = not ({'torch', 'numpy'} & set(sys.modules)); "
+            "import provenance.audit as a; from provenance.compare import Comparison; "
+            "import provenance.fingerprint.load as load; from provenance import audit; "
+            "print(light, callable(provenance.compare), a.SCHEMA, audit.SCHEMA, Comparison.__name__, "
+            "load.fingerprint_for.__name__, callable(provenance.audit), callable(provenance.fingerprint))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "provenance.audit/1", "provenance.audit/1", "Comparison",
+                                     "fingerprint_for", "True", "True"]
+
+
+def test_fingerprint_returns_a_fingerprint(models, tmp_path):
+    from provenance.fingerprint import Fingerprint
+
+    fp = provenance.fingerprint(models["llama"])
+    assert isinstance(fp, Fingerprint)
+    assert fp.architecture["num_layers"] == 2 and fp.meta["source"]["path"] == str(models["llama"])
+    saved = fp.save(tmp_path / "llama.fp.safetensors")
+    again = provenance.fingerprint(saved)  # a saved fingerprint is read, not rebuilt
+    assert again.meta == fp.meta
+
+
+def test_compare_returns_a_comparison_like_the_command_line(models, capsys):
+    from provenance.compare import Comparison
+
+    same = provenance.compare(models["llama"], models["llama"])
+    assert isinstance(same, Comparison) and same.verdict == "identical" and not same.abstained
+    other = provenance.compare(models["llama"], models["qwen2"])
+    assert other.verdict not in ("identical", "derived", "assembled")
+    # Fingerprints are accepted too, and give the same verdict.
+    fp = provenance.fingerprint(models["llama"])
+    assert provenance.compare(fp, models["llama"]).verdict == "identical"
+    # The JSON helper equals `provenance compare --json`.
+    assert main(["compare", str(models["llama"]), str(models["qwen2"]), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    api = provenance.api.compare_json(str(models["llama"]), str(models["qwen2"]))
+    assert api["verdict"] == cli["verdict"] == other.verdict
+    assert api["evidence"] == cli["evidence"] and api["candidate"] == cli["candidate"]
+
+
+def test_audit_returns_ranked_rows(models, tmp_path):
+    from provenance.audit import AuditRow
+    from provenance.errors import ProvenanceError
+    from provenance.registry import Registry
+
+    db = tmp_path / "refs.sqlite"
+    with Registry(db) as registry:
+        registry.add("tiny-llama", provenance.fingerprint(models["llama"]))
+        registry.add("tiny-qwen2", provenance.fingerprint(models["qwen2"]))
+    rows = provenance.audit(models["llama"], refs=db, include_builtin=False)
+    assert all(isinstance(r, AuditRow) for r in rows)
+    assert (rows[0].reference, rows[0].result.verdict) == ("tiny-llama", "identical")
+    assert {r.reference for r in rows} == {"tiny-llama", "tiny-qwen2"}
+    report = provenance.api.audit_json(str(models["llama"]), refs=db, include_builtin=False)
+    assert report["verdict"] == "identical" and report["best_reference"] == "tiny-llama"
+    with pytest.raises(ProvenanceError, match="no reference database"):
+        provenance.audit(models["llama"], refs=tmp_path / "typo.sqlite")
+    assert not (tmp_path / "typo.sqlite").exists()
+    with pytest.raises(ProvenanceError, match="no such file"):
+        provenance.compare(tmp_path / "nothing", models["llama"])
