@@ -206,7 +206,7 @@ def unit_tails(records: list[dict], specs: list[M.ModelSpec]) -> list[dict]:
     table: dict[tuple[str, str], list[float]] = defaultdict(list)
     for record in records:
         i, j = record["pair"]
-        group = specs[i].group if specs[i].group == specs[j].group else f"{specs[i].group} x {specs[j].group}"
+        group = " x ".join(sorted({specs[i].group, specs[j].group}))
         for signal, log10p, where in record["draws"]:
             if signal != "unit matching":
                 continue
@@ -238,12 +238,15 @@ def verdict_summary(records: list[dict], specs: list[M.ModelSpec]) -> dict:
         by_group: dict[str, Counter] = defaultdict(Counter)
         for r in records:
             i, j = r["pair"]
-            group = specs[i].group if specs[i].group == specs[j].group else f"{specs[i].group} x {specs[j].group}"
+            group = " x ".join(sorted({specs[i].group, specs[j].group}))
             by_group[group][r["verdicts"][view]["verdict"]] += 1
         found[view] = {
             "by_group": {k: dict(v) for k, v in sorted(by_group.items())},
             "accusations_through_unit_matching": sum(1 for r in accusing
                                                      if r["verdicts"][view]["matched_layers_by_unit_matching"]),
+            # finding 2 of issue 13: accusations weaker than the engine's 1e-12 bar, or resting on one layer
+            "accusing_weaker_than_1e-12": sum(1 for r in accusing if r["verdicts"][view]["strongest_log10p"] > -12),
+            "accusing_with_one_matched_layer": sum(1 for r in accusing if r["verdicts"][view]["matched_layers"] <= 1),
             "pairs": len(records), "verdicts": dict(counts), "accusing": len(accusing),
             "accusing_rate_upper95": clopper_pearson_upper(len(accusing), len(records)),
             "by_depth": {k: dict(v) for k, v in sorted(by_depth.items())},
@@ -293,7 +296,9 @@ def markdown(result: dict) -> str:
                   f"{', '.join(f'{k} {v}' for k, v in sorted(summary['verdicts'].items()))}; "
                   f"by depth: {'; '.join(f'{k}: ' + ', '.join(f'{a} {b}' for a, b in sorted(v.items())) for k, v in summary['by_depth'].items())}; "
                   f"by group: {groups}; accusations with layers matched through MLP unit matching: "
-                  f"{summary['accusations_through_unit_matching']} of {summary['accusing']}"]
+                  f"{summary['accusations_through_unit_matching']} of {summary['accusing']}; accusations with a strongest "
+                  f"p above 1e-12: {summary['accusing_weaker_than_1e-12']}; with at most one matched layer: "
+                  f"{summary['accusing_with_one_matched_layer']}"]
         for item in summary["accusations"][:20]:
             lines.append(f"- {item['candidate']} ({item['layers'][0]} layers) vs {item['reference']} ({item['layers'][1]} layers): "
                          f"{item['verdict']}, strongest 1e{item['strongest_log10p']:.1f}: {item['summary']}")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import string
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -387,7 +387,3 @@ def write_model(directory: Path, spec: ModelSpec, real: dict | None = None) -> P
     (directory / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
     return directory
 
-
-def with_layers(spec: ModelSpec, layers: int, name: str | None = None, seed: int | None = None) -> ModelSpec:
-    """A spec like `spec` with another depth (and, given, another name and seed)."""
-    return replace(spec, layers=layers, name=name or spec.name, seed=spec.seed if seed is None else seed)
