@@ -1,0 +1,162 @@
+"""Every decisive signal's raw p-values for one independent pair: the adapters over the engine's public names.
+
+Each adapter turns one public signal of `provenance.compare` into a list of
+`Draw`s (log10 p before any selection or correction). Under the null (the
+two models were generated independently) every draw is a uniform p-value,
+so the share below alpha should be alpha. Draws of one pair are dependent
+(cells of one layer map share layers), which widens the spread of the
+shares but not their expectation.
+
+If the engine changes, only this file should need updating, as long as the
+names below and their return types stay:
+- `signals.layer_view`, `signals.layer_similarity` (`.log10p`, `.roles`):
+  every candidate x reference layer cell with compared roles;
+- `signals.unit_matching` (`.log10p`): every layer pair of equal unit count;
+- `signals.global_tensors` (`.name`, `.log10p`): non-layer tensors by id;
+- `signals.anchor_embeddings` (`.log10p`): anchor rows by token string;
+- `remote.row_layer_view`, `remote.row_clusters`: the row-sample layer map;
+  `remote.row_unit_matching`: sampled units of a remote side against a local one;
+  `remote.compare_remote`: non-layer tensors of the row-sample view (its evidence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from provenance.compare import compare_fingerprints
+from provenance.compare import remote as R
+from provenance.compare import signals as S
+from provenance.fingerprint import Fingerprint
+from provenance.fingerprint.sketch import row_sample_rows
+
+ACCUSING = ("identical", "derived", "assembled")
+
+
+@dataclass(frozen=True)
+class Draw:
+    signal: str
+    log10p: float
+    where: str  # which cell, layer pair or tensor
+
+
+def layer_sketch(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    found = S.layer_similarity(S.layer_view(cand), S.layer_view(ref))
+    return [Draw("layer sketch", float(found.log10p[i, j]), f"{i},{j}") for i, j in zip(*np.nonzero(found.roles > 0))]
+
+
+def unit_matching(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    draws = []
+    layers_c, layers_r = _layers(cand), _layers(ref)
+    for i in range(layers_c):
+        a = cand.array(f"units/{i}/mlp.up")
+        for j in range(layers_r):
+            b = ref.array(f"units/{j}/mlp.up")
+            if a is None or b is None or a.shape != b.shape:
+                continue
+            match = S.unit_matching(cand, ref, i, j)
+            if match is not None:
+                draws.append(Draw("unit matching", float(match.log10p), f"{i},{j}"))
+    return draws
+
+
+def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    return [Draw("global tensors", float(g.log10p), g.name) for g in S.global_tensors(cand, ref)]
+
+
+def anchor_rows(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    found = S.anchor_embeddings(cand, ref)
+    return [] if found is None else [Draw("anchor rows", float(found.log10p), found.name)]
+
+
+def remote_layer_rows(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    found = S.layer_similarity(R.row_layer_view(cand), R.row_layer_view(ref), clusters=R.row_clusters)
+    return [Draw("remote row sample", float(found.log10p[i, j]), f"{i},{j}")
+            for i, j in zip(*np.nonzero(found.roles > 0))]
+
+
+def remote_unit_matching(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    """The candidate read remotely (its sampled `mlp.up` rows) against the local reference, every layer pair."""
+    remote = remote_variant(cand)
+    draws = []
+    for i in range(_layers(cand)):
+        for j in range(_layers(ref)):
+            a, b = cand.array(f"units/{i}/mlp.up"), ref.array(f"units/{j}/mlp.up")
+            if a is None or b is None or a.shape != b.shape:
+                continue
+            match = R.row_unit_matching(remote, ref, i, j)
+            if match is not None:
+                draws.append(Draw("remote unit matching", float(match.log10p), f"{i},{j}"))
+    return draws
+
+
+def remote_global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    """Non-layer tensors compared on row samples, read off `compare_remote`'s evidence."""
+    result = R.compare_remote(remote_variant(cand), ref)
+    return [Draw("remote global tensors", float(e.log10p), e.signal) for e in result.evidence
+            if "(by id" in e.signal and e.log10p is not None]
+
+
+PAIR_SIGNALS = (layer_sketch, unit_matching, global_tensors, anchor_rows, remote_layer_rows, remote_unit_matching,
+                remote_global_tensors)
+# One draw (or a few) per pair, cheap: also run over every compatible pair of the pool.
+POOL_SIGNALS = (global_tensors, anchor_rows)
+
+
+def verdicts(cand: Fingerprint, ref: Fingerprint) -> dict[str, dict]:
+    """The local verdict and the verdict with the candidate read remotely, each with its strongest evidence."""
+    found = {}
+    for view, result in (("local", compare_fingerprints(cand, ref)),
+                         ("remote", compare_fingerprints(remote_variant(cand), ref))):
+        decisive = [e.log10p for e in result.evidence if e.decisive and e.log10p is not None]
+        via = [row.get("via", "") for row in result.layers if row.get("reference_layer") is not None]
+        found[view] = {"verdict": result.verdict, "abstained": bool(result.abstained),
+                       "strongest_log10p": round(min(decisive, default=0.0), 2), "summary": result.summary,
+                       "matched_layers_by_unit_matching": sum(1 for v in via if "matched MLP units" in v),
+                       "matched_layers": len(via)}
+    return found
+
+
+def remote_variant(fp: Fingerprint) -> Fingerprint:
+    """The "remote" fingerprint a reader over HTTP would build from the same checkpoint.
+
+    It is the part of the local fingerprint the remote builder reads
+    (`provenance.remote.fingerprint`): row samples, 1-D tensors whole, anchor
+    rows, and the sampled `mlp.up` rows' unit signatures (`rowunits/`, the
+    rows of `units/` at the row sample's rows: the same projections of the
+    same rows); matrices keep their shape but no hash or statistics.
+    """
+    tensors = {}
+    arrays = {}
+    for key, record in fp.tensors.items():
+        shape = tuple(record["shape"])
+        if len(shape) == 2:
+            tensors[key] = {k: v for k, v in record.items() if k not in ("sha256", "stats")} | {"sha256": None}
+            if f"rows/{key}" in fp.arrays:
+                arrays[f"rows/{key}"] = fp.arrays[f"rows/{key}"]
+        else:
+            tensors[key] = dict(record)
+            if f"sketch/{key}" in fp.arrays:
+                arrays[f"sketch/{key}"] = fp.arrays[f"sketch/{key}"]
+    for name, values in fp.arrays.items():
+        if name.startswith("anchors/"):
+            arrays[name] = values
+        elif name.startswith("units/") and name.endswith("/mlp.up"):
+            layer = name.split("/")[1]
+            shape = tuple(fp.tensors.get(f"layers.{layer}.mlp.up.weight", {}).get("shape", values.shape))
+            arrays[f"rowunits/{layer}/mlp.up"] = values[row_sample_rows(shape)]
+    meta = dict(fp.meta)
+    meta.update({"variant": R.VARIANT, "tensors": tensors, "stored_tensors": {}})
+    return Fingerprint(meta=meta, arrays=arrays)
+
+
+def _layers(fp: Fingerprint) -> int:
+    return int(fp.architecture.get("num_layers") or 0)
+
+
+def pair_draws(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    draws = []
+    for adapter in PAIR_SIGNALS:
+        draws.extend(adapter(cand, ref))
+    return draws

@@ -1,0 +1,95 @@
+"""The null calibration suite's fast slice: independent structured models are never accused, and
+every decisive signal's p-values are not anti-conservative.
+
+Six small independent models (`bench/nulls/models.py`: power-law spectra in
+model-specific bases, massive residual dimensions with 20x norm weights, GQA
+LLaMA and GPT-2 with LayerNorm biases, tied and untied, 4 and 6 layers),
+every pair of them compared. `bench/nulls.py` is the full run (200 pairs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from bench.nulls import draws as D
+from bench.nulls import models as M
+
+GROUPS = (("llama-128", "llama", 128, 512, 4, 2, 512, None),
+          ("gpt2-128", "gpt2", 128, 512, 4, 4, 512, None))
+UNIT_MATCHING_XFAIL = pytest.mark.xfail(strict=False, reason="issue 13: unit matching anisotropy, fixed by the engine change")
+# On the engine of issue 13, unit matching's anisotropy accuses independent pairs (`derived` at 6/6 layers,
+# `assembled` from one strong layer): the verdict check fails until the engine change lands.
+VERDICT_XFAIL = pytest.mark.xfail(strict=False, reason="issue 13: unit matching anisotropy and the assembled rule "
+                                  "accuse independent pairs, fixed by the engine change")
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    from provenance.fingerprint.load import fingerprint_for
+
+    root = tmp_path_factory.mktemp("nulls")
+    specs = M.pool_specs(6, seed=13, real_available=frozenset(), groups=GROUPS, depths=(4, 6))
+    fingerprints = [fingerprint_for(M.write_model(root / spec.name, spec)) for spec in specs]
+    pairs = [(i, j) for i in range(len(specs)) for j in range(i + 1, len(specs))]
+    return specs, fingerprints, pairs
+
+
+@pytest.fixture(scope="module")
+def draws(pool):
+    specs, fingerprints, pairs = pool
+    found: dict[str, list[float]] = {}
+    for i, j in pairs:
+        for draw in D.pair_draws(fingerprints[i], fingerprints[j]):
+            found.setdefault(draw.signal, []).append(draw.log10p)
+    return found
+
+
+def test_models_are_structured_and_independent(pool, tmp_path):
+    """What the null rests on: the generator's models differ in everything a seed decides, and carry the structure."""
+    import numpy as np
+
+    specs, fingerprints, _ = pool
+    state_a, _ = M.generate_state(specs[0])
+    state_b, _ = M.generate_state(specs[0])
+    assert all(np.array_equal(state_a[k].numpy(), state_b[k].numpy()) for k in state_a)  # seeded
+    name = "model.layers.0.mlp.up_proj.weight"
+    up = state_a[name].double().numpy()
+    singular = np.linalg.svd(up, compute_uv=False) ** 2
+    assert singular.sum() ** 2 / (singular ** 2).sum() < 40  # low participation ratio: a power-law spectrum
+    norm = state_a["model.layers.0.post_attention_layernorm.weight"].numpy()
+    assert norm.max() > 10 * np.median(norm)  # massive dimensions
+    assert {s.family for s in specs} == {"llama", "gpt2"} and {s.layers for s in specs} == {4, 6}
+    assert fingerprints[0].meta["family"]["name"] == "llama"
+
+
+@VERDICT_XFAIL
+def test_no_independent_pair_is_accused(pool):
+    specs, fingerprints, pairs = pool
+    accused = []
+    for i, j in pairs:
+        for view, found in D.verdicts(fingerprints[i], fingerprints[j]).items():
+            if found["verdict"] in D.ACCUSING:
+                accused.append(f"{specs[i].name} vs {specs[j].name} ({view}): {found['verdict']}: {found['summary']}")
+    assert not accused, "\n".join(accused)
+
+
+def _not_anti_conservative(values: list[float], minimum: int) -> None:
+    """Share of p below 0.05, 0.01 and 1e-3 not significantly above alpha (one-sided binomial test at 1e-3)."""
+    assert len(values) >= minimum, f"only {len(values)} draws"
+    for alpha in (0.05, 0.01, 1e-3):
+        count = sum(1 for v in values if v < math.log10(alpha))
+        excess = stats.binom.sf(count - 1, len(values), alpha)
+        assert excess > 1e-3, f"{count} of {len(values)} draws below {alpha} (binomial p {excess:.2g})"
+
+
+@pytest.mark.parametrize("signal, minimum", [
+    ("layer sketch", 250), ("remote row sample", 250), ("global tensors", 25), ("anchor rows", 15),
+    ("remote global tensors", 25),
+    pytest.param("unit matching", 250, marks=UNIT_MATCHING_XFAIL),
+    pytest.param("remote unit matching", 250, marks=UNIT_MATCHING_XFAIL),  # the same test on sampled rows
+])
+def test_signal_is_not_anti_conservative(draws, signal, minimum):
+    _not_anti_conservative(draws.get(signal, []), minimum)
