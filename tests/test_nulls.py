@@ -19,11 +19,8 @@ from bench.nulls import models as M
 
 GROUPS = (("llama-128", "llama", 128, 512, 4, 2, 512, None),
           ("gpt2-128", "gpt2", 128, 512, 4, 4, 512, None))
-UNIT_MATCHING_XFAIL = pytest.mark.xfail(strict=False, reason="issue 13: unit matching anisotropy, fixed by the engine change")
-# On the engine of issue 13, unit matching's anisotropy accuses independent pairs (`derived` at 6/6 layers,
-# `assembled` from one strong layer): the verdict check fails until the engine change lands.
-VERDICT_XFAIL = pytest.mark.xfail(strict=False, reason="issue 13: unit matching anisotropy and the assembled rule "
-                                  "accuse independent pairs, fixed by the engine change")
+# Before the whitened unit matching and the single accusation bar, unit matching's anisotropy accused these
+# independent pairs (`derived` at 6/6 layers, `assembled` from one strong layer).
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +62,6 @@ def test_models_are_structured_and_independent(pool, tmp_path):
     assert fingerprints[0].meta["family"]["name"] == "llama"
 
 
-@VERDICT_XFAIL
 def test_no_independent_pair_is_accused(pool):
     specs, fingerprints, pairs = pool
     accused = []
@@ -88,8 +84,7 @@ def _not_anti_conservative(values: list[float], minimum: int) -> None:
 @pytest.mark.parametrize("signal, minimum", [
     ("layer sketch", 250), ("remote row sample", 250), ("global tensors", 25), ("anchor rows", 15),
     ("remote global tensors", 25),
-    pytest.param("unit matching", 250, marks=UNIT_MATCHING_XFAIL),
-    pytest.param("remote unit matching", 250, marks=UNIT_MATCHING_XFAIL),  # the same test on sampled rows
+    ("unit matching", 250), ("remote unit matching", 250),  # whitened (engine); sampled rows: one-to-one matching
 ])
 def test_signal_is_not_anti_conservative(draws, signal, minimum):
     _not_anti_conservative(draws.get(signal, []), minimum)

@@ -127,9 +127,9 @@ def row_unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r
         a, b = sampled_r, full_c
     else:
         return None
-    # the sampled side holds 32 units, too few to estimate its covariance: only the full side is whitened
+    # the sampled side holds 32 units, too few to estimate its covariance (see unit_matching)
     match = unit_matching(Fingerprint({}, {"units/0/mlp.up": a}), Fingerprint({}, {"units/0/mlp.up": b}), 0, 0,
-                          sample=a.shape[0], whiten_candidate=False)
+                          sampled_candidate=True)
     if match is None:
         return None
     return UnitMatch(layer_c, layer_r, match.correlation, match.log10p, match.units, match.rel_error)

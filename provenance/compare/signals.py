@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import sketch_positions
-from .stats import LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise, whiten
+from .stats import (LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise, whiten,
+                    whitening_transform)
 
 FOLDED_NORMS = set(PRECEDING_NORM.values())
 LAYER_KEY = re.compile(r"^layers\.(\d+)\.(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
@@ -212,36 +214,45 @@ class UnitMatch:
 
 
 def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str = "mlp.up",
-                  sample: int = 256, whiten_candidate: bool = True) -> UnitMatch | None:
+                  sample: int = 256, sampled_candidate: bool = False) -> UnitMatch | None:
     """Match MLP units on the first half of the projections, test on the other half.
 
-    Null: the two models were initialised and trained independently. Each
-    model's signatures are first whitened with that model's own covariance
-    over its units (`stats.whiten`): trained weights are anisotropic (power-law
-    spectra, a few massive residual dimensions), so without whitening the
-    match half and the test half of one model's units are correlated, and
-    units matched on one half of two *independent* models correlate on the
-    other half (per-layer p < 1e-6 in about a fifth of layers). After
-    whitening, the test half carries no linear information about the match
-    half, so under the null the held-out products of matched pairs have mean
-    zero whatever the matching did; each unit is one cluster of the
-    self-normalised test. `whiten_candidate=False` is for a side that holds
-    only a few sampled units (remote row samples), whose own covariance
-    cannot be estimated; whitening one side removes the bias too.
+    Null: the two models were initialised and trained independently. Trained
+    weights are anisotropic (power-law spectra, a few massive residual
+    dimensions), so the match half and the test half of one model's units are
+    correlated, and units matched on one half of two *independent* models
+    correlate on the other half (without a fix, p < 1e-6 in about a quarter of
+    layers). Each model's signatures are therefore whitened with that model's
+    own covariance over its units (`stats.whiten`): the test half then carries
+    no linear information about the match half, so under the null the
+    held-out products of matched pairs have mean zero whatever the matching
+    did; each unit is one cluster of the self-normalised test.
+
+    `sampled_candidate`: the candidate side holds only a few sampled units
+    (remote row samples), too few to estimate its covariance. Both sides are
+    then put in the reference's whitened coordinates and matched one to one
+    (Hungarian assignment, `scipy.optimize.linear_sum_assignment`): distinct
+    reference units, independent of each other after whitening, keep the
+    clusters independent even though the candidate's units are not whitened.
     """
     a = cand.array(f"units/{layer_c}/{role}")
     b = ref.array(f"units/{layer_r}/{role}")
     if a is None or b is None or a.shape[1] != b.shape[1] or a.shape[1] < 4:
         return None
     raw_a, raw_b = a.astype(np.float64), b.astype(np.float64)
-    a = whiten(raw_a) if whiten_candidate else raw_a
-    b = whiten(raw_b)
     half = a.shape[1] // 2
-    rng = np.random.default_rng(layer_c * 7919 + layer_r)
-    chosen = rng.choice(a.shape[0], size=min(sample, a.shape[0]), replace=False)
-    match_a = standardise(a[chosen, :half])
-    match_b = standardise(b[:, :half])
-    partner = np.argmax(match_a @ match_b.T, axis=1)
+    if sampled_candidate:
+        to_reference = whitening_transform(raw_b)
+        a, b = to_reference(raw_a), to_reference(raw_b)
+        chosen = np.arange(a.shape[0])
+        similarity = standardise(a[:, :half]) @ standardise(b[:, :half]).T
+        rows, partner = linear_sum_assignment(-similarity)
+        chosen = chosen[rows]
+    else:
+        a, b = whiten(raw_a), whiten(raw_b)
+        rng = np.random.default_rng(layer_c * 7919 + layer_r)
+        chosen = rng.choice(a.shape[0], size=min(sample, a.shape[0]), replace=False)
+        partner = np.argmax(standardise(a[chosen, :half]) @ standardise(b[:, :half]).T, axis=1)
     held_a = a[chosen, half:]
     held_b = b[partner, half:]
     units = np.repeat(np.arange(len(chosen)), held_a.shape[1])  # each unit is one cluster

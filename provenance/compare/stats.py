@@ -79,21 +79,27 @@ def standardise(rows: np.ndarray) -> np.ndarray:
     return np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
 
 
-def whiten(rows: np.ndarray) -> np.ndarray:
-    """Rows centred and decorrelated with their own covariance (ZCA): columns then have
-    unit variance and zero sample correlation with each other. Directions with no
-    variance (below 1e-10 of the largest) are dropped from the inverse."""
+def whitening_transform(rows: np.ndarray):
+    """The map that centres and decorrelates `rows` with their own covariance (ZCA), as a function that
+    applies it to any rows of the same width. Directions with no variance (below 1e-10 of the largest)
+    are dropped from the inverse."""
     rows = np.asarray(rows, dtype=np.float64)
-    centred = rows - rows.mean(axis=0)
-    if centred.shape[0] < 2:
-        return centred
-    covariance = centred.T @ centred / (centred.shape[0] - 1)
-    values, vectors = np.linalg.eigh(covariance)
+    mean = rows.mean(axis=0)
+    if rows.shape[0] < 2:
+        return lambda other: np.asarray(other, dtype=np.float64) - mean
+    centred = rows - mean
+    values, vectors = np.linalg.eigh(centred.T @ centred / (centred.shape[0] - 1))
     keep = values > max(float(values.max()), 0.0) * 1e-10
     if not keep.any():
-        return centred
-    basis = vectors[:, keep]
-    return centred @ (basis / np.sqrt(values[keep])) @ basis.T
+        return lambda other: np.asarray(other, dtype=np.float64) - mean
+    matrix = (vectors[:, keep] / np.sqrt(values[keep])) @ vectors[:, keep].T
+    return lambda other: (np.asarray(other, dtype=np.float64) - mean) @ matrix
+
+
+def whiten(rows: np.ndarray) -> np.ndarray:
+    """Rows centred and decorrelated with their own covariance: columns then have unit variance and zero
+    sample correlation with each other."""
+    return whitening_transform(rows)(rows)
 
 
 def correlation_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
