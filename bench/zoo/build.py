@@ -64,7 +64,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import diffusion
+from . import diffusion, structured
 from . import models as M
 from . import text as X
 from . import transforms as T
@@ -527,6 +527,8 @@ def build(out: Path, slice_name: str, log: Callable[[str], None] = print, thread
         build_vocab_derivatives(zoo, "gpt2-s0", cfg)
     build_negatives(zoo, cfg)
     diffusion.build_diffusion_cases(zoo, cfg)  # UNets for the generic comparison (see diffusion.py)
+    if full:
+        structured.build_structured_cases(zoo)  # independent models with trained-LLM structure (see structured.py)
     seconds = time.time() - started
     path = zoo.write(slice_name, seconds)
     log(f"{len(zoo.cases)} cases, {len(zoo.models)} models ({zoo.built} built, {zoo.cached} cached) in {seconds:.1f} s -> {path}")
