@@ -14,6 +14,8 @@ names below and their return types stay:
 - `signals.unit_matching` (`.log10p`): every layer pair of equal unit count;
 - `signals.global_tensors` (`.name`, `.log10p`): non-layer tensors by id;
 - `signals.anchor_embeddings` (`.log10p`): anchor rows by token string;
+- `signals.gram_layer_tests` (`.log10p`, `.cluster_sums`, `.pooled_log10p`): the rotation-invariant
+  Gram test of every layer pair, and at equal depth the test pooled over every layer in its place;
 - `remote.row_layer_view`, `remote.row_clusters`: the row-sample layer map;
   `remote.row_unit_matching`: sampled units of a remote side against a local one;
   `remote.compare_remote`: non-layer tensors of the row-sample view (its evidence).
@@ -61,6 +63,20 @@ def unit_matching(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     return draws
 
 
+def gram_tests(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    """The rotation test: every layer pair, and at equal depth the pooled identity-map test (what the engine
+    uses to find a rotated copy, so an independent model must not pass it)."""
+    tests = S.gram_layer_tests(cand, ref)
+    if tests is None:
+        return []
+    draws = [Draw("Gram (rotation) layer pair", float(tests.log10p[i, j]), f"{i},{j}") for i, j in tests.cluster_sums]
+    layers = _layers(cand)
+    if layers and layers == _layers(ref):
+        pooled = tests.pooled_log10p([(i, i) for i in range(layers)])
+        draws.append(Draw("Gram (rotation) pooled, equal depth", float(pooled), "identity map"))
+    return draws
+
+
 def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     return [Draw("global tensors", float(g.log10p), g.name) for g in S.global_tensors(cand, ref)]
 
@@ -98,7 +114,7 @@ def remote_global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
             if "(by id" in e.signal and e.log10p is not None]
 
 
-PAIR_SIGNALS = (layer_sketch, unit_matching, global_tensors, anchor_rows, remote_layer_rows, remote_unit_matching,
+PAIR_SIGNALS = (layer_sketch, unit_matching, gram_tests, global_tensors, anchor_rows, remote_layer_rows, remote_unit_matching,
                 remote_global_tensors)
 # One draw (or a few) per pair, cheap: also run over every compatible pair of the pool.
 POOL_SIGNALS = (global_tensors, anchor_rows)
