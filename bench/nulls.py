@@ -25,11 +25,11 @@ shapes, some across families of equal width):
 Printed and written to DIR/nulls.json and DIR/nulls.md: per signal the number
 of draws and the share of p-values below 0.05, 0.01, 1e-3 and 1e-4 (a flag
 where a share exceeds twice its alpha), the unit-matching tails by group
-(p < 1e-6, 1e-12), a structure ablation (LLaMA pairs with and without
-the power-law spectrum and the massive dimensions: unit-matching tails,
-participation ratio of the unit signatures, verdicts), and the verdict counts with the exact (Clopper-Pearson)
-one-sided 95% upper bound on the accusation rate.
---quick: 12 models, 20 pairs (a smoke run of a few minutes).
+(p < 1e-6, 1e-12), a structure ablation (LLaMA pairs with and without the
+power-law spectrum and the massive dimensions: unit-matching tails,
+participation ratio of the unit signatures, verdicts), and the verdict counts
+with the exact (Clopper-Pearson) one-sided 95% upper bound on the accusation
+rate. --quick: 12 models, at most 20 pairs, no ablation (a smoke run, under a minute).
 """
 
 from __future__ import annotations
