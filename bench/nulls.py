@@ -3,13 +3,16 @@
 Usage (from the checkout root):
 
     python bench/nulls.py --pairs 200 --out DIR [--seed S] [--models N] [--workers W] [--quick]
+                          [--no-ablation] [--keep-models]
 
 Builds a pool of N independent models (`bench/nulls/models.py`: power-law
 spectra in model-specific bases, massive residual dimensions, non-uniform
 norms, GQA, LLaMA/GPT-2/BERT families, tied and untied embeddings, depths
-6/8/10, stand-ins from the real SmolLM2 and MiniLM statistics), written to
-DIR/models/ (kept between runs of one seed) and fingerprinted once each with
-`provenance.fingerprint.load.fingerprint_for` (what `provenance compare` does).
+6/8/10, stand-ins from the real SmolLM2 and MiniLM statistics, read once and
+cached in DIR/real_stats.json), written to DIR/seedS/models/ and fingerprinted
+once each with `provenance.fingerprint.load.fingerprint_for` (what `provenance
+compare` does); the checkpoints are deleted once fingerprinted unless
+--keep-models (about 6 GB; kept, a later run of the same seed reuses them).
 Then, for PAIRS distinct pairs of the pool (mostly within a group of equal
 shapes, some across families of equal width):
 - the verdict of `compare_fingerprints(cand, ref)`, and of the same comparison
@@ -22,11 +25,11 @@ shapes, some across families of equal width):
 Printed and written to DIR/nulls.json and DIR/nulls.md: per signal the number
 of draws and the share of p-values below 0.05, 0.01, 1e-3 and 1e-4 (a flag
 where a share exceeds twice its alpha), the unit-matching tails by group
-(p < 1e-6, 1e-12), a structure ablation (LLaMA pairs with and without
-the power-law spectrum and the massive dimensions: unit-matching tails,
-participation ratio of the unit signatures, verdicts), and the verdict counts with the exact (Clopper-Pearson)
-one-sided 95% upper bound on the accusation rate.
---quick: 12 models, 20 pairs (a smoke run of a few minutes).
+(p < 1e-6, 1e-12), a structure ablation (LLaMA pairs with and without the
+power-law spectrum and the massive dimensions: unit-matching tails,
+participation ratio of the unit signatures, verdicts), and the verdict counts
+with the exact (Clopper-Pearson) one-sided 95% upper bound on the accusation
+rate. --quick: 12 models, at most 20 pairs, no ablation (a smoke run, under a minute).
 """
 
 from __future__ import annotations
@@ -90,6 +93,14 @@ def _write(job) -> None:
     (directory / "spec.json").write_text(json.dumps({**spec.to_dict(), "generator": GENERATOR_VERSION}, indent=2))
 
 
+def _remove(directories: list[Path]) -> None:
+    """Delete generated checkpoints once fingerprinted (the fingerprints are all the comparisons need)."""
+    import shutil
+
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _fingerprint(directory: Path):
     from provenance.fingerprint.load import fingerprint_for
 
@@ -147,13 +158,15 @@ def _ablation_job(job) -> dict:
     return {"label": label, "same_layer": same_layer, "verdict": D.verdicts(cand, ref)["local"]["verdict"]}
 
 
-def run_ablation(out: Path, seed: int, workers: int, log) -> list[dict]:
+def run_ablation(out: Path, seed: int, workers: int, log, keep_models: bool = False) -> list[dict]:
     global _POOL
     labelled = ablation_specs(seed)
     specs = [spec for _, spec in labelled]
     directories = build_pool(specs, out, {}, workers, log)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         _POOL = list(pool.map(_fingerprint, directories))
+    if not keep_models:
+        _remove(directories)
     jobs = [(labelled[i][0], i, j) for i in range(len(specs)) for j in range(i + 1, len(specs))
             if specs[i].group == specs[j].group]
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -315,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-ablation", action="store_true", help="skip the structure ablation (24 more models)")
+    parser.add_argument("--keep-models", action="store_true",
+                        help="keep the generated checkpoints (about 6 GB for 150 models) to skip generating them next time")
     args = parser.parse_args(argv)
     _single_thread()
     models = args.models or (12 if args.quick else 150)
@@ -333,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         _POOL = list(pool.map(_fingerprint, directories))
     log(f"  fingerprinted {len(_POOL)} models ({time.time() - started:.0f}s)")
+    if not args.keep_models:
+        _remove(directories)
 
     pairs = M.choose_pairs(specs, pair_count, args.seed)
     if len(pairs) < pair_count:
@@ -350,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ablation = []
     if not (args.quick or args.no_ablation):
-        ablation = run_ablation(out / f"seed{args.seed}" / "ablation", args.seed, args.workers, log)
+        ablation = run_ablation(out / f"seed{args.seed}" / "ablation", args.seed, args.workers, log, args.keep_models)
         log(f"  structure ablation ({time.time() - started:.0f}s)")
 
     values: dict[str, list[float]] = defaultdict(list)
