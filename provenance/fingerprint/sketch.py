@@ -21,6 +21,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .tensor_pass import value_hash
+
 SKETCH_SIZE = 2048  # values kept per 2-D tensor
 FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
 UNIT_PROJECTIONS = 32  # projections per MLP unit signature (half to match, half to test)
@@ -119,6 +121,5 @@ def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
 
 
 def content_hash(tensor: torch.Tensor) -> str:
-    """sha256 of the canonical tensor as contiguous float32 (equal across lossless casts)."""
-    data = tensor.detach().to(torch.float32).contiguous().numpy()
-    return hashlib.sha256(data.reshape(-1).view(np.uint8)).hexdigest()  # (memoryview.cast fails on 0-size shapes)
+    """The tensor's value hash (equal across lossless casts; see tensor_pass.value_hash)."""
+    return value_hash(tensor)
