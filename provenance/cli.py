@@ -41,7 +41,7 @@ def _fingerprint_for(path: str, args: argparse.Namespace):
 
     show = wanted(json_output=getattr(args, "json", False), disabled=getattr(args, "no_progress", False))
     with tensor_progress(f"fingerprinting {os.path.basename(os.path.normpath(path))}", show) as on_tensor:
-        return fingerprint_for(path, on_tensor=on_tensor)
+        return fingerprint_for(path, on_tensor=on_tensor, cache=not getattr(args, "no_cache", False))
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -61,13 +61,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
     _require_path(args.path)
-    from .fingerprint import build_fingerprint
-    from .model import Checkpoint
+    from .fingerprint.load import fingerprint_checkpoint
     from .progress import tensor_progress, wanted
 
-    with Checkpoint.open(args.path) as checkpoint, \
-            tensor_progress("fingerprinting", wanted(disabled=args.no_progress)) as on_tensor:
-        fingerprint = build_fingerprint(checkpoint, on_tensor=on_tensor)
+    with tensor_progress("fingerprinting", wanted(disabled=args.no_progress)) as on_tensor:
+        fingerprint = fingerprint_checkpoint(args.path, on_tensor=on_tensor, cache=not args.no_cache)
     out = fingerprint.save(args.output)
     print(f"wrote {out} ({fingerprint.nbytes() / 1e6:.1f} MB of arrays, {len(fingerprint.tensors)} canonical tensors)",
           file=sys.stderr)
@@ -242,6 +240,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 def _add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (one is drawn on stderr only when it is a terminal)")
+    parser.add_argument("--no-cache", action="store_true",  # provenance/fingerprint/cache.py
+                        help="fingerprint checkpoints anew, without reading or writing the fingerprint cache "
+                             "($PROVENANCE_CACHE, default the user cache folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
