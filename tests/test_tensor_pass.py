@@ -156,10 +156,29 @@ def test_read_ahead_raises_at_the_failing_tensor_and_stops_early():
     assert not any(t.name == "read-ahead" and t.is_alive() for t in threading.enumerate())
 
 
-def test_value_hash_matches_numpy_bytes_for_bf16():
+def test_value_hash_is_xxh3_of_the_stored_bytes_for_weight_matrices():
     import xxhash
 
-    values = _weights(10, 10, 8)
+    values = _weights(100, 100, 8)  # bf16, with values too small for float16
     raw = values.view(torch.int16).numpy().tobytes()
     assert value_hash(values) == xxhash.xxh3_128(raw).hexdigest()
     assert value_hash(values.to(torch.float32)) == xxhash.xxh3_128(np.frombuffer(raw, np.uint8)).hexdigest()
+    f16 = values.to(torch.float16)  # rounded: not lossless
+    assert value_hash(f16) == xxhash.xxh3_128(f16.view(torch.int16).numpy().tobytes()).hexdigest() != value_hash(values)
+
+
+def test_narrower_type_fit_agrees_with_a_round_trip_on_every_bfloat16_bit_pattern():
+    from provenance.fingerprint.tensor_pass import _fits
+
+    every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    exact = every.to(torch.float16).to(torch.bfloat16).view(torch.int16) == every.view(torch.int16)
+    assert 0 < int(exact.sum()) < every.numel()
+    assert _fits(every[exact], torch.float16) and not _fits(every, torch.float16)
+    for value, fits in zip(every[::97], exact[::97].tolist()):
+        assert _fits(value.reshape(1), torch.float16) == fits, value
+    as_f32 = every.to(torch.float32)
+    assert _fits(as_f32, torch.bfloat16)
+    exact &= ~torch.isnan(every)  # NaN payloads need not survive a cast: a NaN tensor hashes as stored
+    assert value_hash(as_f32[exact]) == value_hash(every[exact]) == value_hash(every[exact].to(torch.float16))
+    finite = ~torch.isnan(every)
+    assert value_hash(as_f32[finite]) == value_hash(every[finite])

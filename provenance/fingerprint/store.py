@@ -12,7 +12,7 @@ Layout (schema `provenance.fingerprint/2`):
   rows/columns), `anchors/<role>` (float16 embedding rows of anchor tokens).
 
 Schema 2 changed only the tensor hashes (the fields keep the name "sha256"):
-XXH3-128 of the values in the narrowest of bf16/f16/f32 that holds them
+XXH3-128 of the values in the first of f16/bf16/f32 that holds them
 exactly (see tensor_pass.value_hash), instead of sha256 of the float32
 values. Both are equal exactly when the values are. A schema-1 file still
 loads, with a note: its hashes match no schema-2 hash, so exact-copy evidence

@@ -5,14 +5,15 @@ statistics and, for matrices with a role, the projection of each unit on a
 few fixed directions. None of that needs a float32 copy of the tensor:
 
 - **Value hash** (`value_hash`): XXH3-128 of the tensor's values written in
-  the narrowest of bfloat16, float16 and float32 that holds every one of
-  them exactly (bit for bit). A bf16 tensor is hashed as stored; its float32
-  copy (low 16 bits zero) or lossless float16 copy gets the same hash, as
-  does a float32 copy of an f16 tensor, so "bit-identical as float32 across
-  lossless casts" keeps its meaning. Checking a narrower form stops at the
-  first chunk that does not fit, so a real f16 or f32 tensor costs one chunk
-  of checks before it is hashed as stored. Other dtypes (integers, f64, fp8)
-  are taken as float32 first, as before.
+  the first of float16, bfloat16 and float32 that holds every one of them
+  exactly (bit for bit). An f16 tensor is hashed as stored, and so is a bf16
+  one unless all its values also fit float16 (a bf16 weight matrix has
+  values too small for float16, found in its first few thousand values); a
+  float32 or lossless float16 copy of either gets the same hash, so
+  "bit-identical as float32 across lossless casts" keeps its meaning.
+  Other dtypes (integers, f64, fp8) are taken as float32 first, as before.
+  (NaN payloads need not survive a cast, so a tensor holding NaN may hash
+  differently in another dtype.)
 - **Statistics and unit projections** (`tensor_pass`): the tensor is taken
   in chunks of CHUNK values, each converted to float32 into a buffer that is
   reused (it stays in the CPU cache; no page is touched twice), and every
@@ -32,6 +33,7 @@ before (counted, then taken as 0 in a second pass).
 from __future__ import annotations
 
 import math
+import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -40,10 +42,11 @@ import numpy as np
 import torch
 import xxhash
 
-HASH_NAME = "xxh3-128 of the values in the narrowest of bf16/f16/f32 holding them exactly"
+HASH_NAME = "xxh3-128 of the values in the first of f16/bf16/f32 holding them exactly"
 CHUNK = 1 << 16  # float32 values per working tile (256 KiB: three such buffers stay in a 2 MiB L2 cache)
 TILE_ROWS = 16  # rows per tile at least (long rows are cut), so that each product has some depth
-HASH_CHUNK = 1 << 22  # values per step when a tensor is re-encoded for hashing
+HASH_CHUNK = 1 << 20  # values per step when a tensor is checked or re-encoded for hashing
+FIRST_CHECK = 1 << 15  # values checked first (most tensors that do not fit a narrower type are told here)
 PARALLEL_MIN = 1 << 21  # tensors smaller than this are done by one thread
 
 
@@ -57,34 +60,43 @@ def _hash_pieces(pieces) -> str:
 
 
 def _fits(flat: torch.Tensor, narrow: torch.dtype) -> bool:
-    """Whether every value of `flat` survives a round trip through `narrow` bit for bit."""
-    ints = {torch.float32: torch.int32, torch.float16: torch.int16}[flat.dtype]
-    for start in range(0, flat.numel(), HASH_CHUNK):
-        piece = flat[start:start + HASH_CHUNK]
-        if flat.dtype == torch.float32 and narrow == torch.bfloat16:
+    """Whether every value of `flat` comes back bit for bit from a round trip through `narrow`.
+
+    Checked a chunk at a time, the first one small: a tensor that does not fit
+    (a bf16 weight matrix holds values too small for float16) is told at once.
+    """
+    ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16}[flat.dtype]
+    start, size = 0, FIRST_CHECK
+    while start < flat.numel():
+        piece = flat[start:start + size]
+        if narrow == torch.bfloat16:  # float32 to bfloat16: the low 16 bits are 0
             if bool((piece.view(torch.int32) & 0xFFFF).any()):
                 return False
         elif not torch.equal(piece.to(narrow).to(flat.dtype).view(ints), piece.view(ints)):
             return False
+        start, size = start + size, HASH_CHUNK
     return True
 
 
 def _converted(flat: torch.Tensor, dtype: torch.dtype):
+    """`flat` converted to `dtype` a chunk at a time, into one reused buffer (exact: the values fit)."""
+    buffer = torch.empty(min(HASH_CHUNK, flat.numel()), dtype=dtype)
     for start in range(0, flat.numel(), HASH_CHUNK):
-        yield flat[start:start + HASH_CHUNK].to(dtype)
+        piece = flat[start:start + HASH_CHUNK]
+        part = buffer[:piece.numel()]
+        part.copy_(piece)
+        yield part
 
 
 def value_hash(tensor: torch.Tensor) -> str:
-    """XXH3-128 (hex) of the values in the narrowest of bf16, f16, f32 that holds them all exactly."""
+    """XXH3-128 (hex) of the values in the first of f16, bf16, f32 that holds them all exactly."""
     flat = tensor.detach().reshape(-1)
     if flat.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         flat = flat.to(torch.float32)
-    if flat.dtype == torch.bfloat16:
-        return _hash_pieces([flat])
     if flat.dtype == torch.float16:
-        return _hash_pieces(_converted(flat, torch.bfloat16) if _fits(flat, torch.bfloat16) else [flat])
-    for narrow in (torch.bfloat16, torch.float16):
-        if _fits(flat, narrow):
+        return _hash_pieces([flat])
+    for narrow in (torch.float16, torch.bfloat16):
+        if narrow != flat.dtype and _fits(flat, narrow):
             return _hash_pieces(_converted(flat, narrow))
     return _hash_pieces([flat])
 
@@ -218,6 +230,10 @@ def tensor_pass(values: torch.Tensor, shift: float = 0.0, basis: torch.Tensor | 
     projections are (units x count), as `units @ basis` in float32.
     """
     values = values.detach()
+    if values.numel() == 0:
+        units = (values.shape[0] if rows else values.shape[1]) if basis is not None else 0
+        empty = torch.zeros(units, basis.shape[1]) if basis is not None else None
+        return PassResult(stats={"numel": 0}, nonfinite=0, projections=empty)
     if not values.is_contiguous():
         values = values.contiguous()
     if not math.isfinite(shift):
