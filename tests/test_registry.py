@@ -468,7 +468,8 @@ def _run_on_terminal(*args: str) -> str:
 
 
 def test_progress_bar_on_a_real_terminal(models, tmp_path):
-    shown = _run_on_terminal("fingerprint", str(models["llama"]), "-o", str(tmp_path / "a.safetensors"))
+    # --no-cache: the bar shows work being done, and the model may be in this run's fingerprint cache
+    shown = _run_on_terminal("fingerprint", str(models["llama"]), "-o", str(tmp_path / "a.safetensors"), "--no-cache")
     assert "fingerprinting:" in shown and "tensor" in shown and "%|" in shown and "wrote " in shown
 
 
@@ -488,6 +489,7 @@ class _Terminal(io.StringIO):
     (["audit", "{llama_fp}", "--no-builtin", "--refs", "{tmp}/db.sqlite"], False),  # a saved fingerprint: no work to show
 ])
 def test_progress_bar_only_when_wanted(args, bar, models, prints, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVENANCE_NO_CACHE", "1")  # the bar shows fingerprinting work; a cache hit has none
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     values = {"llama": str(models["llama"]), "llama_fp": str(prints["llama"]), "tmp": str(tmp_path)}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -172,9 +173,13 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         return build_remote_fingerprint(checkpoint, on_tensor=on_tensor)
     workers = _workers()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the pass splits each tensor among `workers` threads itself
+    # The pass splits each tensor among `workers` threads itself, so each runs PyTorch on one
+    # thread. OpenMP's thread count is per thread: it is set in every thread that calls PyTorch
+    # (two threads each running a 2-thread OpenMP team made small products 20 times slower).
+    torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint") as executor:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint",
+                                initializer=torch.set_num_threads, initargs=(1,)) as executor:
             return _build(checkpoint, file_hashes, on_tensor, executor, workers)
     finally:
         torch.set_num_threads(threads)
@@ -195,9 +200,14 @@ def _build(checkpoint: Checkpoint, file_hashes: dict[str, str] | None, on_tensor
     stored_hashes: dict[str, str] = {}
     unusual: dict[str, int] = {}  # canonical key -> count of NaN/Inf values
 
+    reader = threading.local()
+
     def hash_stored(info, stored: torch.Tensor) -> None:
         # The stored tensor as a whole, before any split or transpose: equal for a
         # renamed copy even when its names no longer say how to split it.
+        if not getattr(reader, "single", False):  # the reading thread, as the workers (see build_fingerprint)
+            torch.set_num_threads(1)
+            reader.single = True
         stored_hashes[info.name] = value_hash(stored)
 
     # Stored tensors are read (and hashed) on a background thread, one ahead of this one;
