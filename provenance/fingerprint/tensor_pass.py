@@ -33,7 +33,6 @@ before (counted, then taken as 0 in a second pass).
 from __future__ import annotations
 
 import math
-import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -200,10 +199,10 @@ def _statistics(sums: list[float], lo: float, hi: float, shift: float) -> dict[s
 def _run(values: torch.Tensor, shift: float, basis: torch.Tensor | None, rows: bool, clean: bool,
          executor: Executor | None, workers: int) -> tuple[dict[str, float], torch.Tensor | None]:
     if basis is not None:
-        table, width = values, values.shape[1]
+        table = values
         out = torch.zeros(values.shape[0], basis.shape[1], dtype=torch.float32) if rows else None
     else:
-        table, width, out = values.reshape(-1), 1, None
+        table, out = values.reshape(-1), None
     length = table.shape[0]
     parts = workers if executor is not None and workers > 1 and values.numel() >= PARALLEL_MIN else 1
     bounds = [length * i // parts for i in range(parts + 1)]
