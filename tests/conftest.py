@@ -6,6 +6,10 @@ by several tests (the real models from PyPI, the zoo) is read once per run,
 and nothing leaks between runs. Subprocesses inherit it through the
 environment. Tests of the cache itself set their own folder.
 
+`built_model(name)` builds a model of tests/builders.py's BUILDERS once per
+run, for tests that only read it (several files used to build the same tiny
+models for themselves).
+
 Subprocesses started from another working directory (the attack corpus runs
 in an empty one) import the `provenance` package of this checkout, not
 whichever one the environment has installed: PYTHONPATH starts with it.
@@ -34,3 +38,18 @@ def _fingerprint_cache_for_this_run(tmp_path_factory):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def built_model(tmp_path_factory):
+    """`built_model(name)`: BUILDERS[name] built once per test run (read it, do not modify it)."""
+    from .builders import BUILDERS
+
+    made = {}
+
+    def build(name: str):
+        if name not in made:
+            made[name] = BUILDERS[name](tmp_path_factory.mktemp("built") / name)
+        return made[name]
+
+    return build
