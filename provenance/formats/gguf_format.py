@@ -31,6 +31,9 @@ from .gguf_header import validate_gguf_header
 
 # Metadata arrays longer than this are kept out of `metadata()` summaries.
 LARGE_ARRAY = 64
+# F16/F32 tensors are copied out of the map this many bytes at a time, the mapped pages dropped after
+# each slice: a whole tensor's pages would otherwise be resident beside its copy.
+COPY_BYTES = 32 * 1024 * 1024
 
 
 def _reader_class():
@@ -181,10 +184,13 @@ class GgufFile(TensorSource):
             raise CorruptFileError(self.path, f"tensor {name!r} ({tensor.tensor_type.name}): data does not "
                                               f"hold {list(shape)} values")
         buffer = reusable(buffer, stored.nbytes)
-        values = buffer[:stored.nbytes].numpy().view(kind).reshape(shape)
-        np.copyto(values, stored.reshape(shape))  # out of the map: its pages can go
-        self._release_pages()
-        return torch.from_numpy(values), buffer
+        values = buffer[:stored.nbytes].numpy().view(kind)
+        source = stored.reshape(-1)
+        step = max(1, COPY_BYTES // stored.itemsize)
+        for start in range(0, source.size, step):  # out of the map a slice at a time, its pages dropped after each
+            np.copyto(values[start:start + step], source[start:start + step])
+            self._release_pages()
+        return torch.from_numpy(values.reshape(shape)), buffer
 
     def _release_pages(self) -> None:
         """Drop this file's pages from our address space after each tensor.
