@@ -35,6 +35,22 @@ so absolute numbers are only context):
    provenance pipeline for its ratio) runs on a smaller pair instead, the
    largest that fits, and the table says so.
 
+5. Other formats (--formats, default all three): the same base checkpoint
+   also written as one zip-format PyTorch file (bf16; skipped when the
+   state dict does not fit in RAM) and as GGUF (F16 matrices, F32 norms,
+   Q/K rows permuted as llama.cpp does), each with `cat` cold and warm and
+   `provenance fingerprint` cold and warm, as in 1-2.
+6. Checkpoint-to-checkpoint `compare` of two SmolLM2-135M-shaped
+   checkpoints (a base and a derivative, bf16 safetensors, 270 MB each):
+   the whole command `provenance compare A B --json --no-cache` in a fresh
+   process (median of --cli-repeat) against the same command on their two
+   fingerprint files, and the fingerprint cache: the command with an empty
+   cache folder (both fingerprinted and stored), then again (both read from
+   the cache).
+
+Every `provenance fingerprint` child passes --no-cache: nothing measured
+comes from the fingerprint cache except where section 6 says so.
+
 The checkpoints are LLaMA-7B-shaped (hidden 4096, MLP 11008, vocab 32000,
 untied head; the layer count sets the size), bf16, sharded safetensors with an
 index and config.json, random values: read_memory.py's generator, imported,
@@ -44,6 +60,7 @@ throughput in MB/s = 10^6 bytes/s; memory in MiB.
 Usage (from anywhere):
     python bench/speed.py                       # --gb 3
     python bench/speed.py --gb 6 --json out.json --profile
+    python bench/speed.py --gb 12.5 --no-naive --formats safetensors,gguf
     python bench/speed.py --workdir /tmp/sp --keep ...   # then --reuse
 """
 
@@ -104,6 +121,12 @@ def generate(kind: str, layers: int, target: Path) -> None:
     def independent(index: int, shape: tuple[int, ...]):
         return original(index + INDEPENDENT_SEED_OFFSET, shape)
 
+    if kind.startswith("smol"):
+        write_smol(target, derived=kind == "smol-derived")
+        return
+    if kind in ("pytorch", "gguf"):  # the base checkpoint in another format
+        rm.WRITERS[kind](target, layers)
+        return
     if kind == "derived":
         rm.make_tensor = derived
     elif kind == "independent":
@@ -111,6 +134,40 @@ def generate(kind: str, layers: int, target: Path) -> None:
     elif kind != "base":
         raise ValueError(kind)
     rm.write_safetensors(target, layers)
+
+
+# SmolLM2-135M's shapes (tied embeddings): about 135M parameters, 270 MB in bf16.
+SMOL = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3,
+        "num_hidden_layers": 30, "vocab_size": 49152}
+
+
+def write_smol(out: Path, derived: bool) -> None:
+    """A random SmolLM2-135M-shaped bf16 safetensors checkpoint (or a noisy derivative of it)."""
+    import torch
+    from safetensors.torch import save_file
+
+    h, inter, kv = SMOL["hidden_size"], SMOL["intermediate_size"], SMOL["hidden_size"] // 9 * 3
+    shapes = [("model.embed_tokens.weight", (SMOL["vocab_size"], h)), ("model.norm.weight", (h,))]
+    for i in range(SMOL["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes += [(p + "self_attn.q_proj.weight", (h, h)), (p + "self_attn.k_proj.weight", (kv, h)),
+                   (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, h)),
+                   (p + "mlp.gate_proj.weight", (inter, h)), (p + "mlp.up_proj.weight", (inter, h)),
+                   (p + "mlp.down_proj.weight", (h, inter)), (p + "input_layernorm.weight", (h,)),
+                   (p + "post_attention_layernorm.weight", (h,))]
+    state = {}
+    for index, (name, shape) in enumerate(shapes):
+        g = torch.Generator().manual_seed(7000 + index)
+        t = torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=g) * 0.02
+        if derived and len(shape) == 2:
+            g2 = torch.Generator().manual_seed(9000 + index)
+            t = t + torch.randn(shape, generator=g2) * (NOISE * 0.02)
+        state[name] = t.to(torch.bfloat16)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **SMOL, "rms_norm_eps": 1e-5,
+              "tie_word_embeddings": True, "torch_dtype": "bfloat16", "max_position_embeddings": 2048}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
 
 
 # --------------------------------------------------------------------------- measured children
@@ -154,10 +211,10 @@ def child_fingerprint(path: str, out: str, profile_out: str | None = None) -> di
         import cProfile
 
         prof = cProfile.Profile()
-        code = prof.runcall(cli.main, ["fingerprint", path, "-o", out])
+        code = prof.runcall(cli.main, ["fingerprint", path, "-o", out, "--no-cache", "--no-progress"])
         prof.dump_stats(profile_out)
     else:
-        code = cli.main(["fingerprint", path, "-o", out])
+        code = cli.main(["fingerprint", path, "-o", out, "--no-cache", "--no-progress"])
     seconds = time.perf_counter() - t0
     if code:
         raise SystemExit(f"provenance fingerprint exited {code}")
@@ -269,7 +326,10 @@ def run_child(args: list[str], timeout: float) -> tuple[dict, float]:
 # --------------------------------------------------------------------------- driver helpers
 
 def data_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix == ".safetensors")
+    """The weights files of a generated checkpoint directory (or the one file given)."""
+    if d.is_file():
+        return [d]
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".gguf"))
 
 
 def ckpt_bytes(d: Path) -> int:
@@ -332,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="compare runs per pair (median), default 5")
     ap.add_argument("--cat-repeat", type=int, default=3, help="cat runs per cache state (median), default 3")
     ap.add_argument("--no-naive", action="store_true", help="skip the transformers baseline")
+    ap.add_argument("--formats", default="safetensors,pytorch,gguf",
+                    help="formats to measure (comma-separated; safetensors is always measured), default all three")
+    ap.add_argument("--no-smol", action="store_true", help="skip section 6 (checkpoint compare vs fingerprint compare)")
+    ap.add_argument("--cli-repeat", type=int, default=3, help="runs per command in section 6 (median), default 3")
     ap.add_argument("--no-independent", action="store_true", help="skip the independent checkpoint (saves disk and time)")
     ap.add_argument("--naive-gb", type=float, default=None,
                     help="run the naive baseline (and its provenance pipeline) at this size instead of --gb")
@@ -561,12 +625,83 @@ def main(argv: list[str] | None = None) -> int:
                 pipe["command_time_ratio"] = pipe["command_wall_seconds"] / nv["command_wall_seconds"]
                 pipe["peak_ratio"] = pipe["peak_rss_vmhwm"] / nv["peak_rss_vmhwm"]
                 res["naive"][f"pipeline_{state}"] = pipe
+        # ---- 5: the same base checkpoint in the other formats
+        res["formats"] = {"safetensors": {"bytes": size, "cat": res["cat"],
+                                          "fingerprint": {st: res["fingerprint"][st] for st in ("cold", "warm")}}}
+        for fmt in [f.strip() for f in args.formats.split(",") if f.strip() and f.strip() != "safetensors"]:
+            if fmt not in rm.WRITERS:
+                raise SystemExit(f"unknown format {fmt!r}; choose from {', '.join(rm.WRITERS)}")
+            if fmt == "pytorch" and mem_available() < 1.6 * size + GiB:
+                res["notes"].append(f"pytorch format skipped: torch.save needs the whole {size / GiB:.1f} GiB state "
+                                    f"dict in RAM (MemAvailable {mem_available() / GiB:.1f} GiB)")
+                log(res["notes"][-1])
+                continue
+            target = ensure(fmt, layers)
+            files_f, size_f = data_files(target), ckpt_bytes(target)
+            entry = {"bytes": size_f, "cat": {}, "fingerprint": {}}
+            for state in ("cold", "warm"):
+                cold = state == "cold"
+                if not cold:
+                    rm.time_cat(files_f)
+                cats = [time_cat(files_f, cold) for _ in range(max(1, args.cat_repeat))]
+                entry["cat"][state] = {"seconds": statistics.median(cats), "all": cats,
+                                       "mb_s": size_f / MB / statistics.median(cats)}
+                r = fingerprint(target, fps / f"{fmt}.safetensors", cold)
+                r["ratio_to_cat"] = r["mb_s"] / entry["cat"][state]["mb_s"]
+                entry["fingerprint"][state] = r
+                log(f"{fmt} {state}: cat {entry['cat'][state]['mb_s']:.0f} MB/s, fingerprint {r['mb_s']:.0f} MB/s "
+                    f"({r['ratio_to_cat']:.3f} x cat), peak {r['peak_rss_vmhwm'] / MiB:.0f} MiB")
+            res["formats"][fmt] = entry
+            if not args.keep:
+                shutil.rmtree(target, ignore_errors=True)
+                (workdir / f".{fmt}-{layers}.done").unlink(missing_ok=True)
+
+        # ---- 6: checkpoint-to-checkpoint compare against fingerprint compare, and the cache
+        if not args.no_smol:
+            smol_a, smol_b = ensure("smol-base", 0), ensure("smol-derived", 0)
+            fp_a, fp_b = fps / "smol-base.safetensors", fps / "smol-derived.safetensors"
+            fingerprint(smol_a, fp_a, False)
+            fingerprint(smol_b, fp_b, False)
+            smol_files = data_files(smol_a) + data_files(smol_b)
+
+            def command(cli_args: list[str], env: dict[str, str], repeat: int) -> dict:
+                times, verdict = [], None
+                for _ in range(repeat):
+                    rm.time_cat(smol_files)  # warm: the page cache holds the files, as after a download
+                    t0 = time.perf_counter()
+                    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *cli_args], capture_output=True,
+                                          text=True, cwd=str(ROOT), env={**os.environ, **env})
+                    times.append(time.perf_counter() - t0)
+                    if proc.returncode:
+                        raise RuntimeError(f"{' '.join(cli_args)} failed: {proc.stderr[-2000:]}")
+                    verdict = json.loads(proc.stdout).get("verdict")
+                return {"seconds": statistics.median(times), "all": times, "verdict": verdict}
+
+            log("section 6: compare of two SmolLM2-sized checkpoints vs their fingerprints ...")
+            cache_dir = workdir / "cache"
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            smol = {"bytes": ckpt_bytes(smol_a) + ckpt_bytes(smol_b)}
+            smol["checkpoints"] = command(["compare", str(smol_a), str(smol_b), "--json", "--no-cache"], {},
+                                          args.cli_repeat)
+            smol["fingerprints"] = command(["compare", str(fp_a), str(fp_b), "--json"], {}, args.cli_repeat)
+            smol["cache_miss"] = command(["compare", str(smol_a), str(smol_b), "--json"],
+                                         {"PROVENANCE_CACHE": str(cache_dir)}, 1)
+            smol["cache_hit"] = command(["compare", str(smol_a), str(smol_b), "--json"],
+                                        {"PROVENANCE_CACHE": str(cache_dir)}, args.cli_repeat)
+            smol["ratio"] = smol["checkpoints"]["seconds"] / smol["fingerprints"]["seconds"]
+            smol["hit_ratio"] = smol["cache_hit"]["seconds"] / smol["fingerprints"]["seconds"]
+            res["smol"] = smol
+            log(f"compare checkpoints {smol['checkpoints']['seconds']:.2f} s, fingerprints "
+                f"{smol['fingerprints']['seconds']:.2f} s (ratio {smol['ratio']:.2f}); cache miss "
+                f"{smol['cache_miss']['seconds']:.2f} s, hit {smol['cache_hit']['seconds']:.2f} s")
+            shutil.rmtree(cache_dir, ignore_errors=True)
     finally:
         if made_temp and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         elif not args.keep:
             for p in workdir.iterdir():
-                if p.name.startswith(("base-", "derived-", "independent-", ".base-", ".derived-", ".independent-")) \
+                if p.name.startswith(("base-", "derived-", "independent-", ".base-", ".derived-", ".independent-",
+                                      "pytorch-", "gguf-", ".pytorch-", ".gguf-", "smol-", ".smol-")) \
                         or p.name in ("fingerprints", "fingerprint.prof"):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
@@ -675,6 +810,31 @@ def render(res: dict) -> str:
         if bad:
             out.append(f"note: the naive cosine exceeds 1 (max {nv[bad[0]]['max_cosine']:.4f}): "
                        "torch.nn.functional.cosine_similarity accumulates in float32, wrong on 10^8-element vectors")
+    if len(res.get("formats") or {}) > 1 or res.get("formats", {}).get("safetensors"):
+        rows = []
+        for fmt, entry in res["formats"].items():
+            for state in ("cold", "warm"):
+                c, f = entry["cat"][state], entry["fingerprint"][state]
+                above = f["peak_rss_vmhwm"] - f["baseline_rss"]
+                rows.append([f"{fmt}, {state}", f"{entry['bytes'] / GiB:.2f}", f"{c['mb_s']:.0f}", f"{f['mb_s']:.0f}",
+                             f"{f['ratio_to_cat']:.3f}", f"{f['seconds']:.2f}", f"{above / MiB:.0f}",
+                             f"{(above - big_s) / MiB:+.0f}", *_load_cols(f)])
+        out += ["", "5. each format: `provenance fingerprint --no-cache` against `cat` of the same files",
+                table(rows, ["format, cache", "GiB", "cat MB/s", "fingerprint MB/s", "ratio", "seconds",
+                             "peak above base MiB", "minus largest stored", "command CPU s (sys)", "others' cores"])]
+    sm = res.get("smol")
+    if sm:
+        rows = [["compare CKPT CKPT --no-cache", f"{sm['checkpoints']['seconds']:.2f}", f"{sm['ratio']:.2f}",
+                 str(sm["checkpoints"]["verdict"])],
+                ["compare FP FP", f"{sm['fingerprints']['seconds']:.2f}", "1 (baseline)", str(sm["fingerprints"]["verdict"])],
+                ["compare CKPT CKPT, empty cache", f"{sm['cache_miss']['seconds']:.2f}",
+                 f"{sm['cache_miss']['seconds'] / sm['fingerprints']['seconds']:.2f}", str(sm["cache_miss"]["verdict"])],
+                ["compare CKPT CKPT, cached", f"{sm['cache_hit']['seconds']:.2f}", f"{sm['hit_ratio']:.2f}",
+                 str(sm["cache_hit"]["verdict"])]]
+        out += ["", f"6. whole commands in a fresh process, two SmolLM2-135M-shaped bf16 checkpoints "
+                    f"({sm['bytes'] / MB:.0f} MB together, files in the page cache)",
+                table(rows, ["command", "seconds (median)", "ratio to FP FP", "verdict"])]
+    out += ["", "summary (ratios from this run):"] + _summary(res)
     for note in res["notes"]:
         out.append(f"note: {note}")
     out.append(f"total wall time {res['total_wall_seconds']:.0f} s (generation "
@@ -683,6 +843,29 @@ def render(res: dict) -> str:
         out += ["", f"cProfile of one warm fingerprint pass ({res['profile']['seconds_under_profile']:.1f} s under the profiler):",
                 _trim_profile(res["profile"]["text"])]
     return "\n".join(out)
+
+
+def _summary(res: dict) -> list[str]:
+    """The issue's targets, each with this run's number."""
+    lines = []
+    big = res["largest_tensor_stored_bytes"]
+    for fmt, entry in (res.get("formats") or {}).items():
+        for state in ("cold", "warm"):
+            f = entry["fingerprint"][state]
+            above = f["peak_rss_vmhwm"] - f["baseline_rss"]
+            lines.append(f"  fingerprint {fmt} {state}: {f['ratio_to_cat']:.2f} x cat {state} (target >= 0.8 cold); "
+                         f"peak above base = largest tensor {(above - big) / MiB:+.0f} MiB (target <= +512)")
+    nv = res.get("naive") or {}
+    for state in ("cold", "warm"):
+        p = nv.get(f"pipeline_{state}")
+        if p:
+            lines.append(f"  pipeline {state}: {1 / p['time_ratio']:.1f}x faster than naive (target >= 4), "
+                         f"{1 / p['peak_ratio']:.1f}x less peak memory (target >= 8)")
+    sm = res.get("smol")
+    if sm:
+        lines.append(f"  compare of checkpoints / of their fingerprints: {sm['ratio']:.2f} (target <= 1.5); "
+                     f"with both cached: {sm['hit_ratio']:.2f}")
+    return lines
 
 
 def _trim_profile(text: str) -> str:

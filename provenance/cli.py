@@ -45,7 +45,7 @@ def _fingerprint_for(path: str, args: argparse.Namespace):
 
     show = wanted(json_output=getattr(args, "json", False), disabled=getattr(args, "no_progress", False))
     with tensor_progress(f"fingerprinting {os.path.basename(os.path.normpath(path))}", show) as on_tensor:
-        return fingerprint_for(path, on_tensor=on_tensor)
+        return fingerprint_for(path, on_tensor=on_tensor, cache=not getattr(args, "no_cache", False))
 
 
 def _saved_fingerprint(path: str):
@@ -92,13 +92,11 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
         raise UnreadablePathError(args.path, "is already a provenance fingerprint (of "
                                   f"{saved.meta['source'].get('path') or 'an unnamed checkpoint'}); compare and audit "
                                   "read it as it is, and a fingerprint of a fingerprint would describe nothing")
-    from .fingerprint import build_fingerprint
-    from .model import Checkpoint
+    from .fingerprint.load import fingerprint_checkpoint
     from .progress import tensor_progress, wanted
 
-    with Checkpoint.open(args.path) as checkpoint, \
-            tensor_progress("fingerprinting", wanted(disabled=args.no_progress)) as on_tensor:
-        fingerprint = build_fingerprint(checkpoint, on_tensor=on_tensor)
+    with tensor_progress("fingerprinting", wanted(disabled=args.no_progress)) as on_tensor:
+        fingerprint = fingerprint_checkpoint(args.path, on_tensor=on_tensor, cache=not args.no_cache)
     out = fingerprint.save(args.output)
     print(f"wrote {out} ({fingerprint.nbytes() / 1e6:.1f} MB of arrays, {len(fingerprint.tensors)} canonical tensors)",
           file=sys.stderr)
@@ -354,6 +352,9 @@ def _add_location(parser: argparse.ArgumentParser, dest: str, metavar: str, loca
 def _add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (one is drawn on stderr only when it is a terminal)")
+    parser.add_argument("--no-cache", action="store_true",  # provenance/fingerprint/cache.py
+                        help="fingerprint checkpoints anew, without reading or writing the fingerprint cache "
+                             "($PROVENANCE_CACHE, default the user cache folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:

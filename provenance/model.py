@@ -20,6 +20,7 @@ from .architectures.layouts import HeadLayout, apply_transform
 from .architectures.mapping import RoleAssignment, RoleMap, map_checkpoint
 from .architectures.roles import CanonicalKey
 from .formats import CheckpointFiles, TensorInfo, open_checkpoint_files
+from .formats.read_ahead import read_ahead
 
 
 @dataclass
@@ -65,27 +66,39 @@ class Checkpoint:
 
     def iter_canonical(self, small_first: bool = False,
                        on_stored: Callable[[TensorInfo, torch.Tensor], None] | None = None,
+                       prefetch: bool = False, reuse_buffers: bool = False,
                        ) -> Iterator[tuple[RoleAssignment, torch.Tensor]]:
         """Every canonical tensor with its values, reading each stored tensor once.
 
         With `small_first`, 1-D tensors (norms, biases) come before the rest, so
         that a consumer can fold norm weights into the matrices that follow them.
         `on_stored` sees each stored tensor as read, before it is split.
+        With `prefetch`, stored tensors are read (and passed to `on_stored`) on a
+        background thread while the consumer works on the previous one: at most
+        two stored tensors are held at a time. With `reuse_buffers` as well,
+        they are read into two buffers in turn: each yielded tensor (possibly a
+        view of one) is valid only until the next stored tensor's parts are
+        asked for, so a consumer copies what it keeps.
         """
         by_source: dict[str, list[RoleAssignment]] = defaultdict(list)
         for assignment in self.roles.assignments:
             by_source[assignment.source].append(assignment)
         heads = self._heads()
         infos = sorted(self.infos, key=lambda i: len(i.shape) > 1) if small_first else self.infos
-        for info in infos:
-            wanted = by_source.get(info.name)
-            if not wanted:
-                continue
+        plan = [(info, by_source[info.name]) for info in infos if by_source.get(info.name)]
+        reads = (read_ahead(self.files.source, plan, on_stored, reuse_buffers) if prefetch
+                 else self._read_in_turn(plan, on_stored))
+        for info, wanted, stored in reads:
+            for assignment in wanted:
+                yield assignment, apply_transform(stored, assignment.transform, heads, info.file)
+            del stored
+
+    def _read_in_turn(self, plan, on_stored):
+        for info, wanted in plan:
             stored = self.files.source.read_tensor(info.name)
             if on_stored is not None:
                 on_stored(info, stored)
-            for assignment in wanted:
-                yield assignment, apply_transform(stored, assignment.transform, heads, info.file)
+            yield info, wanted, stored
             del stored
 
     def read(self, key: CanonicalKey) -> torch.Tensor:

@@ -137,6 +137,7 @@ def test_peak_memory_of_hostile_headers_stays_small(corpus, results):
 FRESH_PROCESS_CASES = ["pytorch/zip_bomb_6GiB", "safetensors/header_100MB", "gguf/array_length_2_60"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FRESH_PROCESS_CASES)
 def test_fresh_process_under_limits(corpus, name):
     """`python cli.py ...` exactly as a user runs it, under RLIMIT_AS 4 GiB, with a 60 s timeout."""

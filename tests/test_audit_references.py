@@ -190,8 +190,8 @@ def test_unknown_family_and_bert_get_no_architecture_rows():
     assert ar.match_architecture(bert, "bert") == []
 
 
-def test_tiny_bert_audit_has_no_llama_row(tmp_path):
-    candidate = fingerprint_for(BUILDERS["bert"](tmp_path / "bert").path)
+def test_tiny_bert_audit_has_no_llama_row(built_model):
+    candidate = fingerprint_for(built_model("bert").path)
     assert candidate.meta["family"]["name"] == "bert"
     rows = run_audit(candidate, None, include_builtin=True)
     assert not [r for r in rows if r.kind == "architecture"]
@@ -206,10 +206,10 @@ TINY = ar.ArchitectureReference(name="Tiny-LLaMA", family="TinyLine", naming="ll
                                 head_dim=HEAD_DIM, intermediate_size=INTER, vocab_size=VOCAB)
 
 
-def test_audit_rows_json_and_table(tmp_path, monkeypatch):
+def test_audit_rows_json_and_table(built_model, monkeypatch):
     shipped = ar.architecture_references()
     monkeypatch.setattr(ar, "architecture_references", lambda: shipped + (TINY,))
-    candidate = fingerprint_for(BUILDERS["llama"](tmp_path / "llama").path)
+    candidate = fingerprint_for(built_model("llama").path)
     rows = run_audit(candidate, None, include_builtin=True)
     kinds = [r.kind for r in rows]
     assert "weights" in kinds and "architecture" in kinds

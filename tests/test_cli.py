@@ -1,4 +1,8 @@
-"""The command line contract: exit codes, one-line errors, JSON on stdout."""
+"""The command line contract: exit codes, one-line errors, JSON on stdout.
+
+Most tests run `cli.main` in this process (tests/inprocess.py); the first two
+run the script itself, for what only a fresh process shows.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from .inprocess import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_help_does_not_import_torch():
@@ -24,7 +29,7 @@ def test_help_does_not_import_torch():
 
 
 def test_usage_error_exits_2():
-    result = run_cli("inspect")
+    result = run_script("inspect")  # the script's own exit status
     assert result.returncode == 2
     result = run_cli("no-such-command")
     assert result.returncode == 2

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -26,7 +23,6 @@ from provenance.model import Checkpoint
 
 from .builders import BUILDERS, Built
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # --- the oracle: stored name -> canonical tensors, written from each family's modeling code ---------
 
@@ -309,15 +305,9 @@ assert set(NORM_TYPE) == set(BUILDERS)
 
 # --- fixtures ----------------------------------------------------------------------------------------
 
-_CACHE: dict[str, Built] = {}
-
-
 @pytest.fixture(params=sorted(BUILDERS))
-def built(request, tmp_path_factory) -> Built:
-    name = request.param
-    if name not in _CACHE:
-        _CACHE[name] = BUILDERS[name](tmp_path_factory.mktemp("families") / name)
-    return _CACHE[name]
+def built(request, built_model) -> Built:
+    return built_model(request.param)  # built once per test run (tests/conftest.py)
 
 
 # --- tests -------------------------------------------------------------------------------------------
@@ -405,10 +395,11 @@ def test_config_and_tensor_disagreement_is_reported(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["falcon_new", "yi"])
-def test_cli_inspect_json(name, tmp_path):
-    built = BUILDERS[name](tmp_path / name)
-    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "inspect", str(built.path), "--json"],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+def test_cli_inspect_json(name, built_model):
+    from .inprocess import run_cli
+
+    built = built_model(name)
+    result = run_cli("inspect", str(built.path), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["family"]["name"] == built.family

@@ -300,7 +300,7 @@ def test_non_llama_architecture_is_not_unpermuted(hf_state, tmp_path):
 
 
 def test_plain_types_and_shapes(tmp_path):
-    """F64 and integer GGUF tensors are read (as float32), any rank, shapes in PyTorch order."""
+    """F64 and integer GGUF tensors are read as float32 (F16 as stored), any rank, shapes in PyTorch order."""
     rng = np.random.default_rng(3)
     arrays = {
         "f64": rng.standard_normal((3, 5)),
@@ -323,8 +323,9 @@ def test_plain_types_and_shapes(tmp_path):
         for name, array in arrays.items():
             assert infos[name].shape == array.shape, name
             value = source.read_tensor(name)
-            assert value.dtype == torch.float32 and tuple(value.shape) == array.shape
-            assert torch.equal(value, torch.from_numpy(array.astype(np.float32))), name
+            expected = torch.float16 if name == "f16" else torch.float32
+            assert value.dtype == expected and tuple(value.shape) == array.shape
+            assert torch.equal(value.to(torch.float32), torch.from_numpy(array.astype(np.float32))), name
         assert infos["i32"].dtype == "I32" and infos["f64"].dtype == "F64"
         assert source.metadata()["general.architecture"] == "llama"
 

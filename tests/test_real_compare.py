@@ -78,6 +78,7 @@ def test_bf16_cast_is_identical(gguf_fingerprint, tmp_path):
     assert result.verdict == "identical", result.summary
 
 
+@pytest.mark.slow
 def test_int8_quantized_copy_is_derived(gguf_fingerprint, tmp_path):
     path, reference = gguf_fingerprint
     exported = _export(path, tmp_path / "int8", _int8_per_channel)

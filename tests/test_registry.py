@@ -33,7 +33,6 @@ from provenance.compare import compare_fingerprints
 from provenance.fingerprint.load import fingerprint_for
 from provenance.registry import Registry
 
-from .builders import build_gpt2, build_llama, build_qwen2
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, str(ROOT / "cli.py")]
@@ -41,11 +40,9 @@ PAUSE_MARKER = "test pause inside the write transaction"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """Three unrelated tiny checkpoints: llama, qwen2, gpt2."""
-    base = tmp_path_factory.mktemp("models")
-    return {name: builder(base / name).path for name, builder in
-            (("llama", build_llama), ("qwen2", build_qwen2), ("gpt2", build_gpt2))}
+def models(built_model) -> dict[str, Path]:
+    """Three unrelated tiny checkpoints: llama, qwen2, gpt2 (built once per test run)."""
+    return {name: built_model(name).path for name in ("llama", "qwen2", "gpt2")}
 
 
 @pytest.fixture(scope="module")
@@ -349,6 +346,7 @@ def _finish(process: subprocess.Popen, timeout: float = 180) -> tuple[int, str, 
     return process.returncode, out, err
 
 
+@pytest.mark.slow
 def test_two_audits_and_an_add_at_once(models, prints, tmp_path):
     """Two audits and two `refs add` on one database, the first writer held inside its transaction."""
     db = _db_with(tmp_path / "refs.sqlite", prints, ["llama"])
@@ -381,6 +379,7 @@ def test_two_audits_and_an_add_at_once(models, prints, tmp_path):
         assert _same_fingerprint(registry.fingerprint("new"), fingerprint_for(models["gpt2"]))
 
 
+@pytest.mark.slow
 def test_add_killed_mid_write_is_all_or_nothing(models, prints, tmp_path):
     """SIGKILL a `refs add` inside its transaction (pause of 300 s) and around its COMMIT (pause of 0.5 s,
     killed 0.45 and 0.55 s after it began, and once well after)."""
@@ -468,7 +467,8 @@ def _run_on_terminal(*args: str) -> str:
 
 
 def test_progress_bar_on_a_real_terminal(models, tmp_path):
-    shown = _run_on_terminal("fingerprint", str(models["llama"]), "-o", str(tmp_path / "a.safetensors"))
+    # --no-cache: the bar shows work being done, and the model may be in this run's fingerprint cache
+    shown = _run_on_terminal("fingerprint", str(models["llama"]), "-o", str(tmp_path / "a.safetensors"), "--no-cache")
     assert "fingerprinting:" in shown and "tensor" in shown and "%|" in shown and "wrote " in shown
 
 
@@ -488,6 +488,7 @@ class _Terminal(io.StringIO):
     (["audit", "{llama_fp}", "--no-builtin", "--refs", "{tmp}/db.sqlite"], False),  # a saved fingerprint: no work to show
 ])
 def test_progress_bar_only_when_wanted(args, bar, models, prints, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVENANCE_NO_CACHE", "1")  # the bar shows fingerprinting work; a cache hit has none
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     values = {"llama": str(models["llama"]), "llama_fp": str(prints["llama"]), "tmp": str(tmp_path)}

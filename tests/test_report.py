@@ -270,8 +270,7 @@ def test_real_smollm2_fingerprint_against_builtin_references(tmp_path):
     assert heatmap.count("<title>candidate layer ") == 30 * 30
     assert heatmap.count('stroke="#d62728" stroke-width') == 31
     assert "49152" in html  # vocabulary size, both sides
-    # made before fingerprints kept the claims: said so, and it still loads
-    assert "Not recorded: the candidate" in html
+    assert "Not recorded: the candidate" not in html  # rebuilt with schema 2: its claims are recorded
     digest = hashlib.sha256(candidate.read_bytes()).hexdigest()
     assert html.count(digest) == 2  # as the candidate, and among the built-in references
     # No path of the machine that built the package (the built-in fingerprints record where their files were).
@@ -280,6 +279,15 @@ def test_real_smollm2_fingerprint_against_builtin_references(tmp_path):
     built_at = load_fingerprint(candidate).meta["vocabulary"]["source"]
     assert built_at.startswith("/") and built_at not in html and "site-packages" not in html
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in html  # the file name is kept
+
+    # a fingerprint made before fingerprints kept the claims: said so, and it still loads
+    from provenance.fingerprint import Fingerprint, load_fingerprint
+
+    loaded = load_fingerprint(candidate)
+    older = Fingerprint(meta={k: v for k, v in loaded.meta.items() if k != "lineage_claims"}, arrays=loaded.arrays)
+    old_out = tmp_path / "older.html"
+    assert _audit(str(older.save(tmp_path / "older.fp.safetensors")), "--report", str(old_out)) == 0
+    assert "Not recorded: the candidate" in old_out.read_text(encoding="utf-8")
 
 
 def test_layer_matrix_on_comparisons(pair):

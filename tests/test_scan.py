@@ -262,6 +262,7 @@ def test_candidate_list_parsing_and_usage_errors(tmp_path, capsys, monkeypatch):
     assert "pip install 'provenance[ray]'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_gives_the_same_results_as_the_pool(corpus, pool_scan, tmp_path):
     pytest.importorskip("ray")

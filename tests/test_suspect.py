@@ -43,6 +43,7 @@ def test_perturbation_is_deterministic_and_small():
     assert torch.equal(make.fine_tune_like("x", values, "embed"), values)
 
 
+@pytest.mark.slow
 @pytest.mark.real
 def test_suspect_audits_as_derived_of_smollm2(tmp_path):
     try:

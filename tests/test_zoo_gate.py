@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and trains the slice: the longest run of the suite
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "bench" / "zoo_baseline_small.json"
 ACCUSATIONS = {"identical", "derived", "assembled"}

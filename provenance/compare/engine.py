@@ -215,8 +215,15 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     evidence: list[Evidence] = []
     notes: list[str] = []
 
-    # Exact content: a tensor bit-equal (as float32) to a reference tensor, under any name.
-    ref_hashes: dict[str, str] = {r["sha256"]: k for k, r in ref.tensors.items() if r.get("stats", {}).get("numel", 0) > 64}
+    # Exact content: a tensor bit-equal (as float32) to a reference tensor, under any name. Hashes of
+    # fingerprints made by different versions (sha256 of float32 values; XXH3 of the shortest exact
+    # float type) never agree, so they are compared only when both sides hold the same kind.
+    same_hash_kind = cand.meta.get("value_hash", "sha256") == ref.meta.get("value_hash", "sha256")
+    if not same_hash_kind:
+        notes.append("the two fingerprints hash tensor values differently (made by different versions): exact-copy "
+                     "checks are skipped; rebuild the older one with `provenance fingerprint` to use them")
+    ref_hashes: dict[str, str] = ({r["sha256"]: k for k, r in ref.tensors.items()
+                                   if r.get("stats", {}).get("numel", 0) > 64} if same_hash_kind else {})
     exact = [(k, ref_hashes[r["sha256"]]) for k, r in cand.tensors.items() if r["sha256"] in ref_hashes]
     big_cand = [k for k, r in cand.tensors.items() if r.get("stats", {}).get("numel", 0) > 64]
     big_ref = [k for k, r in ref.tensors.items() if r.get("stats", {}).get("numel", 0) > 64]
@@ -284,7 +291,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     # names are opaque is still the same multiset of stored tensors.
     stored_c = {k: v for k, v in (cand.meta.get("stored_tensors") or {}).items() if v.get("numel", 0) > 64}
     stored_r = [v["sha256"] for v in (ref.meta.get("stored_tensors") or {}).values() if v.get("numel", 0) > 64]
-    if not exact_all and stored_c and unplaced and sorted(v["sha256"] for v in stored_c.values()) == sorted(stored_r):
+    if (not exact_all and same_hash_kind and stored_c and unplaced
+            and sorted(v["sha256"] for v in stored_c.values()) == sorted(stored_r)):
         exact_all = True
         evidence.append(Evidence("exact stored-tensor hashes", 1.0, None,
                                  f"all {len(stored_c)} stored tensors are bit-identical (as float32) to the reference's, "

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -38,9 +40,9 @@ from ..lineage import lineage_claims
 from ..model import Checkpoint
 from ..tokenizer import Vocabulary, load_vocabulary
 from .generic import GenericSketches
-from .sketch import (UNIT_PROJECTIONS, content_hash, projection, row_sample, row_sample_rows, sketch_positions,
-                     summary_statistics)
+from .sketch import UNIT_PROJECTIONS, projection, row_sample, row_sample_rows, sketch_positions
 from .store import FINGERPRINT_SCHEMA, Fingerprint
+from .tensor_pass import HASH_NAME, sketch_shift, tensor_pass, value_hash
 
 ANCHOR_COUNT = 512
 DOWN_PROJECTIONS = 16
@@ -139,6 +141,30 @@ def residual_gram(values: torch.Tensor, role: str, scale: torch.Tensor | None) -
     return gram[upper[0], upper[1]].numpy().astype(np.float32)
 
 
+def unit_basis(role: str, width: int, scale: torch.Tensor | None) -> torch.Tensor | None:
+    """The directions a role's units are projected on (`unit_signature` without the product).
+
+    For matrices reading the residual stream the norm before them is folded in.
+    """
+    if role not in SIGNATURE_WIDTH:
+        return None
+    basis = projection(width, SIGNATURE_WIDTH[role])
+    if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == width:
+        basis = basis * scale[:, None]
+    return basis
+
+
+def _workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+MAX_WORKERS = 8
+
+
 def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None = None,
                       on_tensor: Callable[[int, int], None] | None = None) -> Fingerprint:
     if getattr(checkpoint.files.source, "remote", False):
@@ -146,6 +172,22 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
         from ..remote.fingerprint import build_remote_fingerprint
 
         return build_remote_fingerprint(checkpoint, on_tensor=on_tensor)
+    workers = _workers()
+    threads = torch.get_num_threads()
+    # The pass splits each tensor among `workers` threads itself, so each runs PyTorch on one
+    # thread. OpenMP's thread count is per thread: it is set in every thread that calls PyTorch
+    # (two threads each running a 2-thread OpenMP team made small products 20 times slower).
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint",
+                                initializer=torch.set_num_threads, initargs=(1,)) as executor:
+            return _build(checkpoint, file_hashes, on_tensor, executor, workers)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(checkpoint: Checkpoint, file_hashes: dict[str, str] | None, on_tensor: Callable[[int, int], None] | None,
+           executor: ThreadPoolExecutor, workers: int) -> Fingerprint:
     arch = checkpoint.architecture
     metadata = checkpoint.metadata() if checkpoint.format == "gguf" else None
     vocabulary = load_vocabulary(checkpoint.files.tokenizer_paths, metadata, str(checkpoint.path))
@@ -160,52 +202,68 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     unusual: dict[str, int] = {}  # canonical key -> count of NaN/Inf values
     generic = GenericSketches(checkpoint, arrays)  # stored tensors no role map fits (see generic.py)
 
+    reader = threading.local()
+
     def hash_stored(info, stored: torch.Tensor) -> None:
         # The stored tensor as a whole, before any split or transpose: equal for a
         # renamed copy even when its names no longer say how to split it.
-        stored_hashes[info.name] = content_hash(stored)
+        if not getattr(reader, "single", False):  # the reading thread, as the workers (see build_fingerprint)
+            torch.set_num_threads(1)
+            reader.single = True
+        stored_hashes[info.name] = value_hash(stored)
         generic.add(info, stored)
 
-    for done, (assignment, tensor) in enumerate(checkpoint.iter_canonical(small_first=True, on_stored=hash_stored),
-                                                start=1):
+    # Stored tensors are read (and hashed) on a background thread, one ahead of this one;
+    # each canonical tensor is then reduced in its stored dtype, in chunks (tensor_pass).
+    # Tensors are read into two reused buffers: everything kept below is a copy.
+    canonical = checkpoint.iter_canonical(small_first=True, on_stored=hash_stored, prefetch=True, reuse_buffers=True)
+    for done, (assignment, tensor) in enumerate(canonical, start=1):
         key = assignment.key
-        values = tensor.detach().to(torch.float32)
+        values = tensor.detach()
+        shape = tuple(values.shape)
         # Inferred roles whose layer is unknown (opaque, shuffled names) can share a
         # key; the stored name keeps each one apart.
         record_key = key.name if key.name not in records else f"{key.name}@{assignment.source}"
         # an unsplit, untransposed tensor has the stored tensor's hash already
-        digest = stored_hashes[assignment.source] if assignment.transform.is_identity else content_hash(values)
-        stats, nonfinite = summary_statistics(values), 0
-        if not all(math.isfinite(v) for v in stats.values()):  # NaN or Inf inside (their sums are not finite)
-            nonfinite = values.numel() - int(torch.isfinite(values).sum())
+        digest = stored_hashes[assignment.source] if assignment.transform.is_identity else value_hash(values)
+        sketch = values.reshape(-1)[torch.from_numpy(sketch_positions(shape))].to(torch.float32)
+        matrix = key.expert is None and key.param == "weight" and values.dim() == 2 and key.layer is not None
+        scale = norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, ""))) if matrix else None
+        reads = key.role in PRECEDING_NORM_OF
+        basis = unit_basis(key.role, shape[1] if reads else shape[0], scale) if matrix else None
+        done_pass = tensor_pass(values, sketch_shift(sketch.numpy()), basis, reads, executor, workers)
+        stats, nonfinite = done_pass.stats, done_pass.nonfinite
+
+        def as_float(part: torch.Tensor) -> torch.Tensor:
             # hashed as stored, but 0 in statistics and samples, which stay comparable
-            values = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-            stats = {k: v if math.isfinite(v) else 0.0 for k, v in summary_statistics(values).items()}  # overflow
-            if nonfinite:
-                unusual[record_key] = nonfinite
+            part = part.to(torch.float32)
+            return torch.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0) if nonfinite else part
+
+        if nonfinite:
+            unusual[record_key] = nonfinite
         records[record_key] = {
-            "shape": list(values.shape), "dtype": stored_dtype.get(assignment.source), "source": assignment.source,
+            "shape": list(shape), "dtype": stored_dtype.get(assignment.source), "source": assignment.source,
             "how": assignment.how, "sha256": digest, "stats": stats,
             **({"nonfinite": nonfinite} if nonfinite else {}),
         }
-        flat = values.reshape(-1)
-        arrays[f"sketch/{record_key}"] = flat[torch.from_numpy(sketch_positions(tuple(values.shape)))].numpy().copy()
+        arrays[f"sketch/{record_key}"] = as_float(sketch).numpy().copy()
         if values.dim() == 2:  # the rows a remote fingerprint also reads (see sketch.row_sample_rows)
-            picked = values[torch.from_numpy(row_sample_rows(tuple(values.shape)))]
-            arrays[f"rows/{record_key}"] = row_sample(picked, tuple(values.shape))
+            picked = values[torch.from_numpy(row_sample_rows(shape))]
+            arrays[f"rows/{record_key}"] = row_sample(as_float(picked), shape)
         if values.dim() == 1 and key.role.endswith("norm") and key.param == "weight":
-            norms[(key.layer, key.role)] = norm_scale(values, arch.norm_type)
+            norms[(key.layer, key.role)] = norm_scale(as_float(values).clone(), arch.norm_type)
         if key.role in ("embed", "lm_head") and key.param == "weight" and anchors and values.dim() == 2:
             ids = torch.tensor([i for _, i in anchors if i < values.shape[0]], dtype=torch.long)
-            arrays[f"anchors/{key.role}"] = values[ids].to(torch.float16).numpy()
-        if key.expert is None and key.param == "weight" and values.dim() == 2 and key.layer is not None:
-            signature = unit_signature(values, key.role, norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, ""))))
-            if signature is not None:
-                arrays[f"units/{key.layer}/{key.role}"] = signature
-            gram = residual_gram(values, key.role, norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, ""))))
-            if gram is not None:
-                arrays[f"gram/{key.layer}/{key.role}"] = gram
-        del values, flat, tensor
+            arrays[f"anchors/{key.role}"] = as_float(values[ids]).to(torch.float16).numpy()
+        if matrix:
+            if done_pass.projections is not None:
+                arrays[f"units/{key.layer}/{key.role}"] = done_pass.projections.to(torch.float16).numpy()
+            if key.role in PRECEDING_NORM_OF or key.role in WRITES_RESIDUAL:
+                head = values[:GRAM_UNITS] if key.role in PRECEDING_NORM_OF else values[:, :GRAM_UNITS]
+                gram = residual_gram(as_float(head), key.role, scale)
+                if gram is not None:
+                    arrays[f"gram/{key.layer}/{key.role}"] = gram
+        del values, tensor
         if on_tensor:
             on_tensor(done, total)
 
@@ -218,6 +276,7 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     files = checkpoint.files.all_files()
     meta = {
         "schema": FINGERPRINT_SCHEMA,
+        "value_hash": HASH_NAME,  # what the "sha256" fields hold (the key keeps its old name)
         "tool_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"path": str(checkpoint.path), "format": checkpoint.format,

@@ -21,6 +21,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .tensor_pass import value_hash
+
 SKETCH_SIZE = 2048  # values kept per 2-D tensor
 FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
 UNIT_PROJECTIONS = 32  # projections per MLP unit signature (half to match, half to test)
@@ -36,6 +38,12 @@ def _seed(label: str) -> int:
 
 def sketch_positions(shape: tuple[int, ...]) -> np.ndarray:
     """Flat indices sampled for tensors of this shape (sorted, without repeats)."""
+    return _sketch_positions(tuple(int(d) for d in shape)).copy()
+
+
+@lru_cache(maxsize=512)
+def _sketch_positions(shape: tuple[int, ...]) -> np.ndarray:
+    # drawing 2048 of 45M positions takes ~10 ms; a model repeats a few shapes hundreds of times
     numel = int(np.prod(shape)) if shape else 1
     if len(shape) == 1 and numel <= FULL_VECTOR_LIMIT or numel <= SKETCH_SIZE:
         return np.arange(numel, dtype=np.int64)
@@ -80,9 +88,11 @@ def projection(width: int, count: int = UNIT_PROJECTIONS) -> torch.Tensor:
     """
     rng = np.random.default_rng(_seed(f"projection:{width}:{count}"))
     gaussian = rng.standard_normal((width, min(count, width)))
-    q, r = np.linalg.qr(gaussian)
-    q = q * np.sign(np.diag(r))[None, :]  # a unique, deterministic orthonormal basis
-    return torch.from_numpy(q.astype(np.float32))
+    # torch's QR (float64) rather than NumPy's: NumPy's BLAS threads cannot be limited here and,
+    # on a busy machine, took seconds for an 11008 x 16 matrix; the results agree to float64 rounding.
+    q, r = torch.linalg.qr(torch.from_numpy(gaussian))
+    q = q * torch.sign(torch.diagonal(r))[None, :]  # a unique, deterministic orthonormal basis
+    return q.to(torch.float32).contiguous()
 
 
 def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
@@ -119,6 +129,5 @@ def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
 
 
 def content_hash(tensor: torch.Tensor) -> str:
-    """sha256 of the canonical tensor as contiguous float32 (equal across lossless casts)."""
-    data = tensor.detach().to(torch.float32).contiguous().numpy()
-    return hashlib.sha256(data.reshape(-1).view(np.uint8)).hexdigest()  # (memoryview.cast fails on 0-size shapes)
+    """The tensor's value hash (equal across lossless casts; see tensor_pass.value_hash)."""
+    return value_hash(tensor)

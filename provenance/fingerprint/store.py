@@ -1,14 +1,22 @@
 """The fingerprint file: a safetensors file of arrays plus one JSON metadata string.
 
-Layout (schema `provenance.fingerprint/1`):
-- `__metadata__["provenance"]`: JSON with `schema`, `tool_version`, `created`,
-  `source` (path, format, files with sizes and sha256), `architecture`,
-  `family`, `tensors` (per canonical key: shape, stored dtype, sha256 of the
-  float32 values, summary statistics, stored name), `renamed_tensors`,
+Layout (schema `provenance.fingerprint/2`):
+- `__metadata__["provenance"]`: JSON with `schema`, `value_hash`,
+  `tool_version`, `created`, `source` (path, format, files with sizes and
+  sha256), `architecture`, `family`, `tensors` (per canonical key: shape,
+  stored dtype, value hash, summary statistics, stored name),
+  `stored_tensors` (value hash per stored tensor), `renamed_tensors`,
   `vocabulary` (kind, size, hashes, special tokens, anchor token strings);
 - arrays: `sketch/<key>` (float32 values at shape-seeded positions; 1-D
   tensors whole), `units/<layer>/<role>` (float16 per-unit signatures of MLP
   rows/columns), `anchors/<role>` (float16 embedding rows of anchor tokens).
+
+Schema 2 changed only the tensor hashes (the fields keep the name "sha256"):
+XXH3-128 of the values in the first of f16/bf16/f32 that holds them
+exactly (see tensor_pass.value_hash), instead of sha256 of the float32
+values. Both are equal exactly when the values are. A schema-1 file still
+loads, with a note: its hashes match no schema-2 hash, so exact-copy evidence
+against it needs the fingerprint rebuilt (`provenance fingerprint PATH`).
 
 safetensors keeps the file free of code (no pickle) and lets us reuse the
 validated header reader. Writes are atomic: a temporary file (`.NAME.*.tmp`,
@@ -36,8 +44,10 @@ import numpy as np
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 
-FINGERPRINT_SCHEMA = "provenance.fingerprint/1"
-SCHEMA_VERSION = 1
+FINGERPRINT_SCHEMA = "provenance.fingerprint/2"
+SCHEMA_VERSION = 2
+# Schema versions whose tensor hashes are sha256 of float32 values (not comparable with ours).
+SHA256_HASH_VERSIONS = (1,)
 # A LLaMA-7B fingerprint is 53 MB; a 405B-parameter model's would be under 1 GB.
 MAX_FINGERPRINT_BYTES = 2 * 1024 ** 3
 MAX_LAYERS = 65_536  # architecture numbers drive loops in the comparison
@@ -157,6 +167,11 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
         problem = _array_problem(meta, {info.name: (info.dtype, info.shape) for info in infos})
     if problem is not None:
         raise CorruptFileError(path, f"fingerprint {problem}")
+    if version in SHA256_HASH_VERSIONS:
+        meta["notes"] = list(meta.get("notes") or []) + [
+            f"a schema-{version} fingerprint (from provenance {_short(meta.get('tool_version'))}): its tensor hashes "
+            "(sha256) match none made by this version, so bit-identical tensors are not recognised against it; "
+            "rebuild it with `provenance fingerprint CHECKPOINT -o FILE`"]
     try:
         arrays = load_file(str(path))
     except MemoryError:

@@ -46,6 +46,17 @@ class TensorSource(ABC):
     def read_tensor(self, name: str) -> torch.Tensor:
         """The named tensor's values (a fresh tensor owned by the caller)."""
 
+    def read_tensor_into(self, name: str, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The named tensor, read into `buffer` (a flat uint8 tensor) where the format can.
+
+        Returns the tensor and the buffer to pass next time (grown if it was too
+        small). The tensor may be a view of the buffer: it is valid until the
+        buffer is reused. Formats that cannot read into a buffer return a fresh
+        tensor, as `read_tensor` does. Reusing one buffer spares the page faults
+        of a fresh allocation per tensor (about as costly as reading it warm).
+        """
+        return self.read_tensor(name), buffer
+
     def metadata(self) -> dict[str, Any]:
         """Format-level key/value metadata (GGUF keys, safetensors __metadata__)."""
         return {}
@@ -62,3 +73,10 @@ class TensorSource(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def reusable(buffer: torch.Tensor | None, nbytes: int) -> torch.Tensor:
+    """`buffer` if it holds `nbytes` bytes, else a new uint8 buffer of that size (for `read_tensor_into`)."""
+    if buffer is None or buffer.numel() < nbytes:
+        buffer = torch.empty(nbytes, dtype=torch.uint8)
+    return buffer

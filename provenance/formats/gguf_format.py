@@ -2,8 +2,9 @@
 
 GGUF lists dimensions innermost first (ggml order); we report and return
 shapes in PyTorch order (outermost first), so a Q projection of a model with
-hidden size 576 is (576, 576) here as in the Hugging Face checkpoint. Every
-tensor is returned dequantized to float32.
+hidden size 576 is (576, 576) here as in the Hugging Face checkpoint. F32 and
+F16 tensors are returned as stored (a copy out of the map, no conversion);
+every other type is returned dequantized to float32.
 
 Every size the header declares is checked first by `gguf_header`, so the
 reader never loops over or allocates for a count the file cannot hold.
@@ -25,11 +26,14 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .base import TensorInfo, TensorSource
+from .base import TensorInfo, TensorSource, reusable
 from .gguf_header import validate_gguf_header
 
 # Metadata arrays longer than this are kept out of `metadata()` summaries.
 LARGE_ARRAY = 64
+# F16/F32 tensors are copied out of the map this many bytes at a time, the mapped pages dropped after
+# each slice: a whole tensor's pages would otherwise be resident beside its copy.
+COPY_BYTES = 32 * 1024 * 1024
 
 
 def _reader_class():
@@ -173,12 +177,37 @@ class GgufFile(TensorSource):
     def read_tensor(self, name: str) -> torch.Tensor:
         tensor = self._tensors[name]
         shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        if tensor.tensor_type.name in ("F32", "F16"):  # as stored, copied out of the map in slices
+            result, _ = self.read_tensor_into(name, None)
+            return result
         values = dequantize_values(np.asarray(tensor.data), tensor.tensor_type, self.path, name)
         if np.may_share_memory(values, self._reader.data):
             values = values.copy()  # F32 tensors are views of the mapped file
         result = torch.from_numpy(values.reshape(shape))
         self._release_pages()
         return result
+
+    def read_tensor_into(self, name: str, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """F32 and F16 tensors copied out of the map as stored (into `buffer` if given); others dequantized."""
+        from gguf import GGMLQuantizationType
+
+        tensor = self._tensors[name]
+        if tensor.tensor_type not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            return self.read_tensor(name), buffer
+        shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        stored = np.asarray(tensor.data)
+        kind = np.float32 if tensor.tensor_type == GGMLQuantizationType.F32 else np.float16
+        if stored.dtype != kind or stored.size != int(np.prod(shape, dtype=np.int64)):
+            raise CorruptFileError(self.path, f"tensor {name!r} ({tensor.tensor_type.name}): data does not "
+                                              f"hold {list(shape)} values")
+        buffer = reusable(buffer, stored.nbytes)
+        values = buffer[:stored.nbytes].numpy().view(kind)
+        source = stored.reshape(-1)
+        step = max(1, COPY_BYTES // stored.itemsize)
+        for start in range(0, source.size, step):  # out of the map a slice at a time, its pages dropped after each
+            np.copyto(values[start:start + step], source[start:start + step])
+            self._release_pages()
+        return torch.from_numpy(values.reshape(shape)), buffer
 
     def _release_pages(self) -> None:
         """Drop this file's pages from our address space after each tensor.

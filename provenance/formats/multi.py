@@ -56,6 +56,9 @@ class MultiFileSource(TensorSource):
     def read_tensor(self, name: str) -> torch.Tensor:
         return self._owner[name].read_tensor(name)
 
+    def read_tensor_into(self, name: str, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._owner[name].read_tensor_into(name, buffer)
+
     def metadata(self) -> dict[str, Any]:
         merged: dict[str, Any] = {}
         for shard in self.shards:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsafeFileError, UnsupportedError
-from .base import TensorInfo, TensorSource
+from .base import TensorInfo, TensorSource, reusable
 from .limits import MAX_PICKLE_BYTES, MAX_TENSORS
 
 _TORCH_DTYPE_NAMES = {
@@ -337,8 +337,13 @@ class PytorchFile(TensorSource):
         return list(self._infos)
 
     def read_tensor(self, name: str) -> torch.Tensor:
+        tensor, _ = self.read_tensor_into(name, None, fresh=True)
+        return tensor
+
+    def read_tensor_into(self, name: str, buffer: torch.Tensor | None,
+                         fresh: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self._legacy_tensors is not None:
-            return self._legacy_tensors[name].clone()
+            return self._legacy_tensors[name].clone(), buffer
         # Tensors are copied out of a memory map of the file. Pages read stay
         # mapped while the map lives, so it is dropped and made again after every
         # REMAP_BYTES read: memory stays bounded and the pickle is parsed only
@@ -347,12 +352,19 @@ class PytorchFile(TensorSource):
             self._mapped = None
             self._mapped = _load(self.path, mmap=True)
             self._read_since_map = 0
+        mapped = self._mapped[name]
+        nbytes = mapped.numel() * mapped.element_size()
         try:
-            tensor = self._mapped[name].clone()
+            if fresh:
+                tensor = mapped.clone()
+            else:
+                buffer = reusable(buffer, nbytes)
+                tensor = buffer[:nbytes].view(mapped.dtype).view(mapped.shape)
+                tensor.copy_(mapped)
         except RuntimeError as exc:  # e.g. the file was truncated after it was opened
             raise CorruptFileError(self.path, f"cannot read tensor {name!r}: {_torch_reason(str(exc))}") from exc
-        self._read_since_map += tensor.numel() * tensor.element_size()
-        return tensor
+        self._read_since_map += nbytes
+        return tensor, buffer
 
     def close(self) -> None:
         self._legacy_tensors = None

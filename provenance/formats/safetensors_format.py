@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .base import TensorInfo, TensorSource
+from .base import TensorInfo, TensorSource, reusable
 from .limits import MAX_TENSORS, DuplicateKeyError, reject_duplicate_keys
 
 # Largest header we accept; the safetensors library uses the same limit.
@@ -204,6 +204,10 @@ class SafetensorsFile(TensorSource):
         return dict(self._metadata)
 
     def read_tensor(self, name: str) -> torch.Tensor:
+        tensor, _ = self.read_tensor_into(name, None)
+        return tensor
+
+    def read_tensor_into(self, name: str, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         info = self._by_name[name]  # KeyError for a name the file does not hold
         if torch_dtype_for(info.dtype) is None:
             raise UnsupportedError(self.path, f"tensor {name!r}: dtype {info.dtype} cannot be read by this PyTorch "
@@ -211,7 +215,8 @@ class SafetensorsFile(TensorSource):
         begin, end = self._offsets[name]
         # The size was checked against the file's size when the header was read, so this
         # allocation is bounded by the file, whatever the header claimed.
-        data = torch.empty(end - begin, dtype=torch.uint8)
+        buffer = reusable(buffer, end - begin)
+        data = buffer[:end - begin]
         view = memoryview(data.numpy())
         try:
             with open(self.path, "rb") as handle:
@@ -225,4 +230,4 @@ class SafetensorsFile(TensorSource):
                     filled += count
         except OSError as exc:
             raise UnreadablePathError(self.path, f"cannot read tensor {name!r}: {exc.strerror or exc}") from exc
-        return tensor_from_bytes(data, info.dtype, info.shape)
+        return tensor_from_bytes(data, info.dtype, info.shape), buffer

@@ -795,8 +795,11 @@ def _fingerprints(c: _Corpus) -> None:
     p.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     c.add("fingerprint/truncated", "the good fingerprint cut in half", runs(p, "truncated"))
 
-    p = write("future", json.dumps({**meta, "schema": "provenance.fingerprint/2"}))
-    c.add("fingerprint/future_schema", "schema provenance.fingerprint/2", runs(p, "newer than this tool reads"))
+    from ..fingerprint.store import SCHEMA_VERSION
+
+    future = f"provenance.fingerprint/{SCHEMA_VERSION + 1}"
+    p = write("future", json.dumps({**meta, "schema": future}))
+    c.add("fingerprint/future_schema", f"schema {future}", runs(p, "newer than this tool reads"))
 
     p = write("bad_json", '{"schema": "provenance.fingerprint/1", ')
     c.add("fingerprint/metadata_not_json", "metadata JSON cut short", runs(p, "not valid JSON"))
