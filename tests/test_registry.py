@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from provenance import bundle as bundle_module
+from provenance.registry import bundles as bundle_module
 from provenance.cli import main
 from provenance.compare import compare_fingerprints
 from provenance.fingerprint.load import fingerprint_for
+from provenance.audit.shortlist import add_reference
 from provenance.registry import Registry
 
 from .builders import build_gpt2, build_llama, build_qwen2
@@ -61,7 +62,7 @@ def prints(models, tmp_path_factory) -> dict[str, Path]:
 def _db_with(path: Path, prints: dict[str, Path], names: list[str]) -> Path:
     with Registry(path) as registry:
         for name in names:
-            registry.add(name, fingerprint_for(prints[name]))
+            add_reference(registry, name, fingerprint_for(prints[name]))
     return path
 
 
@@ -158,7 +159,7 @@ def test_import_refuses_clashes_all_or_nothing(prints, tmp_path, capsys):
     _cli(capsys, "refs", "--refs", str(_db_with(tmp_path / "a.sqlite", prints, ["llama", "qwen2"])), "export", str(bundle))
     target = tmp_path / "t.sqlite"
     with Registry(target) as registry:
-        registry.add("qwen2", fingerprint_for(prints["gpt2"]))  # same name, other weights
+        add_reference(registry, "qwen2", fingerprint_for(prints["gpt2"]))  # same name, other weights
     code, _, err = _cli(capsys, "refs", "--refs", str(target), "import", str(bundle))
     assert code == 1
     _one_error_line(err, str(target), "'qwen2'", "--replace")
@@ -422,7 +423,7 @@ def test_add_killed_mid_write_is_all_or_nothing(models, prints, tmp_path):
             else:
                 assert names == ["llama"] and registry.revision == 1
                 outcomes.append("absent")
-                registry.add("victim", source)  # the killed writer's lock died with it
+                add_reference(registry, "victim", source)  # the killed writer's lock died with it
                 assert registry.names() == ["llama", "victim"]
     print(f"kill outcomes for (pause s, kill after s) {plans}: {outcomes}")
     assert outcomes[0] == "absent"  # killed 300 s before its COMMIT
