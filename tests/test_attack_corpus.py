@@ -1,6 +1,6 @@
 """The attack corpus through the command line: every hostile or broken input fails cleanly and within bounds.
 
-The corpus (provenance/testing/attack_corpus.py) is generated into a temporary
+The corpus (tests/support/attack_corpus.py) is generated into a temporary
 directory. Every command line of every case runs through `provenance.cli.main`
 in one fresh interpreter under a 4 GiB address-space limit and a 60 s alarm
 per run: an error must be exit 1 with exactly one stderr line naming the file
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from provenance.testing.attack_corpus import check_cases, check_run, generate, limit_address_space, run_batch
+from tests.support.attack_corpus import check_cases, check_run, generate, limit_address_space, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT = 4 << 30

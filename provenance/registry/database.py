@@ -22,12 +22,6 @@ computes one: the caller passes it in (`add(..., signature=)`, `add_many(...,
 signer=)`, computed by provenance/audit/shortlist.py). A reference added
 without one, or with an older version, gets it back-filled by its first
 screening.
-
-Test-only hook: `PROVENANCE_TEST_PAUSE_IN_ADD=<seconds>` makes `add` and
-`add_many` print one line on stderr and sleep inside the write transaction,
-after the INSERT and before COMMIT (`PROVENANCE_TEST_RESUME_FILE=<path>` ends
-the sleep early once that file exists), so tests can kill a writer mid-write
-or read while it writes. Never set it in normal use.
 """
 
 from __future__ import annotations
@@ -36,8 +30,6 @@ import datetime as dt
 import json
 import os
 import sqlite3
-import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,18 +61,6 @@ def default_path() -> Path:
         return Path(os.environ["PROVENANCE_REFS"])
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "provenance" / "refs.sqlite"
-
-
-def _test_pause_before_commit() -> None:
-    """The test-only hook described in the module docstring (a no-op unless the variable is set)."""
-    seconds = os.environ.get("PROVENANCE_TEST_PAUSE_IN_ADD")
-    if not seconds:
-        return
-    print("provenance: test pause inside the write transaction", file=sys.stderr, flush=True)
-    resume = os.environ.get("PROVENANCE_TEST_RESUME_FILE")
-    deadline = time.monotonic() + float(seconds)
-    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
-        time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -260,7 +240,6 @@ class Registry:
         with self._transaction():
             self._write(prepared, replace)
             self._bump()
-            _test_pause_before_commit()
         return self.entry(name)
 
     def add_many(self, items: Iterable[tuple[str, Any]], replace: bool = False,
@@ -280,7 +259,6 @@ class Registry:
                 names.append(name)
             if names:
                 self._bump()
-            _test_pause_before_commit()
         return names
 
     def check_new_name(self, name: str, replace: bool = False) -> None:
