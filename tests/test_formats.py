@@ -34,6 +34,8 @@ from provenance.formats.pytorch_format import PytorchFile
 from provenance.formats.safetensors_format import SafetensorsFile
 from provenance.model import Checkpoint
 
+from .builders import distinct_norms, llama_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -150,16 +152,9 @@ def assert_canonical_llama(path: Path, state: dict[str, torch.Tensor], layers: i
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A seeded tiny LLaMA: (model, state dict of independent tensors)."""
-    import transformers as T
-
-    torch.manual_seed(0)
-    config = T.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
-    model = T.LlamaForCausalLM(config)
-    with torch.no_grad():  # norms are initialised to ones; make them distinctive
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.1 * torch.randn_like(param))
+    model, _ = llama_model(0, vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2)
+    distinct_norms(model)  # norms are initialised to ones; make them distinctive
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     return model, state
 

@@ -1,8 +1,8 @@
 """The corpus being written: its cases (command lines and what they must do) and the tiny model they break.
 
-The base material is one seeded tiny LLaMA (the shapes of tests/builders.py,
-made by hand without transformers so that the corpus is quick to write),
-its config.json and a tokenizer.json.
+The base material is one seeded tiny LLaMA (`tiny_llama_state` of
+tests/builders.py, made by hand without transformers so that the corpus is
+quick to write), its config.json and a tokenizer.json.
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ import torch
 
 from ...builders import HEAD_DIM, HEADS, HIDDEN, INTER, LAYERS, VOCAB
 from ...builders import KV as KV_HEADS
+from ...builders import tiny_llama_config as tiny_config
+from ...builders import tiny_llama_state as tiny_state
+
+# The shapes and the base model are the shared builders' (the case modules import them from here).
+__all__ = ["HEAD_DIM", "HEADS", "HIDDEN", "INTER", "KV_HEADS", "LAYERS", "VOCAB", "Case", "Corpus", "Run",
+           "copy_model_dir", "f32", "safetensors_raw", "tiny_config", "tiny_state", "tiny_tokenizer",
+           "write_model_dir"]
 
 
 @dataclass(frozen=True)
@@ -105,37 +112,6 @@ class Corpus:
                 add_reference(registry, "tiny-llama", load_fingerprint(self.good_fingerprint))
             self._good_db = self.out / "base" / "good_refs.sqlite"
         return self._good_db
-
-
-def tiny_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A seeded tiny LLaMA state dict (Hugging Face names), made without transformers."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator)
-
-    state = {"model.embed_tokens.weight": randn(VOCAB, HIDDEN), "model.norm.weight": 1 + 0.1 * randn(HIDDEN),
-             "lm_head.weight": randn(VOCAB, HIDDEN)}
-    for layer in range(LAYERS):
-        p = f"model.layers.{layer}."
-        state.update({
-            p + "input_layernorm.weight": 1 + 0.1 * randn(HIDDEN),
-            p + "post_attention_layernorm.weight": 1 + 0.1 * randn(HIDDEN),
-            p + "self_attn.q_proj.weight": randn(HIDDEN, HIDDEN),
-            p + "self_attn.k_proj.weight": randn(KV_HEADS * HEAD_DIM, HIDDEN),
-            p + "self_attn.v_proj.weight": randn(KV_HEADS * HEAD_DIM, HIDDEN),
-            p + "self_attn.o_proj.weight": randn(HIDDEN, HIDDEN),
-            p + "mlp.gate_proj.weight": randn(INTER, HIDDEN),
-            p + "mlp.up_proj.weight": randn(INTER, HIDDEN),
-            p + "mlp.down_proj.weight": randn(HIDDEN, INTER),
-        })
-    return state
-
-
-def tiny_config() -> dict:
-    return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN,
-            "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-            "num_key_value_heads": KV_HEADS, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
 
 
 def tiny_tokenizer() -> dict:
