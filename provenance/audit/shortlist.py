@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -69,10 +70,15 @@ from typing import Any
 
 import numpy as np
 
+from ..architectures.roles import PRECEDING_NORM, norm_scale
 from ..fingerprint import Fingerprint
 from ..registry.database import SignatureBlob
 
 SIGNATURE_VERSION = 3
+# The `weights` component's features: layer tensors of canonical names (CanonicalKey.name) and also the generic
+# fingerprint's `layers.N.<role>.weight@<stored name>` entries, which CanonicalKey.parse refuses. Stored
+# signatures depend on exactly this match: changing it means a new SIGNATURE_VERSION.
+LAYER_TENSOR = re.compile(r"^layers\.(\d+)\.(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
 DIM = 512
 COMPONENTS = ("weights", "units", "gram", "embedding")
 TOP_K = 8  # at most this many references per component ...
@@ -151,8 +157,7 @@ def _norm_scale(fp: Fingerprint, key: str) -> np.ndarray | None:
     values = fp.array(f"sketch/{key}")
     if values is None:
         return None
-    values = values.astype(np.float64)
-    return values + 1.0 if fp.architecture.get("norm_type") == "rmsnorm_plus_one" else values
+    return norm_scale(values.astype(np.float64), fp.architecture.get("norm_type"))
 
 
 @lru_cache(maxsize=1024)
@@ -171,11 +176,9 @@ def _weights_component(fp: Fingerprint) -> np.ndarray:
     fingerprint reads of a matrix) are separate features: a fingerprint with
     only one of them still meets a fingerprint with both at cosine 0.7 for a copy.
     """
-    from ..compare.signals import LAYER_KEY, PRECEDING_NORM
-
     vector = np.zeros(DIM)
     for key, record in fp.tensors.items():
-        match = LAYER_KEY.match(key)
+        match = LAYER_TENSOR.match(key)
         shape = tuple(record.get("shape") or ())
         if not match or match[4] != "weight" or len(shape) != 2 or (match[2] is not None and match[2] != "0"):
             continue  # matrices only; expert 0 stands for the layer's experts
