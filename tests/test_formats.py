@@ -6,7 +6,6 @@ these tests need no download and no real model.
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from provenance.formats.safetensors_format import SafetensorsFile
 from provenance.model import Checkpoint
 
 from .builders import distinct_norms, llama_model
+from .support.attack_corpus.pytorch_cases import payload_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -373,32 +373,9 @@ def test_pytorch_bf16_and_int_tensors(tmp_path):
 # --------------------------------------------------------------------------- malicious pickles
 
 
-def _payloads(sentinel: Path) -> dict[str, type]:
-    command = f"touch {sentinel}"
-    code = f"open({str(sentinel)!r}, 'w').close()"
-
-    class OsSystem:
-        def __reduce__(self):
-            return (os.system, (command,))
-
-    class Exec:
-        def __reduce__(self):
-            return (builtins.exec, (code,))
-
-    class Eval:
-        def __reduce__(self):
-            return (builtins.eval, (f"__import__('os').system({command!r})",))
-
-    class Import:
-        def __reduce__(self):
-            return (builtins.__import__, ("os",))
-
-    return {"os.system": OsSystem, "builtins.exec": Exec, "builtins.eval": Eval, "builtins.__import__": Import}
-
-
 def _malicious_files(directory: Path, sentinel: Path) -> list[tuple[Path, str]]:
     files = []
-    for culprit, cls in _payloads(sentinel).items():
+    for culprit, cls in payload_classes(sentinel).items():
         stem = culprit.replace(".", "_")
         plain = directory / f"plain_{stem}.bin"
         with open(plain, "wb") as handle:

@@ -1,18 +1,32 @@
-"""The built-in references shipped in `provenance/references/`: weight fingerprints and reference data files."""
+"""The built-in references shipped in `provenance/references/`: weight fingerprints and JSON reference data."""
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+from ..errors import CorruptFileError
 from ..fingerprint import Fingerprint, load_fingerprint
 
 
 def reference_file(name: str):
     """A package data file of `provenance/references/` (an importlib.resources Traversable)."""
     return resources.files("provenance") / "references" / name
+
+
+def reference_data(name: str, schema: str, what: str) -> dict[str, Any]:
+    """A JSON data file of `provenance/references/`, checked to be a `schema` object (`what` names it in errors)."""
+    entry = reference_file(name)
+    try:
+        data = json.loads(entry.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(str(entry), f"cannot read the {what}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise CorruptFileError(str(entry), f"not a {schema} file")
+    return data
 
 
 def builtin_references() -> Iterator[tuple[str, Fingerprint]]:

@@ -12,7 +12,6 @@ in tokenizer_references.py.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,7 +20,7 @@ from typing import Any
 from ..architectures.families import all_families
 from ..compare import Comparison
 from ..errors import CorruptFileError
-from .builtin import reference_file
+from .builtin import reference_data, reference_file
 from .rows import AuditRow
 
 ARCHITECTURES_SCHEMA = "provenance.architecture-references/1"
@@ -80,20 +79,14 @@ class ArchitectureReference:
 
 @lru_cache(maxsize=1)
 def architecture_references() -> tuple[ArchitectureReference, ...]:
-    entry = reference_file("architectures.json")
-    try:
-        data = json.loads(entry.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(str(entry), f"cannot read the architecture references: {exc}") from exc
-    if not isinstance(data, dict) or data.get("schema") != ARCHITECTURES_SCHEMA:
-        raise CorruptFileError(str(entry), f"not a {ARCHITECTURES_SCHEMA} file")
+    data = reference_data("architectures.json", ARCHITECTURES_SCHEMA, "architecture references")
     references = []
     for item in data.get("references", []):
         try:
             references.append(ArchitectureReference(
                 **{k: v for k, v in item.items() if k in ArchitectureReference.__dataclass_fields__}))
         except TypeError as exc:
-            raise CorruptFileError(str(entry), f"entry {item.get('name')!r}: {exc}") from exc
+            raise CorruptFileError(str(reference_file("architectures.json")), f"entry {item.get('name')!r}: {exc}") from exc
     return tuple(references)
 
 

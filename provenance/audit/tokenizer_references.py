@@ -9,14 +9,12 @@ models reuse another's, so it never enters a weights verdict.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
-from ..errors import CorruptFileError
 from ..fingerprint.build import minhash
 from ..formats.tokenizer import Vocabulary
-from .builtin import reference_file
+from .builtin import reference_data, reference_file
 
 TOKENIZERS_SCHEMA = "provenance.tokenizer-references/1"
 TOKENIZER_CAVEAT = "a shared tokenizer alone is not evidence of weight copying (many original models reuse another's)"
@@ -31,15 +29,9 @@ def tokenizer_signature(vocabulary: Vocabulary) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def tokenizer_references() -> tuple[dict[str, Any], ...]:
-    entry = reference_file("tokenizers.json")
-    if not entry.is_file():
+    if not reference_file("tokenizers.json").is_file():
         return ()
-    try:
-        data = json.loads(entry.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(str(entry), f"cannot read the tokenizer references: {exc}") from exc
-    if not isinstance(data, dict) or data.get("schema") != TOKENIZERS_SCHEMA:
-        raise CorruptFileError(str(entry), f"not a {TOKENIZERS_SCHEMA} file")
+    data = reference_data("tokenizers.json", TOKENIZERS_SCHEMA, "tokenizer references")
     return tuple(data.get("tokenizers", []))
 
 

@@ -13,7 +13,8 @@ import torch
 from .corpus import Corpus, tiny_config, tiny_state
 
 
-def _payload_classes(sentinel: Path) -> dict[str, type]:
+def payload_classes(sentinel: Path) -> dict[str, type]:
+    """Pickle payloads by the global each one calls; run, the first three would create `sentinel`."""
     import builtins
     import os
 
@@ -152,7 +153,7 @@ def add_cases(c: Corpus) -> None:
     (directory / "config.json").write_text(json.dumps(tiny_config()))
     c.valid("pytorch/legacy_benign", "valid: legacy (non-zip) format, loaded whole with a note", directory)
 
-    for culprit, cls in _payload_classes(c.sentinel("pickles")).items():
+    for culprit, cls in payload_classes(c.sentinel("pickles")).items():
         stem = culprit.replace(".", "_")
         zipped = c.path(f"pt/zip_{stem}.bin")
         torch.save({"model.embed_tokens.weight": torch.zeros(4, 2), "payload": cls()}, zipped)
