@@ -32,7 +32,7 @@ RUN_TIMEOUT = 60
 # Cases that fail today because of a file this suite does not own; each must still fail
 # (remove it here once fixed: the test says so).
 KNOWN_FAILURES = {
-    "database/wrong_table_layout": "registry.py lets sqlite3.OperationalError ('no such column') through as "
+    "database/wrong_table_layout": "registry/database.py lets sqlite3.OperationalError ('no such column') through as "
                                    "'unexpected OperationalError' instead of a ProvenanceError",
 }
 
