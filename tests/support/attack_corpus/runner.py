@@ -85,7 +85,12 @@ def run_batch(argvs: list[list[str]], memory_limit: int | None = 4 << 30, per_ru
     import os
     import subprocess
 
+    import provenance
+
     env = {k: v for k, v in os.environ.items() if k != "PROVENANCE_DEBUG"}
+    # The driver runs in `cwd`, not the checkout: import the package this process imported, not an installed one.
+    package_root = str(Path(provenance.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
     result = subprocess.run([sys.executable, "-c", DRIVER, str(per_run_timeout)], input=json.dumps(argvs),
                             capture_output=True, text=True, cwd=cwd, env=env,
                             timeout=per_run_timeout * len(argvs) + 120,
