@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: fuzz every header parser with 100,000+ inputs and count what escapes as a non-ProvenanceError.
 
-Targets and strategies are in provenance/testing/fuzzing.py: mutations of
+Targets and strategies are in tests/support/fuzzing.py: mutations of
 valid seed files (bit flips, truncations, overwritten/inserted/deleted bytes,
 integer fields set to interesting values) and structured random files
 (safetensors headers, GGUF headers, fingerprint metadata and arrays). Each
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from provenance.fingerprint.store import load_fingerprint
-    from provenance.testing.fuzzing import Fuzzer, make_seeds, plan, scratch_directory
+    from tests.support.fuzzing import Fuzzer, make_seeds, plan, scratch_directory
 
     warnings.simplefilter("ignore")  # numpy's RuntimeWarnings on garbage values are not what we count
     scratch = scratch_directory()

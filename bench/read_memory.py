@@ -442,7 +442,7 @@ def write_header_caps(out: Path) -> dict[str, tuple[str, Path, str]]:
 
     from provenance.formats.limits import MAX_GGUF_ARRAY, MAX_GGUF_STRINGS, MAX_PICKLE_BYTES, MAX_TENSORS
     from provenance.formats.safetensors_format import MAX_HEADER_BYTES
-    from provenance.testing.attack_corpus import _gstr, gguf_bytes, tiny_state
+    from tests.support.attack_corpus import gguf_bytes, gstr, tiny_state
 
     out.mkdir(parents=True, exist_ok=True)
     cases = {}
@@ -456,9 +456,9 @@ def write_header_caps(out: Path) -> dict[str, tuple[str, Path, str]]:
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * n)
     cases["safetensors header"] = ("safetensors", path, f"{len(raw) / 1e6:.1f} MB header, {n} tensors")
     # GGUF: MAX_GGUF_STRINGS one-character strings and a MAX_GGUF_ARRAY-element uint8 array.
-    strings = _gstr("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, MAX_GGUF_STRINGS) + (
+    strings = gstr("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, MAX_GGUF_STRINGS) + (
         struct.pack("<Q", 1) + b"a") * MAX_GGUF_STRINGS
-    numbers = _gstr("tokenizer.ggml.token_type") + struct.pack("<IIQ", 9, 0, MAX_GGUF_ARRAY) + b"\1" * MAX_GGUF_ARRAY
+    numbers = gstr("tokenizer.ggml.token_type") + struct.pack("<IIQ", 9, 0, MAX_GGUF_ARRAY) + b"\1" * MAX_GGUF_ARRAY
     path = out / "metadata_cap.gguf"
     path.write_bytes(gguf_bytes(kvs=[strings, numbers], tensors=[("x", np.zeros(8, dtype=np.float32))]))
     cases["GGUF metadata"] = ("gguf", path, f"{MAX_GGUF_STRINGS} strings + {MAX_GGUF_ARRAY} uint8 in arrays")
@@ -480,7 +480,7 @@ def write_header_caps(out: Path) -> dict[str, tuple[str, Path, str]]:
     from provenance.fingerprint.store import MAX_META_BYTES
     from provenance.fingerprint import build_fingerprint
     from provenance.model import Checkpoint
-    from provenance.testing.attack_corpus import write_model_dir
+    from tests.support.attack_corpus import write_model_dir
 
     with Checkpoint.open(write_model_dir(out / "tiny", tiny_state())) as checkpoint:
         fingerprint = build_fingerprint(checkpoint)

@@ -94,13 +94,14 @@ def make_variant(base: Path, path: Path, seed: int, noise: float | None) -> Path
 
 def generate(workdir: Path, args) -> tuple[str, list[str]]:
     from provenance.fingerprint.load import fingerprint_for
+    from provenance.audit.shortlist import add_reference
     from provenance.registry import Registry
 
     refs = [make_reference(workdir / "refs" / f"ref-{i}", 1000 + i, args) for i in range(args.refs)]
     db = workdir / "refs.sqlite"
     with Registry(db) as registry:
         for i, ref in enumerate(refs):
-            registry.add(f"ref-{i}", fingerprint_for(ref))
+            add_reference(registry, f"ref-{i}", fingerprint_for(ref))
     candidates = []
     for i in range(args.n):
         kind, base = KINDS[i % len(KINDS)], refs[i % len(refs)]
@@ -125,7 +126,7 @@ def warm(paths: list[str]) -> int:
 
 
 def run_mode(name: str, candidates: list[str], workdir: Path, make_executor) -> dict:
-    from provenance.scan import scan
+    from provenance.batch import scan
 
     out = workdir / f"out-{name.replace(' ', '-')}.jsonl"
     out.unlink(missing_ok=True)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from provenance import scan
+    from provenance import batch as scan
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scan-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -257,6 +257,7 @@ def db_size(path: Path) -> int:
 
 def build_databases(work: Path, sizes: list[int], entries, fingerprints: dict, log) -> dict[int, dict]:
     """db-N.sqlite for each N, built incrementally (the next size starts as a copy of the previous)."""
+    from provenance.audit.shortlist import add_reference
     from provenance.registry import Registry
 
     built: dict[int, dict] = {}
@@ -278,7 +279,7 @@ def build_databases(work: Path, sizes: list[int], entries, fingerprints: dict, l
         with Registry(path) as registry:
             for i, (name, template, seed) in enumerate(entries[previous_count:size], start=previous_count + 1):
                 fp = fingerprints[template] if seed is None else scramble(fingerprints[template], seed, name)
-                registry.add(name, fp)
+                add_reference(registry, name, fp)
                 if i % 1000 == 0:
                     log(f"  db-{size}: {i}/{size} references ({time.perf_counter() - started:.0f} s)")
         seconds = time.perf_counter() - started
@@ -320,7 +321,7 @@ def timed_audit(candidate, db: Path, screen: bool = True, builtin: bool = False)
 def ranks(candidate, db: Path, reference: str) -> dict[str, int | None]:
     """Rank of the reference in each screening component (1 = best), for the margins table."""
     from provenance.registry import Registry
-    from provenance.screening import COMPONENTS, ScreeningIndex, load_signatures, signature
+    from provenance.audit.shortlist import COMPONENTS, ScreeningIndex, load_signatures, signature
 
     with Registry(db) as registry:
         names, signatures, _ = load_signatures(registry)
@@ -343,7 +344,7 @@ def backfill_signatures(db: Path) -> dict:
     """Bring every stored signature up to date before timing (a database built by an older signature version
     is back-filled here, once, as the first audit after an upgrade would do)."""
     from provenance.registry import Registry
-    from provenance.screening import load_signatures
+    from provenance.audit.shortlist import load_signatures
 
     started = time.perf_counter()
     with Registry(db) as registry:
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     import platform
 
     from provenance.compare import compare_fingerprints
-    from provenance.screening import DIM, SIGNATURE_VERSION, TOP_K
+    from provenance.audit.shortlist import DIM, SIGNATURE_VERSION, TOP_K
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     sizes = sorted(int(s) for s in args.sizes.split(","))

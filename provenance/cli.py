@@ -64,13 +64,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     args.path = _require_path(args.path, remote_ok=False, revision=args.revision)
     saved = _saved_fingerprint(args.path)
     if saved is not None:  # a fingerprint file: describe it, never read it as a checkpoint
-        from .inspect import describe_fingerprint
+        from .inspection import describe_fingerprint
         from .report.terminal import render_fingerprint
 
         report = describe_fingerprint(args.path, saved)
         print(json.dumps(report, indent=2) if args.json else render_fingerprint(report))
         return EXIT_OK
-    from .inspect import inspect_checkpoint
+    from .inspection import inspect_checkpoint
     from .model import Checkpoint
     from .report.terminal import render_inspect
 
@@ -108,7 +108,7 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     args.candidate = _require_path(args.candidate)
     args.reference = _require_path(args.reference)
-    from .tokenizer import tokenizer_only_folder
+    from .formats.tokenizer import tokenizer_only_folder
 
     if tokenizer_only_folder(args.candidate) or tokenizer_only_folder(args.reference):
         return _compare_tokenizers(args)
@@ -130,7 +130,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _compare_tokenizers(args: argparse.Namespace) -> int:
     """Two folders of tokenizer files only (no weights): compare the vocabularies."""
     from .errors import UnreadablePathError
-    from .tokenizer import compare_tokenizer_folders, render_tokenizer_comparison, tokenizer_only_folder
+    from .formats.tokenizer import compare_tokenizer_folders, render_tokenizer_comparison, tokenizer_only_folder
 
     for path in (args.candidate, args.reference):
         if not tokenizer_only_folder(path):
@@ -235,22 +235,25 @@ def _cmd_refs(args: argparse.Namespace) -> int:
         registry = Registry(args.refs or default_path(), create=False)
     with registry:
         if args.refs_command == "add":
+            from .audit.shortlist import add_reference
+
             args.path = _require_path(args.path, revision=args.revision)
             registry.check_new_name(args.name, replace=args.replace)  # before the fingerprinting, not after it
-            entry = registry.add(args.name, _fingerprint_for(args.path, args), replace=args.replace)
+            entry = add_reference(registry, args.name, _fingerprint_for(args.path, args), replace=args.replace)
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
                   file=sys.stderr)
         elif args.refs_command == "export":
-            from .bundle import export_bundle
+            from .registry.bundles import export_bundle
 
             result = export_bundle(registry, args.output, args.names)
             print(f"exported {len(result.names)} references from {registry.path} (revision {result.revision}) "
                   f"to {result.path}", file=sys.stderr)
         elif args.refs_command == "import":
-            from .bundle import import_bundle
+            from .audit.shortlist import signature_blob
+            from .registry.bundles import import_bundle
 
             _require_path(args.bundle, remote_ok=False)
-            result = import_bundle(registry, args.bundle, replace=args.replace)
+            result = import_bundle(registry, args.bundle, replace=args.replace, signer=signature_blob)
             print(f"imported {len(result.names)} references from {result.path} into {registry.path} "
                   f"(revision {result.revision})", file=sys.stderr)
         elif args.refs_command == "sync":  # provenance/refs_sync.py
@@ -301,7 +304,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     import re
     from pathlib import Path
 
-    from .scan import AuditSettings, executor, read_candidate_list, scan
+    from .batch import AuditSettings, executor, read_candidate_list, scan
 
     if args.ray and not re.match(_RAY_ADDRESS, args.ray):
         print(f"provenance scan: error: --ray ADDRESS must be auto, HOST:PORT or ray://HOST:PORT, not {args.ray!r} "

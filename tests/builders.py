@@ -276,15 +276,65 @@ build_glm4 = _hf("glm4", "glm4", lambda: _T().Glm4Config(
     eos_token_id=0, bos_token_id=0, tie_word_embeddings=False), _arch())
 
 
+# --- the tiny LLaMA every test builds on ---------------------------------------------------------------
+
+def llama_model(seed: int = 0, **config):
+    """A seeded transformers LlamaForCausalLM of this module's shapes (untied head) unless `config` overrides
+    them: (model, its LlamaConfig). The seed is set just before the model is made, so equal arguments give
+    equal weights, and the global generator then stands where a test that made the model itself left it."""
+    T = _T()
+    settings = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": LAYERS,
+                "num_attention_heads": HEADS, "num_key_value_heads": KV, "tie_word_embeddings": False, **config}
+    torch.manual_seed(seed)
+    llama_config = T.LlamaConfig(**settings)
+    return T.LlamaForCausalLM(llama_config), llama_config
+
+
+def distinct_norms(model, spread: float = 0.1) -> None:
+    """Norm weights 1 + spread * N(0, 1) (from the global generator) instead of the initial ones."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.copy_(1.0 + spread * torch.randn_like(param))
+
+
+def tiny_llama_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded tiny LLaMA state dict (Hugging Face names, this module's shapes) made by hand, without
+    transformers: the attack corpus's base model, quick to make."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    state = {"model.embed_tokens.weight": randn(VOCAB, HIDDEN), "model.norm.weight": 1 + 0.1 * randn(HIDDEN),
+             "lm_head.weight": randn(VOCAB, HIDDEN)}
+    for layer in range(LAYERS):
+        p = f"model.layers.{layer}."
+        state.update({
+            p + "input_layernorm.weight": 1 + 0.1 * randn(HIDDEN),
+            p + "post_attention_layernorm.weight": 1 + 0.1 * randn(HIDDEN),
+            p + "self_attn.q_proj.weight": randn(HIDDEN, HIDDEN),
+            p + "self_attn.k_proj.weight": randn(KV * HEAD_DIM, HIDDEN),
+            p + "self_attn.v_proj.weight": randn(KV * HEAD_DIM, HIDDEN),
+            p + "self_attn.o_proj.weight": randn(HIDDEN, HIDDEN),
+            p + "mlp.gate_proj.weight": randn(INTER, HIDDEN),
+            p + "mlp.up_proj.weight": randn(INTER, HIDDEN),
+            p + "mlp.down_proj.weight": randn(HIDDEN, INTER),
+        })
+    return state
+
+
+def tiny_llama_config() -> dict:
+    """config.json of `tiny_llama_state`."""
+    return {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": VOCAB, "hidden_size": HIDDEN,
+            "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+            "num_key_value_heads": KV, "rms_norm_eps": 1e-6, "tie_word_embeddings": False}
+
+
 # --- layouts transformers does not have: renamed and fused from a generated LLaMA -------------------
 
 def _llama_state(kv: int, attention_bias: bool = False, mlp_bias: bool = False) -> dict[str, torch.Tensor]:
-    T = _T()
-    torch.manual_seed(SEED)
-    config = T.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                           num_attention_heads=HEADS, num_key_value_heads=kv, tie_word_embeddings=False,
-                           attention_bias=attention_bias, mlp_bias=mlp_bias)
-    model = T.LlamaForCausalLM(config)
+    model, _ = llama_model(SEED, num_key_value_heads=kv, attention_bias=attention_bias, mlp_bias=mlp_bias)
     _randomize(model)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -15,6 +15,7 @@ from provenance.compare.thresholds import STORAGE_TOLERANCE, storage_tolerance
 from provenance.fingerprint.sketch import projection
 from provenance.fingerprint.store import Fingerprint
 
+from .builders import llama_model
 from .test_compare import CONFIG, _compare, _llama_state, _save
 
 ACCUSING = {"identical", "derived", "assembled"}
@@ -201,13 +202,10 @@ def test_independent_models_of_different_depth_are_not_accused(base, tmp_path):
 def test_shared_initialisation_is_named(tmp_path):
     """Two models from one seed and one init code, changed independently: derived, with a note naming a shared
     initialisation as an explanation, since the shared weights look like untrained init."""
-    import transformers as T
-
-    config = T.LlamaConfig(**CONFIG)
     models = []
     for name, seed in (("team-a", 41), ("team-b", 42)):
-        torch.manual_seed(7)  # the same init for both teams
-        state = {k: v.detach().clone() for k, v in T.LlamaForCausalLM(config).state_dict().items()}
+        model, config = llama_model(7, **CONFIG)  # the same init for both teams
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         generator = torch.Generator().manual_seed(seed)
         state = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=generator) if v.dim() == 2 else v
                  for k, v in state.items()}

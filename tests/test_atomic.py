@@ -75,7 +75,7 @@ else:
 def base_fingerprint(tmp_path_factory):
     from provenance.fingerprint import build_fingerprint
     from provenance.model import Checkpoint
-    from provenance.testing.attack_corpus import write_model_dir
+    from tests.support.attack_corpus import write_model_dir
 
     work = tmp_path_factory.mktemp("atomic")
     with Checkpoint.open(write_model_dir(work / "model")) as checkpoint:

@@ -1,6 +1,6 @@
 """The attack corpus through the command line: every hostile or broken input fails cleanly and within bounds.
 
-The corpus (provenance/testing/attack_corpus.py) is generated into a temporary
+The corpus (tests/support/attack_corpus.py) is generated into a temporary
 directory. Every command line of every case runs through `provenance.cli.main`
 in one fresh interpreter under a 4 GiB address-space limit and a 60 s alarm
 per run: an error must be exit 1 with exactly one stderr line naming the file
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from provenance.testing.attack_corpus import check_cases, check_run, generate, limit_address_space, run_batch
+from tests.support.attack_corpus import check_cases, check_run, generate, limit_address_space, run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT = 4 << 30
@@ -32,7 +32,7 @@ RUN_TIMEOUT = 60
 # Cases that fail today because of a file this suite does not own; each must still fail
 # (remove it here once fixed: the test says so).
 KNOWN_FAILURES = {
-    "database/wrong_table_layout": "registry.py lets sqlite3.OperationalError ('no such column') through as "
+    "database/wrong_table_layout": "registry/database.py lets sqlite3.OperationalError ('no such column') through as "
                                    "'unexpected OperationalError' instead of a ProvenanceError",
 }
 

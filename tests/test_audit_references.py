@@ -1,4 +1,4 @@
-"""Architecture-only and tokenizer references in `provenance audit` (provenance/audit_references.py).
+"""Architecture-only and tokenizer references in `provenance audit` (provenance/audit/config_references.py, tokenizer_references.py).
 
 What is real and what is not: the big shapes (Yi-34B, Llama-2-7B) are tensor
 *lists* (names and shapes, no data) put through the real family detection and
@@ -17,14 +17,15 @@ from importlib import resources
 
 import pytest
 
-from provenance import audit_references as ar
+from provenance.audit import config_references as ar
+from provenance.audit import tokenizer_references as tr
 from provenance.architectures.families import all_families
 from provenance.architectures.mapping import map_checkpoint
 from provenance.audit import SEVERITY, audit_to_json, render_audit, run_audit
 from provenance.fingerprint import Fingerprint
 from provenance.fingerprint.load import fingerprint_for
 from provenance.formats.base import TensorInfo
-from provenance.tokenizer import from_tokenizer_json
+from provenance.formats.tokenizer import from_tokenizer_json
 from tests.builders import BUILDERS, HEAD_DIM, HEADS, HIDDEN, INTER, KV, LAYERS, VOCAB
 
 
@@ -270,10 +271,10 @@ def test_tokenizer_matching_finds_the_same_tokenizer(tmp_path):
     extended = _write_tokenizer(tmp_path / "extended.json", words + _tokens("x", 40), merges)
     half = _write_tokenizer(tmp_path / "half.json", words[: len(words) // 2] + _tokens("y", len(words) // 2), ["▁ y0"])
     other = _write_tokenizer(tmp_path / "other.json", _tokens("z", 200), ["▁ z0"])
-    refs = tuple({"name": name, "signature": ar.tokenizer_signature(from_tokenizer_json(path)),
+    refs = tuple({"name": name, "signature": tr.tokenizer_signature(from_tokenizer_json(path)),
                   "npm": {"package": f"test-{name}", "version": "0"}}
                  for name, path in (("Other", other), ("Half", half), ("Extended", extended), ("LLaMA-2", same)))
-    found = ar.match_tokenizers(vocabulary, refs, limit=4)
+    found = tr.match_tokenizers(vocabulary, refs, limit=4)
     assert [m["reference"] for m in found][:2] == ["LLaMA-2", "Extended"]
     assert found[0]["identical"] and found[0]["same_merges"] and found[0]["summary"].startswith("identical to LLaMA-2's")
     assert not found[1]["identical"] and found[1]["same_merges"]
@@ -281,7 +282,7 @@ def test_tokenizer_matching_finds_the_same_tokenizer(tmp_path):
     # 30 shared of 91 strings (the 3 specials count too): Jaccard 0.33; 128 MinHashes give about +-0.04.
     assert 0.15 < by_name["Half"]["jaccard"] < 0.55
     assert by_name["Other"]["jaccard"] < 0.2
-    line = ar.tokenizer_line(found, vocabulary)
+    line = tr.tokenizer_line(found, vocabulary)
     assert "identical to LLaMA-2's" in line and "not evidence of weight copying" in line
 
 
@@ -291,7 +292,7 @@ def test_tokenizer_evidence_never_changes_weight_rows(tmp_path, monkeypatch):
     candidate = fingerprint_for(built.path)
     rows = run_audit(candidate, None, include_builtin=True)
     with_refs = audit_to_json("c", candidate, rows)
-    monkeypatch.setattr(ar, "tokenizer_references", lambda: ())
+    monkeypatch.setattr(tr, "tokenizer_references", lambda: ())
     without = audit_to_json("c", candidate, rows)
     assert without["tokenizers"] == []
     def rest(report):
@@ -301,7 +302,7 @@ def test_tokenizer_evidence_never_changes_weight_rows(tmp_path, monkeypatch):
 
 
 def test_shipped_tokenizer_references_are_signatures_with_their_npm_source():
-    refs = ar.tokenizer_references()
+    refs = tr.tokenizer_references()
     if not refs:
         pytest.skip("provenance/references/tokenizers.json not built (scripts/build_tokenizer_references.py)")
     names = {r["name"] for r in refs}
@@ -312,6 +313,6 @@ def test_shipped_tokenizer_references_are_signatures_with_their_npm_source():
         assert len(sig["vocab_sha256"]) == 64 and len(sig["minhash"]) == 128 and sig["size"] > 1000
         assert "tokens" not in sig and "vocab" not in sig  # signatures only, no vocabularies
         # each reference matches itself exactly
-        assert ar.match_tokenizers(sig, (ref,))[0]["identical"]
+        assert tr.match_tokenizers(sig, (ref,))[0]["identical"]
     llama2 = next(r for r in refs if r["name"] == "LLaMA-2")
     assert llama2["signature"]["size"] == 32000

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from .builders import llama_model
 from .inprocess import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,14 +59,10 @@ def test_debug_env_shows_traceback(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    import torch
-    import transformers as T
-
-    torch.manual_seed(0)
-    config = T.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+    model, _ = llama_model(0, vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2)
     path = tmp_path_factory.mktemp("llama")
-    T.LlamaForCausalLM(config).save_pretrained(path)
+    model.save_pretrained(path)
     (path / "README.md").write_text("---\nbase_model:\n- meta-llama/Llama-2-7b-hf\nlicense: mit\n---\n# my model\n")
     return path
 

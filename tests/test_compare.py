@@ -14,16 +14,14 @@ from provenance.fingerprint import build_fingerprint, load_fingerprint
 from provenance.fingerprint.load import fingerprint_for
 from provenance.model import Checkpoint
 
+from .builders import llama_model
+
 CONFIG = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
 
 
 def _llama_state(seed: int, layers: int = 4) -> tuple[dict[str, torch.Tensor], dict]:
-    import transformers as T
-
-    torch.manual_seed(seed)
-    config = T.LlamaConfig(**{**CONFIG, "num_hidden_layers": layers})
-    model = T.LlamaForCausalLM(config)
+    model, config = llama_model(seed, **{**CONFIG, "num_hidden_layers": layers})
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for name, tensor in state.items():  # give norms non-trivial values, as training would
         if name.endswith("layernorm.weight") or name == "model.norm.weight":

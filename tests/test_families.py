@@ -408,3 +408,28 @@ def test_cli_inspect_json(name, built_model):
     assert report["unmapped_tensors"] == [] and report["inferred_count"] == 0
     assert {r["tensor"] for r in report["roles"]} == set(built.state) - built.buffers
     assert {r["tensor"]: r["standard"] for r in report["renamed_tensors"]} == built.renamed
+
+
+def test_canonical_key_names_parse_back():
+    from provenance.architectures.roles import ALL_ROLES, EXPERT_ROLES, GLOBAL_ROLES
+
+    keys = [CanonicalKey(role) for role in GLOBAL_ROLES]
+    keys += [CanonicalKey(role, layer, None, param) for role in ALL_ROLES if role not in GLOBAL_ROLES
+             for layer in (0, 17) for param in ("weight", "bias")]
+    keys += [CanonicalKey(role, 3, expert) for role in EXPERT_ROLES for expert in (0, 12)]
+    assert all(CanonicalKey.parse(key.name) == key for key in keys)
+    # Not canonical names: a stored name, an unknown role, a generic fingerprint's key, no parameter kind.
+    for name in ("model.layers.0.self_attn.q_proj.weight", "layers.0.attn.qq.weight", "layers.x.attn.q.weight",
+                 "layers.0.attn_norm.weight@down_blocks.0.resnets.0.norm1.bias", "layers.0.attn.q", ""):
+        assert CanonicalKey.parse(name) is None, name
+
+
+def test_norm_scale_applies_the_family_offset_once():
+    import numpy as np
+
+    from provenance.architectures.roles import norm_scale
+
+    stored = np.array([0.0, 0.5, -1.0], dtype=np.float32)
+    assert norm_scale(stored, "rmsnorm") is stored and norm_scale(stored, None) is stored
+    plus_one = norm_scale(stored, "rmsnorm_plus_one")  # Gemma: x * (1 + w)
+    assert plus_one.dtype == np.float32 and plus_one.tolist() == [1.0, 1.5, 0.0]

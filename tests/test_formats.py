@@ -6,7 +6,6 @@ these tests need no download and no real model.
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
 import os
@@ -33,6 +32,9 @@ from provenance.formats import open_checkpoint_files
 from provenance.formats.pytorch_format import PytorchFile
 from provenance.formats.safetensors_format import SafetensorsFile
 from provenance.model import Checkpoint
+
+from .builders import distinct_norms, llama_model
+from .support.attack_corpus.pytorch_cases import payload_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,16 +152,9 @@ def assert_canonical_llama(path: Path, state: dict[str, torch.Tensor], layers: i
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A seeded tiny LLaMA: (model, state dict of independent tensors)."""
-    import transformers as T
-
-    torch.manual_seed(0)
-    config = T.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
-    model = T.LlamaForCausalLM(config)
-    with torch.no_grad():  # norms are initialised to ones; make them distinctive
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.1 * torch.randn_like(param))
+    model, _ = llama_model(0, vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2)
+    distinct_norms(model)  # norms are initialised to ones; make them distinctive
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     return model, state
 
@@ -378,32 +373,9 @@ def test_pytorch_bf16_and_int_tensors(tmp_path):
 # --------------------------------------------------------------------------- malicious pickles
 
 
-def _payloads(sentinel: Path) -> dict[str, type]:
-    command = f"touch {sentinel}"
-    code = f"open({str(sentinel)!r}, 'w').close()"
-
-    class OsSystem:
-        def __reduce__(self):
-            return (os.system, (command,))
-
-    class Exec:
-        def __reduce__(self):
-            return (builtins.exec, (code,))
-
-    class Eval:
-        def __reduce__(self):
-            return (builtins.eval, (f"__import__('os').system({command!r})",))
-
-    class Import:
-        def __reduce__(self):
-            return (builtins.__import__, ("os",))
-
-    return {"os.system": OsSystem, "builtins.exec": Exec, "builtins.eval": Eval, "builtins.__import__": Import}
-
-
 def _malicious_files(directory: Path, sentinel: Path) -> list[tuple[Path, str]]:
     files = []
-    for culprit, cls in _payloads(sentinel).items():
+    for culprit, cls in payload_classes(sentinel).items():
         stem = culprit.replace(".", "_")
         plain = directory / f"plain_{stem}.bin"
         with open(plain, "wb") as handle:

@@ -1,6 +1,6 @@
 """A short fuzzing run of every header parser (the long one is bench/fuzz.py): nothing escapes as a non-ProvenanceError.
 
-Targets and strategies are provenance/testing/fuzzing.py: mutated valid
+Targets and strategies are tests/support/fuzzing.py: mutated valid
 files and structured random files for safetensors, GGUF (through our reader
 wrapper, then `Checkpoint.open`) and fingerprint files (loaded, then compared
 both ways with a valid fingerprint). Derandomized, so a failure reproduces.
@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from provenance.testing.fuzzing import Fuzzer, make_seeds, plan, scratch_directory
+from tests.support.fuzzing import Fuzzer, make_seeds, plan, scratch_directory
 
 EXAMPLES = 400  # over all targets; a few seconds
 
@@ -31,7 +31,7 @@ def setup():
 def test_seeds_are_accepted(setup):
     """The unmutated seeds parse: otherwise every mutation would be refused for the seed's sake."""
     scratch, seeds, reference = setup
-    from provenance.testing.fuzzing import target_fingerprint, target_gguf, target_safetensors
+    from tests.support.fuzzing import target_fingerprint, target_gguf, target_safetensors
 
     for data, suffix, target in ((seeds.safetensors, ".safetensors", target_safetensors),
                                  (seeds.gguf, ".gguf", target_gguf),

@@ -34,6 +34,7 @@ from provenance.formats import open_checkpoint_files  # noqa: E402
 from provenance.formats.gguf_format import GgufFile  # noqa: E402
 from provenance.model import Checkpoint  # noqa: E402
 
+from .builders import distinct_norms, llama_model  # noqa: E402
 from .test_formats import assert_one_line_error, run_cli_batch  # noqa: E402
 
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, LAYERS, VOCAB = 256, 512, 4, 2, 2, 64
@@ -117,17 +118,10 @@ def random_blocks(rows: int, cols: int, qtype: Q, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def hf_state():
-    import transformers as T
-
-    torch.manual_seed(0)
-    config = T.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
+    model, _ = llama_model(0, vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
                            num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
-                           tie_word_embeddings=False, rope_theta=50000.0, rms_norm_eps=1e-6)
-    model = T.LlamaForCausalLM(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.1 * torch.randn_like(param))
+                           rope_theta=50000.0, rms_norm_eps=1e-6)
+    distinct_norms(model)
     return {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
 
 

@@ -12,16 +12,14 @@ from safetensors.torch import save_file
 from provenance.architectures.roles import CanonicalKey
 from provenance.model import Checkpoint
 
+from .builders import llama_model
+
 LAYERS, HIDDEN, INTER, VOCAB, HEADS, KV = 3, 32, 48, 64, 4, 2
 
 
 def _llama_state() -> tuple[dict[str, torch.Tensor], dict]:
-    import transformers as T
-
-    torch.manual_seed(0)
-    config = T.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                           num_attention_heads=HEADS, num_key_value_heads=KV, tie_word_embeddings=False)
-    model = T.LlamaForCausalLM(config)
+    model, config = llama_model(0, vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER,
+                                num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return state, config.to_dict()
 

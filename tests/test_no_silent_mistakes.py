@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from provenance import scan
+from provenance import batch as scan
 from provenance.cli import main
 from provenance.fingerprint.load import fingerprint_for
 from provenance.registry import Registry

@@ -1,9 +1,9 @@
 """The reference database: bundles (export/import), concurrent and killed writers, damaged files, progress bars.
 
 Checkpoints are tiny generated models (tests/builders.py). Concurrency and kill
-tests run the real command line in subprocesses; the deterministic ones use the
-test-only hook PROVENANCE_TEST_PAUSE_IN_ADD (see provenance/registry.py) to hold
-a writer inside its transaction, after the INSERT and before the COMMIT.
+tests run the real command line in subprocesses; the deterministic ones run it
+through tests/support/paused_writer.py, which holds a writer inside its
+transaction, after the INSERT and before the COMMIT.
 """
 
 from __future__ import annotations
@@ -27,16 +27,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from provenance import bundle as bundle_module
+from provenance.registry import bundles as bundle_module
 from provenance.cli import main
 from provenance.compare import compare_fingerprints
 from provenance.fingerprint.load import fingerprint_for
+from provenance.audit.shortlist import add_reference
 from provenance.registry import Registry
 
+from .support.paused_writer import PAUSE_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, str(ROOT / "cli.py")]
-PAUSE_MARKER = "test pause inside the write transaction"
+PAUSED_CLI = [sys.executable, "-m", "tests.support.paused_writer"]  # SECONDS [RESUME_FILE] -- ARGS
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def prints(models, tmp_path_factory) -> dict[str, Path]:
 def _db_with(path: Path, prints: dict[str, Path], names: list[str]) -> Path:
     with Registry(path) as registry:
         for name in names:
-            registry.add(name, fingerprint_for(prints[name]))
+            add_reference(registry, name, fingerprint_for(prints[name]))
     return path
 
 
@@ -155,7 +157,7 @@ def test_import_refuses_clashes_all_or_nothing(prints, tmp_path, capsys):
     _cli(capsys, "refs", "--refs", str(_db_with(tmp_path / "a.sqlite", prints, ["llama", "qwen2"])), "export", str(bundle))
     target = tmp_path / "t.sqlite"
     with Registry(target) as registry:
-        registry.add("qwen2", fingerprint_for(prints["gpt2"]))  # same name, other weights
+        add_reference(registry, "qwen2", fingerprint_for(prints["gpt2"]))  # same name, other weights
     code, _, err = _cli(capsys, "refs", "--refs", str(target), "import", str(bundle))
     assert code == 1
     _one_error_line(err, str(target), "'qwen2'", "--replace")
@@ -320,9 +322,10 @@ def test_future_schema_database_is_one_line(prints, tmp_path, capsys):
 
 # --- concurrency and kills (subprocesses) -----------------------------------------------------------
 
-def _spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+def _spawn(*args: str, pause: tuple[str, ...] = ()) -> subprocess.Popen:
+    """The command line in a subprocess; with pause=(SECONDS[, RESUME_FILE]) its writes pause before COMMIT."""
+    command = [*PAUSED_CLI, *pause, "--", *args] if pause else [*CLI, *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
 def _wait_for_pause(process: subprocess.Popen, timeout: float = 120) -> None:
@@ -351,8 +354,7 @@ def test_two_audits_and_an_add_at_once(models, prints, tmp_path):
     """Two audits and two `refs add` on one database, the first writer held inside its transaction."""
     db = _db_with(tmp_path / "refs.sqlite", prints, ["llama"])
     resume = tmp_path / "resume"
-    hook = {"PROVENANCE_TEST_PAUSE_IN_ADD": "300", "PROVENANCE_TEST_RESUME_FILE": str(resume)}
-    writer = _spawn("refs", "--refs", str(db), "add", str(models["gpt2"]), "--name", "new", env=hook)
+    writer = _spawn("refs", "--refs", str(db), "add", str(models["gpt2"]), "--name", "new", pause=("300", str(resume)))
     try:
         _wait_for_pause(writer)
         # The writer now holds the write lock with its row inserted but not committed.
@@ -389,7 +391,7 @@ def test_add_killed_mid_write_is_all_or_nothing(models, prints, tmp_path):
     for index, (pause, _) in enumerate(plans):
         db = _db_with(tmp_path / f"kill{index}.sqlite", prints, ["llama"])
         runs.append((db, _spawn("refs", "--refs", str(db), "add", str(models["qwen2"]), "--name", "victim",
-                                env={"PROVENANCE_TEST_PAUSE_IN_ADD": pause})))
+                                pause=(pause,))))
 
     def kill_after_pause(process: subprocess.Popen, delay: float) -> None:
         try:
@@ -421,7 +423,7 @@ def test_add_killed_mid_write_is_all_or_nothing(models, prints, tmp_path):
             else:
                 assert names == ["llama"] and registry.revision == 1
                 outcomes.append("absent")
-                registry.add("victim", source)  # the killed writer's lock died with it
+                add_reference(registry, "victim", source)  # the killed writer's lock died with it
                 assert registry.names() == ["llama", "victim"]
     print(f"kill outcomes for (pause s, kill after s) {plans}: {outcomes}")
     assert outcomes[0] == "absent"  # killed 300 s before its COMMIT

@@ -23,6 +23,8 @@ import pytest
 
 from provenance.cli import main
 
+from .builders import llama_model
+
 ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>alert(1)</script>"
 LAYERS = 4
@@ -40,18 +42,16 @@ def _tokenizer_json(path: Path, vocab: int) -> None:
 def pair(tmp_path_factory):
     """(base, derived, refs database): the derived copy adds noise of half each tensor's std."""
     import torch
-    import transformers as T
     from safetensors.torch import load_file, save_file
 
     from provenance.fingerprint.load import fingerprint_for
     from provenance.registry import Registry
 
     root = tmp_path_factory.mktemp("report")
-    torch.manual_seed(0)
-    config = T.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS,
-                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model, _ = llama_model(0, vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS,
+                           num_attention_heads=4, num_key_value_heads=2)
     base = root / "base"
-    T.LlamaForCausalLM(config).save_pretrained(base)
+    model.save_pretrained(base)
     _tokenizer_json(base, 96)
     derived = root / "derived"
     derived.mkdir()

@@ -13,6 +13,7 @@ import pytest
 
 from provenance import cli, scan
 from provenance.fingerprint.load import fingerprint_for
+from provenance.audit.shortlist import add_reference
 from provenance.registry import Registry
 
 from .builders import BUILDERS
@@ -52,8 +53,8 @@ def corpus(tmp_path_factory):
     other = _variant(base, root / "other", _reseeded(11))
     db = root / "refs.sqlite"
     with Registry(db) as registry:
-        registry.add("base", fingerprint_for(base))
-        registry.add("other", fingerprint_for(other))
+        add_reference(registry, "base", fingerprint_for(base))
+        add_reference(registry, "other", fingerprint_for(other))
     copy = root / "candidates" / "copy"
     shutil.copytree(base, copy)
     noisy = _variant(base, root / "candidates" / "noisy", _noisy(0.2))
@@ -188,8 +189,8 @@ def test_output_that_is_not_a_scan_is_refused(tmp_path, capsys):
 
 
 def test_reference_set_is_read_once_per_process(corpus, tmp_path, monkeypatch):
-    import provenance.audit as audit
-    import provenance.registry as registry_module
+    import provenance.audit.builtin as audit
+    import provenance.registry.database as registry_module
 
     db = tmp_path / "refs.sqlite"
     shutil.copy(corpus["db"], db)
@@ -216,7 +217,7 @@ def test_reference_set_is_read_once_per_process(corpus, tmp_path, monkeypatch):
     assert reads["builtin"] <= builtin_count
     # A reference added while the scan runs is seen by the next candidate (the revision changed).
     with Registry(db) as registry:
-        registry.add("copy-of-base", fingerprint_for(corpus["ok"][0]))
+        add_reference(registry, "copy-of-base", fingerprint_for(corpus["ok"][0]))
         revision = registry.revision
     reads["db"].clear()
     record = scan.audit_candidate(corpus["ok"][0], settings)

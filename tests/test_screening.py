@@ -25,7 +25,7 @@ from provenance.compare import compare_fingerprints
 from provenance.fingerprint import Fingerprint
 from provenance.fingerprint.load import fingerprint_for
 from provenance.registry import Registry, fingerprint_to_bytes
-from provenance.screening import COMPONENTS, load_signatures, screen_registry, signature
+from provenance.audit.shortlist import SIGNATURE_VERSION, add_reference, COMPONENTS, load_signatures, screen_registry, signature
 
 VOCAB = 200
 PARAMS = M.llama_params(VOCAB, 0, hidden=64, intermediate=172, layers=4, heads=4, kv_heads=2)
@@ -91,9 +91,9 @@ def world(tmp_path_factory):
         decoys[f"scrambled-{i:02d}"] = scramble(templates[i % len(templates)], 500 + i, f"scrambled-{i:02d}")
     db = root / "refs.sqlite"
     with Registry(db) as registry:
-        registry.add("base", base_fp)
+        add_reference(registry, "base", base_fp)
         for name, fp in decoys.items():
-            registry.add(name, fp)
+            add_reference(registry, name, fp)
     return {"root": root, "db": db, "base": base_fp, "derivatives": derivatives, "decoys": decoys}
 
 
@@ -133,17 +133,17 @@ def test_a_remote_like_fingerprint_is_still_screened(world):
 def test_signatures_are_back_filled_for_entries_added_without_one(world, tmp_path):
     db = tmp_path / "refs.sqlite"
     with Registry(db) as registry:
-        registry.add("base", world["base"])
-        registry.add("init-1", world["decoys"]["init-1"])
+        add_reference(registry, "base", world["base"])
+        add_reference(registry, "init-1", world["decoys"]["init-1"])
     with sqlite3.connect(db) as raw:
         raw.execute("DELETE FROM screening WHERE name = 'base'")  # as if added by an older version
         raw.execute("UPDATE refs SET added = 'changed' WHERE name = 'init-1'")  # a replaced fingerprint: stale
     with Registry(db) as registry:
-        fresh = dict((name, bool(ok)) for name, ok, _, _ in registry.screening_rows())
+        fresh = dict((name, bool(ok)) for name, ok, _, _ in registry.screening_rows(SIGNATURE_VERSION))
         assert fresh == {"base": False, "init-1": False}
         names, signatures, backfilled = load_signatures(registry)
         assert backfilled == 2
-        assert all(ok for _, ok, _, _ in registry.screening_rows())  # stored back
+        assert all(ok for _, ok, _, _ in registry.screening_rows(SIGNATURE_VERSION))  # stored back
         stored = dict(zip(names, signatures))
         assert np.array_equal(stored["base"].vectors, signature(world["base"]).vectors)
         _, _, again = load_signatures(registry)

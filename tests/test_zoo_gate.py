@@ -57,6 +57,7 @@ def test_audit_names_the_true_reference_for_every_positive_case(small_zoo, tmp_p
     ranks the true reference first for each identical/derived/assembled case the pairwise comparison gets."""
     from provenance.audit import run_audit
     from provenance.fingerprint.store import load_fingerprint
+    from provenance.audit.shortlist import add_reference
     from provenance.registry import Registry
 
     out, results = small_zoo
@@ -66,7 +67,7 @@ def test_audit_names_the_true_reference_for_every_positive_case(small_zoo, tmp_p
     assert positives
     with Registry(tmp_path / "refs.sqlite") as registry:
         for name in sorted({c["reference"] for c in cases}):
-            registry.add(name, cached(name))
+            add_reference(registry, name, cached(name))
         wrong = {}
         for case in positives:
             best = run_audit(cached(case["candidate"]), registry)[0]

@@ -8,6 +8,7 @@ Canonical orientation is PyTorch `nn.Linear`'s: (out_features, in_features).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Roles outside the transformer blocks.
@@ -56,6 +57,16 @@ PRECEDING_NORM = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_
                   "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
 WRITES_RESIDUAL = frozenset({"attn.o", "mlp.down"})
 
+# Norm types whose stored weight w is an offset from the scale the model applies: Gemma's RMSNorm
+# multiplies by (1 + w). Every reader of a norm's scale goes through `norm_scale`.
+NORM_WEIGHT_OFFSET = {"rmsnorm_plus_one": 1.0}
+
+
+def norm_scale(values, norm_type: str | None):
+    """The scale a norm applies, from its stored weight `values` (an array; its dtype is kept)."""
+    offset = NORM_WEIGHT_OFFSET.get(norm_type) if norm_type else None
+    return values + offset if offset is not None else values
+
 # Order of roles within a block, used to list tensors and to break ties in inference.
 ROLE_ORDER = [
     "embed", "pos_embed", "type_embed", "embed_norm",
@@ -64,6 +75,10 @@ ROLE_ORDER = [
     "moe.shared_gate", "shared_mlp.gate", "shared_mlp.up", "shared_mlp.down", "post_mlp_norm",
     "final_norm", "lm_head", "pooler",
 ]
+
+
+# `CanonicalKey.name`, read back: [layers.L.][experts.E.]ROLE.PARAM
+_KEY_NAME = re.compile(r"^(?:layers\.(\d+)\.)?(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
 
 
 @dataclass(frozen=True, order=True)
@@ -78,6 +93,15 @@ class CanonicalKey:
     def __post_init__(self):
         if self.role not in ALL_ROLES:
             raise ValueError(f"unknown role {self.role!r}")
+
+    @classmethod
+    def parse(cls, name: str) -> "CanonicalKey | None":
+        """The key whose `name` this is (`layers.3.experts.1.mlp.up.weight`), or None for any other string."""
+        match = _KEY_NAME.match(name)
+        if match is None or match[3] not in ALL_ROLES:
+            return None
+        return cls(match[3], None if match[1] is None else int(match[1]), None if match[2] is None else int(match[2]),
+                   match[4])
 
     @property
     def name(self) -> str:

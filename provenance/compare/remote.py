@@ -41,7 +41,8 @@ from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, 
                         strongest_decisive)
 from .alignment import layer_map as engine_layer_map
 from .results import Comparison, Evidence
-from .signals import (LAYER_KEY, PRECEDING_NORM, LayerView, TensorSignal, UnitMatch, anchor_embeddings, final_norm_scale,
+from ..architectures.roles import CanonicalKey
+from .signals import (PRECEDING_NORM, LayerView, TensorSignal, UnitMatch, anchor_embeddings, final_norm_scale,
                       norm_scale_of_layer, sketch_clusters, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, clustered_log10p, format_p, p_from_log10
 from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
@@ -86,11 +87,11 @@ def row_layer_view(fp: Fingerprint) -> LayerView:
     sketches, shapes = {}, {}
     layers = 0
     for key, record in fp.tensors.items():
-        match = LAYER_KEY.match(key)
-        if not match:
+        parsed = CanonicalKey.parse(key)
+        if parsed is None or parsed.layer is None:
             continue
-        layer, expert, role, param = int(match[1]), match[2], match[3], match[4]
-        if expert is not None and expert != "0":
+        layer, expert, role, param = parsed.layer, parsed.expert, parsed.role, parsed.param
+        if expert is not None and expert != 0:
             continue
         shape = tuple(record["shape"])
         values = _sample(fp, key, shape)

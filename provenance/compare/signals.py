@@ -16,21 +16,19 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL
+from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL, CanonicalKey, norm_scale
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import sketch_positions
 from .stats import (LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise, whiten,
                     whitening_transform)
 
 FOLDED_NORMS = set(PRECEDING_NORM.values())
-LAYER_KEY = re.compile(r"^layers\.(\d+)\.(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
 
 
 @dataclass(frozen=True)
@@ -46,18 +44,18 @@ def norm_scale_of_layer(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarr
     values = fp.array(f"sketch/layers.{layer}.{norm_role}.weight")
     if values is None:
         return None
-    return values + 1.0 if fp.architecture.get("norm_type") == "rmsnorm_plus_one" else values
+    return norm_scale(values, fp.architecture.get("norm_type"))
 
 
 def layer_view(fp: Fingerprint) -> LayerView:
     sketches, shapes = {}, {}
     layers = 0
     for key, record in fp.tensors.items():
-        match = LAYER_KEY.match(key)
-        if not match:
+        parsed = CanonicalKey.parse(key)
+        if parsed is None or parsed.layer is None:
             continue
-        layer, expert, role, param = int(match[1]), match[2], match[3], match[4]
-        if expert is not None and expert != "0":
+        layer, expert, role, param = parsed.layer, parsed.expert, parsed.role, parsed.param
+        if expert is not None and expert != 0:
             continue  # expert 0 stands for the layer's experts
         name = role if param == "weight" else f"{role}.bias"
         values = fp.array(f"sketch/{key}")
@@ -344,7 +342,7 @@ def final_norm_scale(fp: Fingerprint) -> np.ndarray | None:
     if values is None:
         return None
     values = values.astype(np.float64)
-    return values + 1.0 if fp.architecture.get("norm_type") == "rmsnorm_plus_one" else values
+    return norm_scale(values, fp.architecture.get("norm_type"))
 
 
 def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = "embed") -> TensorSignal | None:

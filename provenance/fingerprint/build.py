@@ -13,7 +13,7 @@ Per matrix, also a *row sample* (`rows/<key>`: 4 shape-seeded blocks of 8
 consecutive rows, 256 shape-seeded columns of each, float16: 16 KiB per matrix,
 3.7 MB for LLaMA-7B's 226 matrices), the part
 of the fingerprint a remote reader can fetch cheaply by HTTP range requests;
-a remote fingerprint (`provenance.remote`) is made of that part alone.
+a remote fingerprint (`sampled.py`) is made of that part alone.
 
 Size, for L layers of hidden size h, MLP width I, query/key/value widths
 Dq, Dkv, T tensors: 8 KiB x T (sketches) + 4 B x h x norms + L x 2 B x
@@ -26,7 +26,6 @@ I = 11008, L = 32, T = 291) that is 2.4 + 0.5 + 33.8 + 8.4 + 8.4 = about 54 MB,
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,123 +35,16 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..lineage import lineage_claims
+from ..formats.lineage import lineage_claims
+from ..formats.tokenizer import load_vocabulary
 from ..model import Checkpoint
-from ..tokenizer import Vocabulary, load_vocabulary
 from .generic import GenericSketches
-from .sketch import UNIT_PROJECTIONS, projection, row_sample, row_sample_rows, sketch_positions
+from .parts import (GRAM_UNITS, PRECEDING_NORM_OF, WRITES_RESIDUAL, anchor_tokens, norm_scale, residual_gram,
+                    unit_basis, vocabulary_meta)
+from .sampled import build_sampled_fingerprint
+from .sketch import row_sample, row_sample_rows, sketch_positions
 from .store import FINGERPRINT_SCHEMA, Fingerprint
 from .tensor_pass import HASH_NAME, sketch_shift, tensor_pass, value_hash
-
-ANCHOR_COUNT = 512
-DOWN_PROJECTIONS = 16
-HEAD_PROJECTIONS = 8
-
-
-def anchor_tokens(vocabulary: Vocabulary, count: int = ANCHOR_COUNT) -> list[tuple[str, int]]:
-    """A bottom-k sample of the vocabulary by hash of the token string.
-
-    Two vocabularies that share most strings pick mostly the same anchors,
-    whatever ids the strings have: consistent sampling, no fixed word list.
-    """
-    ranked = []
-    for token, index in vocabulary.ids_by_string().items():
-        if not token.strip() or len(token) > 64:
-            continue
-        digest = hashlib.sha256(token.encode("utf-8", errors="replace")).digest()[:8]
-        ranked.append((digest, token, index))
-    ranked.sort()
-    return [(token, index) for _, token, index in ranked[:count]]
-
-
-def norm_scale(values: torch.Tensor, norm_type: str | None) -> torch.Tensor:
-    """The multiplier a norm applies: its weight, or 1 + weight for Gemma-style norms."""
-    return values + 1.0 if norm_type == "rmsnorm_plus_one" else values
-
-
-def _vocabulary_meta(vocabulary: Vocabulary | None, anchors: list[tuple[str, int]]) -> dict[str, Any] | None:
-    if vocabulary is None:
-        return None
-    return {"kind": vocabulary.kind, "size": len(vocabulary.tokens), "vocab_sha256": vocabulary.vocab_hash(),
-            "merges_sha256": vocabulary.merges_hash, "special_tokens": vocabulary.special_tokens[:64],
-            "source": vocabulary.source, "minhash": minhash(vocabulary.tokens),
-            "anchor_tokens": [token for token, _ in anchors]}
-
-
-def minhash(tokens: list[str], count: int = 128) -> list[int]:
-    """MinHash of the set of token strings (for a quick Jaccard estimate of two vocabularies)."""
-    seeds = np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    hashes = np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8", errors="replace"), digest_size=8).digest(), "little")
-                       for t in set(tokens)], dtype=np.uint64)
-    if hashes.size == 0:
-        return []
-    with np.errstate(over="ignore"):
-        mixed = (hashes[None, :] ^ seeds[:, None]) * np.uint64(0xBF58476D1CE4E5B9)
-    return [int(v) for v in mixed.min(axis=1)]
-
-
-# Roles reading the residual stream (rows live in it after the norm is folded in)
-# and roles writing to it (columns live in it).
-PRECEDING_NORM_OF = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
-                     "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
-WRITES_RESIDUAL = {"attn.o", "mlp.down"}
-GRAM_UNITS = 128
-
-
-# Projections per unit signature: MLP up rows (matched on half, tested on half),
-# MLP down columns, and attention rows/columns (grouped by head when compared).
-SIGNATURE_WIDTH = {"mlp.up": UNIT_PROJECTIONS, "mlp.down": DOWN_PROJECTIONS, "attn.q": HEAD_PROJECTIONS,
-                   "attn.k": HEAD_PROJECTIONS, "attn.v": HEAD_PROJECTIONS, "attn.o": HEAD_PROJECTIONS}
-
-
-def unit_signature(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
-    """Each unit of a matrix projected on fixed orthonormal directions of the residual space.
-
-    Units are rows for matrices reading the residual stream (with the norm
-    before them folded in) and columns for those writing to it.
-    """
-    if role not in SIGNATURE_WIDTH:
-        return None
-    units = values if role in PRECEDING_NORM_OF else values.t()
-    basis = projection(units.shape[1], SIGNATURE_WIDTH[role])
-    if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == units.shape[1]:
-        basis = basis * scale[:, None]
-    return (units @ basis).to(torch.float16).numpy()
-
-
-def residual_gram(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
-    """Inner products among the first GRAM_UNITS units, taken in the residual space.
-
-    A rotation (or permutation) of the residual basis, applied consistently to a
-    model with its norms folded, changes every weight but not these inner
-    products; rescaling between a norm and the next layer does not change them
-    either. Stored as the upper triangle, float32.
-    """
-    if role in PRECEDING_NORM_OF:
-        rows = values[:GRAM_UNITS]
-        if scale is not None and scale.shape[0] == values.shape[1]:
-            rows = rows * scale[None, :]
-    elif role in WRITES_RESIDUAL:
-        rows = values[:, :GRAM_UNITS].t()
-    else:
-        return None
-    gram = rows @ rows.t()
-    upper = torch.triu_indices(gram.shape[0], gram.shape[0], offset=1)
-    return gram[upper[0], upper[1]].numpy().astype(np.float32)
-
-
-def unit_basis(role: str, width: int, scale: torch.Tensor | None) -> torch.Tensor | None:
-    """The directions a role's units are projected on (`unit_signature` without the product).
-
-    For matrices reading the residual stream the norm before them is folded in.
-    """
-    if role not in SIGNATURE_WIDTH:
-        return None
-    basis = projection(width, SIGNATURE_WIDTH[role])
-    if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == width:
-        basis = basis * scale[:, None]
-    return basis
-
 
 def _workers() -> int:
     try:
@@ -169,9 +61,8 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
                       on_tensor: Callable[[int, int], None] | None = None) -> Fingerprint:
     if getattr(checkpoint.files.source, "remote", False):
         # Over HTTP only headers, 1-D tensors and sampled rows are read: the "remote" variant.
-        from ..remote.fingerprint import build_remote_fingerprint
 
-        return build_remote_fingerprint(checkpoint, on_tensor=on_tensor)
+        return build_sampled_fingerprint(checkpoint, on_tensor=on_tensor)
     workers = _workers()
     threads = torch.get_num_threads()
     # The pass splits each tensor among `workers` threads itself, so each runs PyTorch on one
@@ -291,7 +182,7 @@ def _build(checkpoint: Checkpoint, file_hashes: dict[str, str] | None, on_tensor
                            for name, digest in [(info.name, stored_hashes.get(info.name))] if digest},
         "renamed_tensors": [{"tensor": r.stored, "standard": r.standard, "role": r.role}
                             for r in checkpoint.roles.renamed],
-        "vocabulary": _vocabulary_meta(vocabulary, anchors),
+        "vocabulary": vocabulary_meta(vocabulary, anchors),
         **generic.meta(),
         # What the files claim about their origin (unverified; shown beside the measurement in reports).
         # Fingerprints made before this key existed lack it: readers use .get().

@@ -284,14 +284,14 @@ def _tokenizer(cand, ref, t: dict[str, Any], ref_name: str | None, given: str = 
 
 
 def _known_tokenizers(vocabulary: dict[str, Any] | None) -> list[str]:
-    """The closest published tokenizer (audit_references.py), when that module is present."""
+    """The closest published tokenizer (audit/tokenizer_references.py), when that module is present."""
     if vocabulary is None:
         return []
     try:
-        from .. import audit_references
+        from ..audit import tokenizer_references
     except ImportError:
         return []
-    match = getattr(audit_references, "match_tokenizers", None)
+    match = getattr(tokenizer_references, "match_tokenizers", None)
     if match is None:
         return []
     return [_text(m.get("summary")) for m in match(vocabulary)[:1] if isinstance(m, dict) and m.get("summary")]
@@ -374,7 +374,7 @@ def _candidate_files(candidate_path: str, cand, hash_files: bool) -> dict[str, A
     """The candidate's files with sha256 (streamed), or the fingerprint file and the files it recorded."""
     from ..errors import ProvenanceError
     from ..fingerprint.store import is_fingerprint_file
-    from ..inspect import sha256_file
+    from ..inspection import sha256_file
 
     path = Path(candidate_path)
     source = cand.meta.get("source") if isinstance(cand.meta.get("source"), dict) else {}
@@ -403,7 +403,7 @@ def _candidate_files(candidate_path: str, cand, hash_files: bool) -> dict[str, A
 
 def _builtin_hashes(rows) -> list[dict[str, str]] | None:
     """sha256 of every file in provenance/references/ (fingerprints, and any other reference data there)."""
-    from ..inspect import sha256_file
+    from ..inspection import sha256_file
 
     if not any(r.origin.startswith("built-in") for r in rows):
         return None
@@ -490,7 +490,7 @@ def build_report(candidate_path: str, cand, rows: list, registry=None, lang: str
 
 
 def _screening(rows, t: dict[str, Any]) -> Phrase | None:
-    """How many database references the screening (provenance/screening.py) left out of the full comparison."""
+    """How many database references the screening (provenance/audit/shortlist.py) left out of the full comparison."""
     summary = getattr(rows, "screening", None)
     try:
         data = summary.to_dict() if summary is not None else None

@@ -2,61 +2,29 @@
 
 The candidate is fingerprinted once; each reference is a stored fingerprint
 (built-in ones shipped in `provenance/references/`, and the user's database),
-so the cost per reference is one fingerprint-to-fingerprint comparison.
+so the cost per reference is one fingerprint-to-fingerprint comparison. A
+database is screened first (shortlist.py) and only its shortlist compared
+fully; config-only references (config_references.py) add rows of kind
+"architecture", and the tokenizer references (tokenizer_references.py) add
+tokenizer evidence that is never part of a weights verdict.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from .compare import Comparison
-from .compare import compare_fingerprints
-from .fingerprint import Fingerprint, load_fingerprint
+from ..compare import compare_fingerprints
+from ..fingerprint import Fingerprint
+from .builtin import builtin_references
+from .config_references import architecture_rows
+from .rows import AuditRow, AuditRows, rank_key
+from .shortlist import screen_registry
+from .tokenizer_references import match_tokenizers, tokenizer_line, vocabulary_brief
 
 SCHEMA = "provenance.audit/1"
-# Most serious explanation first when ranking.
-SEVERITY = {"identical": 0, "assembled": 1, "derived": 2, "same-architecture": 3, "unrelated": 4}
-SHAPE_RANK = {"same-shapes": 0, "same-family": 1, "same-layers": 1, "different": 2}
-
-
-@dataclass
-class AuditRow:
-    reference: str
-    origin: str  # "built-in" or the database path
-    result: Comparison
-    kind: str = "weights"  # or "architecture": a config-only reference (audit_references.py), no weights compared
-    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific fields added to the row's JSON
-
-    def strongest(self) -> dict[str, Any] | None:
-        decisive = [e for e in self.result.evidence if e.decisive and e.log10p is not None]
-        if not decisive:
-            return None
-        return min(decisive, key=lambda e: e.log10p).to_dict()
-
-
-def builtin_references() -> Iterator[tuple[str, Fingerprint]]:
-    yield from _builtin_reference_set()
-
-
-@lru_cache(maxsize=1)
-def _builtin_reference_set() -> tuple[tuple[str, Fingerprint], ...]:
-    """Read once per process: a `provenance scan` worker audits many candidates against the same set."""
-    folder = resources.files("provenance") / "references"
-    loaded = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".fp.safetensors"):
-            with resources.as_file(entry) as path:
-                loaded.append((entry.name.removesuffix(".fp.safetensors"), load_fingerprint(Path(path))))
-    return tuple(loaded)
 
 
 def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = True, screen: bool = True) -> list[AuditRow]:
-    from .screening import AuditRows
-
     rows: list[AuditRow] = AuditRows()  # a list that also carries the screening summary
     if include_builtin:
         for name, reference in builtin_references():
@@ -64,31 +32,19 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
     if registry is not None:
         if candidate.meta.get("variant") == "remote":
             screen = False  # a remote fingerprint has no sketches or unit signatures to screen on: compare with all
-        # --- screening (provenance/screening.py): only the shortlist is compared fully ---
-        from .screening import screen_registry
-
+        # screening (shortlist.py): only the shortlist is compared fully
         rows.screening = screen_registry(candidate, registry) if screen else None
         names = rows.screening.shortlist if screen else [e.name for e in registry.entries()]
         for name in names:
             reference = registry.fingerprint(name)
             rows.append(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference)))
-        # --- end screening ---
-    # --- architecture-only references (config shapes, no weights): provenance/audit_references.py ---
-    if include_builtin:
-        from .audit_references import architecture_rows
-
+    if include_builtin:  # architecture-only references (config shapes, no weights): config_references.py
         rows.extend(architecture_rows(candidate))
-    # --- end architecture-only references ---
-    # Weight rows rank above architecture rows of the same verdict.
-    # Among equals, a reference of the candidate's exact shapes explains more than one of its family only.
-    rows.sort(key=lambda r: (SEVERITY[r.result.verdict], r.kind != "weights", r.result.abstained,
-                             SHAPE_RANK.get(r.result.architecture_match, 3), -r.result.confidence, r.reference))
+    rows.sort(key=rank_key)
     return rows
 
 
 def audit_to_json(candidate_path: str, candidate: Fingerprint, rows: list[AuditRow], registry=None) -> dict[str, Any]:
-    from .audit_references import match_tokenizers, vocabulary_brief
-
     best = rows[0] if rows else None
     return {
         "schema": SCHEMA,
@@ -103,10 +59,10 @@ def audit_to_json(candidate_path: str, candidate: Fingerprint, rows: list[AuditR
                         "confidence": r.result.confidence, "abstained": r.result.abstained,
                         "summary": r.result.summary, "strongest_evidence": r.strongest(), "kind": r.kind, **r.extra}
                        for r in rows],
-        # Tokenizer evidence (audit_references.py): never part of a weights verdict.
+        # Tokenizer evidence (tokenizer_references.py): never part of a weights verdict.
         "tokenizers": match_tokenizers(candidate.meta.get("vocabulary")),
         "database": {"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
-        # screening (provenance/screening.py): database references screened, and which were compared fully
+        # screening (shortlist.py): database references screened, and which were compared fully
         "screening": rows.screening.to_dict() if getattr(rows, "screening", None) is not None else None,
     }
 
@@ -114,7 +70,7 @@ def audit_to_json(candidate_path: str, candidate: Fingerprint, rows: list[AuditR
 def render_audit(report: dict[str, Any], width: int | None = None) -> str:
     """The audit as text for a terminal `width` columns wide (default: the terminal's): long cells wrap at word
     boundaries onto continuation lines, so nothing is cut off mid-number."""
-    from .report.terminal import fit, terminal_width, wrap
+    from ..report.terminal import fit, terminal_width, wrap
 
     width = width or terminal_width()
     lines = []
@@ -142,12 +98,10 @@ def render_audit(report: dict[str, Any], width: int | None = None) -> str:
         cells = wrap(evidence, room) or ["-"]
         lines.append(f"{row}  {cells[0]}")
         lines.extend(" " * len(head) + cell for cell in cells[1:])
-    if report.get("screening"):  # screening (provenance/screening.py)
+    if report.get("screening"):  # screening (shortlist.py)
         s = report["screening"]
         lines.extend(wrap(f"database: {s['references']} references screened, {s['compared']} compared fully, "
                           f"{s['not_compared']} not compared (outside the screening shortlist)", width))
     if "tokenizers" in report:
-        from .audit_references import tokenizer_line
-
         lines.extend(wrap(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")), width))
     return "\n".join(lines)

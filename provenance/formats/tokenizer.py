@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .formats.limits import read_json_limited, read_text_capped
+from .limits import read_json_limited, read_text_capped
 
 
 @lru_cache(maxsize=1)
@@ -164,7 +164,7 @@ _VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
 
 def tokenizer_only_folder(path: str | Path) -> dict[str, Path] | None:
     """The vocabulary files of a local folder that holds tokenizer files and no weights, else None."""
-    from .formats.checkpoint_files import TOKENIZER_FILES
+    from .checkpoint_files import TOKENIZER_FILES
 
     folder = Path(path)
     if not folder.is_dir():
@@ -213,7 +213,7 @@ def compare_vocabularies(candidate: Vocabulary, reference: Vocabulary) -> dict[s
 
 
 def _vocabulary_side(path: str | Path) -> tuple[dict[str, Any], Vocabulary]:
-    from .errors import UnreadablePathError
+    from ..errors import UnreadablePathError
 
     files = tokenizer_only_folder(path) or {}
     vocabulary = load_vocabulary(files, None, str(path))

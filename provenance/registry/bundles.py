@@ -39,11 +39,11 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from . import __version__
-from .errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .registry import DB_SCHEMA_VERSION, Registry, RegistryError, fingerprint_from_bytes
+from .. import __version__
+from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
+from .database import DB_SCHEMA_VERSION, Registry, RegistryError, SignatureBlob, fingerprint_from_bytes
 
 BUNDLE_SCHEMA = "provenance.refs-bundle/1"
 BUNDLE_VERSION = 1
@@ -241,7 +241,8 @@ def _validated(bundle: Path, archive: zipfile.ZipFile, registry: Registry) -> di
     return manifest
 
 
-def import_bundle(registry: Registry, bundle: str | Path, replace: bool = False) -> BundleResult:
+def import_bundle(registry: Registry, bundle: str | Path, replace: bool = False,
+                  signer: Callable[[Any], SignatureBlob] | None = None) -> BundleResult:
     """Add every reference of `bundle` to `registry` in one transaction, after validating all of it."""
     bundle = Path(bundle)
     with _open(bundle) as archive:
@@ -268,5 +269,5 @@ def import_bundle(registry: Registry, bundle: str | Path, replace: bool = False)
                 del data
                 yield ref["name"], fingerprint
 
-        names = registry.add_many(fingerprints(), replace=replace)
+        names = registry.add_many(fingerprints(), replace=replace, signer=signer)
     return BundleResult(bundle, names, registry.revision)

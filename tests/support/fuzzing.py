@@ -37,7 +37,7 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from ..errors import ProvenanceError
+from provenance.errors import ProvenanceError
 
 INTERESTING = [0, 1, 2, 7, 8, 31, 32, 255, 256, 4095, 4096, 65535, 65536, 2**31 - 1, 2**31, 2**32 - 1, 2**32,
                2**40, 2**53, 2**60, 2**62, 2**63 - 1, 2**63, 2**64 - 1]
@@ -69,9 +69,9 @@ def make_seeds(directory: Path) -> Seeds:
     from safetensors.numpy import load_file
     from safetensors.torch import save
 
-    from ..fingerprint import build_fingerprint
-    from ..formats.safetensors_format import read_safetensors_header
-    from ..model import Checkpoint
+    from provenance.fingerprint import build_fingerprint
+    from provenance.formats.safetensors_format import read_safetensors_header
+    from provenance.model import Checkpoint
     from .attack_corpus import tiny_state, write_model_dir
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -97,14 +97,14 @@ def make_seeds(directory: Path) -> Seeds:
 
 def tiny_gguf() -> bytes:
     """A complete one-layer LLaMA GGUF with hidden size 8 (2.5 KB): small enough to mutate quickly."""
-    from .attack_corpus import _kv, gguf_bytes
+    from .attack_corpus import gguf_bytes, kv
 
     rng = np.random.default_rng(0)
-    kvs = [_kv("general.architecture", "str", "llama"), _kv("llama.block_count", "u32", 1),
-           _kv("llama.embedding_length", "u32", 8), _kv("llama.feed_forward_length", "u32", 8),
-           _kv("llama.attention.head_count", "u32", 2), _kv("llama.attention.head_count_kv", "u32", 1),
-           _kv("tokenizer.ggml.tokens", "arr_str", [f"t{i}" for i in range(8)]),
-           _kv("tokenizer.ggml.token_type", "arr_i32", [1] * 8)]
+    kvs = [kv("general.architecture", "str", "llama"), kv("llama.block_count", "u32", 1),
+           kv("llama.embedding_length", "u32", 8), kv("llama.feed_forward_length", "u32", 8),
+           kv("llama.attention.head_count", "u32", 2), kv("llama.attention.head_count_kv", "u32", 1),
+           kv("tokenizer.ggml.tokens", "arr_str", [f"t{i}" for i in range(8)]),
+           kv("tokenizer.ggml.token_type", "arr_i32", [1] * 8)]
     shapes = {"token_embd.weight": (8, 8), "output_norm.weight": (8,), "output.weight": (8, 8),
               "blk.0.attn_norm.weight": (8,), "blk.0.attn_q.weight": (8, 8), "blk.0.attn_k.weight": (4, 8),
               "blk.0.attn_v.weight": (4, 8), "blk.0.attn_output.weight": (8, 8), "blk.0.ffn_norm.weight": (8,),
@@ -385,35 +385,35 @@ def _read_all(source) -> None:
 
 
 def _open_checkpoint(path: Path) -> None:
-    from ..model import Checkpoint
+    from provenance.model import Checkpoint
 
     with Checkpoint.open(path):
         pass
 
 
 def target_safetensors(path: Path) -> None:
-    from ..formats.safetensors_format import SafetensorsFile
+    from provenance.formats.safetensors_format import SafetensorsFile
 
     _read_all(SafetensorsFile(path))
     _open_checkpoint(path)
 
 
 def target_gguf(path: Path) -> None:
-    from ..formats.gguf_format import GgufFile
+    from provenance.formats.gguf_format import GgufFile
 
     _read_all(GgufFile(path))
     _open_checkpoint(path)
 
 
 def target_fingerprint(path: Path, reference=None) -> None:
-    from ..fingerprint.store import is_fingerprint_file, load_fingerprint
+    from provenance.fingerprint.store import is_fingerprint_file, load_fingerprint
 
     is_fingerprint_file(path)
     fingerprint = load_fingerprint(path)
     if reference is not None:  # what the comparison makes of whatever loading accepted
-        from ..compare import compare_fingerprints
+        from provenance.compare import compare_fingerprints
 
-        from ..report.compare_json import comparison_to_json, render_comparison
+        from provenance.report.compare_json import comparison_to_json, render_comparison
 
         for candidate, other in ((fingerprint, reference), (reference, fingerprint)):
             result = compare_fingerprints(candidate, other)

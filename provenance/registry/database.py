@@ -14,13 +14,14 @@ folders too). A database whose tables lack the expected columns is refused
 with one line instead of failing at the first query.
 Every change bumps the database's `revision`, which reports cite for
 reproducibility. `add_many` adds several references in one transaction (all
-or none); `provenance/bundle.py` uses it to import shared bundles.
+or none); bundles.py uses it to import shared bundles.
 
-Test-only hook: `PROVENANCE_TEST_PAUSE_IN_ADD=<seconds>` makes `add` and
-`add_many` print one line on stderr and sleep inside the write transaction,
-after the INSERT and before COMMIT (`PROVENANCE_TEST_RESUME_FILE=<path>` ends
-the sleep early once that file exists), so tests can kill a writer mid-write
-or read while it writes. Never set it in normal use.
+Each reference may carry its screening signature (a `SignatureBlob`: version
+and byte blobs). The database stores and returns the blobs but never
+computes one: the caller passes it in (`add(..., signature=)`, `add_many(...,
+signer=)`, computed by provenance/audit/shortlist.py). A reference added
+without one, or with an older version, gets it back-filled by its first
+screening.
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ import datetime as dt
 import json
 import os
 import sqlite3
-import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from . import __version__
-from .errors import CorruptFileError, ProvenanceError, UnsupportedError
+from .. import __version__
+from ..errors import CorruptFileError, ProvenanceError, UnsupportedError
 
 DB_SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000
@@ -64,16 +63,14 @@ def default_path() -> Path:
     return base / "provenance" / "refs.sqlite"
 
 
-def _test_pause_before_commit() -> None:
-    """The test-only hook described in the module docstring (a no-op unless the variable is set)."""
-    seconds = os.environ.get("PROVENANCE_TEST_PAUSE_IN_ADD")
-    if not seconds:
-        return
-    print("provenance: test pause inside the write transaction", file=sys.stderr, flush=True)
-    resume = os.environ.get("PROVENANCE_TEST_RESUME_FILE")
-    deadline = time.monotonic() + float(seconds)
-    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
-        time.sleep(0.02)
+@dataclass(frozen=True)
+class SignatureBlob:
+    """A reference's screening signature as stored: its version and the byte blobs of its parts."""
+
+    version: int
+    vectors: bytes
+    hashes: bytes
+    keys: str  # JSON
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ def fingerprint_from_bytes(data: bytes, where: str):
     """Parse a stored fingerprint, validating its header like any untrusted file."""
     import tempfile
 
-    from .fingerprint.store import load_fingerprint
+    from ..fingerprint.store import load_fingerprint
 
     with tempfile.NamedTemporaryFile(suffix=".safetensors") as handle:
         handle.write(data)
@@ -179,7 +176,7 @@ class Registry:
                 name TEXT PRIMARY KEY, kind TEXT NOT NULL, family TEXT, architecture TEXT NOT NULL,
                 source TEXT NOT NULL, tool_version TEXT NOT NULL, schema TEXT NOT NULL, added TEXT NOT NULL,
                 fingerprint BLOB)""")
-            # Screening signatures (provenance/screening.py), one row per weights reference; a row whose
+            # Screening signatures (provenance/audit/shortlist.py), one row per weights reference; a row whose
             # version, `added` or fingerprint size disagree with refs is stale and recomputed on load.
             self._db.execute("""CREATE TABLE IF NOT EXISTS screening (
                 name TEXT PRIMARY KEY, version INTEGER NOT NULL, added TEXT NOT NULL, size INTEGER NOT NULL,
@@ -213,20 +210,17 @@ class Registry:
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
             raise RegistryError(self.path, f"reference name {name!r} must be 1-{MAX_NAME_CHARS} printable characters")
 
-    def _prepare(self, name: str, fingerprint) -> tuple[tuple, Any]:
-        """The refs row and screening signature of one reference (computed before taking the write lock)."""
+    def _prepare(self, name: str, fingerprint, signature: SignatureBlob | None) -> tuple[tuple, SignatureBlob | None]:
+        """The refs row and screening signature of one reference (ready before taking the write lock)."""
         self.check_name(name)
         blob = fingerprint_to_bytes(fingerprint)
-        from .screening import signature
-
-        screening_signature = signature(fingerprint)
         meta = fingerprint.meta
         entry = (name, "weights", (meta.get("family") or {}).get("name"), json.dumps(meta["architecture"]),
                  json.dumps(meta["source"]), meta.get("tool_version", __version__), meta["schema"],
                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), blob)
-        return entry, screening_signature
+        return entry, signature
 
-    def _write(self, prepared: tuple[tuple, Any], replace: bool) -> None:
+    def _write(self, prepared: tuple[tuple, SignatureBlob | None], replace: bool) -> None:
         """Insert one prepared reference; call inside a write transaction."""
         entry, screening_signature = prepared
         name = entry[0]
@@ -235,32 +229,36 @@ class Registry:
             raise RegistryError(self.path, f"a reference named {name!r} already exists "
                                            "(give --replace to overwrite it, or remove it first)")
         self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
-        self._put_signature(name, screening_signature)
+        if screening_signature is not None:
+            self._put_signature(name, screening_signature)
+        else:  # a replaced reference's old signature is stale; its first screening computes the new one
+            self._db.execute("DELETE FROM screening WHERE name = ?", (name,))
 
-    def add(self, name: str, fingerprint, replace: bool = False) -> ReferenceEntry:
-        prepared = self._prepare(name, fingerprint)
+    def add(self, name: str, fingerprint, replace: bool = False, signature: SignatureBlob | None = None) -> ReferenceEntry:
+        """Store `fingerprint` under `name`, with its screening signature if given."""
+        prepared = self._prepare(name, fingerprint, signature)
         with self._transaction():
             self._write(prepared, replace)
             self._bump()
-            _test_pause_before_commit()
         return self.entry(name)
 
-    def add_many(self, items: Iterable[tuple[str, Any]], replace: bool = False) -> list[str]:
+    def add_many(self, items: Iterable[tuple[str, Any]], replace: bool = False,
+                 signer: Callable[[Any], SignatureBlob] | None = None) -> list[str]:
         """Add every (name, fingerprint) in one transaction: all of them, or none if any fails.
 
         `items` may be a generator that reads and validates each fingerprint as it
         goes: an exception it raises rolls back everything added before it.
+        `signer` computes each reference's screening signature (none stored without it).
         """
         names: list[str] = []
         with self._transaction():
             for name, fingerprint in items:
                 if name in names:
                     raise RegistryError(self.path, f"reference name {name!r} given twice")
-                self._write(self._prepare(name, fingerprint), replace)
+                self._write(self._prepare(name, fingerprint, signer(fingerprint) if signer else None), replace)
                 names.append(name)
             if names:
                 self._bump()
-            _test_pause_before_commit()
         return names
 
     def check_new_name(self, name: str, replace: bool = False) -> None:
@@ -319,24 +317,21 @@ class Registry:
             raise RegistryError(self.path, f"no reference named {name!r}")
         return fingerprint_from_bytes(bytes(row[0]), f"{self.path}#{name}")
 
-    # --- screening signatures (provenance/screening.py) ---
-    def screening_rows(self) -> list[tuple[str, bool, bytes | None, bytes | None]]:
-        """(name, fresh, vectors, hashes) of every reference with a fingerprint, in one query."""
-        from .screening import SIGNATURE_VERSION
-
+    # --- screening signatures (blobs computed by provenance/audit/shortlist.py) ---
+    def screening_rows(self, version: int) -> list[tuple[str, bool, bytes | None, bytes | None]]:
+        """(name, fresh, vectors, hashes) of every reference with a fingerprint, in one query; fresh means
+        stored with this signature `version` for the fingerprint now stored."""
         return self._db.execute(
             "SELECT r.name, s.version IS ? AND s.added IS r.added AND s.size IS length(r.fingerprint), s.vectors, "
             "s.hashes FROM refs r LEFT JOIN screening s ON s.name = r.name WHERE r.fingerprint IS NOT NULL "
-            "ORDER BY r.name", (SIGNATURE_VERSION,)).fetchall()
+            "ORDER BY r.name", (version,)).fetchall()
 
-    def _put_signature(self, name: str, signature) -> None:
-        from .screening import SIGNATURE_VERSION
-
+    def _put_signature(self, name: str, signature: SignatureBlob) -> None:
         self._db.execute("INSERT OR REPLACE INTO screening SELECT name, ?, added, length(fingerprint), ?, ?, ? "
-                         "FROM refs WHERE name = ?", (SIGNATURE_VERSION, signature.vectors_bytes(),
-                                                      signature.hashes_bytes(), signature.keys_json(), name))
+                         "FROM refs WHERE name = ?", (signature.version, signature.vectors, signature.hashes,
+                                                      signature.keys, name))
 
-    def put_signatures(self, signatures) -> None:
+    def put_signatures(self, signatures: Iterable[tuple[str, SignatureBlob]]) -> None:
         """Store computed signatures (back-fill); derived data, so the revision does not change."""
         with self._transaction():
             for name, signature in signatures:

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .lineage import lineage_claims
+from .formats.lineage import lineage_claims
 from .model import Checkpoint
 
 SCHEMA = "provenance.inspect/1"

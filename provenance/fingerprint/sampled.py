@@ -32,12 +32,13 @@ import torch
 
 from .. import __version__
 from ..architectures.layouts import HeadLayout, apply_transform
-from ..fingerprint.build import (PRECEDING_NORM_OF, _vocabulary_meta, anchor_tokens, norm_scale, unit_signature)
-from ..fingerprint.sketch import content_hash, row_sample, row_sample_rows, sketch_positions, summary_statistics
-from ..fingerprint.store import FINGERPRINT_SCHEMA, Fingerprint
 from ..formats.base import TensorInfo
-from ..tokenizer import load_vocabulary
-from .http import CONCURRENCY, TRANSFERS
+from ..formats.lineage import lineage_claims
+from ..formats.tokenizer import load_vocabulary
+from ..remote.http import CONCURRENCY, TRANSFERS
+from .parts import PRECEDING_NORM_OF, anchor_tokens, norm_scale, unit_signature, vocabulary_meta
+from .sketch import content_hash, row_sample, row_sample_rows, sketch_positions, summary_statistics
+from .store import FINGERPRINT_SCHEMA, Fingerprint
 
 VARIANT = "remote"
 
@@ -60,9 +61,7 @@ def stored_rows(info: TensorInfo, assignment, heads: HeadLayout) -> np.ndarray |
     return mapped.reshape(-1).numpy()
 
 
-def build_remote_fingerprint(checkpoint, on_tensor: Callable[[int, int], None] | None = None) -> Fingerprint:
-    from ..lineage import lineage_claims
-
+def build_sampled_fingerprint(checkpoint, on_tensor: Callable[[int, int], None] | None = None) -> Fingerprint:
     source = checkpoint.files.source
     arch = checkpoint.architecture
     heads = HeadLayout(arch.num_heads, arch.num_kv_heads, arch.head_dim)
@@ -188,7 +187,7 @@ def build_remote_fingerprint(checkpoint, on_tensor: Callable[[int, int], None] |
                            for name, digest in stored_hashes.items()},
         "renamed_tensors": [{"tensor": r.stored, "standard": r.standard, "role": r.role}
                             for r in checkpoint.roles.renamed],
-        "vocabulary": _vocabulary_meta(vocabulary, anchors),
+        "vocabulary": vocabulary_meta(vocabulary, anchors),
         "lineage_claims": [{"where": c.where, "value": c.value}
                            for c in lineage_claims(checkpoint.files.config, checkpoint.files.model_card, None)],
     }

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -69,9 +70,15 @@ from typing import Any
 
 import numpy as np
 
-from .fingerprint import Fingerprint
+from ..architectures.roles import PRECEDING_NORM, norm_scale
+from ..fingerprint import Fingerprint
+from ..registry.database import SignatureBlob
 
 SIGNATURE_VERSION = 3
+# The `weights` component's features: layer tensors of canonical names (CanonicalKey.name) and also the generic
+# fingerprint's `layers.N.<role>.weight@<stored name>` entries, which CanonicalKey.parse refuses. Stored
+# signatures depend on exactly this match: changing it means a new SIGNATURE_VERSION.
+LAYER_TENSOR = re.compile(r"^layers\.(\d+)\.(?:experts\.(\d+)\.)?(.+)\.(weight|bias)$")
 DIM = 512
 COMPONENTS = ("weights", "units", "gram", "embedding")
 TOP_K = 8  # at most this many references per component ...
@@ -141,7 +148,7 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1024)
 def _sketch_columns(shape: tuple[int, ...]) -> np.ndarray:
-    from .fingerprint.sketch import sketch_positions
+    from ..fingerprint.sketch import sketch_positions
 
     return sketch_positions(shape) % shape[1]
 
@@ -150,14 +157,13 @@ def _norm_scale(fp: Fingerprint, key: str) -> np.ndarray | None:
     values = fp.array(f"sketch/{key}")
     if values is None:
         return None
-    values = values.astype(np.float64)
-    return values + 1.0 if fp.architecture.get("norm_type") == "rmsnorm_plus_one" else values
+    return norm_scale(values.astype(np.float64), fp.architecture.get("norm_type"))
 
 
 @lru_cache(maxsize=1024)
 def _row_sample_columns(shape: tuple[int, ...]) -> np.ndarray | None:
     try:
-        from .fingerprint.sketch import row_sample_columns
+        from ..fingerprint.sketch import row_sample_columns
     except ImportError:  # fingerprints without row samples
         return None
     return row_sample_columns(shape)
@@ -170,11 +176,9 @@ def _weights_component(fp: Fingerprint) -> np.ndarray:
     fingerprint reads of a matrix) are separate features: a fingerprint with
     only one of them still meets a fingerprint with both at cosine 0.7 for a copy.
     """
-    from .compare.signals import LAYER_KEY, PRECEDING_NORM
-
     vector = np.zeros(DIM)
     for key, record in fp.tensors.items():
-        match = LAYER_KEY.match(key)
+        match = LAYER_TENSOR.match(key)
         shape = tuple(record.get("shape") or ())
         if not match or match[4] != "weight" or len(shape) != 2 or (match[2] is not None and match[2] != "0"):
             continue  # matrices only; expert 0 stands for the layer's experts
@@ -319,6 +323,10 @@ class Signature:
     def keys_json(self) -> str:
         return json.dumps(self.keys, sort_keys=True)
 
+    def blob(self) -> SignatureBlob:
+        """The signature as the reference database stores it."""
+        return SignatureBlob(SIGNATURE_VERSION, self.vectors_bytes(), self.hashes_bytes(), self.keys_json())
+
 
 VECTOR_BYTES = len(COMPONENTS) * DIM * 2
 
@@ -330,6 +338,16 @@ def signature(fp: Fingerprint) -> Signature:
     keys = {"shape": shape_key(fp.architecture), "family": (fp.meta.get("family") or {}).get("name"),
             "vocab_size": vocabulary.get("size"), "minhash": vocabulary.get("minhash") or []}
     return Signature(vectors.astype(np.float16), _tensor_hashes(fp), keys)
+
+
+def signature_blob(fp: Fingerprint) -> SignatureBlob:
+    """What `Registry.add` stores with a reference (and `add_many` computes with this as its signer)."""
+    return signature(fp).blob()
+
+
+def add_reference(registry, name: str, fingerprint: Fingerprint, replace: bool = False):
+    """`registry.add` with the reference's screening signature computed here (the registry never computes one)."""
+    return registry.add(name, fingerprint, replace=replace, signature=signature_blob(fingerprint))
 
 
 def signature_from_bytes(vectors: bytes | None, hashes: bytes | None) -> Signature | None:
@@ -362,12 +380,6 @@ class Screen:
                            f"out from the database by z >= {Z_MIN:g}, plus every reference sharing an exact tensor hash"),
                 "seconds": round(self.seconds, 4), "signatures_backfilled": self.backfilled,
                 "shortlist": [{"reference": n, "why": self.reasons[n], "scores": self.scores[n]} for n in self.shortlist]}
-
-
-class AuditRows(list):
-    """The audit's rows (a plain list to every caller) plus the screening summary, if the database was screened."""
-
-    screening: Screen | None = None
 
 
 class ScreeningIndex:
@@ -458,7 +470,7 @@ def screen_registry(candidate: Fingerprint, registry, k: int = TOP_K) -> Screen:
 def load_signatures(registry) -> tuple[list[str], list[Signature], int]:
     """All weights references' signatures; stale or missing ones are computed and written back."""
     names, signatures, missing = [], [], []
-    for row in registry.screening_rows():
+    for row in registry.screening_rows(SIGNATURE_VERSION):
         name, fresh, vectors, hashes = row
         stored = signature_from_bytes(vectors, hashes) if fresh else None
         if stored is None:
@@ -468,7 +480,7 @@ def load_signatures(registry) -> tuple[list[str], list[Signature], int]:
     if missing:
         computed = {name: signature(registry.fingerprint(name)) for name in missing}
         try:
-            registry.put_signatures(computed.items())
+            registry.put_signatures((name, s.blob()) for name, s in computed.items())
         except sqlite3.Error:
             pass  # a read-only or busy database: use the computed signatures without storing them
         signatures = [s if s is not None else computed[n] for n, s in zip(names, signatures)]

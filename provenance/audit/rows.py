@@ -1,0 +1,46 @@
+"""The rows of an audit: one explanation (a reference and its comparison) per row, and how they rank.
+
+`AuditRow` is what `run_audit` returns per reference (weights or config-only);
+`AuditRows` is the list of them plus the screening summary, when the
+database was screened (provenance/audit/shortlist.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..compare import Comparison
+
+# Most serious explanation first when ranking.
+SEVERITY = {"identical": 0, "assembled": 1, "derived": 2, "same-architecture": 3, "unrelated": 4}
+SHAPE_RANK = {"same-shapes": 0, "same-family": 1, "same-layers": 1, "different": 2}
+
+
+@dataclass
+class AuditRow:
+    reference: str
+    origin: str  # "built-in" or the database path
+    result: Comparison
+    kind: str = "weights"  # or "architecture": a config-only reference (config_references.py), no weights compared
+    extra: dict[str, Any] = field(default_factory=dict)  # kind-specific fields added to the row's JSON
+
+    def strongest(self) -> dict[str, Any] | None:
+        decisive = [e for e in self.result.evidence if e.decisive and e.log10p is not None]
+        if not decisive:
+            return None
+        return min(decisive, key=lambda e: e.log10p).to_dict()
+
+
+class AuditRows(list):
+    """The audit's rows (a plain list to every caller) plus the screening summary, if the database was screened."""
+
+    screening: Any = None  # a shortlist.Screen, or None when nothing was screened
+
+
+def rank_key(row: AuditRow) -> tuple:
+    """Weight rows rank above architecture rows of the same verdict. Among equals, a reference of the
+    candidate's exact shapes explains more than one of its family only."""
+    r = row.result
+    return (SEVERITY[r.verdict], row.kind != "weights", r.abstained, SHAPE_RANK.get(r.architecture_match, 3),
+            -r.confidence, row.reference)

@@ -1,0 +1,124 @@
+"""Pieces of a fingerprint shared by every builder (whole tensors or sampled rows).
+
+Anchor tokens and the vocabulary's signature, the unit signatures and
+residual-space Gram matrices of one matrix, and the directions units are
+projected on. `build.py` (whole tensors) and `sampled.py` (row samples read
+by range requests) both use them, so a signal is computed one way whatever
+the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..architectures.roles import PRECEDING_NORM as PRECEDING_NORM_OF
+from ..architectures.roles import WRITES_RESIDUAL
+from ..architectures.roles import norm_scale
+from ..formats.tokenizer import Vocabulary
+from .sketch import UNIT_PROJECTIONS, projection
+
+__all__ = ["ANCHOR_COUNT", "PRECEDING_NORM_OF", "WRITES_RESIDUAL", "SIGNATURE_WIDTH", "anchor_tokens", "minhash",
+           "norm_scale", "residual_gram", "unit_basis", "unit_signature", "vocabulary_meta"]
+
+ANCHOR_COUNT = 512
+DOWN_PROJECTIONS = 16
+HEAD_PROJECTIONS = 8
+
+
+def anchor_tokens(vocabulary: Vocabulary, count: int = ANCHOR_COUNT) -> list[tuple[str, int]]:
+    """A bottom-k sample of the vocabulary by hash of the token string.
+
+    Two vocabularies that share most strings pick mostly the same anchors,
+    whatever ids the strings have: consistent sampling, no fixed word list.
+    """
+    ranked = []
+    for token, index in vocabulary.ids_by_string().items():
+        if not token.strip() or len(token) > 64:
+            continue
+        digest = hashlib.sha256(token.encode("utf-8", errors="replace")).digest()[:8]
+        ranked.append((digest, token, index))
+    ranked.sort()
+    return [(token, index) for _, token, index in ranked[:count]]
+
+
+def vocabulary_meta(vocabulary: Vocabulary | None, anchors: list[tuple[str, int]]) -> dict[str, Any] | None:
+    if vocabulary is None:
+        return None
+    return {"kind": vocabulary.kind, "size": len(vocabulary.tokens), "vocab_sha256": vocabulary.vocab_hash(),
+            "merges_sha256": vocabulary.merges_hash, "special_tokens": vocabulary.special_tokens[:64],
+            "source": vocabulary.source, "minhash": minhash(vocabulary.tokens),
+            "anchor_tokens": [token for token, _ in anchors]}
+
+
+def minhash(tokens: list[str], count: int = 128) -> list[int]:
+    """MinHash of the set of token strings (for a quick Jaccard estimate of two vocabularies)."""
+    seeds = np.arange(1, count + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    hashes = np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8", errors="replace"), digest_size=8).digest(), "little")
+                       for t in set(tokens)], dtype=np.uint64)
+    if hashes.size == 0:
+        return []
+    with np.errstate(over="ignore"):
+        mixed = (hashes[None, :] ^ seeds[:, None]) * np.uint64(0xBF58476D1CE4E5B9)
+    return [int(v) for v in mixed.min(axis=1)]
+
+
+GRAM_UNITS = 128
+
+
+# Projections per unit signature: MLP up rows (matched on half, tested on half),
+# MLP down columns, and attention rows/columns (grouped by head when compared).
+SIGNATURE_WIDTH = {"mlp.up": UNIT_PROJECTIONS, "mlp.down": DOWN_PROJECTIONS, "attn.q": HEAD_PROJECTIONS,
+                   "attn.k": HEAD_PROJECTIONS, "attn.v": HEAD_PROJECTIONS, "attn.o": HEAD_PROJECTIONS}
+
+
+def unit_signature(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
+    """Each unit of a matrix projected on fixed orthonormal directions of the residual space.
+
+    Units are rows for matrices reading the residual stream (with the norm
+    before them folded in) and columns for those writing to it.
+    """
+    if role not in SIGNATURE_WIDTH:
+        return None
+    units = values if role in PRECEDING_NORM_OF else values.t()
+    basis = projection(units.shape[1], SIGNATURE_WIDTH[role])
+    if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == units.shape[1]:
+        basis = basis * scale[:, None]
+    return (units @ basis).to(torch.float16).numpy()
+
+
+def residual_gram(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
+    """Inner products among the first GRAM_UNITS units, taken in the residual space.
+
+    A rotation (or permutation) of the residual basis, applied consistently to a
+    model with its norms folded, changes every weight but not these inner
+    products; rescaling between a norm and the next layer does not change them
+    either. Stored as the upper triangle, float32.
+    """
+    if role in PRECEDING_NORM_OF:
+        rows = values[:GRAM_UNITS]
+        if scale is not None and scale.shape[0] == values.shape[1]:
+            rows = rows * scale[None, :]
+    elif role in WRITES_RESIDUAL:
+        rows = values[:, :GRAM_UNITS].t()
+    else:
+        return None
+    gram = rows @ rows.t()
+    upper = torch.triu_indices(gram.shape[0], gram.shape[0], offset=1)
+    return gram[upper[0], upper[1]].numpy().astype(np.float32)
+
+
+def unit_basis(role: str, width: int, scale: torch.Tensor | None) -> torch.Tensor | None:
+    """The directions a role's units are projected on (`unit_signature` without the product).
+
+    For matrices reading the residual stream the norm before them is folded in.
+    """
+    if role not in SIGNATURE_WIDTH:
+        return None
+    basis = projection(width, SIGNATURE_WIDTH[role])
+    if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == width:
+        basis = basis * scale[:, None]
+    return basis

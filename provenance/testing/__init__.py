@@ -1,1 +1,0 @@
-"""Generators of test material that ships with the package (the attack corpus); nothing here runs in normal use."""
