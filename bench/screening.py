@@ -296,13 +296,12 @@ def build_databases(work: Path, sizes: list[int], entries, fingerprints: dict, l
 
 def fresh_process_caches() -> None:
     """Clear what a new `provenance audit` process would not have yet."""
-    from provenance import audit, screening
+    from provenance.audit import builtin
+    from provenance.audit import shortlist as screening
 
-    screening._buckets.cache_clear()
-    screening._sketch_columns.cache_clear()
-    builtin_cache = getattr(audit, "_builtin_reference_set", None)
-    if hasattr(builtin_cache, "cache_clear"):
-        builtin_cache.cache_clear()
+    for cached in (screening._buckets, screening._sketch_columns, *vars(builtin).values()):
+        if hasattr(cached, "cache_clear"):  # every lru_cache of the shortlist and the built-in references
+            cached.cache_clear()
 
 
 def timed_audit(candidate, db: Path, screen: bool = True, builtin: bool = False) -> dict:

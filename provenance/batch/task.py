@@ -112,11 +112,13 @@ def audit_candidate(candidate: str, settings: AuditSettings) -> dict:
     try:
         from ..audit import audit_to_json, run_audit  # in the worker: a forkserver has them preloaded
         from ..fingerprint.load import fingerprint_for
+        from ..remote.locate import locate
 
         if settings.cwd and os.path.isdir(settings.cwd):
             os.chdir(settings.cwd)  # a forkserver's workers start in the directory the server started in
         with time_limit(settings.timeout, settings.timeout_grace):
-            fingerprint = fingerprint_for(candidate)
+            # the command line's rules for a PATH: local path, URL, hf:// or a repo id (cache first)
+            fingerprint = fingerprint_for(locate(candidate).location)
             registry = reference_database(settings.refs)
             rows = run_audit(fingerprint, registry, include_builtin=settings.include_builtin)
             report = audit_to_json(candidate, fingerprint, rows, registry)
