@@ -8,7 +8,7 @@ the candidates they were chosen from.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from ..architectures.roles import LAYER_ROLES
 from ..fingerprint import Fingerprint
 from .results import Evidence
 from .signals import layer_similarity, layer_view
-from .stats import bonferroni_log10p, p_from_log10
+from .stats import bonferroni_log10p, format_p, p_from_log10
 from .thresholds import LAYER_MATCH_LOG10P
 
 # The float16 unit signatures bound what a fitted rescaling or matching can verify.
@@ -99,3 +99,23 @@ def emptied_roles(cand: Fingerprint, ref: Fingerprint) -> list[str]:
         return int(np.prod(shape)) if shape else 1
 
     return sorted(key for key, record in cand.tensors.items() if size(record) == 0 and size(ref.tensors.get(key)))
+
+
+def non_layer_evidence(globals_, anchors, sampled: Callable[[str], bool] = lambda name: False) -> list[Evidence]:
+    """Evidence entries of the non-layer tensors compared by id and of the anchor rows compared by string
+    (`sampled(name)`: whether a tensor was compared on its row sample, which the entry then says)."""
+    found = [Evidence(f"{g.name} (by id{', sampled rows' if sampled(g.name) else ''})", g.correlation, g.log10p,
+                      f"correlation of {g.n} sampled values, {format_p(g.log10p)}") for g in globals_]
+    if anchors is not None:
+        found.append(Evidence("embedding by token string", anchors.correlation, anchors.log10p,
+                              f"{anchors.name}: correlation {anchors.correlation:.3f}, {format_p(anchors.log10p)}"))
+    return found
+
+
+def vocabulary_evidence(overlap: float | None) -> list[Evidence]:
+    """The vocabulary overlap, a screening signal that never decides."""
+    if overlap is None:
+        return []
+    return [Evidence("vocabulary overlap (screening only)", overlap, None,
+                     "estimated Jaccard of the token-string sets; independent models often share tokenizers",
+                     decisive=False)]

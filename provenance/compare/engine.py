@@ -26,7 +26,7 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
-                        layer_map, renamed_tensors, strongest_decisive)
+                        layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .generic import compare_generic
 from .remote import compare_remote, is_remote_fingerprint
 from .results import Comparison, Evidence
@@ -262,22 +262,14 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
             f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
     globals_ = global_tensors(cand, ref)
-    for g in globals_:
-        evidence.append(Evidence(f"{g.name} (by id)", g.correlation, g.log10p,
-                                 f"correlation of {g.n} sampled values, {format_p(g.log10p)}"))
     anchors = anchor_embeddings(cand, ref)
-    if anchors is not None:
-        evidence.append(Evidence("embedding by token string", anchors.correlation, anchors.log10p,
-                                 f"{anchors.name}: correlation {anchors.correlation:.3f}, {format_p(anchors.log10p)}"))
+    evidence.extend(non_layer_evidence(globals_, anchors))
     std_r = std_curve_correlation(cand, ref)
     if std_r is not None:
         evidence.append(Evidence("per-layer std curve (screening only)", std_r, None,
                                  "correlation of attention-matrix std across layers; independent models reach 0.9, so this never decides",
                                  decisive=False))
-    overlap = vocabulary_overlap(cand, ref)
-    if overlap is not None:
-        evidence.append(Evidence("vocabulary overlap (screening only)", overlap, None,
-                                 "estimated Jaccard of the token-string sets; independent models often share tokenizers", decisive=False))
+    evidence.extend(vocabulary_evidence(vocabulary_overlap(cand, ref)))
 
     strongest = strongest_decisive(evidence)
     # Bit-identical everywhere: the same model renamed. Each tensor must sit in its

@@ -37,13 +37,12 @@ import numpy as np
 from ..architectures.roles import WRITES_RESIDUAL
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, layer_evidence_log10p, renamed_tensors,
-                        strongest_decisive)
+from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, layer_evidence_log10p, non_layer_evidence,
+                        renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .alignment import layer_map as engine_layer_map
 from .results import Comparison, Evidence
-from ..architectures.roles import CanonicalKey
-from .signals import (PRECEDING_NORM, LayerView, TensorSignal, UnitMatch, anchor_embeddings, final_norm_scale,
-                      norm_scale_of_layer, sketch_clusters, unit_matching, vocabulary_overlap)
+from .signals import (LayerView, TensorSignal, UnitMatch, anchor_embeddings, final_norm_scale, layer_view, sketch_clusters,
+                      unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, clustered_log10p, format_p, p_from_log10
 from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
 from .verdict import ACCUSING, DecisionInputs, decide
@@ -82,31 +81,14 @@ def _sample(fp: Fingerprint, key: str, shape: tuple[int, ...]) -> np.ndarray | N
     return None
 
 
+def row_sample_value_columns(shape: tuple[int, ...]) -> np.ndarray:
+    """The column of every value of a flattened row sample."""
+    return np.tile(row_sample_columns(shape), len(row_sample_rows(shape)))
+
+
 def row_layer_view(fp: Fingerprint) -> LayerView:
     """Like `signals.layer_view`, from row samples (matrices) and whole vectors (norms, biases)."""
-    sketches, shapes = {}, {}
-    layers = 0
-    for key, record in fp.tensors.items():
-        parsed = CanonicalKey.parse(key)
-        if parsed is None or parsed.layer is None:
-            continue
-        layer, expert, role, param = parsed.layer, parsed.expert, parsed.role, parsed.param
-        if expert is not None and expert != 0:
-            continue
-        shape = tuple(record["shape"])
-        values = _sample(fp, key, shape)
-        if values is None:
-            continue
-        norm_role = PRECEDING_NORM.get(role)
-        if norm_role and param == "weight" and len(shape) == 2:
-            scale = norm_scale_of_layer(fp, layer, norm_role)
-            if scale is not None and scale.shape[0] == shape[1]:
-                values = values * scale[row_sample_columns(shape)][None, :]
-        name = role if param == "weight" else f"{role}.bias"
-        sketches[(layer, name)] = values.reshape(-1)
-        shapes[(layer, name)] = shape
-        layers = max(layers, layer + 1)
-    return LayerView(layers, sketches, shapes)
+    return layer_view(fp, sample=_sample, columns=row_sample_value_columns)
 
 
 def _layer_map(cand: Fingerprint, ref: Fingerprint):
@@ -250,19 +232,9 @@ def compare_remote(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                 f"on 16 projections, held-out correlation {unit.correlation:.3f}, {format_p(unit.log10p)} "
                 "(Bonferroni over the layers tested)"))
     globals_ = _globals(cand, ref)
-    for g in globals_:
-        sampled = len(cand.tensors[g.name]["shape"]) == 2
-        evidence.append(Evidence(f"{g.name} (by id{', sampled rows' if sampled else ''})", g.correlation, g.log10p,
-                                 f"correlation of {g.n} sampled values, {format_p(g.log10p)}"))
     anchors = anchor_embeddings(cand, ref)
-    if anchors is not None:
-        evidence.append(Evidence("embedding by token string", anchors.correlation, anchors.log10p,
-                                 f"{anchors.name}: correlation {anchors.correlation:.3f}, {format_p(anchors.log10p)}"))
-    overlap = vocabulary_overlap(cand, ref)
-    if overlap is not None:
-        evidence.append(Evidence("vocabulary overlap (screening only)", overlap, None,
-                                 "estimated Jaccard of the token-string sets; independent models often share tokenizers",
-                                 decisive=False))
+    evidence.extend(non_layer_evidence(globals_, anchors, sampled=lambda name: len(cand.tensors[name]["shape"]) == 2))
+    evidence.extend(vocabulary_evidence(vocabulary_overlap(cand, ref)))
 
     strongest = strongest_decisive(evidence)
     inputs = DecisionInputs(

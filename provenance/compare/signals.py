@@ -47,7 +47,25 @@ def norm_scale_of_layer(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarr
     return norm_scale(values, fp.architecture.get("norm_type"))
 
 
-def layer_view(fp: Fingerprint) -> LayerView:
+def sketch_sample(fp: Fingerprint, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A tensor's sketch as float64 (None when absent or too small to correlate)."""
+    values = fp.array(f"sketch/{key}")
+    if values is None or values.size < 4:  # a zero-sized tensor (or nearly) has nothing to correlate
+        return None
+    return values.astype(np.float64)
+
+
+def sketch_columns(shape: tuple[int, ...]) -> np.ndarray:
+    """The column of every value of a matrix's sketch."""
+    return sketch_positions(shape) % shape[1]
+
+
+def layer_view(fp: Fingerprint, sample: Callable = sketch_sample, columns: Callable = sketch_columns) -> LayerView:
+    """Per layer and role, the sampled values with the preceding norm folded into matrices that read it.
+
+    `sample(fp, key, shape)` gives a tensor's flattened sample (default: its sketch; remote comparisons
+    pass the row sample's) and `columns(shape)` the column of each sampled matrix value.
+    """
     sketches, shapes = {}, {}
     layers = 0
     for key, record in fp.tensors.items():
@@ -57,18 +75,17 @@ def layer_view(fp: Fingerprint) -> LayerView:
         layer, expert, role, param = parsed.layer, parsed.expert, parsed.role, parsed.param
         if expert is not None and expert != 0:
             continue  # expert 0 stands for the layer's experts
-        name = role if param == "weight" else f"{role}.bias"
-        values = fp.array(f"sketch/{key}")
-        if values is None or values.size < 4:  # a zero-sized tensor (or nearly) has nothing to correlate
-            continue
         shape = tuple(record["shape"])
-        values = values.astype(np.float64)
+        values = sample(fp, key, shape)
+        if values is None:
+            continue
+        values = values.reshape(-1)
         norm_role = PRECEDING_NORM.get(role)
         if norm_role and param == "weight" and len(shape) == 2:
             scale = norm_scale_of_layer(fp, layer, norm_role)
             if scale is not None and scale.shape[0] == shape[1]:
-                columns = sketch_positions(shape) % shape[1]
-                values = values * scale[columns]
+                values = values * scale[columns(shape)]
+        name = role if param == "weight" else f"{role}.bias"
         sketches[(layer, name)] = values
         shapes[(layer, name)] = shape
         layers = max(layers, layer + 1)
