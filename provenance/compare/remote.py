@@ -41,9 +41,9 @@ from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, 
                         renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .alignment import layer_map as engine_layer_map
 from .results import Comparison, Evidence
-from .signals import (LayerView, TensorSignal, UnitMatch, anchor_embeddings, final_norm_scale, layer_view, sketch_clusters,
+from .signals import (LayerView, TensorSignal, UnitMatch, anchor_embeddings, global_tensors, layer_view, sketch_clusters,
                       unit_matching, vocabulary_overlap)
-from .stats import bonferroni_log10p, clustered_log10p, format_p, p_from_log10
+from .stats import bonferroni_log10p, format_p, p_from_log10
 from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
 from .verdict import ACCUSING, DecisionInputs, decide
 
@@ -163,32 +163,7 @@ def _units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> l
 
 def _globals(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
     """Non-layer tensors of equal key and shape: row samples of matrices (head with the final norm folded), vectors whole."""
-    found = []
-    head_folded = False
-    for key, record in cand.tensors.items():
-        if key.startswith("layers."):
-            continue
-        other = ref.tensors.get(key)
-        if other is None or other["shape"] != record["shape"]:
-            continue
-        shape = tuple(record["shape"])
-        x, y = _sample(cand, key, shape), _sample(ref, key, shape)
-        if x is None or y is None or x.size < 4:
-            continue
-        if key == "lm_head.weight" and len(shape) == 2:
-            scale_c, scale_r = final_norm_scale(cand), final_norm_scale(ref)
-            if scale_c is not None and scale_r is not None and scale_c.shape[0] == scale_r.shape[0] == shape[1]:
-                columns = row_sample_columns(shape)
-                x, y = x * scale_c[columns][None, :], y * scale_r[columns][None, :]
-                head_folded = True
-        x, y = x.reshape(-1), y.reshape(-1)
-        r, log10p = clustered_log10p(x, y, row_clusters(shape))
-        rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
-        found.append(TensorSignal(key, r, log10p, x.size, rel))
-    if head_folded:
-        found = [TensorSignal(g.name, g.correlation, g.log10p, g.n, 0.0) if g.name == "final_norm.weight" else g
-                 for g in found]
-    return found
+    return global_tensors(cand, ref, sample=_sample, columns=row_sample_value_columns, clusters=row_clusters)
 
 
 def compare_remote(cand: Fingerprint, ref: Fingerprint) -> Comparison:

@@ -319,12 +319,15 @@ class TensorSignal:
     rel_error: float
 
 
-def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
+def global_tensors(cand: Fingerprint, ref: Fingerprint, sample: Callable = sketch_sample,
+                   columns: Callable = sketch_columns,
+                   clusters: Callable[[tuple[int, ...]], np.ndarray] = sketch_clusters) -> list[TensorSignal]:
     """Non-layer tensors with equal keys and shapes (embedding by id, head, final norm ...).
 
     The output head is compared with the final norm folded in, so rescaling
     between the two changes nothing; the final norm then only enters the
-    identity check through the head.
+    identity check through the head. `sample`, `columns` and `clusters` say
+    what is compared (default: sketches; remote comparisons pass row samples).
     """
     found = []
     head_folded = False
@@ -334,18 +337,18 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[TensorSignal]:
         other = ref.tensors.get(key)
         if other is None or other["shape"] != record["shape"]:
             continue
-        x, y = cand.array(f"sketch/{key}"), ref.array(f"sketch/{key}")
+        shape = tuple(record["shape"])
+        x, y = sample(cand, key, shape), sample(ref, key, shape)
         if x is None or y is None or x.size < 4:
             continue
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        shape = tuple(record["shape"])
+        x, y = x.reshape(-1), y.reshape(-1)
         if key == "lm_head.weight" and len(shape) == 2:
-            columns = sketch_positions(shape) % shape[1]
             scale_c, scale_r = final_norm_scale(cand), final_norm_scale(ref)
             if scale_c is not None and scale_r is not None and scale_c.shape[0] == scale_r.shape[0] == shape[1]:
-                x, y = x * scale_c[columns], y * scale_r[columns]
+                where = columns(shape)
+                x, y = x * scale_c[where], y * scale_r[where]
                 head_folded = True
-        r, log10p = clustered_log10p(x, y, sketch_clusters(shape))
+        r, log10p = clustered_log10p(x, y, clusters(shape))
         rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
         found.append(TensorSignal(key, r, log10p, x.size, rel))
     if head_folded:
