@@ -119,3 +119,19 @@ def vocabulary_evidence(overlap: float | None) -> list[Evidence]:
     return [Evidence("vocabulary overlap (screening only)", overlap, None,
                      "estimated Jaccard of the token-string sets; independent models often share tokenizers",
                      decisive=False)]
+
+
+def layer_evidence(rows: list[dict[str, Any]], reference_layers: int, what: str, on: str = "") -> list[Evidence]:
+    """The layer map as one evidence entry: how many layers matched, and the strongest layer, corrected over the
+    reference layers searched and then over the candidate's layers. `what` names the compared samples."""
+    if not rows:
+        return []
+    matched = sum(1 for r in rows if r["reference_layer"] is not None)
+    best = min(rows, key=lambda r: r["log10_p"])
+    strongest = layer_evidence_log10p(rows)
+    return [Evidence(
+        f"layer weights ({what}, norms folded)", best["similarity"], strongest,
+        f"{matched} of {len(rows)} candidate layers match a reference layer at p < 1e-6{on} "
+        f"(Fisher over roles per layer, Bonferroni over {reference_layers} reference layers); strongest layer "
+        f"{best['candidate_layer']} {format_p(best['log10_p'])}, {format_p(strongest)} after Bonferroni over "
+        f"{len(rows)} candidate layers")]

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..fingerprint import Fingerprint
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
-                        layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
+                        layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .generic import compare_generic
 from .remote import compare_remote, is_remote_fingerprint
 from .results import Comparison, Evidence
@@ -236,14 +236,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     explained_by = _explain_differences(cand, ref, rows)
     matched = [r for r in rows if r["reference_layer"] is not None]
     layer_strongest = layer_evidence_log10p(rows)
-    if rows:
-        best = min(rows, key=lambda r: r["log10_p"])
-        evidence.append(Evidence(
-            "layer weights (sketch correlation, norms folded)", best["similarity"], layer_strongest,
-            f"{len(matched)} of {len(rows)} candidate layers match a reference layer at p < 1e-6 "
-            f"(Fisher over roles per layer, Bonferroni over {ref_layer_count} reference layers); strongest layer "
-            f"{best['candidate_layer']} {format_p(best['log10_p'])}, {format_p(layer_strongest)} after Bonferroni over "
-            f"{len(rows)} candidate layers"))
+    evidence.extend(layer_evidence(rows, ref_layer_count, "sketch correlation"))
     unit_tests = max(len(units), 1)
     for unit in units:
         corrected = bonferroni_log10p(unit.log10p, unit_tests)

@@ -37,7 +37,8 @@ import numpy as np
 from ..architectures.roles import WRITES_RESIDUAL
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, layer_evidence_log10p, non_layer_evidence,
+from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, layer_evidence, layer_evidence_log10p,
+                        non_layer_evidence,
                         renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .alignment import layer_map as engine_layer_map
 from .results import Comparison, Evidence
@@ -190,15 +191,8 @@ def compare_remote(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             param = "bias" if role.endswith(".bias") else "weight"
             dtype = cand.tensors.get(f"layers.{row['candidate_layer']}.{base}.{param}", {}).get("dtype")
             tolerances.setdefault(role, storage_tolerance(dtype))
-    matched = [r for r in rows if r["reference_layer"] is not None]
     layer_strongest = layer_evidence_log10p(rows)
-    if rows:
-        best = min(rows, key=lambda r: r["log10_p"])
-        evidence.append(Evidence(
-            "layer weights (row-sample correlation, norms folded)", best["similarity"], layer_strongest,
-            f"{len(matched)} of {len(rows)} candidate layers match a reference layer at p < 1e-6 on sampled rows "
-            f"(Fisher over roles per layer, Bonferroni over {ref_layer_count} reference layers); strongest layer "
-            f"{format_p(best['log10_p'])}, {format_p(layer_strongest)} after Bonferroni over {len(rows)} candidate layers"))
+    evidence.extend(layer_evidence(rows, ref_layer_count, "row-sample correlation", on=" on sampled rows"))
     for unit in units:
         if unit.log10p < LAYER_MATCH_LOG10P:
             evidence.append(Evidence(
