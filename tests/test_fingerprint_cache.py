@@ -67,6 +67,15 @@ def test_second_fingerprint_of_unchanged_files_comes_from_the_cache(builds, tmp_
     assert len(entries) == 1
 
 
+def test_a_changed_builder_never_serves_old_entries(builds, tmp_path, monkeypatch):
+    """The key covers the code that computes fingerprints, not only the tool's version number."""
+    model = _model(tmp_path / "m")
+    load_module.fingerprint_for(model)
+    monkeypatch.setattr(cache_module, "builder_digest", lambda: "another builder")
+    load_module.fingerprint_for(model)
+    assert len(builds) == 2
+
+
 def test_changed_files_are_fingerprinted_again(builds, tmp_path):
     model = _model(tmp_path / "m")
     load_module.fingerprint_for(model)

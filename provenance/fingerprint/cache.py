@@ -9,7 +9,10 @@ and other POSIX systems, `~/Library/Caches/provenance/fingerprints` on macOS,
 `%LOCALAPPDATA%\\provenance\\Cache\\fingerprints` on Windows.
 `PROVENANCE_NO_CACHE=1` (or `--no-cache` on the command line) turns it off.
 
-Key: XXH3-128 over this tool's version and fingerprint schema and, for every
+Key: XXH3-128 over this tool's version and fingerprint schema, a digest of
+the code that computes a fingerprint (the sources of `provenance/fingerprint/`,
+`formats/` and `architectures/`, so a changed builder never serves entries of
+the old one, released or not), and, for every
 file of the checkpoint (a weights file alone, or every regular file of a
 model directory: weights, index, config, tokenizer, model card), its real
 path, size, modification and change times (ns), inode, and a hash of its
@@ -29,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import xxhash
@@ -92,13 +96,25 @@ def _file_identity(path: Path) -> dict:
             "inode": stat.st_ino, "head_tail": digest.hexdigest()}
 
 
+@lru_cache(maxsize=1)
+def builder_digest() -> str:
+    """XXH3-128 of the sources (and family tables) that decide what a fingerprint holds."""
+    root = Path(__file__).resolve().parents[1]
+    digest = xxhash.xxh3_128()
+    for folder in ("fingerprint", "formats", "architectures"):
+        for source in sorted((root / folder).rglob("*")):
+            if source.suffix in (".py", ".json") and "__pycache__" not in source.parts:
+                digest.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_key(path: Path) -> str | None:
     """The cache key of checkpoint PATH as its files are now, or None if it cannot be cached."""
     try:
         files = checkpoint_files(Path(path))
         if files is None:
             return None
-        identity = {"tool": __version__, "schema": FINGERPRINT_SCHEMA,
+        identity = {"tool": __version__, "schema": FINGERPRINT_SCHEMA, "builder": builder_digest(),
                     "files": [_file_identity(f) for f in files]}
     except (OSError, ProvenanceError):
         return None  # unreadable now: the build reports it properly
