@@ -316,3 +316,17 @@ def test_shipped_tokenizer_references_are_signatures_with_their_npm_source():
         assert tr.match_tokenizers(sig, (ref,))[0]["identical"]
     llama2 = next(r for r in refs if r["name"] == "LLaMA-2")
     assert llama2["signature"]["size"] == 32000
+
+
+def test_builtin_weight_references_are_made_by_this_builder():
+    """The shipped fingerprints must be rebuilt when the fingerprint format changes (scripts/build_references.py):
+    a reference of an older schema hashes differently, and exact-copy checks against it are skipped."""
+    from provenance.audit.builtin import builtin_references
+    from provenance.fingerprint.store import FINGERPRINT_SCHEMA
+    from provenance.fingerprint.tensor_pass import HASH_NAME
+
+    references = list(builtin_references())
+    assert len(references) >= 2
+    for name, fingerprint in references:
+        assert fingerprint.meta["schema"] == FINGERPRINT_SCHEMA, name
+        assert fingerprint.meta.get("value_hash") == HASH_NAME, name
