@@ -3,7 +3,7 @@
 Format (schema `provenance.refs-bundle/1`): a zip archive, members stored
 uncompressed (fingerprint arrays do not compress), holding exactly
 - `fingerprints/NNNN.safetensors`: one fingerprint file per reference, the
-  bytes the database stores (schema `provenance.fingerprint/1`);
+  bytes the database stores (a fingerprint file, schema `provenance.fingerprint/N`, validated on import like any);
 - `manifest.json`: `schema`, `tool_version`, `created`, `database` (the source
   file's name, schema version and revision at export), and `references`: per
   reference its `name`, `file`, `sha256` and `bytes` of the member, plus
