@@ -53,3 +53,13 @@ def built_model(tmp_path_factory):
         return made[name]
 
     return build
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny LLaMA (seed 0, norms with distinct values) saved as a checkpoint: (state, config, path).
+    Shared by the comparison tests (test_compare, test_accusation), built once per module."""
+    from .test_compare import _llama_state, _save
+
+    state, config = _llama_state(0)
+    return state, config, _save(tmp_path_factory.mktemp("base"), state, config)

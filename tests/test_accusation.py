@@ -7,7 +7,6 @@ config class, the helpers of test_compare) or its signatures in memory.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from provenance.compare.signals import gram_layer_tests, unit_matching
@@ -93,12 +92,6 @@ def test_storage_tolerance_is_the_candidates_rounding():
     assert storage_tolerance("F32") < 1e-5 < storage_tolerance("F16") < storage_tolerance("BF16") < 0.004
     assert storage_tolerance("Q8_0") < storage_tolerance("Q4_1")
     assert storage_tolerance("I8") == STORAGE_TOLERANCE["F32"]  # unknown storage excuses nothing
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    state, config = _llama_state(0)
-    return state, config, _save(tmp_path_factory.mktemp("base"), state, config)
 
 
 def test_small_float32_change_is_derived_not_identical(base, tmp_path):

@@ -40,12 +40,6 @@ def _compare(a, b):
     return compare_fingerprints(fingerprint_for(a), fingerprint_for(b))
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    state, config = _llama_state(0)
-    return state, config, _save(tmp_path_factory.mktemp("base"), state, config)
-
-
 def test_fingerprint_roundtrip_and_same_verdict_either_way(base, tmp_path):
     state, config, path = base
     with Checkpoint.open(path) as checkpoint:

@@ -35,6 +35,7 @@ from provenance.model import Checkpoint
 
 from .builders import distinct_norms, llama_model
 from .support.attack_corpus.pytorch_cases import payload_classes
+from .support.attack_corpus.runner import run_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,44 +49,11 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           timeout=120, cwd=cwd, env=env)
 
 
-# Runs many `provenance` command lines in one interpreter (torch is imported once, not per
-# case), each with file descriptors 1 and 2 captured, so that anything written to the real
-# stderr (a warning, a C library message) counts exactly as it would in a fresh process.
-_BATCH_DRIVER = r"""
-import json, os, sys, tempfile, warnings
-from provenance.cli import main
-
-warnings.simplefilter("always")  # stricter than a fresh process: every warning is shown every time
-for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-    warnings.simplefilter("ignore", category)
-runs = json.loads(sys.stdin.read())
-results = []
-real_out, real_err = os.dup(1), os.dup(2)
-for argv in runs:
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        sys.stdout.flush(); sys.stderr.flush()
-        os.dup2(out.fileno(), 1); os.dup2(err.fileno(), 2)
-        try:
-            code = main(argv)
-        except BaseException as exc:
-            code = f"main raised {type(exc).__name__}: {exc}"
-        sys.stdout.flush(); sys.stderr.flush()
-        os.dup2(real_out, 1); os.dup2(real_err, 2)
-        out.seek(0); err.seek(0)
-        results.append({"code": code, "stdout": out.read(), "stderr": err.read()})
-print(json.dumps(results))
-"""
-
-
 def run_cli_batch(runs: list[list[str]], cwd: Path | None = None) -> list[subprocess.CompletedProcess]:
-    """`provenance ARGS` for each ARGS, in one fresh interpreter; one CompletedProcess per run."""
-    env = {k: v for k, v in os.environ.items() if k != "PROVENANCE_DEBUG"}
-    result = subprocess.run([sys.executable, "-c", _BATCH_DRIVER], input=json.dumps(runs), capture_output=True,
-                            text=True, timeout=300, cwd=cwd, env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == "", result.stderr
-    return [subprocess.CompletedProcess(argv, r["code"], r["stdout"], r["stderr"])
-            for argv, r in zip(runs, json.loads(result.stdout))]
+    """`provenance ARGS` for each ARGS, in one fresh interpreter (the attack corpus's driver, without its memory
+    cap); one CompletedProcess per run."""
+    results = run_batch(runs, memory_limit=None, per_run_timeout=300, cwd=cwd, silent=True)
+    return [subprocess.CompletedProcess(argv, r["code"], r["stdout"], r["stderr"]) for argv, r in zip(runs, results)]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, names: Path | str) -> str:

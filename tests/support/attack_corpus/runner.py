@@ -77,10 +77,11 @@ def limit_address_space(limit: int) -> Callable[[], None]:
 
 
 def run_batch(argvs: list[list[str]], memory_limit: int | None = 4 << 30, per_run_timeout: int = 60,
-              cwd: str | Path | None = None) -> list[dict]:
+              cwd: str | Path | None = None, silent: bool = False) -> list[dict]:
     """Each command line through `provenance.cli.main` in one fresh interpreter under RLIMIT_AS and a per-run alarm.
 
     Returns, per run: code, stdout, stderr, seconds, peak_rss_growth (bytes over the RSS before the run).
+    `silent`: the interpreter itself must write nothing to stderr outside the captured runs.
     """
     import os
     import subprocess
@@ -97,6 +98,8 @@ def run_batch(argvs: list[list[str]], memory_limit: int | None = 4 << 30, per_ru
                             preexec_fn=limit_address_space(memory_limit) if memory_limit else None)
     if result.returncode != 0:
         raise RuntimeError(f"the batch driver died (exit {result.returncode}): {result.stderr[-3000:]}")
+    if silent and result.stderr:
+        raise RuntimeError(f"the batch driver wrote outside the captured runs: {result.stderr[-3000:]}")
     return json.loads(result.stdout)
 
 
