@@ -39,16 +39,14 @@ from ..formats.base import TensorInfo, TensorSource
 from ..formats.gguf_format import GgufFile, dequantize_values
 from ..formats.gguf_header import HeaderIncomplete, gguf_data_start
 from .http import RemoteFile
-from .source import read_row_bytes
+from .source import RemoteCleanups, read_row_bytes
 
 FIRST_READ = 512 << 10
 MAX_HEADER_BYTES = 256 << 20  # Gemma-3's 262,144-token vocabulary takes a few MB; this leaves ample room
 
 
-class RemoteGgufFile(TensorSource):
+class RemoteGgufFile(RemoteCleanups, TensorSource):
     """One remote .gguf file; nothing beyond its header is fetched until asked for."""
-
-    remote = True
 
     def __init__(self, file: RemoteFile):
         TensorSource.__init__(self, file)  # `path` is the RemoteFile (str() gives its URL)
@@ -138,11 +136,7 @@ class RemoteGgufFile(TensorSource):
     def files(self) -> list:
         return [self.file]
 
-    def on_close(self, cleanup: Callable[[], None]) -> None:
-        self._cleanups.append(cleanup)
-
     def close(self) -> None:
         if self._local is not None:
             self._local.close()
-        while self._cleanups:
-            self._cleanups.pop()()
+        self.run_cleanups()

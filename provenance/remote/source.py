@@ -30,10 +30,21 @@ from ..formats.safetensors_format import (check_header_length, parse_safetensors
                                           torch_dtype_for)
 from .http import RemoteFile
 
-class RemoteSafetensorsFile(TensorSource):
-    """One remote .safetensors file; nothing beyond its header is fetched until asked for."""
+class RemoteCleanups:
+    """What a remote source owns besides its connection (temporary side files): run on close, last in first out."""
 
     remote = True
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def run_cleanups(self) -> None:
+        while self._cleanups:
+            self._cleanups.pop()()
+
+
+class RemoteSafetensorsFile(RemoteCleanups, TensorSource):
+    """One remote .safetensors file; nothing beyond its header is fetched until asked for."""
 
     def __init__(self, file: RemoteFile):
         TensorSource.__init__(self, file)  # `path` is the RemoteFile (str() gives its URL)
@@ -89,18 +100,12 @@ class RemoteSafetensorsFile(TensorSource):
     def files(self) -> list:
         return [self.file]
 
-    def on_close(self, cleanup: Callable[[], None]) -> None:
-        self._cleanups.append(cleanup)
-
     def close(self) -> None:
-        while self._cleanups:
-            self._cleanups.pop()()
+        self.run_cleanups()
 
 
-class RemoteShardedSource(MultiFileSource):
+class RemoteShardedSource(RemoteCleanups, MultiFileSource):
     """Remote shards named by a remote index; rows are read from the shard that holds the tensor."""
-
-    remote = True
 
     def __init__(self, index: RemoteFile, shards: list[RemoteSafetensorsFile], weight_map: dict[str, str] | None):
         # MultiFileSource checks duplicates and the index against the shards; its `path` is made a Path,
@@ -113,13 +118,9 @@ class RemoteShardedSource(MultiFileSource):
     def read_rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
         return self._holder[name].read_rows(name, rows)
 
-    def on_close(self, cleanup: Callable[[], None]) -> None:
-        self._cleanups.append(cleanup)
-
     def close(self) -> None:
-        super().close()
-        while self._cleanups:
-            self._cleanups.pop()()
+        MultiFileSource.close(self)
+        self.run_cleanups()
 
 
 def read_row_bytes(file: RemoteFile, name: str, rows: np.ndarray, total_rows: int, base: int,
