@@ -37,6 +37,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,6 +59,38 @@ MAX_META_BYTES = 16 * 1024 * 1024
 _before_rename: Callable[[Path], None] | None = None
 
 
+class Part(str, Enum):
+    """A kind of content a fingerprint may hold.
+
+    The builder records the parts it made (`meta["parts"]`), which depend on
+    what the tensor source reads cheaply: a local file reads whole tensors, a
+    remote one row blocks by range. A comparison uses the views both sides hold.
+    """
+
+    TENSOR_HASHES = "tensor-hashes"  # a value hash of every tensor, canonical and stored
+    STATISTICS = "statistics"  # summary statistics of every tensor
+    VECTORS = "vectors"  # 1-D tensors whole (`sketch/<key>`), with their hashes and statistics
+    SKETCHES = "sketches"  # `sketch/<key>` of every matrix: values at shape-seeded positions
+    ROW_SAMPLES = "row-samples"  # `rows/<key>`: the row sample of every matrix
+    UNIT_SIGNATURES = "unit-signatures"  # `units/<layer>/<role>`: every MLP unit's signature
+    SAMPLED_UNIT_SIGNATURES = "sampled-unit-signatures"  # `rowunits/<layer>/mlp.up`: the sampled rows' signatures
+    GRAM = "gram"  # `gram/<layer>/<role>`: residual-space Gram matrices
+    ANCHORS = "anchors"  # `anchors/<role>`: embedding rows of anchor tokens
+
+
+# What a builder makes from whole tensors, and from row blocks read by range (the "remote" variant).
+WHOLE_TENSOR_PARTS = frozenset(set(Part) - {Part.SAMPLED_UNIT_SIGNATURES})
+ROW_READ_PARTS = frozenset({Part.VECTORS, Part.ROW_SAMPLES, Part.SAMPLED_UNIT_SIGNATURES, Part.ANCHORS})
+# The array name prefix of each part stored as arrays.
+ARRAY_PREFIX = {Part.SKETCHES: "sketch", Part.VECTORS: "sketch", Part.ROW_SAMPLES: "rows", Part.UNIT_SIGNATURES: "units",
+                Part.SAMPLED_UNIT_SIGNATURES: "rowunits", Part.GRAM: "gram", Part.ANCHORS: "anchors"}
+
+
+def array_name(part: Part, *key: object) -> str:
+    """The name of an array of `part`: `array_name(Part.UNIT_SIGNATURES, 3, "mlp.up")` is `units/3/mlp.up`."""
+    return "/".join([ARRAY_PREFIX[part], *(str(k) for k in key)])
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     meta: dict[str, Any]
@@ -71,8 +104,28 @@ class Fingerprint:
     def tensors(self) -> dict[str, dict[str, Any]]:
         return self.meta["tensors"]
 
+    @property
+    def parts(self) -> frozenset[Part]:
+        """What this fingerprint holds (`Part`). Files made before `meta["parts"]` existed: by their variant."""
+        recorded = self.meta.get("parts")
+        if isinstance(recorded, list):
+            known = {p.value for p in Part}
+            return frozenset(Part(name) for name in recorded if name in known)
+        if self.meta.get("variant") == "remote":
+            return ROW_READ_PARTS
+        if any(name.startswith("rows/") for name in self.arrays):
+            return WHOLE_TENSOR_PARTS
+        return WHOLE_TENSOR_PARTS - {Part.ROW_SAMPLES}  # made before row samples were added
+
+    def holds(self, *parts: Part) -> bool:
+        return all(part in self.parts for part in parts)
+
     def array(self, name: str) -> np.ndarray | None:
         return self.arrays.get(name)
+
+    def part_array(self, part: Part, *key: object) -> np.ndarray | None:
+        """One array of `part`, e.g. `fp.part_array(Part.ROW_SAMPLES, "layers.0.attn.q.weight")`; None if absent."""
+        return self.arrays.get(array_name(part, *key))
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
@@ -278,6 +331,8 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
             return f"{name} is not a list of objects"
     if not (meta.get("variant") is None or isinstance(meta.get("variant"), str)):
         return "variant is not a string"
+    if not (meta.get("parts") is None or _is_str_list(meta.get("parts"))):
+        return "parts is not a list of strings"
     if not (meta.get("notes") is None or _is_str_list(meta.get("notes"))):
         return "notes is not a list of strings"
     return None
