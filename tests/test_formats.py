@@ -800,3 +800,26 @@ def test_error_messages_are_one_line():
     assert str(error) == "/m/x.bin: first line second line third"
     assert error.problem == "first line second line third" and error.path == "/m/x.bin"
     assert str(UnreadablePathError(None, "plain")) == "plain"
+
+
+def test_pytorch_zip_tensors_are_read_at_their_file_offsets(tmp_path):
+    """Contiguous tensors of a torch.save zip are read with plain reads at the offsets torch maps them from."""
+    from provenance.formats.pytorch_format import PytorchFile, storage_offsets
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 5, generator=g)
+    state = {"w": torch.randn(40, 30, generator=g).to(torch.bfloat16), "base": base, "row": base[2],
+             "strided": torch.randn(8, 8, generator=g)[:, ::2], "empty": torch.zeros(0, 3),
+             "ints": torch.arange(10, dtype=torch.int64)}
+    path = tmp_path / "model.bin"
+    torch.save(state, path)
+    source = PytorchFile(path)
+    mapped = torch.load(path, mmap=True, weights_only=True)
+    offsets = storage_offsets(path, mapped)
+    assert offsets is not None and {"w", "base", "row", "ints"} <= set(offsets)
+    raw = path.read_bytes()
+    assert raw[offsets["row"]:offsets["row"] + 20] == state["row"].contiguous().numpy().tobytes()
+    buffer = None
+    for name, want in state.items():
+        got, buffer = source.read_tensor_into(name, buffer)
+        assert got.dtype == want.dtype and torch.equal(got, want), name

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from provenance.fingerprint.sketch import projection, summary_statistics
-from provenance.fingerprint.tensor_pass import CHUNK, tensor_pass, value_hash
+from provenance.fingerprint.sketch import projection
+import provenance.fingerprint.tensor_pass as tensor_pass_module
+from provenance.fingerprint.tensor_pass import STATS_SAMPLE, TILE, statistics_sample, tensor_pass, value_hash
 from provenance.formats.base import TensorInfo, TensorSource
 from provenance.formats.read_ahead import HELD, read_ahead
 
@@ -19,6 +20,39 @@ from provenance.formats.read_ahead import HELD, read_ahead
 def _weights(rows: int, cols: int, seed: int = 0, dtype=torch.bfloat16) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(rows, cols, generator=g) * 0.02).to(dtype)
+
+
+def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
+    """Reference statistics over every value: mean, std, skewness, excess kurtosis, mean |x|, L2 norm, min, max.
+
+    Each chunk of (1 << 20) values is reduced in float32 (PyTorch sums
+    pairwise, so a 1M-element sum keeps about 7 significant digits) and the
+    chunk results are accumulated in float64. Reducing in float64 directly
+    would copy every chunk to float64 and cost ten times as much.
+    """
+    flat = tensor.reshape(-1).to(torch.float32)
+    n = flat.numel()
+    if n == 0:
+        return {"numel": 0}
+    chunks = [flat[start:start + (1 << 20)] for start in range(0, n, (1 << 20))]
+    mean = sum(float(c.sum()) for c in chunks) / n
+    m2 = m3 = m4 = abs_total = 0.0
+    lo, hi = float("inf"), float("-inf")
+    for chunk in chunks:
+        centred = chunk - mean
+        squared = centred * centred
+        m2 += float(squared.sum())
+        m3 += float(torch.dot(squared, centred))
+        m4 += float(torch.dot(squared, squared))
+        abs_total += float(chunk.abs().sum())
+        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    var = m2 / n
+    std = var ** 0.5
+    skew = (m3 / n) / std ** 3 if std > 0 else 0.0
+    kurt = (m4 / n) / var ** 2 - 3.0 if var > 0 else 0.0
+    l2 = (m2 + n * mean * mean) ** 0.5
+    return {"numel": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt,
+            "abs_mean": abs_total / n, "l2": l2, "min": lo, "max": hi}
 
 
 # --------------------------------------------------------------------------- value hash
@@ -55,17 +89,35 @@ def test_value_hash_of_float16_and_float32_models():
     lambda: torch.rand(3, 7, 11, generator=torch.Generator().manual_seed(5)) ** 3,  # skewed, 3-D, float32
     lambda: torch.arange(10, dtype=torch.int64),
 ])
-def test_statistics_match_the_reference_implementation(make):
+def test_statistics_of_a_tensor_within_the_sample_size_are_exact(make):
     values = make()
-    sample = values.reshape(-1)[::7].to(torch.float32)
-    got = tensor_pass(values, shift=float(sample.double().mean())).stats
+    assert values.numel() <= STATS_SAMPLE
+    got = tensor_pass(values).stats
     want = summary_statistics(values.to(torch.float32))
-    assert got["numel"] == want["numel"]
+    assert got["numel"] == want["numel"] == got["sample"]
     spread = want["std"] or 1.0
     for name in ("mean", "std", "abs_mean", "l2", "min", "max"):
         assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6 * spread), name
     for name in ("skew", "kurtosis"):
         assert got[name] == pytest.approx(want[name], rel=1e-3, abs=1e-4), name
+
+
+def test_statistics_of_a_large_tensor_come_from_a_deterministic_sample_close_to_the_whole():
+    g = torch.Generator().manual_seed(8)
+    # rows of different scale: the sample must cover them all (evenly spaced runs), not one end
+    values = (torch.randn(1024, 1024, generator=g) * torch.linspace(0.5, 1.5, 1024)[:, None] * 0.02).to(torch.bfloat16)
+    got = tensor_pass(values).stats
+    want = summary_statistics(values.to(torch.float32))
+    assert got["numel"] == values.numel() and got["sample"] == STATS_SAMPLE
+    assert got["std"] == pytest.approx(want["std"], rel=0.01)
+    assert got["l2"] == pytest.approx(want["l2"], rel=0.01)
+    assert got["abs_mean"] == pytest.approx(want["abs_mean"], rel=0.01)
+    assert abs(got["kurtosis"] - want["kurtosis"]) < 0.1 and abs(got["skew"] - want["skew"]) < 0.05
+    assert want["min"] <= got["min"] < got["max"] <= want["max"]
+    assert tensor_pass(values.clone()).stats == got  # a copy has the same statistics
+    assert tensor_pass(values.to(torch.float32)).stats == got  # and a lossless cast
+    reshaped = tensor_pass(values.reshape(512, 2048)).stats  # the sample depends on the number of values only
+    assert reshaped == got
 
 
 def test_nonfinite_values_are_counted_and_taken_as_zero():
@@ -78,9 +130,26 @@ def test_nonfinite_values_are_counted_and_taken_as_zero():
     assert all(math.isfinite(v) for v in done.stats.values())
 
 
+def test_nonfinite_values_outside_the_sample_are_found_through_the_projections():
+    values = _weights(512, 1024, 9).to(torch.float32)
+    positions = set(statistics_sample(torch.arange(values.numel(), dtype=torch.float64)).long().tolist())
+    row, column = next((r, c) for r in range(512) for c in range(1024) if r * 1024 + c not in positions)
+    values[row, column] = float("nan")
+    basis = projection(1024, 8)
+    done = tensor_pass(values, basis=basis, rows=True)
+    assert done.nonfinite == 1
+    assert bool(torch.isfinite(done.projections).all())
+    clean = torch.nan_to_num(values, nan=0.0)
+    assert torch.allclose(done.projections, clean @ basis, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("rows", [True, False])
-def test_projections_equal_the_full_product_in_parallel_and_serial(rows):
-    values = _weights(3 * CHUNK // 512 + 5, 512, 7)  # several chunks, an uneven split
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_projections_equal_the_full_product_in_parallel_and_serial(rows, dtype, monkeypatch):
+    monkeypatch.setattr(tensor_pass_module, "PARALLEL_MIN", 0)  # split this small tensor between the workers too
+    values = _weights(3 * TILE // 2048 + 5, 2048 + 3, 7, dtype)  # several tiles and column blocks, uneven splits
+    if not rows:
+        values = values.t().contiguous()
     width = values.shape[1] if rows else values.shape[0]
     basis = projection(width, 8) * torch.linspace(0.5, 2.0, width)[:, None]
     full = values.to(torch.float32)
@@ -91,8 +160,7 @@ def test_projections_equal_the_full_product_in_parallel_and_serial(rows):
     for done in (serial, parallel):
         assert done.projections.shape == want.shape
         assert torch.allclose(done.projections, want, rtol=1e-4, atol=1e-6)
-    for name, value in serial.stats.items():
-        assert parallel.stats[name] == pytest.approx(value, rel=1e-6, abs=1e-12), name
+    assert parallel.stats == serial.stats
 
 
 # --------------------------------------------------------------------------- read-ahead

@@ -44,7 +44,7 @@ from .parts import (GRAM_UNITS, PRECEDING_NORM_OF, WRITES_RESIDUAL, anchor_token
 from .sampled import build_sampled_fingerprint
 from .sketch import row_sample, row_sample_rows, sketch_positions
 from .store import FINGERPRINT_SCHEMA, Fingerprint
-from .tensor_pass import HASH_NAME, sketch_shift, tensor_pass, value_hash
+from .tensor_pass import HASH_NAME, tensor_pass, value_hash
 
 def _workers() -> int:
     try:
@@ -122,13 +122,12 @@ def _build(checkpoint: Checkpoint, file_hashes: dict[str, str] | None, on_tensor
         scale = norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, ""))) if matrix else None
         reads = key.role in PRECEDING_NORM_OF
         basis = unit_basis(key.role, shape[1] if reads else shape[0], scale) if matrix else None
-        done_pass = tensor_pass(values, sketch_shift(sketch.numpy()), basis, reads, executor, workers)
+        done_pass = tensor_pass(values, basis, reads, executor, workers)
         stats, nonfinite = done_pass.stats, done_pass.nonfinite
 
         def as_float(part: torch.Tensor) -> torch.Tensor:
             # hashed as stored, but 0 in statistics and samples, which stay comparable
-            part = part.to(torch.float32)
-            return torch.nan_to_num(part, nan=0.0, posinf=0.0, neginf=0.0) if nonfinite else part
+            return torch.nan_to_num(part.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
         if nonfinite:
             unusual[record_key] = nonfinite

@@ -37,7 +37,8 @@ from ..formats.lineage import lineage_claims
 from ..formats.tokenizer import load_vocabulary
 from ..remote.http import CONCURRENCY, TRANSFERS
 from .parts import PRECEDING_NORM_OF, anchor_tokens, norm_scale, unit_signature, vocabulary_meta
-from .sketch import content_hash, row_sample, row_sample_rows, sketch_positions, summary_statistics
+from .sketch import content_hash, row_sample, row_sample_rows, sketch_positions
+from .tensor_pass import sample_statistics
 from .store import FINGERPRINT_SCHEMA, Fingerprint
 
 VARIANT = "remote"
@@ -107,7 +108,7 @@ def build_sampled_fingerprint(checkpoint, on_tensor: Callable[[int, int], None] 
         if values is not None:  # a whole 1-D tensor: everything a local fingerprint has
             entry["sha256"] = (stored_hashes[assignment.source] if assignment.transform.is_identity
                                else content_hash(values))
-            entry["stats"] = summary_statistics(values)
+            entry["stats"] = sample_statistics(values)[0]
         records[record_key] = entry
         return record_key
 

@@ -26,7 +26,6 @@ from .tensor_pass import value_hash
 SKETCH_SIZE = 2048  # values kept per 2-D tensor
 FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
 UNIT_PROJECTIONS = 32  # projections per MLP unit signature (half to match, half to test)
-STATS_CHUNK = 1 << 20
 ROW_BLOCKS = 4  # contiguous blocks of rows per matrix in the row sample
 ROWS_PER_BLOCK = 8
 ROW_SAMPLE_COLUMNS = 256  # columns kept of each sampled row
@@ -93,39 +92,6 @@ def projection(width: int, count: int = UNIT_PROJECTIONS) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.from_numpy(gaussian))
     q = q * torch.sign(torch.diagonal(r))[None, :]  # a unique, deterministic orthonormal basis
     return q.to(torch.float32).contiguous()
-
-
-def summary_statistics(tensor: torch.Tensor) -> dict[str, float]:
-    """Mean, std, skewness, excess kurtosis, mean |x|, L2 norm, min, max.
-
-    Each chunk of STATS_CHUNK values is reduced in float32 (PyTorch sums
-    pairwise, so a 1M-element sum keeps about 7 significant digits) and the
-    chunk results are accumulated in float64. Reducing in float64 directly
-    would copy every chunk to float64 and cost ten times as much.
-    """
-    flat = tensor.reshape(-1).to(torch.float32)
-    n = flat.numel()
-    if n == 0:
-        return {"numel": 0}
-    chunks = [flat[start:start + STATS_CHUNK] for start in range(0, n, STATS_CHUNK)]
-    mean = sum(float(c.sum()) for c in chunks) / n
-    m2 = m3 = m4 = abs_total = 0.0
-    lo, hi = float("inf"), float("-inf")
-    for chunk in chunks:
-        centred = chunk - mean
-        squared = centred * centred
-        m2 += float(squared.sum())
-        m3 += float(torch.dot(squared, centred))
-        m4 += float(torch.dot(squared, squared))
-        abs_total += float(chunk.abs().sum())
-        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
-    var = m2 / n
-    std = var ** 0.5
-    skew = (m3 / n) / std ** 3 if std > 0 else 0.0
-    kurt = (m4 / n) / var ** 2 - 3.0 if var > 0 else 0.0
-    l2 = (m2 + n * mean * mean) ** 0.5
-    return {"numel": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt,
-            "abs_mean": abs_total / n, "l2": l2, "min": lo, "max": hi}
 
 
 def content_hash(tensor: torch.Tensor) -> str:

@@ -1,6 +1,6 @@
 """The fingerprint file: a safetensors file of arrays plus one JSON metadata string.
 
-Layout (schema `provenance.fingerprint/2`):
+Layout (schema `provenance.fingerprint/3`):
 - `__metadata__["provenance"]`: JSON with `schema`, `value_hash`,
   `tool_version`, `created`, `source` (path, format, files with sizes and
   sha256), `architecture`, `family`, `tensors` (per canonical key: shape,
@@ -17,6 +17,12 @@ exactly (see tensor_pass.value_hash), instead of sha256 of the float32
 values. Both are equal exactly when the values are. A schema-1 file still
 loads, with a note: its hashes match no schema-2 hash, so exact-copy evidence
 against it needs the fingerprint rebuilt (`provenance fingerprint PATH`).
+
+Schema 3 changed only how summary statistics are computed: from a
+deterministic sample of 65,536 values per tensor (`tensor_pass.sample_statistics`;
+`stats.sample` says how many) instead of every value. Hashes, sketches,
+samples and signatures are as in schema 2, and schema-2 files load and
+compare as they are (their statistics describe every value).
 
 safetensors keeps the file free of code (no pickle) and lets us reuse the
 validated header reader. Writes are atomic: a temporary file (`.NAME.*.tmp`,
@@ -45,8 +51,8 @@ import numpy as np
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 
-FINGERPRINT_SCHEMA = "provenance.fingerprint/2"
-SCHEMA_VERSION = 2
+FINGERPRINT_SCHEMA = "provenance.fingerprint/3"
+SCHEMA_VERSION = 3
 # Schema versions whose tensor hashes are sha256 of float32 values (not comparable with ours).
 SHA256_HASH_VERSIONS = (1,)
 # A LLaMA-7B fingerprint is 53 MB; a 405B-parameter model's would be under 1 GB.

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..errors import CorruptFileError, UnreadablePathError
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -80,3 +82,28 @@ def reusable(buffer: torch.Tensor | None, nbytes: int) -> torch.Tensor:
     if buffer is None or buffer.numel() < nbytes:
         buffer = torch.empty(nbytes, dtype=torch.uint8)
     return buffer
+
+
+def read_bytes_into(path: Path, offset: int, nbytes: int, buffer: torch.Tensor | None,
+                    name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`nbytes` bytes of `path` from `offset`, read into `buffer` (grown if too small): (the bytes, the buffer).
+
+    Plain `readinto` calls, as `cat` reads: no memory map, so no page faults
+    and no mapped pages left resident. `name` is the tensor, for errors.
+    """
+    buffer = reusable(buffer, nbytes)
+    data = buffer[:nbytes]
+    view = memoryview(data.numpy())
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            filled = 0
+            while filled < nbytes:
+                count = handle.readinto(view[filled:])
+                if not count:
+                    raise CorruptFileError(path, f"tensor {name!r}: file ends {nbytes - filled} bytes before the "
+                                                 "tensor's data does (truncated since it was opened?)")
+                filled += count
+    except OSError as exc:
+        raise UnreadablePathError(path, f"cannot read tensor {name!r}: {exc.strerror or exc}") from exc
+    return data, buffer

@@ -3,7 +3,7 @@
 GGUF lists dimensions innermost first (ggml order); we report and return
 shapes in PyTorch order (outermost first), so a Q projection of a model with
 hidden size 576 is (576, 576) here as in the Hugging Face checkpoint. F32 and
-F16 tensors are returned as stored (a copy out of the map, no conversion);
+F16 tensors are returned as stored (read from the file, no conversion);
 every other type is returned dequantized to float32.
 
 Every size the header declares is checked first by `gguf_header`, so the
@@ -26,14 +26,11 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .base import TensorInfo, TensorSource, reusable
+from .base import TensorInfo, TensorSource, read_bytes_into
 from .gguf_header import validate_gguf_header
 
 # Metadata arrays longer than this are kept out of `metadata()` summaries.
 LARGE_ARRAY = 64
-# F16/F32 tensors are copied out of the map this many bytes at a time, the mapped pages dropped after
-# each slice: a whole tensor's pages would otherwise be resident beside its copy.
-COPY_BYTES = 32 * 1024 * 1024
 
 
 def _reader_class():
@@ -200,14 +197,10 @@ class GgufFile(TensorSource):
         if stored.dtype != kind or stored.size != int(np.prod(shape, dtype=np.int64)):
             raise CorruptFileError(self.path, f"tensor {name!r} ({tensor.tensor_type.name}): data does not "
                                               f"hold {list(shape)} values")
-        buffer = reusable(buffer, stored.nbytes)
-        values = buffer[:stored.nbytes].numpy().view(kind)
-        source = stored.reshape(-1)
-        step = max(1, COPY_BYTES // stored.itemsize)
-        for start in range(0, source.size, step):  # out of the map a slice at a time, its pages dropped after each
-            np.copyto(values[start:start + step], source[start:start + step])
-            self._release_pages()
-        return torch.from_numpy(values.reshape(shape)), buffer
+        # Read from the file at the tensor's offset (checked against the file's size by gguf_header),
+        # as `cat` reads: a copy out of the map would fault every page in and leave it mapped.
+        data, buffer = read_bytes_into(self.path, int(tensor.data_offset), stored.nbytes, buffer, name)
+        return torch.from_numpy(data.numpy().view(kind).reshape(shape)), buffer
 
     def _release_pages(self) -> None:
         """Drop this file's pages from our address space after each tensor.

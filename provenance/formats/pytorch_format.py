@@ -6,8 +6,10 @@ pickle that names any global outside tensors, storages and plain containers
 never fall back to a full unpickler.
 
 Zip-format files (the default since PyTorch 1.6) are memory-mapped, so listing
-tensors reads only the small pickle, and each read maps the file again and
-copies one tensor out; the legacy (pre-1.6, non-zip) format cannot be mapped
+tensors reads only the small pickle. Each contiguous tensor is then read from
+the file at its offset with plain reads (`storage_offsets` finds where each
+storage's bytes start and checks it against the map); others are copied out
+of the map, which is made again every REMAP_BYTES. The legacy (pre-1.6, non-zip) format cannot be mapped
 and is loaded whole, which the `memory_note` property says.
 
 Before torch sees a zip file, its directory is checked: every entry must be
@@ -23,6 +25,7 @@ from __future__ import annotations
 import pickle
 import pickletools
 import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -31,7 +34,7 @@ from typing import Any
 import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsafeFileError, UnsupportedError
-from .base import TensorInfo, TensorSource, reusable
+from .base import TensorInfo, TensorSource, read_bytes_into, reusable
 from .limits import MAX_PICKLE_BYTES, MAX_TENSORS
 
 _TORCH_DTYPE_NAMES = {
@@ -272,6 +275,45 @@ def _check_zip(path: Path) -> None:
                                          f"{MAX_PICKLE_BYTES}-byte limit (a real state dict's pickle is a few KB to a few MB)")
 
 
+ZIP_LOCAL_HEADER = 30  # bytes before the name and extra field of a zip entry's local header
+
+
+def storage_offsets(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, int] | None:
+    """Where each memory-mapped tensor's bytes start in the file, or None when that cannot be told for sure.
+
+    torch maps the whole file and views each storage at the offset of its
+    zip entry (`.../data/<key>`); the zip module does not say where an
+    entry's data starts, so it is computed from the entry's local header
+    (ZIP spec: 30 bytes, then the name and the extra field). The storages
+    sorted by address must then sit at the data entries sorted by offset, all
+    at one distance from the map's start; if that fails in any way, None, and
+    tensors are copied out of the map instead.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+            starts = []
+            for entry in archive.infolist():
+                if "/data/" not in entry.filename or not entry.file_size:  # empty storages are not mapped
+                    continue
+                handle.seek(entry.header_offset)
+                header = handle.read(ZIP_LOCAL_HEADER)
+                if len(header) != ZIP_LOCAL_HEADER or header[:4] != b"PK\x03\x04":
+                    return None
+                name_length, extra_length = struct.unpack("<HH", header[26:30])
+                starts.append((entry.header_offset + ZIP_LOCAL_HEADER + name_length + extra_length, entry.file_size))
+    except (OSError, zipfile.BadZipFile, ValueError, struct.error):
+        return None
+    storages = sorted({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                       for t in tensors.values() if t.untyped_storage().nbytes()}.items())
+    starts.sort()
+    if not storages or len(storages) != len(starts):
+        return None
+    base = storages[0][0] - starts[0][0]
+    if any(address - base != start or nbytes > size for (address, nbytes), (start, size) in zip(storages, starts)):
+        return None
+    return {name: t.data_ptr() - base for name, t in tensors.items() if t.numel()}
+
+
 def _check_not_broken_zip(path: Path) -> None:
     """A file that starts like a zip but has no readable directory is a damaged zip, not a legacy pickle."""
     try:
@@ -317,6 +359,10 @@ class PytorchFile(TensorSource):
             _check_not_broken_zip(self.path)
         tensors = _load(self.path, mmap=self.is_zip)
         _check_tensors(self.path, tensors)
+        # Contiguous tensors of a zip file are read at their offsets (plain reads, no mapped pages).
+        offsets = storage_offsets(self.path, tensors) if self.is_zip else None
+        self._offsets = {name: offsets[name] for name, t in tensors.items()
+                         if offsets is not None and name in offsets and t.is_contiguous()}
         self._infos = [
             TensorInfo(name=name, shape=tuple(t.shape), dtype=torch_dtype_name(t.dtype),
                        nbytes=t.numel() * t.element_size(), file=str(self.path))
@@ -324,6 +370,8 @@ class PytorchFile(TensorSource):
         ]
         # Legacy files are already fully in memory; keep them rather than load twice.
         self._legacy_tensors = None if self.is_zip else tensors
+        self._by_name = {info.name: info for info in self._infos}
+        self._dtypes = {name: t.dtype for name, t in tensors.items()}
         self._mapped: dict[str, torch.Tensor] | None = None
         self._read_since_map = 0
 
@@ -344,6 +392,10 @@ class PytorchFile(TensorSource):
                          fresh: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self._legacy_tensors is not None:
             return self._legacy_tensors[name].clone(), buffer
+        if name in self._offsets:  # (a fresh read: no buffer given, so a new one)
+            info = self._by_name[name]
+            data, buffer = read_bytes_into(self.path, self._offsets[name], info.nbytes, buffer, name)
+            return data.view(self._dtypes[name]).view(info.shape), buffer
         # Tensors are copied out of a memory map of the file. Pages read stay
         # mapped while the map lives, so it is dropped and made again after every
         # REMAP_BYTES read: memory stays bounded and the pickle is parsed only

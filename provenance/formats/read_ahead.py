@@ -5,6 +5,11 @@ then overlaps with whatever the consumer computes on the previous tensor. A
 semaphore bounds what is held: the tensor the consumer works on and the one
 being read, never more, so memory stays at about two stored tensors (with
 `reuse_buffers`, two buffers of the largest tensor's size, read into in turn).
+
+`on_stored` (hashing every stored tensor, in a fingerprint) runs on a third
+thread between the two: the reading thread starts on the next tensor as soon
+as one is read, so a cold read never waits for the hash, and the consumer
+gets each tensor after `on_stored` has seen it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ def read_ahead(source: TensorSource, plan: list[tuple[TensorInfo, Any]],
                reuse_buffers: bool = False) -> Iterator[tuple[TensorInfo, Any, torch.Tensor]]:
     """(info, extra, tensor) for each (info, extra) of `plan`, read in order by a background thread.
 
-    `on_stored` runs on the reading thread, before the tensor is handed over.
+    `on_stored` runs on a thread of its own, before the tensor is handed over.
     An error while reading is raised here, at the tensor it happened on.
     With `reuse_buffers`, tensors are read into HELD buffers in turn
     (`TensorSource.read_tensor_into`): a tensor handed over is then only valid
@@ -33,6 +38,7 @@ def read_ahead(source: TensorSource, plan: list[tuple[TensorInfo, Any]],
     """
     buffers: list[torch.Tensor | None] = [None] * HELD
     slots = threading.Semaphore(HELD)
+    read: queue.Queue = queue.Queue()
     handed: queue.Queue = queue.Queue()
     stop = threading.Event()
 
@@ -46,17 +52,30 @@ def read_ahead(source: TensorSource, plan: list[tuple[TensorInfo, Any]],
                     tensor, buffers[number % HELD] = source.read_tensor_into(info.name, buffers[number % HELD])
                 else:
                     tensor = source.read_tensor(info.name)
-                if on_stored is not None:
-                    on_stored(info, tensor)
-                handed.put((info, extra, tensor, None))
+                read.put((info, extra, tensor, None))
                 del tensor
         except BaseException as exc:  # handed to the consumer, raised there
-            handed.put((None, None, None, exc))
+            read.put((None, None, None, exc))
             return
-        handed.put(None)
+        read.put(None)
+
+    def look() -> None:
+        while True:
+            item = read.get()
+            if item is not None and item[3] is None and on_stored is not None and not stop.is_set():
+                try:
+                    on_stored(item[0], item[2])
+                except BaseException as exc:
+                    item = (None, None, None, exc)
+            handed.put(item)
+            if item is None or item[3] is not None:
+                return
+            item = None
 
     reader = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    looker = threading.Thread(target=look, name="read-ahead-on-stored", daemon=True)
     reader.start()
+    looker.start()
     try:
         while True:
             item = handed.get()
@@ -73,3 +92,6 @@ def read_ahead(source: TensorSource, plan: list[tuple[TensorInfo, Any]],
         stop.set()
         slots.release()
         reader.join()
+        if looker.is_alive():  # the reader stopped early: no end mark was queued
+            read.put(None)
+        looker.join()

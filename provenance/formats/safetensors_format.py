@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .base import TensorInfo, TensorSource, reusable
+from .base import TensorInfo, TensorSource, read_bytes_into
 from .limits import MAX_TENSORS, DuplicateKeyError, reject_duplicate_keys
 
 # Largest header we accept; the safetensors library uses the same limit.
@@ -215,19 +215,5 @@ class SafetensorsFile(TensorSource):
         begin, end = self._offsets[name]
         # The size was checked against the file's size when the header was read, so this
         # allocation is bounded by the file, whatever the header claimed.
-        buffer = reusable(buffer, end - begin)
-        data = buffer[:end - begin]
-        view = memoryview(data.numpy())
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._data_start + begin)
-                filled = 0
-                while filled < len(view):
-                    count = handle.readinto(view[filled:])
-                    if not count:
-                        raise CorruptFileError(self.path, f"tensor {name!r}: file ends {len(view) - filled} bytes "
-                                                          "before the tensor's data does (truncated since it was opened?)")
-                    filled += count
-        except OSError as exc:
-            raise UnreadablePathError(self.path, f"cannot read tensor {name!r}: {exc.strerror or exc}") from exc
+        data, buffer = read_bytes_into(self.path, self._data_start + begin, end - begin, buffer, name)
         return tensor_from_bytes(data, info.dtype, info.shape), buffer
