@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 
 from provenance.cli import main
 from provenance.compare import compare_fingerprints
-from provenance.fingerprint import load_fingerprint
+from provenance.fingerprint import Part, array_name, load_fingerprint
 from provenance.fingerprint.load import fingerprint_for
+from provenance.fingerprint.store import ROW_READ_PARTS, WHOLE_TENSOR_PARTS
 from provenance.remote import http as remote_http
 from provenance.remote.http import RemoteAccessError
 
@@ -224,6 +225,62 @@ def test_old_fingerprint_without_row_samples_still_compares(server, local):
     assert all(r["via"].startswith("matched MLP units") for r in result.layers)
     stripped = Fingerprint(meta=old.meta, arrays={k: v for k, v in old.arrays.items() if not k.startswith("units/")})
     assert all(r["reference_layer"] is None for r in compare_fingerprints(remote, stripped).layers)
+
+
+def test_sources_declare_what_they_read_cheaply(server, models):
+    from provenance.formats.base import Reads
+    from provenance.model import Checkpoint
+
+    name, rows = "model.embed_tokens.weight", np.array([5, 1, 5, VOCAB - 1])
+    with Checkpoint.open(models / "base") as here, Checkpoint.open(server.url("base/model.safetensors")) as there:
+        local_source, remote_source = here.files.source, there.files.source
+        assert local_source.reads is Reads.WHOLE_TENSORS and local_source.transfers() is None
+        assert remote_source.reads is Reads.ROW_BLOCKS and remote_source.concurrency > 1
+        assert local_source.file_entries() is None and remote_source.file_entries()[0]["url"].endswith("model.safetensors")
+        before = remote_source.transfers()
+        picked = remote_source.read_rows(name, rows)
+        assert remote_source.transfer_report(before)["tensor_requests"] >= 1
+        # the default (whole tensor, rows picked) and the range reads agree
+        assert torch.equal(local_source.read_rows(name, rows), picked)
+        assert torch.equal(picked, local_source.read_tensor(name)[torch.from_numpy(rows)])
+
+
+def _parts_held(fp) -> set:
+    """The parts a fingerprint's arrays and records show it holds (`generic/` arrays are not a part)."""
+    by_prefix = {array_name(part): part for part in Part
+                 if part not in (Part.VECTORS, Part.SKETCHES, Part.TENSOR_HASHES, Part.STATISTICS)}
+    held = set()
+    for name in fp.arrays:
+        prefix, _, key = name.partition("/")
+        if prefix == array_name(Part.SKETCHES):
+            held.add(Part.VECTORS if len(fp.tensors[key]["shape"]) <= 1 else Part.SKETCHES)
+        elif prefix != "generic":
+            held.add(by_prefix[prefix])
+    if all(record["sha256"] for record in fp.tensors.values()):
+        held.add(Part.TENSOR_HASHES)
+    if all("stats" in record for record in fp.tensors.values()):
+        held.add(Part.STATISTICS)
+    return held
+
+
+def test_recorded_parts_are_what_the_fingerprint_holds(server, local, tmp_path):
+    """`meta["parts"]` names exactly the parts made, for a source of whole tensors and one of row blocks."""
+    from .builders import build_gpt2
+
+    remote = fingerprint_for(server.url("base/model.safetensors"))
+    build_gpt2(tmp_path / "gpt2")  # no tokenizer: no anchor rows; Conv1D: transposed, read whole over HTTP
+    with RangeServer(tmp_path) as plain:
+        gpt2_remote = fingerprint_for(plain.url("gpt2/model.safetensors"))
+    gpt2_local = fingerprint_for(tmp_path / "gpt2", cache=False)
+    for fp in (local["base"], remote, gpt2_local, gpt2_remote):
+        held = _parts_held(fp)
+        assert fp.meta["parts"] == sorted(part.value for part in held), fp.meta["source"]["path"]
+        assert fp.parts == held and fp.holds(*held)
+    assert local["base"].parts == WHOLE_TENSOR_PARTS
+    assert remote.parts == ROW_READ_PARTS and remote.meta["variant"] == "remote"
+    assert gpt2_local.parts == WHOLE_TENSOR_PARTS - {Part.ANCHORS}
+    assert gpt2_remote.parts == ROW_READ_PARTS - {Part.ANCHORS}
+    assert gpt2_remote.meta["remote"]["notes"]  # the transposed matrices read whole are noted
 
 
 @pytest.fixture

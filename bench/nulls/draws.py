@@ -150,7 +150,7 @@ def remote_variant(fp: Fingerprint) -> Fingerprint:
     """The "remote" fingerprint a reader over HTTP would build from the same checkpoint.
 
     It is the part of the local fingerprint the remote builder reads
-    (`provenance.remote.fingerprint`): row samples, 1-D tensors whole, anchor
+    (`provenance.fingerprint.row_blocks`): row samples, 1-D tensors whole, anchor
     rows, and the sampled `mlp.up` rows' unit signatures (`rowunits/`, the
     rows of `units/` at the row sample's rows: the same projections of the
     same rows); matrices keep their shape but no hash or statistics.

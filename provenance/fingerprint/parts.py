@@ -1,9 +1,9 @@
-"""Pieces of a fingerprint shared by every builder (whole tensors or sampled rows).
+"""Pieces of a fingerprint shared by every reading (whole tensors or row blocks).
 
 Anchor tokens and the vocabulary's signature, the unit signatures and
 residual-space Gram matrices of one matrix, and the directions units are
-projected on. `build.py` (whole tensors) and `sampled.py` (row samples read
-by range requests) both use them, so a signal is computed one way whatever
+projected on. `whole.py` (whole tensors) and `row_blocks.py` (row blocks read by
+range requests) both use them, so a signal is computed one way whatever
 the source.
 """
 

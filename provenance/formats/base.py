@@ -3,6 +3,13 @@
 A `TensorSource` first lists its tensors (name, shape, dtype, byte size)
 without reading any tensor data, then reads one tensor at a time on request.
 Nothing here ever holds more than the tensor being read.
+
+A source also says what it reads cheaply (`reads`): whole tensors (a local
+file) or blocks of rows by range (a file read over HTTP, where fetching a
+whole matrix costs what its bytes cost). The fingerprint builder computes
+every part of a fingerprint that this allows; it learns from the source, not
+from where the file lives, how many reads to keep in flight (`concurrency`)
+and what the reads fetched (`transfers`, `transfer_report`).
 """
 
 from __future__ import annotations
@@ -10,9 +17,11 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ..errors import CorruptFileError, UnreadablePathError
@@ -33,12 +42,25 @@ class TensorInfo:
         return math.prod(self.shape)
 
 
+class Reads(str, Enum):
+    """What a tensor source reads cheaply."""
+
+    WHOLE_TENSORS = "whole-tensors"  # every tensor whole, one after another (local files)
+    ROW_BLOCKS = "row-blocks"  # runs of rows by range request; a whole matrix costs its bytes (remote files)
+
+
+# (bytes, requests, retries) fetched so far: a reading of a transport's counters (`TensorSource.transfers`)
+TransferCounts = tuple[int, int, int]
+
+
 @dataclass
 class TensorSource(ABC):
     """A checkpoint file (or set of files) whose tensors can be read one by one."""
 
     path: Path
     format: str = field(init=False, default="")
+    reads: ClassVar[Reads] = Reads.WHOLE_TENSORS
+    concurrency: ClassVar[int] = 1  # reads worth having in flight at once (several across a network)
 
     @abstractmethod
     def tensor_infos(self) -> list[TensorInfo]:
@@ -58,6 +80,29 @@ class TensorSource(ABC):
         of a fresh allocation per tensor (about as costly as reading it warm).
         """
         return self.read_tensor(name), buffer
+
+    def read_rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
+        """Rows of the named tensor viewed as (-1, last dimension), in the order given (duplicates allowed).
+
+        A source that reads `Reads.ROW_BLOCKS` fetches only those rows; this
+        default reads the whole tensor and picks them.
+        """
+        tensor = self.read_tensor(name)
+        if tensor.dim() < 2:
+            raise ValueError(f"{name}: rows of a {tensor.dim()}-D tensor")
+        return tensor.reshape(-1, tensor.shape[-1])[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
+
+    def transfers(self) -> TransferCounts | None:
+        """The counters of the transport this source reads through, now; None for local files."""
+        return None
+
+    def transfer_report(self, since: TransferCounts) -> dict[str, Any]:
+        """What reading fetched since the reading `since` of `transfers()` (bytes, requests, ...); {} for local files."""
+        return {}
+
+    def file_entries(self) -> list[dict[str, Any]] | None:
+        """How a fingerprint lists the files read, when they are not local paths (name, url, bytes); else None."""
+        return None
 
     def metadata(self) -> dict[str, Any]:
         """Format-level key/value metadata (GGUF keys, safetensors __metadata__)."""

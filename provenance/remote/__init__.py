@@ -14,7 +14,9 @@ Only what the fingerprint needs is fetched: for each safetensors file the
 sample* (4 blocks of 8 consecutive rows, at positions seeded by the shape,
 see `fingerprint.sketch.row_sample_rows`) plus the embedding and output-head
 rows of the anchor tokens. That is the "remote" fingerprint variant
-(`meta["variant"] == "remote"`, built by `remote.fingerprint`): it has no
+(`meta["variant"] == "remote"`): remote sources declare that they read row
+blocks by range (`formats.base.Reads.ROW_BLOCKS`), and the one fingerprint
+builder (`fingerprint.build`) makes what that allows. It has no
 full-tensor statistics, hashes, sketches or unit signatures, so it is
 compared on what both sides have (`compare.remote`). For LLaMA-7B shapes it
 reads about 0.6% of the checkpoint (measured by bench/remote_bytes.py).
@@ -23,9 +25,10 @@ A GGUF is read the same way: its header, then only the rows (whole
 quantization blocks) of the sample, dequantized by the local reader's code.
 
 Modules: `http` (ranges, retries, errors), `source` (remote safetensors
-TensorSources), `gguf_source` (remote GGUF), `checkpoint` (plain URLs, side
-files), `hub` (hf://), `locate` (repo ids and the local cache), `fingerprint`
-(the remote variant).
+TensorSources, and what every remote source shares: row-block reads, the
+transfer report), `gguf_source` (remote GGUF), `checkpoint` (plain URLs, side
+files), `hub` (hf://), `locate` (repo ids and the local cache). Transport
+only: nothing here computes a fingerprint.
 """
 
 

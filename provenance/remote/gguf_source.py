@@ -15,7 +15,7 @@ What is read:
   by `formats.gguf_format.dequantize_values`, the local reader's decoder;
   1-D tensors whole.
 llama.cpp's row permutation of Q and K (RoPE) is undone by the
-architecture layer as for a local GGUF: `remote.fingerprint.stored_rows`
+architecture layer as for a local GGUF: `fingerprint.row_blocks.stored_rows`
 runs the same transform on row numbers, so the rows fetched are the stored
 rows holding the canonical rows of the sample.
 
@@ -33,19 +33,20 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from gguf import GGML_QUANT_SIZES
 
 from ..errors import CorruptFileError, ProvenanceError, UnsupportedError
 from ..formats.base import TensorInfo, TensorSource
 from ..formats.gguf_format import GgufFile, dequantize_values
 from ..formats.gguf_header import HeaderIncomplete, gguf_data_start
 from .http import RemoteFile
-from .source import RemoteCleanups, read_row_bytes
+from .source import RemoteSource, read_row_bytes
 
 FIRST_READ = 512 << 10
 MAX_HEADER_BYTES = 256 << 20  # Gemma-3's 262,144-token vocabulary takes a few MB; this leaves ample room
 
 
-class RemoteGgufFile(RemoteCleanups, TensorSource):
+class RemoteGgufFile(RemoteSource, TensorSource):
     """One remote .gguf file; nothing beyond its header is fetched until asked for."""
 
     def __init__(self, file: RemoteFile):
@@ -107,8 +108,6 @@ class RemoteGgufFile(RemoteCleanups, TensorSource):
 
     def _row_layout(self, name: str) -> tuple[int, Any, int, int]:
         """(file offset of the data, ggml type, bytes per row, rows) of a tensor viewed as (-1, last dim)."""
-        from gguf import GGML_QUANT_SIZES
-
         info = self._by_name[name]
         offset, qtype = self._local.data_layout(name)
         block, type_size = GGML_QUANT_SIZES[qtype]

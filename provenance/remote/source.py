@@ -23,17 +23,45 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError, UnsupportedError
-from ..formats.base import TensorInfo, TensorSource
+from ..formats.base import Reads, TensorInfo, TensorSource, TransferCounts
 from ..formats.limits import MAX_JSON_BYTES, MAX_SHARDS, MAX_TENSORS, DuplicateKeyError, reject_duplicate_keys
 from ..formats.multi import MultiFileSource, open_shards
 from ..formats.safetensors_format import (check_header_length, parse_safetensors_header, tensor_from_bytes,
                                           torch_dtype_for)
-from .http import RemoteFile
+from .http import CONCURRENCY, TRANSFERS, RemoteFile
 
-class RemoteCleanups:
-    """What a remote source owns besides its connection (temporary side files): run on close, last in first out."""
 
-    remote = True
+class RemoteSource:
+    """What every remote source shares: it reads row blocks by range, reports its transfers, owns side files.
+
+    `transfers` reads the process-wide counters of `http.TRANSFERS`, so two
+    builds running at once in one process see each other's bytes.
+    """
+
+    reads = Reads.ROW_BLOCKS
+    concurrency = CONCURRENCY
+    index_file: RemoteFile | None = None  # a sharded checkpoint's index (not a weights file)
+
+    def transfers(self) -> TransferCounts:
+        return TRANSFERS.snapshot()
+
+    def transfer_report(self, since: TransferCounts) -> dict[str, Any]:
+        """Bytes of the weight files fetched since `since`: headers plus tensor data (side files such as the
+        tokenizer not counted), the requests and retries it took, and the share of the checkpoint it was."""
+        now = TRANSFERS.snapshot()
+        checkpoint_bytes = sum(f.size or 0 for f in self.weight_files())
+        read = now[0] - since[0] + self.header_bytes
+        return {"bytes_read": read, "header_bytes": self.header_bytes, "tensor_requests": now[1] - since[1],
+                "retries": now[2] - since[2], "checkpoint_bytes": checkpoint_bytes,
+                "fraction_read": round(read / checkpoint_bytes, 6) if checkpoint_bytes else None}
+
+    def file_entries(self) -> list[dict[str, Any]]:
+        index = self.index_file
+        return (([{"name": index.name, "url": index.url}] if index is not None else [])
+                + [{"name": f.name, "url": f.url, "bytes": f.size} for f in self.weight_files()])
+
+    def weight_files(self) -> list[RemoteFile]:
+        return [f for f in self.files() if f is not self.index_file]
 
     def on_close(self, cleanup: Callable[[], None]) -> None:
         self._cleanups.append(cleanup)
@@ -43,7 +71,7 @@ class RemoteCleanups:
             self._cleanups.pop()()
 
 
-class RemoteSafetensorsFile(RemoteCleanups, TensorSource):
+class RemoteSafetensorsFile(RemoteSource, TensorSource):
     """One remote .safetensors file; nothing beyond its header is fetched until asked for."""
 
     def __init__(self, file: RemoteFile):
@@ -104,7 +132,7 @@ class RemoteSafetensorsFile(RemoteCleanups, TensorSource):
         self.run_cleanups()
 
 
-class RemoteShardedSource(RemoteCleanups, MultiFileSource):
+class RemoteShardedSource(RemoteSource, MultiFileSource):
     """Remote shards named by a remote index; rows are read from the shard that holds the tensor."""
 
     def __init__(self, index: RemoteFile, shards: list[RemoteSafetensorsFile], weight_map: dict[str, str] | None):
@@ -112,11 +140,16 @@ class RemoteShardedSource(RemoteCleanups, MultiFileSource):
         # which would mangle a URL, so it is set to the index file afterwards.
         super().__init__(Path("."), shards, "safetensors", index_path=index, weight_map=weight_map)
         self.path = index
+        self.index_file = index
         self._holder = {info.name: shard for shard in shards for info in shard.tensor_infos()}
         self._cleanups: list[Callable[[], None]] = []
 
     def read_rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
         return self._holder[name].read_rows(name, rows)
+
+    @property
+    def header_bytes(self) -> int:
+        return sum(shard.header_bytes for shard in self.shards)
 
     def close(self) -> None:
         MultiFileSource.close(self)

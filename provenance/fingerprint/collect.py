@@ -1,0 +1,123 @@
+"""What a fingerprint build collects as it reads tensors, and the steps every reading does the same way.
+
+`Collected` holds the prelude (vocabulary, anchor tokens), then fills the
+tensor records, the arrays (each named by its `Part` through
+`store.array_name`), the norm scales later matrices fold in, the stored
+tensors' hashes and the set of parts actually made. A reducer (`whole.py`
+for sources that read whole tensors, `row_blocks.py` for sources that read row
+blocks) calls it once per canonical tensor; `build.py` turns it into a
+fingerprint. Shared steps:
+
+- `record_key` and `record`: one record per canonical tensor;
+- `add_sketch`: a tensor's values at shape-seeded positions (1-D: the
+  `VECTORS` part; others: `SKETCHES`);
+- `add_norm`: a norm weight's scale, kept for the matrices after it;
+- `add_rows`: what a matrix's rows give, from whichever rows were read: its
+  row sample, the anchor tokens' rows (embedding, output head) and, where
+  the source allows, the sampled `mlp.up` rows' unit signatures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..formats.tokenizer import Vocabulary, load_vocabulary
+from ..model import Checkpoint
+from .generic import GenericSketches
+from .parts import PRECEDING_NORM_OF, anchor_tokens, norm_scale, unit_signature
+from .sketch import row_sample, row_sample_rows
+from .store import Part, array_name
+
+
+@dataclass
+class Collected:
+    checkpoint: Checkpoint
+    allowed: frozenset[Part]  # what the source lets the build make
+    vocabulary: Vocabulary | None
+    anchors: list[tuple[str, int]]
+    gguf_metadata: dict[str, Any] | None  # a GGUF's header keys (it carries its tokenizer and lineage keys)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    norms: dict[tuple[int | None, str], torch.Tensor] = field(default_factory=dict)
+    stored_hashes: dict[str, str] = field(default_factory=dict)
+    unusual: dict[str, int] = field(default_factory=dict)  # record key -> count of NaN/Inf values
+    made: set[Part] = field(default_factory=set)
+    dtypes: dict[str, str] = field(default_factory=dict)  # stored name -> stored dtype
+    generic: GenericSketches | None = None  # stored tensors no role map fits (see generic.py)
+
+    @classmethod
+    def start(cls, checkpoint: Checkpoint, allowed: frozenset[Part]) -> "Collected":
+        """The prelude: the vocabulary and its anchor tokens, nothing read from the weights yet."""
+        metadata = checkpoint.metadata() if checkpoint.format == "gguf" else None
+        vocabulary = load_vocabulary(checkpoint.files.tokenizer_paths, metadata, str(checkpoint.path))
+        collected = cls(checkpoint, allowed, vocabulary, anchor_tokens(vocabulary) if vocabulary else [], metadata)
+        collected.dtypes = {info.name: info.dtype for info in checkpoint.infos}
+        collected.generic = GenericSketches(checkpoint, collected.arrays)
+        return collected
+
+    def put(self, part: Part, values: np.ndarray, *key: object) -> None:
+        self.arrays[array_name(part, *key)] = values
+        self.made.add(part)
+
+    def record_key(self, assignment) -> str:
+        """The record's key: the canonical name, or with the stored name when two tensors share it.
+
+        (Inferred roles whose layer is unknown, from opaque or shuffled names, can share a key.)
+        """
+        name = assignment.key.name
+        return name if name not in self.records else f"{name}@{assignment.source}"
+
+    def record(self, record_key: str, assignment, shape: tuple[int, ...], dtype: str | None, sha256: str | None,
+               stats: dict[str, float] | None = None, nonfinite: int = 0) -> None:
+        entry: dict[str, Any] = {"shape": list(shape), "dtype": dtype, "source": assignment.source,
+                                 "how": assignment.how, "sha256": sha256}
+        if stats is not None:
+            entry["stats"] = stats
+        if nonfinite:
+            entry["nonfinite"] = nonfinite
+            self.unusual[record_key] = nonfinite
+        self.records[record_key] = entry
+
+    def add_sketch(self, record_key: str, sketch: torch.Tensor, dims: int) -> None:
+        """A tensor's float32 values at its shape's sketch positions (`sketch.sketch_positions`)."""
+        self.put(Part.VECTORS if dims <= 1 else Part.SKETCHES, sketch.numpy().copy(), record_key)
+
+    def add_norm(self, key, values: torch.Tensor) -> None:
+        """Keep a norm weight's scale (a copy, float32) for the matrices after it."""
+        if values.dim() == 1 and key.role.endswith("norm") and key.param == "weight":
+            scale = norm_scale(values.to(torch.float32).clone(), self.checkpoint.architecture.norm_type)
+            self.norms[(key.layer, key.role)] = scale
+
+    def norm_before(self, key) -> torch.Tensor | None:
+        """The scale of the norm before a matrix reading the residual stream (None if none was read)."""
+        return self.norms.get((key.layer, PRECEDING_NORM_OF.get(key.role, "")))
+
+    def anchor_ids(self, rows: int) -> np.ndarray:
+        """The anchor tokens' ids below `rows`, in anchor order (empty for a matrix that is not an embedding)."""
+        return np.array([i for _, i in self.anchors if i < rows], dtype=np.int64)
+
+    def wants_anchors(self, key) -> bool:
+        return key.role in ("embed", "lm_head") and key.param == "weight" and bool(self.anchors)
+
+    def rows_wanted(self, key, shape: tuple[int, ...]) -> np.ndarray:
+        """The canonical rows `add_rows` takes from a matrix (sorted): its row sample and any anchor rows."""
+        wanted = row_sample_rows(shape)
+        if self.wants_anchors(key):
+            wanted = np.union1d(wanted, self.anchor_ids(shape[0]))
+        return wanted
+
+    def add_rows(self, key, record_key: str, shape: tuple[int, ...], take: Callable[[np.ndarray], torch.Tensor]) -> None:
+        """What a matrix's rows give; `take(rows)` returns those canonical rows (in the order given) in float32."""
+        sampled = take(row_sample_rows(shape))
+        self.put(Part.ROW_SAMPLES, row_sample(sampled, shape), record_key)
+        if self.wants_anchors(key):
+            self.put(Part.ANCHORS, take(self.anchor_ids(shape[0])).to(torch.float16).numpy(), key.role)
+        if (Part.SAMPLED_UNIT_SIGNATURES in self.allowed and key.role == "mlp.up" and key.param == "weight"
+                and key.expert is None and key.layer is not None):
+            signature = unit_signature(sampled, key.role, self.norm_before(key))
+            if signature is not None:
+                self.put(Part.SAMPLED_UNIT_SIGNATURES, signature, key.layer, key.role)
