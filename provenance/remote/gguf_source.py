@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,13 +50,7 @@ class RemoteGgufFile(RemoteSource, TensorSource):
     """One remote .gguf file; nothing beyond its header is fetched until asked for."""
 
     def __init__(self, file: RemoteFile):
-        TensorSource.__init__(self, file)  # `path` is the RemoteFile (str() gives its URL)
-        self.format = "gguf"
-        self.file = file
-        self._cleanups: list[Callable[[], None]] = []
-        prefix = file.read(0, FIRST_READ)
-        if file.size is None:
-            raise CorruptFileError(file, "the server did not say how large the file is (no Content-Range total)")
+        prefix = self.open_file(file, "gguf", FIRST_READ)
         if len(prefix) >= 8 and prefix[:4] == b"GGUF" and prefix[4:6] == b"\0\0" and prefix[6:8] != b"\0\0":
             raise UnsupportedError(file, "big-endian GGUF files are read from local files only")
         while True:
@@ -92,7 +86,7 @@ class RemoteGgufFile(RemoteSource, TensorSource):
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        self._cleanups.append(lambda: path.unlink(missing_ok=True))
+        self.on_close(lambda: path.unlink(missing_ok=True))
         return local
 
     @property

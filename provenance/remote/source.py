@@ -63,6 +63,17 @@ class RemoteSource:
     def weight_files(self) -> list[RemoteFile]:
         return [f for f in self.files() if f is not self.index_file]
 
+    def open_file(self, file: RemoteFile, format: str, first_read: int) -> bytes:
+        """Set this source up on one remote file; returns the file's first `first_read` bytes."""
+        TensorSource.__init__(self, file)  # `path` is the RemoteFile (str() gives its URL)
+        self.format = format
+        self.file = file
+        self._cleanups: list[Callable[[], None]] = []
+        prefix = file.read(0, first_read)
+        if file.size is None:
+            raise CorruptFileError(file, "the server did not say how large the file is (no Content-Range total)")
+        return prefix
+
     def on_close(self, cleanup: Callable[[], None]) -> None:
         self._cleanups.append(cleanup)
 
@@ -75,13 +86,7 @@ class RemoteSafetensorsFile(RemoteSource, TensorSource):
     """One remote .safetensors file; nothing beyond its header is fetched until asked for."""
 
     def __init__(self, file: RemoteFile):
-        TensorSource.__init__(self, file)  # `path` is the RemoteFile (str() gives its URL)
-        self.format = "safetensors"
-        self.file = file
-        self._cleanups: list[Callable[[], None]] = []
-        prefix = file.read(0, 8)
-        if file.size is None:
-            raise CorruptFileError(file, "the server did not say how large the file is (no Content-Range total)")
+        prefix = self.open_file(file, "safetensors", 8)
         header_len = check_header_length(file, prefix, file.size)
         raw = file.read(8, 8 + header_len)
         self._infos, self._metadata, self._offsets = parse_safetensors_header(file, raw, file.size)
