@@ -191,26 +191,28 @@ def _cmd_audit(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     args.candidate = _require_path(args.candidate, revision=args.revision)
-    from .audit import audit_to_json, render_audit, run_audit
+    from .audit import audit_to_json, run_audit
+    from .report.audit_text import render_audit
 
     registry = _reference_database(args.refs)  # before the fingerprinting: a mistyped --refs fails at once
     try:
         candidate = _fingerprint_for(args.candidate, args)
-        rows = run_audit(candidate, registry, include_builtin=not args.no_builtin)
-        report = audit_to_json(args.candidate, candidate, rows, registry)
-        if args.report:
-            from .report.write import write_audit_report
-
-            written = write_audit_report(args.report, args.candidate, candidate, rows, registry, lang=args.lang or "en")
-            print(f"wrote report {written}", file=sys.stderr)
-        if args.model_card:
-            from .report.model_card import measured_lineage, render_front_matter
-
-            lineage = measured_lineage(candidate, rows, registry)
-            report["model_card"] = lineage.to_dict()
+        audit = run_audit(candidate, registry, include_builtin=not args.no_builtin, candidate_path=args.candidate,
+                          hash_files=bool(args.report))
     finally:
         if registry is not None:
             registry.close()
+    report = audit_to_json(audit)
+    if args.report:
+        from .report.write import write_audit_report
+
+        written = write_audit_report(args.report, audit, lang=args.lang or "en")
+        print(f"wrote report {written}", file=sys.stderr)
+    if args.model_card:
+        from .report.model_card import measured_lineage, render_front_matter
+
+        lineage = measured_lineage(audit.candidate, audit.rows)
+        report["model_card"] = lineage.to_dict()
     if args.model_card and not args.json:
         print(render_front_matter(lineage, args.candidate))
     else:

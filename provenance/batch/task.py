@@ -120,8 +120,8 @@ def audit_candidate(candidate: str, settings: AuditSettings) -> dict:
             # the command line's rules for a PATH: local path, URL, hf:// or a repo id (cache first)
             fingerprint = fingerprint_for(locate(candidate).location)
             registry = reference_database(settings.refs)
-            rows = run_audit(fingerprint, registry, include_builtin=settings.include_builtin)
-            report = audit_to_json(candidate, fingerprint, rows, registry)
+            report = audit_to_json(run_audit(fingerprint, registry, include_builtin=settings.include_builtin,
+                                             candidate_path=candidate))
     except CandidateTimeout:
         return error_record(candidate, timeout_message(candidate, settings.timeout), time.monotonic() - started)
     except Exception as exc:  # every failure is one candidate's error line, never the batch's
