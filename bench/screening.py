@@ -311,8 +311,8 @@ def timed_audit(candidate, db: Path, screen: bool = True, builtin: bool = False)
     fresh_process_caches()
     started = time.perf_counter()
     with Registry(db) as registry:
-        rows = run_audit(candidate, registry, include_builtin=builtin, screen=screen)
-        report = audit_to_json("candidate", candidate, rows, registry)
+        rows = run_audit(candidate, registry, include_builtin=builtin, screen=screen, candidate_path="candidate")
+        report = audit_to_json(rows)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "report": report, "screening": getattr(rows, "screening", None)}
 

@@ -4,7 +4,7 @@ The Python API (provenance/api.py):
 
     import provenance
     result = provenance.compare("candidate/", "reference/")   # a Comparison
-    rows = provenance.audit("candidate/", refs="refs.sqlite")  # AuditRow list, most serious first
+    rows = provenance.audit("candidate/", refs="refs.sqlite")  # AuditResult: AuditRows, most serious first
     fp = provenance.fingerprint("candidate/")                  # a Fingerprint
 
 `compare`, `audit` and `fingerprint` also name subpackages/modules of this

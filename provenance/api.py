@@ -3,19 +3,21 @@
     import provenance
     fp = provenance.fingerprint("path/to/checkpoint")            # a Fingerprint (save it with fp.save(...))
     result = provenance.compare("candidate", "reference")       # a Comparison: .verdict, .confidence, .evidence
-    rows = provenance.audit("candidate", refs="refs.sqlite")    # list of AuditRow, most serious explanation first
+    rows = provenance.audit("candidate", refs="refs.sqlite")    # AuditResult: its AuditRows, most serious first
     print(rows[0].reference, rows[0].result.verdict)
 
 Each function takes what the command line takes (a checkpoint folder, a
 weights file, a saved fingerprint file, a URL) or an already computed
 `Fingerprint`, and returns the typed results the command line renders:
 `Fingerprint`, `Comparison` (the verdict after the same structural checks as
-`provenance compare`), and the ranked `AuditRow` list of `provenance audit`
-(its `.screening` holds the database screening summary). Errors are
+`provenance compare`), and the `AuditResult` of `provenance audit`: it reads
+as the ranked list of `AuditRow`s (`rows[0]`, `len(rows)`, iteration) and
+also carries `.rows`, `.screening` (the database screening summary),
+`.tokenizers`, `.best_match` and the rest the reports render. Errors are
 `provenance.errors.ProvenanceError` subclasses, one line each. The JSON
 objects of the command line are one call away: `compare_json` and
-`audit_json` below. Heavy libraries (torch, numpy) are imported here, on
-the first call, never by `import provenance`.
+`audit_json` below. Heavy libraries (torch, numpy) are imported with this
+module, which `import provenance` leaves out until the first call.
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Union
 
+from .audit import AuditResult, audit_to_json, run_audit
+from .compare import Comparison, compare_fingerprints
+from .errors import UnreadablePathError
+from .fingerprint.load import fingerprint_for
+from .fingerprint.store import Fingerprint
+from .registry import Registry
+from .remote import is_remote
+from .report.compare_json import comparison_to_json
+
 PathOrFingerprint = Union[str, Path, Any]  # Any: a provenance.fingerprint.Fingerprint
 
 
 def _as_fingerprint(source: PathOrFingerprint):
-    from .fingerprint.load import fingerprint_for
-    from .fingerprint.store import Fingerprint
-
     if isinstance(source, Fingerprint):
         return source
     if not isinstance(source, (str, Path)):
@@ -39,44 +47,37 @@ def _as_fingerprint(source: PathOrFingerprint):
 
 
 def _require_exists(path: str | Path) -> None:
-    from .errors import UnreadablePathError
-    from .remote import is_remote
-
     if not is_remote(str(path)) and not Path(path).exists() and not Path(path).is_symlink():
         raise UnreadablePathError(path, "no such file or directory")
 
 
-def fingerprint(path: str | Path):
+def fingerprint(path: str | Path) -> Fingerprint:
     """The fingerprint of a checkpoint (or the saved fingerprint at `path`): a `Fingerprint`."""
     return _as_fingerprint(path)
 
 
-def compare(candidate: PathOrFingerprint, reference: PathOrFingerprint):
+def compare(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> Comparison:
     """Whether `candidate`'s weights come from `reference`: a `Comparison` (`.verdict` is one of identical,
     derived, assembled, same-architecture, unrelated; `.abstained`, `.confidence`, `.evidence`, `.layers`)."""
-    from .compare import compare_fingerprints
-
     return compare_fingerprints(_as_fingerprint(candidate), _as_fingerprint(reference))
 
 
-def audit(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True) -> list:
+def audit(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True,
+          hash_files: bool = False) -> AuditResult:
     """`candidate` against the built-in references and, with `refs`, a reference database (a path that must
-    exist, or an open `Registry`): the `AuditRow` list, most serious explanation first."""
-    from .audit import run_audit
-    from .registry import Registry
-
+    exist, or an open `Registry`): an `AuditResult`, which reads as the `AuditRow` list, most serious explanation
+    first. `hash_files` also takes the sha256 of the candidate's files, for a report's reproducibility section."""
     fp = _as_fingerprint(candidate)
     if refs is None or isinstance(refs, Registry):
-        return run_audit(fp, refs, include_builtin=include_builtin)
+        return run_audit(fp, refs, include_builtin=include_builtin, candidate_path=_label(candidate, fp),
+                         hash_files=hash_files)
     with Registry(refs, create=False) as registry:
-        return run_audit(fp, registry, include_builtin=include_builtin)
+        return run_audit(fp, registry, include_builtin=include_builtin, candidate_path=_label(candidate, fp),
+                         hash_files=hash_files)
 
 
 def compare_json(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> dict[str, Any]:
     """The `provenance compare --json` object (schema provenance.compare/1)."""
-    from .report.compare_json import comparison_to_json
-    from .compare import compare_fingerprints
-
     cand, ref = _as_fingerprint(candidate), _as_fingerprint(reference)
     return comparison_to_json(_label(candidate, cand), cand, _label(reference, ref), ref, compare_fingerprints(cand, ref))
 
@@ -84,15 +85,7 @@ def compare_json(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> 
 def audit_json(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True
                ) -> dict[str, Any]:
     """The `provenance audit --json` object (schema provenance.audit/1)."""
-    from .audit import audit_to_json, run_audit
-    from .registry import Registry
-
-    fp = _as_fingerprint(candidate)
-    if refs is None or isinstance(refs, Registry):
-        return audit_to_json(_label(candidate, fp), fp, run_audit(fp, refs, include_builtin=include_builtin), refs)
-    with Registry(refs, create=False) as registry:
-        rows = run_audit(fp, registry, include_builtin=include_builtin)
-        return audit_to_json(_label(candidate, fp), fp, rows, registry)
+    return audit_to_json(audit(candidate, refs, include_builtin=include_builtin))
 
 
 def _label(source: PathOrFingerprint, fp) -> str:

@@ -3,7 +3,8 @@
 Data goes to stdout, diagnostics to stderr, so `--json` output always parses.
 Exit codes: 0 success, 1 error (one line on stderr; a traceback only with
 PROVENANCE_DEBUG=1), 2 usage error, 3 a verdict named in --fail-on was reached.
-Heavy imports happen inside the command that needs them, so `--help` is instant.
+Heavy imports (numpy, torch, jinja2, the database) happen inside the command
+that needs them, each with a comment saying why, so `--help` is instant.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
+from pathlib import Path
 
 from . import __version__
+from .errors import ProvenanceError, UnreadablePathError
+from .progress import tensor_progress, wanted
+from .remote import is_remote
+from .remote.locate import LOCATION_HELP, locate
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 DEFAULT_SCAN_TIMEOUT = 3600.0  # seconds per candidate: generous (a 70B checkpoint on a slow disk), but bounded
@@ -26,9 +33,6 @@ def _require_path(path: str, remote_ok: bool = True, revision: str | None = None
 
     Returns the location to read; how a repo id was resolved is said on stderr.
     """
-    from .errors import UnreadablePathError
-    from .remote import is_remote
-    from .remote.locate import locate
 
     found = locate(path, revision, local_only=not remote_ok)
     if is_remote(found.location) and not remote_ok:
@@ -40,8 +44,8 @@ def _require_path(path: str, remote_ok: bool = True, revision: str | None = None
 
 def _fingerprint_for(path: str, args: argparse.Namespace):
     """`fingerprint_for(path)` with a per-tensor progress bar for a person at a terminal (see progress.py)."""
+    # lazy: numpy and torch (fingerprint/), for the commands that read weights
     from .fingerprint.load import fingerprint_for
-    from .progress import tensor_progress, wanted
 
     show = wanted(json_output=getattr(args, "json", False), disabled=getattr(args, "no_progress", False))
     with tensor_progress(f"fingerprinting {os.path.basename(os.path.normpath(path))}", show) as on_tensor:
@@ -50,10 +54,9 @@ def _fingerprint_for(path: str, args: argparse.Namespace):
 
 def _saved_fingerprint(path: str):
     """The fingerprint saved at PATH, or None when PATH is a checkpoint (or a URL)."""
-    from pathlib import Path
 
+    # lazy: the fingerprint package loads numpy and torch
     from .fingerprint.store import is_fingerprint_file, load_fingerprint
-    from .remote import is_remote
 
     if is_remote(path) or not is_fingerprint_file(Path(path)):
         return None
@@ -64,12 +67,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     args.path = _require_path(args.path, remote_ok=False, revision=args.revision)
     saved = _saved_fingerprint(args.path)
     if saved is not None:  # a fingerprint file: describe it, never read it as a checkpoint
+        # lazy: inspection loads the readers (torch)
         from .inspection import describe_fingerprint
         from .report.terminal import render_fingerprint
 
         report = describe_fingerprint(args.path, saved)
         print(json.dumps(report, indent=2) if args.json else render_fingerprint(report))
         return EXIT_OK
+    # lazy: inspection and the readers load torch
     from .inspection import inspect_checkpoint
     from .model import Checkpoint
     from .report.terminal import render_inspect
@@ -87,13 +92,12 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
     args.path = _require_path(args.path, revision=args.revision)
     saved = _saved_fingerprint(args.path)
     if saved is not None:
-        from .errors import UnreadablePathError
 
         raise UnreadablePathError(args.path, "is already a provenance fingerprint (of "
                                   f"{saved.meta['source'].get('path') or 'an unnamed checkpoint'}); compare and audit "
                                   "read it as it is, and a fingerprint of a fingerprint would describe nothing")
+    # lazy: numpy and torch (fingerprint/)
     from .fingerprint.load import fingerprint_checkpoint
-    from .progress import tensor_progress, wanted
 
     with tensor_progress("fingerprinting", wanted(disabled=args.no_progress)) as on_tensor:
         fingerprint = fingerprint_checkpoint(args.path, on_tensor=on_tensor, cache=not args.no_cache)
@@ -108,14 +112,17 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     args.candidate = _require_path(args.candidate)
     args.reference = _require_path(args.reference)
+    # lazy: the readers (formats/) load torch
     from .formats.tokenizer import tokenizer_only_folder
 
     if tokenizer_only_folder(args.candidate) or tokenizer_only_folder(args.reference):
         return _compare_tokenizers(args)
+    # lazy: numpy (compare/), only for compare
     from .report.compare_json import comparison_to_json, render_comparison
 
     candidate = _fingerprint_for(args.candidate, args)
     reference = _fingerprint_for(args.reference, args)
+    # lazy: numpy and scipy
     from .compare import compare_fingerprints
 
     result = compare_fingerprints(candidate, reference)
@@ -129,7 +136,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare_tokenizers(args: argparse.Namespace) -> int:
     """Two folders of tokenizer files only (no weights): compare the vocabularies."""
-    from .errors import UnreadablePathError
+    # lazy: the readers (formats/) load torch
     from .formats.tokenizer import compare_tokenizer_folders, render_tokenizer_comparison, tokenizer_only_folder
 
     for path in (args.candidate, args.reference):
@@ -149,6 +156,7 @@ VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated
 
 def _report_path(text: str) -> str:
     """--report FILE: .html or .md, checked before any work (a usage error otherwise)."""
+    # lazy: jinja2 and the report code, only when --report is given
     from .report.write import report_format
 
     try:
@@ -171,6 +179,7 @@ def _parse_fail_on(text: str | None) -> set[str]:
 def _reference_database(given: str | None):
     """The database an audit or scan reads: --refs, else $PROVENANCE_REFS (each must exist), else the
     default location if a database is there (None otherwise: built-in references only)."""
+    # lazy: sqlite3 and the database code (12 ms), only for audit and scan
     from .registry import Registry, default_path
 
     if given or os.environ.get("PROVENANCE_REFS"):
@@ -191,26 +200,31 @@ def _cmd_audit(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     args.candidate = _require_path(args.candidate, revision=args.revision)
-    from .audit import audit_to_json, render_audit, run_audit
+    # lazy: numpy, scipy and torch, only for audit
+    from .audit import audit_to_json, run_audit
+    from .report.audit_text import render_audit
 
     registry = _reference_database(args.refs)  # before the fingerprinting: a mistyped --refs fails at once
     try:
         candidate = _fingerprint_for(args.candidate, args)
-        rows = run_audit(candidate, registry, include_builtin=not args.no_builtin)
-        report = audit_to_json(args.candidate, candidate, rows, registry)
-        if args.report:
-            from .report.write import write_audit_report
-
-            written = write_audit_report(args.report, args.candidate, candidate, rows, registry, lang=args.lang or "en")
-            print(f"wrote report {written}", file=sys.stderr)
-        if args.model_card:
-            from .report.model_card import measured_lineage, render_front_matter
-
-            lineage = measured_lineage(candidate, rows, registry)
-            report["model_card"] = lineage.to_dict()
+        audit = run_audit(candidate, registry, include_builtin=not args.no_builtin, candidate_path=args.candidate,
+                          hash_files=bool(args.report))
     finally:
         if registry is not None:
             registry.close()
+    report = audit_to_json(audit)
+    if args.report:
+        # lazy: jinja2, only with --report
+        from .report.write import write_audit_report
+
+        written = write_audit_report(args.report, audit, lang=args.lang or "en")
+        print(f"wrote report {written}", file=sys.stderr)
+    if args.model_card:
+        # lazy: only with --model-card
+        from .report.model_card import measured_lineage, render_front_matter
+
+        lineage = measured_lineage(audit.candidate, audit.rows)
+        report["model_card"] = lineage.to_dict()
     if args.model_card and not args.json:
         print(render_front_matter(lineage, args.candidate))
     else:
@@ -223,6 +237,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_refs(args: argparse.Namespace) -> int:
+    # lazy: sqlite3 and the database code, only for refs
     from .registry import Registry, default_path
 
     writes = args.refs_command in ("add", "import", "sync")  # only these create a database (in an existing folder)
@@ -235,6 +250,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
         registry = Registry(args.refs or default_path(), create=False)
     with registry:
         if args.refs_command == "add":
+            # lazy: numpy (screening signatures)
             from .audit.shortlist import add_reference
 
             args.path = _require_path(args.path, revision=args.revision)
@@ -243,12 +259,14 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
                   file=sys.stderr)
         elif args.refs_command == "export":
+            # lazy: zipfile and the bundle code, only for refs export
             from .registry.bundles import export_bundle
 
             result = export_bundle(registry, args.output, args.names)
             print(f"exported {len(result.names)} references from {registry.path} (revision {result.revision}) "
                   f"to {result.path}", file=sys.stderr)
         elif args.refs_command == "import":
+            # lazy: numpy (screening signatures), only for refs import
             from .audit.shortlist import signature_blob
             from .registry.bundles import import_bundle
 
@@ -257,6 +275,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             print(f"imported {len(result.names)} references from {result.path} into {registry.path} "
                   f"(revision {result.revision})", file=sys.stderr)
         elif args.refs_command == "sync":  # provenance/refs_sync.py
+            # lazy: the hub client, only for refs sync
             from .refs_sync import run_sync_command
 
             return run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list)
@@ -279,6 +298,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
 
 
 def _size_limit(text: str):
+    # lazy: refs_sync (10 ms), only when --max-size is given
     from .refs_sync import parse_size
 
     try:
@@ -301,9 +321,8 @@ def _parse_scan_fail_on(text: str | None) -> set[str]:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    import re
-    from pathlib import Path
 
+    # lazy: the batch package (27 ms; multiprocessing), only for scan
     from .batch import AuditSettings, executor, read_candidate_list, scan
 
     if args.ray and not re.match(_RAY_ADDRESS, args.ray):
@@ -346,7 +365,6 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
 def _add_location(parser: argparse.ArgumentParser, dest: str, metavar: str, local_only: bool = False) -> None:
     """A PATH argument (LOCATION_HELP lists what it may be) and --revision for a repo id or hf:// location."""
-    from .remote.locate import LOCATION_HELP
 
     parser.add_argument(dest, metavar=metavar, help=LOCATION_HELP + ("; read from local files only" if local_only else ""))
     parser.add_argument("--revision", metavar="REV", help="branch, tag or commit of a repo id ORG/NAME or hf:// location")
@@ -464,7 +482,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error_line(exc: BaseException) -> str:
-    from .errors import ProvenanceError
 
     if isinstance(exc, ProvenanceError):
         return f"provenance: error: {exc}"

@@ -21,6 +21,8 @@ from .architectures.mapping import RoleAssignment, RoleMap, map_checkpoint
 from .architectures.roles import CanonicalKey
 from .formats import CheckpointFiles, TensorInfo, open_checkpoint_files
 from .formats.read_ahead import read_ahead
+from .remote import is_remote
+from .remote.checkpoint import open_remote_checkpoint_files
 
 
 @dataclass
@@ -32,10 +34,8 @@ class Checkpoint:
 
     @classmethod
     def open(cls, path: str | Path) -> "Checkpoint":
-        from .remote import is_remote
 
         if is_remote(path):  # http(s):// or hf://: headers now, rows later by HTTP range requests
-            from .remote.checkpoint import open_remote_checkpoint_files
 
             files = open_remote_checkpoint_files(str(path))
         else:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import CorruptFileError, ProvenanceError
+from .remote.hub import resolve_commit
 
 CATALOG_PATH = Path(__file__).resolve().parent / "references" / "catalog.json"
 CATALOG_SCHEMA = "provenance.catalog/1"
@@ -158,9 +159,9 @@ def stored_hub_source(registry, name: str) -> dict | None:
 
 
 def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lambda line: None) -> SyncSummary:
+    # lazy: numpy and torch, which `refs sync --list` and --max-size parsing do not need
     from .audit.shortlist import add_reference
     from .fingerprint.load import fingerprint_for
-    from .remote.hub import resolve_commit
 
     summary = SyncSummary()
     started = time.perf_counter()

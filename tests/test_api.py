@@ -65,7 +65,7 @@ def test_compare_returns_a_comparison_like_the_command_line(models, capsys):
 
 
 def test_audit_returns_ranked_rows(models, tmp_path):
-    from provenance.audit import AuditRow
+    from provenance.audit import AuditResult, AuditRow
     from provenance.errors import ProvenanceError
     from provenance.registry import Registry
 
@@ -75,6 +75,10 @@ def test_audit_returns_ranked_rows(models, tmp_path):
         registry.add("tiny-qwen2", provenance.fingerprint(models["qwen2"]))
     rows = provenance.audit(models["llama"], refs=db, include_builtin=False)
     assert all(isinstance(r, AuditRow) for r in rows)
+    # an AuditResult, read as the documented row list, with the rest of the audit beside the rows
+    assert isinstance(rows, AuditResult) and list(rows) == list(rows.rows) and len(rows) == 2
+    assert rows.screening is not None and rows.database["path"] == str(db)
+    assert rows.best is rows[0] and rows.best_match.row is rows[0] and rows.candidate_path == str(models["llama"])
     assert (rows[0].reference, rows[0].result.verdict) == ("tiny-llama", "identical")
     assert {r.reference for r in rows} == {"tiny-llama", "tiny-qwen2"}
     report = provenance.api.audit_json(str(models["llama"]), refs=db, include_builtin=False)

@@ -21,11 +21,12 @@ from provenance.audit import config_references as ar
 from provenance.audit import tokenizer_references as tr
 from provenance.architectures.families import all_families
 from provenance.architectures.mapping import map_checkpoint
-from provenance.audit import SEVERITY, audit_to_json, render_audit, run_audit
+from provenance.audit import SEVERITY, audit_to_json, run_audit
 from provenance.fingerprint import Fingerprint
 from provenance.fingerprint.load import fingerprint_for
 from provenance.formats.base import TensorInfo
 from provenance.formats.tokenizer import from_tokenizer_json
+from provenance.report.audit_text import render_audit
 from tests.builders import BUILDERS, HEAD_DIM, HEADS, HIDDEN, INTER, KV, LAYERS, VOCAB
 
 
@@ -128,7 +129,7 @@ def test_yi_34b_shaped_fingerprint_through_the_audit():
     family, arch, tensors = _described(_llama_infos(60, 7168, 56, 8, 128, 20480, 64000, ("ln1", "ln2")), YI_34B_CONFIG)
     candidate = Fingerprint(meta={"architecture": arch, "family": {"name": family}, "source": {"format": "safetensors"},
                                   "tensors": tensors, "vocabulary": None}, arrays={})
-    report = audit_to_json("yi-34b-shapes", candidate, run_audit(candidate))
+    report = audit_to_json(run_audit(candidate, candidate_path="yi-34b-shapes"))
     architecture = [r for r in report["references"] if r["kind"] == "architecture"]
     assert architecture[0]["reference"] == "Yi-34B"  # the same-shapes row ranks first among them
     llama = next(r for r in architecture if r["reference"] == "LLaMA (config only)")
@@ -222,7 +223,7 @@ def test_audit_rows_json_and_table(built_model, monkeypatch):
             assert all(SEVERITY[r.result.verdict] > SEVERITY["same-architecture"] for r in later)
     architecture = [r for r in rows if r.kind == "architecture"]
     assert architecture[0].reference == "Tiny-LLaMA"  # same shapes before naming-only matches
-    report = audit_to_json("tiny", candidate, rows)
+    report = audit_to_json(rows)
     entries = {r["reference"]: r for r in report["references"]}
     tiny = entries["Tiny-LLaMA"]
     assert tiny["kind"] == "architecture" and tiny["verdict"] == "same-architecture"
@@ -290,10 +291,9 @@ def test_tokenizer_evidence_never_changes_weight_rows(tmp_path, monkeypatch):
     built = BUILDERS["llama"](tmp_path / "cand")
     _write_tokenizer(built.path / "tokenizer.json", _tokens("w", VOCAB - 3), ["▁ w0"])
     candidate = fingerprint_for(built.path)
-    rows = run_audit(candidate, None, include_builtin=True)
-    with_refs = audit_to_json("c", candidate, rows)
+    with_refs = audit_to_json(run_audit(candidate, None, include_builtin=True, candidate_path="c"))
     monkeypatch.setattr(tr, "tokenizer_references", lambda: ())
-    without = audit_to_json("c", candidate, rows)
+    without = audit_to_json(run_audit(candidate, None, include_builtin=True, candidate_path="c"))
     assert without["tokenizers"] == []
     def rest(report):
         return {k: v for k, v in report.items() if k != "tokenizers"}

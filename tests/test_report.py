@@ -134,6 +134,70 @@ def test_markdown_report(pair, tmp_path):
     assert "<svg" not in md
 
 
+def test_the_report_renders_the_audit_result_without_reading_or_computing(pair, tmp_path, monkeypatch):
+    """Everything the report shows is computed when the audit runs: rendering an `AuditResult` reads no file,
+    reloads no reference and computes no signal, so it works after the checkpoint is gone."""
+    import shutil
+
+    import provenance.audit.builtin
+    import provenance.compare.signals
+    import provenance.inspection
+    from provenance.audit import AuditResult, run_audit
+    from provenance.fingerprint.load import fingerprint_for
+    from provenance.registry import Registry
+    from provenance.report.audit_report import build_report
+    from provenance.report.write import render, write_audit_report
+
+    _, derived, refs = pair
+    copy = tmp_path / "candidate"
+    shutil.copytree(derived, copy)
+    with Registry(refs, create=False) as registry:
+        audit = run_audit(fingerprint_for(copy), registry, include_builtin=False, candidate_path=str(copy),
+                          hash_files=True)
+    assert isinstance(audit, AuditResult) and audit[0] is audit.rows[0] and len(audit) == len(audit.rows) == 1
+    assert audit.best_match.row.reference == "base-model" and audit.best_match.role_profiles
+    digest = hashlib.sha256((copy / "model.safetensors").read_bytes()).hexdigest()
+    shutil.rmtree(copy)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the report computed or read something")
+
+    for module, name in ((provenance.compare.signals, "layer_view"), (provenance.compare.signals, "vocabulary_overlap"),
+                         (provenance.inspection, "sha256_file"), (provenance.audit.builtin, "builtin_references"),
+                         (provenance.audit.builtin, "builtin_file_hashes"), (Registry, "fingerprint")):
+        monkeypatch.setattr(module, name, forbidden)
+    context = build_report(audit, argv=["provenance", "audit", "x"])
+    assert context["roles"] and context["tokenizer"]["overlap"] is not None
+    assert context["repro"]["candidate"]["files"][0]["sha256"] == digest
+    md = render(context, "markdown")
+    assert "These weights are a derived copy of base-model" in md and digest in md
+    out = write_audit_report(tmp_path / "report.html", audit)
+    assert digest in out.read_text(encoding="utf-8")
+
+
+def test_report_modules_import_nothing_that_reads_or_measures():
+    """Renderers render: no report module imports the signals, the statistics, the readers, the database or
+    the fingerprint loaders (what they show comes in an `AuditResult` or a `Comparison`)."""
+    import ast
+
+    banned = ("provenance.compare.signals", "provenance.compare.stats", "provenance.compare.engine",
+              "provenance.inspection", "provenance.formats", "provenance.registry", "provenance.fingerprint.load",
+              "provenance.fingerprint.build", "provenance.audit.builtin", "provenance.audit.details",
+              "provenance.audit.run", "provenance.remote")
+    found = []
+    for path in sorted((ROOT / "provenance" / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                module = "provenance." + (node.module or "") if node.level == 2 else "provenance.report." + (node.module or "")
+                names = [f"{module}.{alias.name}" for alias in node.names] + [module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            found += [(path.name, n) for n in names if n.startswith(banned)]
+    assert not found, found
+
+
 def test_chinese_report(pair, tmp_path):
     _, derived, refs = pair
     out = tmp_path / "report.html"
@@ -600,7 +664,7 @@ def json_outputs(pair):
 def test_terminal_tables_fit_the_width(json_outputs, width):
     """`audit` and `compare` text wraps at word boundaries to the terminal width: no line is longer, and every
     number of the JSON output is printed whole."""
-    from provenance.audit import render_audit
+    from provenance.report.audit_text import render_audit
     from provenance.report.compare_json import render_comparison
 
     report, comparison = json_outputs

@@ -173,7 +173,7 @@ def test_audit_of_the_true_reference_is_unchanged_by_screening(world):
     with Registry(world["db"]) as registry:
         screened = run_audit(candidate, registry, include_builtin=False)
         full = run_audit(candidate, registry, include_builtin=False, screen=False)
-        report = audit_to_json("candidate", candidate, screened, registry)
+        report = audit_to_json(screened)
     by_name = {r.reference: r.result for r in full}
     assert len(by_name) == 51
     mine = {r.reference: r.result for r in screened}

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 from ..errors import CorruptFileError
 from ..fingerprint import Fingerprint, load_fingerprint
+from ..inspection import sha256_file
 
 
 def reference_file(name: str):
@@ -43,3 +44,15 @@ def _builtin_reference_set() -> tuple[tuple[str, Fingerprint], ...]:
             with resources.as_file(entry) as path:
                 loaded.append((entry.name.removesuffix(".fp.safetensors"), load_fingerprint(Path(path))))
     return tuple(loaded)
+
+
+@lru_cache(maxsize=1)
+def builtin_file_hashes() -> tuple[dict[str, str], ...]:
+    """sha256 of every file in provenance/references/ (fingerprints, and any other reference data there)."""
+    folder = resources.files("provenance") / "references"
+    found = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_file() and not entry.name.startswith((".", "__")) and not entry.name.endswith(".py"):
+            with resources.as_file(entry) as path:
+                found.append({"name": entry.name, "sha256": sha256_file(Path(path))})
+    return tuple(found)

@@ -1,8 +1,7 @@
 """The rows of an audit: one explanation (a reference and its comparison) per row, and how they rank.
 
-`AuditRow` is what `run_audit` returns per reference (weights or config-only);
-`AuditRows` is the list of them plus the screening summary, when the
-database was screened (provenance/audit/shortlist.py).
+`AuditRow` is one per reference (weights or config-only); `run_audit`
+returns them ranked by `rank_key` inside an `AuditResult` (result.py).
 """
 
 from __future__ import annotations
@@ -24,18 +23,13 @@ class AuditRow:
     result: Comparison
     kind: str = "weights"  # or "architecture": a config-only reference (config_references.py), no weights compared
     extra: dict[str, Any] = field(default_factory=dict)  # kind-specific fields added to the row's JSON
+    source: str = ""  # where the reference's fingerprint was made from, as it recorded it ("" if unknown)
 
     def strongest(self) -> dict[str, Any] | None:
         decisive = [e for e in self.result.evidence if e.decisive and e.log10p is not None]
         if not decisive:
             return None
         return min(decisive, key=lambda e: e.log10p).to_dict()
-
-
-class AuditRows(list):
-    """The audit's rows (a plain list to every caller) plus the screening summary, if the database was screened."""
-
-    screening: Any = None  # a shortlist.Screen, or None when nothing was screened
 
 
 def rank_key(row: AuditRow) -> tuple:

@@ -6,7 +6,9 @@ so the cost per reference is one fingerprint-to-fingerprint comparison. A
 database is screened first (shortlist.py) and only its shortlist compared
 fully; config-only references (config_references.py) add rows of kind
 "architecture", and the tokenizer references (tokenizer_references.py) add
-tokenizer evidence that is never part of a weights verdict.
+tokenizer evidence that is never part of a weights verdict. What the report
+shows beyond the rows (details.py) is computed here too, once: the outputs
+only format the `AuditResult` (result.py).
 """
 
 from __future__ import annotations
@@ -15,40 +17,95 @@ from typing import Any
 
 from ..compare import compare_fingerprints
 from ..fingerprint import Fingerprint
-from .builtin import builtin_references
+from .builtin import builtin_file_hashes, builtin_references
 from .config_references import architecture_rows
-from .rows import AuditRow, AuditRows, rank_key
+from .details import candidate_files, role_profiles, shared_vocabulary, versions, vocabulary_of, vocabulary_source
+from .result import AuditResult, BestMatch, Reproducibility
+from .rows import AuditRow, rank_key
 from .shortlist import screen_registry
-from .tokenizer_references import match_tokenizers, tokenizer_line, vocabulary_brief
+from .tokenizer_references import match_tokenizers, vocabulary_brief
 
 SCHEMA = "provenance.audit/1"
 
 
-def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = True, screen: bool = True) -> list[AuditRow]:
-    rows: list[AuditRow] = AuditRows()  # a list that also carries the screening summary
+class _BestWeights:
+    """The best-ranked weights row seen so far and its reference's fingerprint (only that one is kept)."""
+
+    def __init__(self) -> None:
+        self.row: AuditRow | None = None
+        self.reference: Fingerprint | None = None
+
+    def offer(self, row: AuditRow, reference: Fingerprint) -> AuditRow:
+        if self.row is None or rank_key(row) < rank_key(self.row):
+            self.row, self.reference = row, reference
+        return row
+
+
+def _best_match(candidate: Fingerprint, best: _BestWeights, candidate_path: str) -> BestMatch | None:
+    if best.row is None:
+        return None
+    reference = best.reference
+    return BestMatch(best.row, vocabulary_of(reference), vocabulary_source(reference, candidate_path),
+                     shared_vocabulary(candidate, reference),
+                     tuple(role_profiles(candidate, reference, best.row.result.layers)))
+
+
+def _label(candidate: Fingerprint) -> str:
+    """The path outputs name when the caller gave none: the fingerprint's recorded source."""
+    return str(candidate.meta.get("source", {}).get("path") or "<fingerprint>")
+
+
+def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = True, screen: bool = True,
+              candidate_path: str | None = None, hash_files: bool = False) -> AuditResult:
+    """`candidate` against the built-in references and the database's shortlist (or every database reference,
+    without `screen`), ranked. `candidate_path` is how the outputs name the candidate (default: the source its
+    fingerprint recorded); `hash_files` also takes the sha256 of the candidate's files and of the built-in
+    reference files for a report's reproducibility section (reading every file once more)."""
+    candidate_path = _label(candidate) if candidate_path is None else str(candidate_path)
+    rows: list[AuditRow] = []
+    best = _BestWeights()
     if include_builtin:
         for name, reference in builtin_references():
-            rows.append(AuditRow(name, "built-in", compare_fingerprints(candidate, reference)))
+            rows.append(best.offer(AuditRow(name, "built-in", compare_fingerprints(candidate, reference),
+                                            source=_source_path(reference)), reference))
+    screening = None
     if registry is not None:
         if candidate.meta.get("variant") == "remote":
             screen = False  # a remote fingerprint has no sketches or unit signatures to screen on: compare with all
         # screening (shortlist.py): only the shortlist is compared fully
-        rows.screening = screen_registry(candidate, registry) if screen else None
-        names = rows.screening.shortlist if screen else [e.name for e in registry.entries()]
+        screening = screen_registry(candidate, registry) if screen else None
+        names = screening.shortlist if screen else [e.name for e in registry.entries()]
         for name in names:
             reference = registry.fingerprint(name)
-            rows.append(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference)))
+            rows.append(best.offer(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference),
+                                            source=_source_path(reference)), reference))
     if include_builtin:  # architecture-only references (config shapes, no weights): config_references.py
         rows.extend(architecture_rows(candidate))
     rows.sort(key=rank_key)
-    return rows
+    builtin_used = any(r.origin.startswith("built-in") for r in rows)
+    return AuditResult(
+        candidate_path=candidate_path, candidate=candidate, rows=tuple(rows), screening=screening,
+        database={"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
+        tokenizers=tuple(match_tokenizers(candidate.meta.get("vocabulary"))),
+        vocabulary_source=vocabulary_source(candidate, candidate_path),
+        best_match=_best_match(candidate, best, candidate_path),
+        reproducibility=Reproducibility(candidate_files(candidate_path, candidate, hash_files),
+                                        builtin_file_hashes() if hash_files and builtin_used else None, versions()))
 
 
-def audit_to_json(candidate_path: str, candidate: Fingerprint, rows: list[AuditRow], registry=None) -> dict[str, Any]:
-    best = rows[0] if rows else None
+def _source_path(reference: Fingerprint) -> str:
+    """Where a reference's fingerprint was made from (`hf://ORG/NAME@REV`, a folder), as it recorded it."""
+    source = reference.meta.get("source")
+    path = source.get("path") if isinstance(source, dict) else None
+    return path if isinstance(path, str) else ""
+
+
+def audit_to_json(result: AuditResult) -> dict[str, Any]:
+    """The `provenance.audit/1` object."""
+    candidate, best = result.candidate, result.best
     return {
         "schema": SCHEMA,
-        "candidate": {"path": candidate_path, "format": candidate.meta["source"].get("format"),
+        "candidate": {"path": result.candidate_path, "format": candidate.meta["source"].get("format"),
                       "architecture": candidate.architecture, "family": candidate.meta.get("family", {}).get("name"),
                       "vocabulary": vocabulary_brief(candidate.meta.get("vocabulary"))},
         "verdict": best.result.verdict if best else None,
@@ -58,50 +115,10 @@ def audit_to_json(candidate_path: str, candidate: Fingerprint, rows: list[AuditR
         "references": [{"reference": r.reference, "origin": r.origin, "verdict": r.result.verdict,
                         "confidence": r.result.confidence, "abstained": r.result.abstained,
                         "summary": r.result.summary, "strongest_evidence": r.strongest(), "kind": r.kind, **r.extra}
-                       for r in rows],
+                       for r in result.rows],
         # Tokenizer evidence (tokenizer_references.py): never part of a weights verdict.
-        "tokenizers": match_tokenizers(candidate.meta.get("vocabulary")),
-        "database": {"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
+        "tokenizers": list(result.tokenizers),
+        "database": dict(result.database) if result.database is not None else None,
         # screening (shortlist.py): database references screened, and which were compared fully
-        "screening": rows.screening.to_dict() if getattr(rows, "screening", None) is not None else None,
+        "screening": result.screening.to_dict() if result.screening is not None else None,
     }
-
-
-def render_audit(report: dict[str, Any], width: int | None = None) -> str:
-    """The audit as text for a terminal `width` columns wide (default: the terminal's): long cells wrap at word
-    boundaries onto continuation lines, so nothing is cut off mid-number."""
-    from ..report.terminal import fit, terminal_width, wrap
-
-    width = width or terminal_width()
-    lines = []
-    if report["verdict"] in ("identical", "derived", "assembled"):
-        lines.append(f"verdict: {report['verdict'].upper()} of {report['best_reference']}")
-    else:
-        vs = "as" if report.get("best_kind") == "architecture" else "vs"
-        lines.append(f"verdict: no reference explains these weights (best: {report['verdict']} {vs} {report['best_reference']})")
-    lines.extend(wrap(report["summary"], width, indent=2))
-    name_width = min(32, max([len("reference")] + [len(r["reference"]) for r in report["references"]]))
-    head = f"{fit('reference', name_width):<{name_width}} {'verdict':<18} {'conf':>5}  "
-    room = width - len(head)
-    below = room < 30  # a narrow terminal: each row's evidence goes on the lines under it
-    lines.append(head.rstrip() if below else head + "strongest evidence")
-    for r in report["references"]:
-        e = r["strongest_evidence"]
-        evidence = f"{e['signal']}: {e['detail']}" if e else "-"
-        evidence = r["summary"] if r.get("kind") == "architecture" else evidence
-        flag = " (abstained)" if r["abstained"] else ""
-        row = f"{fit(r['reference'], name_width):<{name_width}} {r['verdict'] + flag:<18} {r['confidence']:>5.2f}"
-        if below:
-            lines.append(row)
-            lines.extend(wrap(evidence, width, indent=4))
-            continue
-        cells = wrap(evidence, room) or ["-"]
-        lines.append(f"{row}  {cells[0]}")
-        lines.extend(" " * len(head) + cell for cell in cells[1:])
-    if report.get("screening"):  # screening (shortlist.py)
-        s = report["screening"]
-        lines.extend(wrap(f"database: {s['references']} references screened, {s['compared']} compared fully, "
-                          f"{s['not_compared']} not compared (outside the screening shortlist)", width))
-    if "tokenizers" in report:
-        lines.extend(wrap(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")), width))
-    return "\n".join(lines)

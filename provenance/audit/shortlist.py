@@ -72,6 +72,7 @@ import numpy as np
 
 from ..architectures.roles import PRECEDING_NORM, norm_scale
 from ..fingerprint import Fingerprint
+from ..fingerprint.sketch import row_sample_columns, sketch_positions
 from ..registry.database import SignatureBlob
 
 SIGNATURE_VERSION = 3
@@ -148,8 +149,6 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1024)
 def _sketch_columns(shape: tuple[int, ...]) -> np.ndarray:
-    from ..fingerprint.sketch import sketch_positions
-
     return sketch_positions(shape) % shape[1]
 
 
@@ -161,11 +160,7 @@ def _norm_scale(fp: Fingerprint, key: str) -> np.ndarray | None:
 
 
 @lru_cache(maxsize=1024)
-def _row_sample_columns(shape: tuple[int, ...]) -> np.ndarray | None:
-    try:
-        from ..fingerprint.sketch import row_sample_columns
-    except ImportError:  # fingerprints without row samples
-        return None
+def _row_sample_columns(shape: tuple[int, ...]) -> np.ndarray:
     return row_sample_columns(shape)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -37,9 +38,7 @@ def _init_worker() -> None:
     """Pool initializer: one torch thread per worker; the workers are the parallelism. (Every worker using
     every core oversubscribes them: measured 5-10x slower per candidate on a loaded 2-core machine.)
     Ray does the same for its tasks (OMP_NUM_THREADS=1)."""
-    import threading
-
-    import torch
+    import torch  # lazy: only the worker processes need torch, never the scan's coordinating process
 
     enter_pool_worker()
     torch.set_num_threads(1)

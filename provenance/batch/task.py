@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ..errors import ProvenanceError
+from ..registry import Registry
+from ..remote.locate import locate
 
 # Fingerprints of database references kept in memory per worker process; past this they are read per candidate.
 REFERENCE_CACHE_BYTES = 1 << 30
@@ -61,9 +65,6 @@ def time_limit(seconds: float | None, grace: float = TIMEOUT_GRACE) -> Iterator[
     if not seconds:
         yield
         return
-    import signal
-    import threading
-
     watchdog = None
     if _IN_POOL_WORKER:
         watchdog = threading.Timer(seconds + grace, os._exit, args=(1,))
@@ -110,9 +111,9 @@ def audit_candidate(candidate: str, settings: AuditSettings) -> dict:
     """Audit one candidate against the (cached) reference set; a record, never an exception."""
     started = time.monotonic()
     try:
-        from ..audit import audit_to_json, run_audit  # in the worker: a forkserver has them preloaded
+        # lazy: numpy and torch load in the workers only (a forkserver has them preloaded), not in the coordinator
+        from ..audit import audit_to_json, run_audit
         from ..fingerprint.load import fingerprint_for
-        from ..remote.locate import locate
 
         if settings.cwd and os.path.isdir(settings.cwd):
             os.chdir(settings.cwd)  # a forkserver's workers start in the directory the server started in
@@ -120,8 +121,8 @@ def audit_candidate(candidate: str, settings: AuditSettings) -> dict:
             # the command line's rules for a PATH: local path, URL, hf:// or a repo id (cache first)
             fingerprint = fingerprint_for(locate(candidate).location)
             registry = reference_database(settings.refs)
-            rows = run_audit(fingerprint, registry, include_builtin=settings.include_builtin)
-            report = audit_to_json(candidate, fingerprint, rows, registry)
+            report = audit_to_json(run_audit(fingerprint, registry, include_builtin=settings.include_builtin,
+                                             candidate_path=candidate))
     except CandidateTimeout:
         return error_record(candidate, timeout_message(candidate, settings.timeout), time.monotonic() - started)
     except Exception as exc:  # every failure is one candidate's error line, never the batch's
@@ -184,8 +185,6 @@ def reference_database(path: str | None) -> CachedRegistry | None:
         return None
     cached = _DATABASES.get(path)
     if cached is None:
-        from ..registry import Registry
-
         cached = _DATABASES[path] = CachedRegistry(Registry(path, create=False))
     cached.refresh()
     return cached

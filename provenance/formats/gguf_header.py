@@ -118,6 +118,15 @@ def _text(walk: _Walk, raw: bytes, what: str) -> str:
         raise walk.fail(f"{what} is not UTF-8 (byte {exc.start})") from exc
 
 
+def _new_name(walk: _Walk, seen: set[str], label: str, what: str) -> str:
+    """The next string of the header (UTF-8), refused when it names a `what` already in `seen`."""
+    name = _text(walk, walk.string(label), label)
+    if name in seen:
+        raise walk.fail(f"{what} {name!r} appears twice")
+    seen.add(name)
+    return name
+
+
 def validate_gguf_header(path: Path) -> None:
     """Raise a CorruptFileError/UnsupportedError naming the first problem; return if gguf may parse the file."""
     try:
@@ -167,10 +176,7 @@ def _validate(path: Path, data, size: int | None = None) -> int:
     keys: set[str] = set()
     elements = strings = 0
     for index in range(kv_count):
-        key = _text(walk, walk.string(f"metadata key {index}"), f"metadata key {index}")
-        if key in keys:
-            raise walk.fail(f"metadata key {key!r} appears twice")
-        keys.add(key)
+        key = _new_name(walk, keys, f"metadata key {index}", "metadata key")
         kind = walk.unpack("I", f"type of metadata key {key!r}")
         if kind in SCALAR_SIZES:
             if key == "general.alignment":
@@ -214,15 +220,12 @@ def _validate(path: Path, data, size: int | None = None) -> int:
 
 
 def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> int:
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # lazy: gguf costs 125 ms, only for .gguf files
 
     tensors = []
     names: set[str] = set()
     for index in range(tensor_count):
-        name = _text(walk, walk.string(f"name of tensor {index}"), f"name of tensor {index}")
-        if name in names:
-            raise walk.fail(f"tensor {name!r} appears twice")
-        names.add(name)
+        name = _new_name(walk, names, f"name of tensor {index}", "tensor")
         n_dims = walk.unpack("I", f"dimension count of tensor {name!r}")
         if n_dims > MAX_DIMS:
             raise walk.fail(f"tensor {name!r} has {n_dims} dimensions, more than GGML's {MAX_DIMS}")

@@ -74,19 +74,26 @@ class MultiFileSource(TensorSource):
             shard.close()
 
 
-def open_sharded(index_path: Path, root: Path, open_shard: Callable[[Path], TensorSource], format: str) -> MultiFileSource:
-    """Open the shards an index names, refusing shards that are missing or outside `root`."""
-    index = read_json_limited(index_path, "index", unique_keys=True)
+def checked_weight_map(where: Any, index: Any) -> dict[str, str]:
+    """The `weight_map` of a parsed index (`*.index.json`, local or remote: `where` names it in errors), checked to
+    map at most MAX_TENSORS tensor names to at most MAX_SHARDS shard file names, all strings."""
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
-        raise CorruptFileError(index_path, "index has no 'weight_map' object mapping tensor names to shard files")
+        raise CorruptFileError(where, "index has no 'weight_map' object mapping tensor names to shard files")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-        raise CorruptFileError(index_path, "'weight_map' must map tensor names (strings) to shard file names (strings)")
+        raise CorruptFileError(where, "'weight_map' must map tensor names (strings) to shard file names (strings)")
     if len(weight_map) > MAX_TENSORS:
-        raise CorruptFileError(index_path, f"index lists {len(weight_map)} tensors, over the {MAX_TENSORS}-tensor limit")
+        raise CorruptFileError(where, f"index lists {len(weight_map)} tensors, over the {MAX_TENSORS}-tensor limit")
+    shards = len(set(weight_map.values()))
+    if shards > MAX_SHARDS:
+        raise CorruptFileError(where, f"index names {shards} shard files, over the {MAX_SHARDS}-shard limit")
+    return weight_map
+
+
+def open_sharded(index_path: Path, root: Path, open_shard: Callable[[Path], TensorSource], format: str) -> MultiFileSource:
+    """Open the shards an index names, refusing shards that are missing or outside `root`."""
+    weight_map = checked_weight_map(index_path, read_json_limited(index_path, "index", unique_keys=True))
     shard_names = list(dict.fromkeys(weight_map.values()))
-    if len(shard_names) > MAX_SHARDS:
-        raise CorruptFileError(index_path, f"index names {len(shard_names)} shard files, over the {MAX_SHARDS}-shard limit")
     paths = []
     seen: dict[Path, str] = {}
     for shard_name in shard_names:

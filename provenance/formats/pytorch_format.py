@@ -107,6 +107,7 @@ _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHOR
 def _allowed_globals() -> set[str]:
     """Globals PyTorch's weights-only unpickler accepts ("module.name")."""
     try:
+        # lazy, in the try: a private torch helper that a torch version may lack
         from torch._weights_only_unpickler import _get_allowed_globals
 
         allowed = set(_get_allowed_globals())

@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..errors import UnreadablePathError
+from .checkpoint_files import TOKENIZER_FILES
 from .limits import read_json_limited, read_text_capped
 
 
@@ -164,7 +166,6 @@ _VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
 
 def tokenizer_only_folder(path: str | Path) -> dict[str, Path] | None:
     """The vocabulary files of a local folder that holds tokenizer files and no weights, else None."""
-    from .checkpoint_files import TOKENIZER_FILES
 
     folder = Path(path)
     if not folder.is_dir():
@@ -213,7 +214,6 @@ def compare_vocabularies(candidate: Vocabulary, reference: Vocabulary) -> dict[s
 
 
 def _vocabulary_side(path: str | Path) -> tuple[dict[str, Any], Vocabulary]:
-    from ..errors import UnreadablePathError
 
     files = tokenizer_only_folder(path) or {}
     vocabulary = load_vocabulary(files, None, str(path))

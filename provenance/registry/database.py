@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,7 @@ class ReferenceEntry:
 
 
 def fingerprint_to_bytes(fingerprint) -> bytes:
-    from safetensors.numpy import save
+    from safetensors.numpy import save  # lazy: numpy (80 ms), which refs list and refs remove do not need
 
     arrays = {k: v for k, v in fingerprint.arrays.items()}
     return save(arrays, metadata={"provenance": json.dumps(fingerprint.meta, sort_keys=True)})
@@ -95,8 +96,7 @@ def fingerprint_to_bytes(fingerprint) -> bytes:
 
 def fingerprint_from_bytes(data: bytes, where: str):
     """Parse a stored fingerprint, validating its header like any untrusted file."""
-    import tempfile
-
+    # lazy: the fingerprint package loads numpy and torch, which refs list and refs remove do not need
     from ..fingerprint.store import load_fingerprint
 
     with tempfile.NamedTemporaryFile(suffix=".safetensors") as handle:

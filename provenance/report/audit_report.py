@@ -1,12 +1,14 @@
 """What an audit report says, gathered as plain data for the HTML and Markdown templates.
 
-`build_report` takes the audit's ranked rows and returns one dictionary: the
+`build_report` takes an `AuditResult` and returns one dictionary: the
 verdict in words, the evidence against the best-ranked reference with each
 p-value explained, the layer-by-layer similarity matrix and per-role
 similarity (as chart geometry), the two tokenizers, renamed tensors, the
 lineage the files claim beside the measured one, a table of every
 reference, and what is needed to reproduce the run (file sha256s, tool and
-database versions, the command line).
+database versions, the command line). Everything measured or read from a
+file was computed when the audit ran (provenance/audit/details.py): this
+module only arranges it.
 
 Sentences are kept as `Phrase(template, args)`: the template comes from
 `strings/<lang>.json` and is trusted; the args may come from a checkpoint
@@ -18,23 +20,22 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import platform
 import re
 import shlex
 import statistics
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import __version__
 from ..compare.thresholds import ACCUSATION_LOG10P
 from . import charts
 from .i18n import load_strings
 
+if TYPE_CHECKING:  # the type only: a renderer needs no audit code at run time
+    from ..audit import AuditResult
+
 ACCUSING = ("identical", "derived", "assembled")
-ROLE_ORDER = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
 MAX_LISTED = 200  # rows of long tables (renamed tensors) shown before "... and N more"
 SHOWN_OPEN = 20  # rows of those tables shown before the rest is folded away (HTML <details>)
 # One notation for every p-value the report prints, the engine's: below this, "p < 1e-300".
@@ -176,39 +177,6 @@ def _layer_map(result) -> list[dict[str, Any]]:
              "p": p_text(r.get("log10_p")), "via": r.get("via", "")} for r in result.layers]
 
 
-def role_profiles(cand, ref, layer_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per canonical role, the correlation (and its own log10 p) of each candidate layer with its partner.
-
-    The partner is the mapped reference layer, or the most similar one when the
-    layer matched nothing. Same sketches, norm folding and null as the engine's
-    layer signal (compare/signals.py), one role at a time instead of combined.
-    """
-    from ..compare.signals import clustered_log10p_matrix, layer_view, sketch_clusters
-    from ..compare.stats import correlation_matrix
-
-    cv, rv = layer_view(cand), layer_view(ref)
-    names = {name for (_, name), shape in cv.shapes.items() if len(shape) == 2}
-    names &= {name for (_, name), shape in rv.shapes.items() if len(shape) == 2}
-    ordered = [r for r in ROLE_ORDER if r in names] + sorted(names - set(ROLE_ORDER))
-    profiles = []
-    for role in ordered:
-        points, compared = [], 0
-        for row in layer_rows:
-            i = row["candidate_layer"]
-            j = row["reference_layer"] if row["reference_layer"] is not None else row.get("best_reference_layer")
-            point = {"layer": i, "partner": j, "r": None, "log10p": None}
-            a, b = cv.sketches.get((i, role)), rv.sketches.get((j, role)) if j is not None else None
-            if a is not None and b is not None and cv.shapes[(i, role)] == rv.shapes[(j, role)]:
-                point["r"] = float(correlation_matrix(a[None, :], b[None, :])[0, 0])
-                point["log10p"] = float(clustered_log10p_matrix(a[None, :], b[None, :],
-                                                                sketch_clusters(cv.shapes[(i, role)]))[0, 0])
-                compared += 1
-            points.append(point)
-        if compared:
-            profiles.append({"role": role, "points": points})
-    return profiles
-
-
 def _role_section(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for profile in profiles:
@@ -222,51 +190,35 @@ def _role_section(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- tokenizer --------------------------------------------------------------------------------------
 
-def shown_source(source: str, given: str) -> str:
-    """A file path recorded in a fingerprint, as the report may show it: whole when it lies under the path the
-    user gave for this run, else its file name only (a built-in reference records where the package was built)."""
-    if not source:
-        return source
-    try:
-        if given and Path(source).resolve().is_relative_to(Path(given).resolve()):
-            return source
-    except (OSError, ValueError):
-        pass
-    return Path(source).name or source
-
-
-def _tokenizer(cand, ref, t: dict[str, Any], ref_name: str | None, given: str = "") -> dict[str, Any]:
-    from ..compare.signals import vocabulary_overlap
-
+def _tokenizer(audit: AuditResult, t: dict[str, Any]) -> dict[str, Any]:
+    cand, best = audit.candidate, audit.best_match
     cv = cand.meta.get("vocabulary") if isinstance(cand.meta.get("vocabulary"), dict) else None
-    rv = ref.meta.get("vocabulary") if ref is not None and isinstance(ref.meta.get("vocabulary"), dict) else None
+    rv = best.vocabulary if best is not None else None
     tt = t["tokenizer"]
 
-    def side(v: dict[str, Any] | None) -> dict[str, str]:
+    def side(v: dict[str, Any] | None, source: str) -> dict[str, str]:
         if v is None:
             return {}
         specials = v.get("special_tokens") if isinstance(v.get("special_tokens"), list) else []
         return {"kind": _text(v.get("kind")), "size": _text(v.get("size")),
                 "vocab_sha256": _text(v.get("vocab_sha256")), "merges_sha256": _text(v.get("merges_sha256")) or "-",
-                "source": shown_source(_text(v.get("source")), given),
+                "source": source,
                 "special_tokens": ", ".join(_text(s) for s in specials[:12]) + (" …" if len(specials) > 12 else "")}
 
     props = [(key, tt[key]) for key in ("kind", "size", "vocab_sha256", "merges_sha256", "source", "special_tokens")]
-    c_side, r_side = side(cv), side(rv)
+    c_side = side(cv, audit.vocabulary_source)
+    r_side = side(rv, best.vocabulary_source if best is not None else "")
     table = [{"label": label, "candidate": c_side.get(key, "-"), "reference": r_side.get(key, "-")} for key, label in props]
     sentences: list[Phrase] = []
     if cv is None:
         sentences.append(Phrase(tt["missing_candidate"]))
-    if ref is not None and rv is None:
+    if best is not None and rv is None:
         sentences.append(Phrase(tt["missing_reference"]))
     overlap = None
     if cv is not None and rv is not None:
         if cv.get("vocab_sha256") and cv.get("vocab_sha256") == rv.get("vocab_sha256"):
             sentences.append(Phrase(tt["same_vocab"]))
-        try:
-            overlap = vocabulary_overlap(cand, ref)
-        except (TypeError, ValueError):  # a hand-edited fingerprint with a malformed minhash
-            overlap = None
+        overlap = best.vocabulary_overlap
         if overlap is not None:
             sentences.append(Phrase(tt["jaccard"], {"percent": f"{overlap:.0%}"}))
         c_anchor = [_text(a) for a in cv.get("anchor_tokens") or []] if isinstance(cv.get("anchor_tokens"), list) else []
@@ -275,26 +227,14 @@ def _tokenizer(cand, ref, t: dict[str, Any], ref_name: str | None, given: str = 
             shared = [a for a in c_anchor if a in r_anchor]
             examples = ", ".join(repr(a) for a in shared[:10]) or "-"
             sentences.append(Phrase(tt["anchors"], {"shared": len(shared), "total": len(c_anchor), "examples": examples}))
-    for match in _known_tokenizers(cv):
-        sentences.append(Phrase(tt["known"], {"summary": match}))
+    if cv is not None:  # the closest published tokenizer (audit/tokenizer_references.py)
+        for match in audit.tokenizers[:1]:
+            if isinstance(match, dict) and match.get("summary"):
+                sentences.append(Phrase(tt["known"], {"summary": _text(match.get("summary"))}))
     if cv is not None:
         sentences.append(Phrase(tt["context"]))
-    return {"table": table, "sentences": sentences, "overlap": overlap, "has_reference": ref is not None,
-            "reference_name": ref_name}
-
-
-def _known_tokenizers(vocabulary: dict[str, Any] | None) -> list[str]:
-    """The closest published tokenizer (audit/tokenizer_references.py), when that module is present."""
-    if vocabulary is None:
-        return []
-    try:
-        from ..audit import tokenizer_references
-    except ImportError:
-        return []
-    match = getattr(tokenizer_references, "match_tokenizers", None)
-    if match is None:
-        return []
-    return [_text(m.get("summary")) for m in match(vocabulary)[:1] if isinstance(m, dict) and m.get("summary")]
+    return {"table": table, "sentences": sentences, "overlap": overlap, "has_reference": best is not None,
+            "reference_name": best.row.reference if best is not None else None}
 
 
 # --- renamed tensors --------------------------------------------------------------------------------
@@ -368,103 +308,31 @@ def _lineage(cand, rows, t: dict[str, Any]) -> dict[str, Any]:
             "has_source": source is not None}
 
 
-# --- reproducibility --------------------------------------------------------------------------------
-
-def _candidate_files(candidate_path: str, cand, hash_files: bool) -> dict[str, Any]:
-    """The candidate's files with sha256 (streamed), or the fingerprint file and the files it recorded."""
-    from ..errors import ProvenanceError
-    from ..fingerprint.store import is_fingerprint_file
-    from ..inspection import sha256_file
-
-    path = Path(candidate_path)
-    source = cand.meta.get("source") if isinstance(cand.meta.get("source"), dict) else {}
-    recorded = [{"name": _text(f.get("name")), "bytes": _text(f.get("bytes")), "sha256": _text(f.get("sha256")) or None}
-                for f in _dicts(source.get("files"))]
-    out: dict[str, Any] = {"files": [], "fingerprint": None, "recorded": recorded}
-    if path.is_file() and is_fingerprint_file(path):
-        out["fingerprint"] = {"name": str(path), "bytes": str(path.stat().st_size),
-                              "sha256": sha256_file(path) if hash_files else None,
-                              "created": _text(cand.meta.get("created")), "version": _text(cand.meta.get("tool_version"))}
-        return out
-    if path.exists() and hash_files:
-        from ..formats.checkpoint_files import open_checkpoint_files
-
-        try:
-            files = open_checkpoint_files(path)
-        except ProvenanceError:
-            return out
-        try:
-            out["files"] = [{"name": str(f), "bytes": str(f.stat().st_size), "sha256": sha256_file(f)}
-                            for f in files.all_files()]
-        finally:
-            files.close()
-    return out
-
-
-def _builtin_hashes(rows) -> list[dict[str, str]] | None:
-    """sha256 of every file in provenance/references/ (fingerprints, and any other reference data there)."""
-    from ..inspection import sha256_file
-
-    if not any(r.origin.startswith("built-in") for r in rows):
-        return None
-    folder = resources.files("provenance") / "references"
-    found = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.is_file() and not entry.name.startswith((".", "__")) and not entry.name.endswith(".py"):
-            with resources.as_file(entry) as path:
-                found.append({"name": entry.name, "sha256": sha256_file(Path(path))})
-    return found
-
-
-def _versions() -> dict[str, str]:
-    import numpy
-    import scipy
-
-    return {"version": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__}
-
-
 # --- everything -------------------------------------------------------------------------------------
 
-def reference_fingerprint(row, registry=None):
-    """The best row's reference fingerprint, loaded again (the audit keeps only comparisons)."""
-    from ..errors import ProvenanceError
-
-    try:
-        if row.origin == "built-in":
-            from ..audit import builtin_references
-
-            return next((fp for name, fp in builtin_references() if name == row.reference), None)
-        if registry is not None and row.origin == str(registry.path):
-            return registry.fingerprint(row.reference)
-    except ProvenanceError:
-        return None
-    return None
-
-
-def build_report(candidate_path: str, cand, rows: list, registry=None, lang: str = "en",
-                 argv: Iterable[str] | None = None, reference=None, hash_files: bool = True,
+def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | None = None,
                  now: dt.datetime | None = None) -> dict[str, Any]:
-    """The report's content. `reference` is the best row's reference fingerprint (looked up when None)."""
+    """The report's content, from the audit's result only."""
     t = load_strings(lang)
+    rows, cand = audit.rows, audit.candidate
     # The evidence, pictures and tokenizer are those of the best-ranked reference whose weights were compared.
-    best = next((r for r in rows if _is_weights(r)), None)
-    if best is not None and reference is None:
-        reference = reference_fingerprint(best, registry)
+    best = audit.best_match.row if audit.best_match is not None else None
     result = best.result if best else None
     mapped = {(r["candidate_layer"], r["reference_layer"]) for r in (result.layers if result else [])
               if r["reference_layer"] is not None}
     matrix = getattr(result, "layer_matrix", None) if result else None
-    profiles = role_profiles(cand, reference, result.layers) if result is not None and reference is not None else []
+    profiles = list(audit.best_match.role_profiles) if audit.best_match is not None else []
     arch = cand.architecture
     source = cand.meta.get("source") if isinstance(cand.meta.get("source"), dict) else {}
     family = cand.meta.get("family") if isinstance(cand.meta.get("family"), dict) else {}
     when = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+    repro = audit.reproducibility
     return {
         "t": t,
         "lang": lang,
         "generated": Phrase(t["generated"], {"when": when, "version": __version__}),
-        "candidate": {"path": candidate_path, "format": _text(source.get("format")), "family": _text(family.get("name")) or "?",
+        "candidate": {"path": audit.candidate_path, "format": _text(source.get("format")),
+                      "family": _text(family.get("name")) or "?",
                       "architecture": [(k, _text(arch.get(k))) for k in ARCH_SHOWN if arch.get(k) is not None]},
         "headline": _headline(rows, t),
         "best": {"reference": best.reference, "origin": best.origin} if best else None,
@@ -473,31 +341,27 @@ def build_report(candidate_path: str, cand, rows: list, registry=None, lang: str
         "ascii_heatmap": charts.ascii_heatmap(matrix, mapped),
         "layer_map": _layer_map(result) if result else [],
         "roles": _role_section(profiles),
-        "tokenizer": _tokenizer(cand, reference, t, best.reference if best else None, candidate_path),
+        "tokenizer": _tokenizer(audit, t),
         "renamed": _renamed(result, cand),
         "lineage": _lineage(cand, rows, t),
         "references": [{"rank": k, "reference": r.reference, "origin": _origin_label(r.origin, t), "verdict": r.result.verdict,
                         "confidence": f"{r.result.confidence:.2f}", "abstained": r.result.abstained,
                         "summary": r.result.summary, "strongest": _strongest(r, t)} for k, r in enumerate(rows, start=1)],
-        "screening": _screening(rows, t),
-        "notes": list(result.notes) if result else [],
-        "repro": {"candidate": _candidate_files(candidate_path, cand, hash_files), "tool": _versions(),
-                  "database": {"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
-                  "builtin": _builtin_hashes(rows),
+        "screening": _screening(audit, t),
+        "notes": audit.notes,
+        "repro": {"candidate": repro.candidate, "tool": dict(repro.tool),
+                  "database": dict(audit.database) if audit.database is not None else None,
+                  "builtin": list(repro.builtin) if repro.builtin is not None else None,
                   # argv[0] is where the program lies on this machine; the command is what the user typed after it
                   "command": shlex.join(["provenance", *(list(argv) if argv is not None else sys.argv)[1:]])},
     }
 
 
-def _screening(rows, t: dict[str, Any]) -> Phrase | None:
+def _screening(audit: AuditResult, t: dict[str, Any]) -> Phrase | None:
     """How many database references the screening (provenance/audit/shortlist.py) left out of the full comparison."""
-    summary = getattr(rows, "screening", None)
-    try:
-        data = summary.to_dict() if summary is not None else None
-    except AttributeError:
+    if audit.screening is None:
         return None
-    if not isinstance(data, dict) or not {"references", "compared", "not_compared"} <= set(data):
-        return None
+    data = audit.screening.to_dict()
     return Phrase(t["references"]["screening"], {"screened": data["references"], "compared": data["compared"],
                                                  "skipped": data["not_compared"]})
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..compare import Comparison
 from ..fingerprint import Fingerprint
+from .terminal import terminal_width, wrap
 
 SCHEMA = "provenance.compare/1"
 
@@ -40,8 +41,6 @@ def comparison_to_json(candidate_path: str, cand: Fingerprint, reference_path: s
 
 def render_comparison(report: dict[str, Any], width: int | None = None) -> str:
     """The comparison as text for a terminal `width` columns wide (default: the terminal's); long lines wrap."""
-    from .terminal import terminal_width, wrap
-
     width = width or terminal_width()
     lines = [f"verdict: {report['verdict'].upper()} (confidence {report['confidence']:.2f})"
              + ("  [abstained]" if report["abstained"] else "")]

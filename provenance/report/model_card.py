@@ -57,21 +57,19 @@ class ModelCardLineage:
                 "references": self.references, "claims": self.claims, "agreement": self.agreement}
 
 
-def _hub_id(reference: str, origin: str, registry) -> tuple[str, bool]:
+def _hub_id(row) -> tuple[str, bool]:
     """(id, known): the reference's hub repository id, or its name when none is known."""
-    if origin.startswith("built-in") and reference in BUILTIN_HUB_IDS:
+    reference = row.reference
+    if row.origin.startswith("built-in") and reference in BUILTIN_HUB_IDS:
         return BUILTIN_HUB_IDS[reference], True
     if _REPO_ID.match(reference):
         return reference, True
-    if registry is not None:
-        try:
-            source = (registry.entry(reference).source or {}).get("path") or ""
-        except Exception:  # an entry removed meanwhile: keep the name
-            source = ""
-        if source.startswith("hf://"):
-            repo = source[len("hf://"):].split("@", 1)[0].strip("/")
-            if _REPO_ID.match(repo):
-                return repo, True
+    # a database reference added from hf://ORG/NAME: its recorded source, read when the audit loaded it
+    source = "" if row.origin.startswith("built-in") else row.source
+    if source.startswith("hf://"):
+        repo = source[len("hf://"):].split("@", 1)[0].strip("/")
+        if _REPO_ID.match(repo):
+            return repo, True
     return reference, False
 
 
@@ -80,7 +78,8 @@ def _quantized(candidate) -> bool:
                for r in candidate.tensors.values())
 
 
-def measured_lineage(candidate, rows, registry=None) -> ModelCardLineage:
+def measured_lineage(candidate, rows) -> ModelCardLineage:
+    """The front matter's keys from an audit's candidate and ranked rows (`AuditResult.candidate`, `.rows`)."""
     claims = [{"where": clean(c.get("where"), 60), "value": clean(c.get("value"), MAX_CLAIM_CHARS)}
               for c in candidate.meta.get("lineage_claims") or [] if isinstance(c, dict)]
     accusing = [r for r in rows if r.kind == "weights" and r.result.verdict in ACCUSING and not r.result.abstained]
@@ -93,7 +92,7 @@ def measured_lineage(candidate, rows, registry=None) -> ModelCardLineage:
     comments: list[str] = []
     ids = []
     for row in chosen:
-        hub, known = _hub_id(row.reference, row.origin, registry)
+        hub, known = _hub_id(row)
         ids.append(hub)
         if not known:
             comments.append(f"replace {clean(hub, 80)!r} (the reference's name in your database) by its hub repository id")

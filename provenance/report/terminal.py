@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import textwrap
 from collections import defaultdict
 from typing import Any
 
@@ -125,8 +128,6 @@ def render_fingerprint(report: dict[str, Any]) -> str:
 
 def terminal_width(default: int = 120) -> int:
     """Columns of the terminal on stdout ($COLUMNS first); `default` when stdout is not a terminal."""
-    import shutil
-
     return max(60, shutil.get_terminal_size((default, 24)).columns)
 
 
@@ -146,9 +147,6 @@ def fit(text: str, width: int) -> str:
 def wrap(text: str, width: int, indent: int = 0) -> list[str]:
     """`text` as lines of at most `width` characters, broken at spaces (a word longer than a line stays whole;
     `p < 1e-6` and `p = 0.4` stay on one line)."""
-    import re
-    import textwrap
-
     kept = re.sub(r"\bp ([<=>]) ", "p\u00a0\\1\u00a0", text)  # textwrap never breaks at a no-break space
     lines = textwrap.wrap(kept, width, initial_indent=" " * indent, subsequent_indent=" " * indent,
                           break_long_words=False, break_on_hyphens=False)

@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import ProvenanceError
+from .audit_report import build_report
+from .html import render_html
+from .markdown import render_markdown
+
+if TYPE_CHECKING:  # the type only: a renderer needs no audit code at run time
+    from ..audit import AuditResult
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
 
@@ -57,19 +63,12 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 def render(context: dict[str, Any], fmt: str) -> str:
     if fmt == "html":
-        from .html import render_html
-
         return render_html(context)
-    from .markdown import render_markdown
-
     return render_markdown(context)
 
 
-def write_audit_report(path: str | Path, candidate_path: str, candidate, rows: list, registry=None, lang: str = "en",
-                       argv: Iterable[str] | None = None) -> Path:
+def write_audit_report(path: str | Path, audit: AuditResult, lang: str = "en", argv: Iterable[str] | None = None) -> Path:
     """Build, render and atomically write the report for `provenance audit --report PATH`."""
-    from .audit_report import build_report
-
     fmt = report_format(path)
-    context = build_report(candidate_path, candidate, rows, registry, lang=lang, argv=argv)
+    context = build_report(audit, lang=lang, argv=argv)
     return write_atomic(path, render(context, fmt))

@@ -35,6 +35,7 @@ def load(name: str) -> dict[str, Any]:
 
 def validate(instance: Any, name: str) -> None:
     """Raise jsonschema.ValidationError when `instance` does not follow schema NAME."""
+    # lazy: jsonschema and referencing are optional (the `test` extra); only validation needs them
     import jsonschema
     from referencing import Registry, Resource
 

@@ -1,0 +1,46 @@
+"""`provenance audit` as text for a terminal: the verdict, then one row per reference, wrapped to the width."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..audit.tokenizer_references import tokenizer_line
+from .terminal import fit, terminal_width, wrap
+
+
+def render_audit(report: dict[str, Any], width: int | None = None) -> str:
+    """The audit (its `provenance.audit/1` object) as text for a terminal `width` columns wide (default: the
+    terminal's): long cells wrap at word boundaries onto continuation lines, so nothing is cut off mid-number."""
+    width = width or terminal_width()
+    lines = []
+    if report["verdict"] in ("identical", "derived", "assembled"):
+        lines.append(f"verdict: {report['verdict'].upper()} of {report['best_reference']}")
+    else:
+        vs = "as" if report.get("best_kind") == "architecture" else "vs"
+        lines.append(f"verdict: no reference explains these weights (best: {report['verdict']} {vs} {report['best_reference']})")
+    lines.extend(wrap(report["summary"], width, indent=2))
+    name_width = min(32, max([len("reference")] + [len(r["reference"]) for r in report["references"]]))
+    head = f"{fit('reference', name_width):<{name_width}} {'verdict':<18} {'conf':>5}  "
+    room = width - len(head)
+    below = room < 30  # a narrow terminal: each row's evidence goes on the lines under it
+    lines.append(head.rstrip() if below else head + "strongest evidence")
+    for r in report["references"]:
+        e = r["strongest_evidence"]
+        evidence = f"{e['signal']}: {e['detail']}" if e else "-"
+        evidence = r["summary"] if r.get("kind") == "architecture" else evidence
+        flag = " (abstained)" if r["abstained"] else ""
+        row = f"{fit(r['reference'], name_width):<{name_width}} {r['verdict'] + flag:<18} {r['confidence']:>5.2f}"
+        if below:
+            lines.append(row)
+            lines.extend(wrap(evidence, width, indent=4))
+            continue
+        cells = wrap(evidence, room) or ["-"]
+        lines.append(f"{row}  {cells[0]}")
+        lines.extend(" " * len(head) + cell for cell in cells[1:])
+    if report.get("screening"):  # screening (shortlist.py)
+        s = report["screening"]
+        lines.extend(wrap(f"database: {s['references']} references screened, {s['compared']} compared fully, "
+                          f"{s['not_compared']} not compared (outside the screening shortlist)", width))
+    if "tokenizers" in report:
+        lines.extend(wrap(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")), width))
+    return "\n".join(lines)
