@@ -31,28 +31,6 @@ KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 # (file, the statement on one line). The lead empties it after merging those rewrites.
 KNOWN_UNEXPLAINED_LAZY: set[tuple[str, str]] = {
     ("provenance/compare/signals.py", "from scipy import stats as st"),
-    ("provenance/fingerprint/cache.py", "from ..formats.checkpoint_files import snapshot_directory"),
-    ("provenance/fingerprint/load.py", "from ..remote import is_remote"),
-    ("provenance/fingerprint/load.py", "from ..model import Checkpoint"),
-    ("provenance/fingerprint/store.py", "from safetensors.numpy import save_file"),
-    ("provenance/fingerprint/store.py", "from ..formats.safetensors_format import read_safetensors_header"),
-    ("provenance/fingerprint/store.py", "from safetensors.numpy import load_file"),
-    ("provenance/fingerprint/store.py", "from dataclasses import fields"),
-    ("provenance/fingerprint/store.py", "from ..architectures.descriptor import Architecture"),
-    ("provenance/fingerprint/store.py", "from .sketch import FULL_VECTOR_LIMIT, SKETCH_SIZE"),
-    ("provenance/remote/checkpoint.py", "from .gguf_source import RemoteGgufFile"),
-    ("provenance/remote/gguf_source.py", "from gguf import GGML_QUANT_SIZES"),
-    ("provenance/remote/http.py", "from huggingface_hub.utils import get_session"),
-    ("provenance/remote/http.py", "from huggingface_hub import constants"),
-    ("provenance/remote/hub.py", "from huggingface_hub import constants"),
-    ("provenance/remote/hub.py", "from .http import REASONS"),
-    ("provenance/remote/hub.py", "from huggingface_hub import HfApi"),
-    ("provenance/remote/hub.py", "from huggingface_hub import HfApi, hf_hub_download, hf_hub_url"),
-    ("provenance/remote/hub.py", "from huggingface_hub.utils import build_hf_headers"),
-    ("provenance/remote/locate.py", "from .hub import parse_hub_location"),
-    ("provenance/remote/locate.py", "from huggingface_hub import constants"),
-    ("provenance/remote/locate.py", "from huggingface_hub import scan_cache_dir"),
-    ("provenance/remote/locate.py", "from huggingface_hub.errors import CacheNotFound"),
 }
 
 

@@ -39,6 +39,7 @@ import xxhash
 
 from .. import __version__
 from ..errors import ProvenanceError
+from ..formats.checkpoint_files import snapshot_directory
 from .store import FINGERPRINT_SCHEMA, Fingerprint, load_fingerprint
 
 HEADER_BYTES = 1 << 20
@@ -67,8 +68,6 @@ def disabled_by_environment() -> bool:
 
 def checkpoint_files(path: Path) -> list[Path] | None:
     """The files a checkpoint PATH consists of, or None when it cannot be cached (not local, too many files)."""
-    from ..formats.checkpoint_files import snapshot_directory
-
     if path.is_file():
         return [path]
     if not path.is_dir():

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..model import Checkpoint
+from ..remote import is_remote
 from .build import build_fingerprint
 from .cache import FingerprintCache, cache_key, disabled_by_environment
 from .store import Fingerprint, is_fingerprint_file, load_fingerprint
@@ -16,8 +18,6 @@ from .store import Fingerprint, is_fingerprint_file, load_fingerprint
 
 def fingerprint_for(path: str | Path, on_tensor: Callable[[int, int], None] | None = None,
                     cache: bool = True) -> Fingerprint:
-    from ..remote import is_remote
-
     if not is_remote(path) and is_fingerprint_file(Path(path)):
         return load_fingerprint(Path(path))
     return fingerprint_checkpoint(path, on_tensor=on_tensor, cache=cache)
@@ -30,9 +30,6 @@ def fingerprint_checkpoint(path: str | Path, on_tensor: Callable[[int, int], Non
     With `cache` False (or PROVENANCE_NO_CACHE set) the cache is neither read nor written.
     A URL or hf:// PATH is never cached: its "remote" variant is read by HTTP ranges.
     """
-    from ..model import Checkpoint
-    from ..remote import is_remote
-
     if is_remote(path):
         with Checkpoint.open(str(path)) as checkpoint:
             return build_fingerprint(checkpoint, on_tensor=on_tensor)

@@ -42,14 +42,18 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
+from ..architectures.descriptor import Architecture
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
+from ..formats.safetensors_format import read_safetensors_header
+from .sketch import FULL_VECTOR_LIMIT, SKETCH_SIZE
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/3"
 SCHEMA_VERSION = 3
@@ -137,8 +141,6 @@ class Fingerprint:
         return sum(a.nbytes for a in self.arrays.values())
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.numpy import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -174,8 +176,6 @@ def _fsync_directory(directory: Path) -> None:
 
 def is_fingerprint_file(path: Path) -> bool:
     """A safetensors file whose metadata says it is a provenance fingerprint."""
-    from ..formats.safetensors_format import read_safetensors_header
-
     if not path.is_file() or not path.name.endswith((".safetensors", ".fp", ".fingerprint")):
         return False
     try:
@@ -186,9 +186,7 @@ def is_fingerprint_file(path: Path) -> bool:
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:
-    from safetensors.numpy import load_file
 
-    from ..formats.safetensors_format import read_safetensors_header
 
     path = Path(path)
     try:
@@ -262,9 +260,7 @@ def _short(value: Any) -> str:
 
 
 def _architecture_problem(arch: dict[str, Any]) -> str | None:
-    from dataclasses import fields
 
-    from ..architectures.descriptor import Architecture
 
     for spec in fields(Architecture):
         value = arch.get(spec.name)
@@ -351,8 +347,6 @@ ARRAY_DTYPES = {"F16", "F32", "F64"}
 
 def _array_problem(meta: dict[str, Any], arrays: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:
     """The first array whose dtype or shape the comparison could not use, or None (from the header alone)."""
-    from .sketch import FULL_VECTOR_LIMIT, SKETCH_SIZE
-
     for name, (dtype, shape) in arrays.items():
         if dtype not in ARRAY_DTYPES:
             return f"array {_short(name)} has dtype {dtype}, expected F16, F32 or F64"

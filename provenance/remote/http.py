@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
+from huggingface_hub import constants
+
 from ..errors import CorruptFileError, UnreadablePathError
 
 MAX_RETRIES = 5  # per range, counted only while no byte arrives
@@ -72,7 +74,7 @@ TRANSFERS = TransferStats()
 
 
 def _session():
-    from huggingface_hub.utils import get_session
+    from huggingface_hub.utils import get_session  # lazy: huggingface_hub's HTTP stack loads httpx (about 50 ms)
 
     return get_session()
 
@@ -86,8 +88,6 @@ def _transport_errors(session) -> tuple[type[BaseException], ...]:
 
 def _timeout() -> float:
     try:
-        from huggingface_hub import constants
-
         return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
     except (ImportError, AttributeError, TypeError, ValueError):
         return 10.0

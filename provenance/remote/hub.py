@@ -24,9 +24,11 @@ import os
 import re
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from ..errors import CorruptFileError, UnreadablePathError
 from .location import RemoteLocation
-from .http import RemoteAccessError, RemoteFile
+from .http import REASONS, RemoteAccessError, RemoteFile
 
 HUB_LOCATION = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?"
                           r"(?:/(?P<file>[^\s@]*[^\s@/]))?/?$")
@@ -44,8 +46,6 @@ def parse_hub_location(location: str) -> tuple[str, str | None, str | None]:
 
 
 def _endpoint() -> str:
-    from huggingface_hub import constants
-
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
@@ -54,8 +54,6 @@ def _hub_error(location: str, exc: BaseException, url: str | None = None) -> Rem
     status = getattr(response, "status_code", None)
     where = url or str(getattr(response, "url", "") or "") or None
     if status is not None:
-        from .http import REASONS
-
         hint = " (set HF_TOKEN for a private or gated repository)" if status in (401, 403) else ""
         problem = f"HTTP {status} {REASONS.get(status, '')}".rstrip() + hint
     else:
@@ -87,7 +85,7 @@ def _pick_weights(location: str, names: list[str]) -> str:
 
 def resolve_commit(repo_id: str, revision: str | None) -> str:
     """The commit a branch, tag or commit of `repo_id` names on the hub (one model_info request)."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # lazy: huggingface_hub's API loads httpx (about 50 ms); hub locations only
 
     endpoint = _endpoint()
     shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
@@ -102,6 +100,7 @@ def resolve_commit(repo_id: str, revision: str | None) -> str:
 
 
 def hub_location(location: str) -> RemoteLocation:
+    # lazy: huggingface_hub's API loads httpx (about 50 ms); hub locations only
     from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
     from huggingface_hub.utils import build_hf_headers
 

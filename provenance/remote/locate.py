@@ -25,8 +25,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from ..errors import UnreadablePathError
 from . import is_remote
+from .hub import parse_hub_location
 
 REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?$")
 # A name ending like a file is a missing local file, not a repository.
@@ -94,8 +97,6 @@ def locate(text: str, revision: str | None = None, local_only: bool = False) -> 
 def _with_revision(text: str, revision: str) -> str:
     if not text.lower().startswith("hf://"):
         raise RevisionError(text, "--revision applies to hf:// locations and repo ids, not to URLs")
-    from .hub import parse_hub_location
-
     repo, written, file = parse_hub_location(text)
     if written and written != revision:
         raise RevisionError(text, f"names revision {written!r} and --revision says {revision!r}")
@@ -103,13 +104,12 @@ def _with_revision(text: str, revision: str) -> str:
 
 
 def cache_folder() -> str:
-    from huggingface_hub import constants
-
     return str(constants.HF_HUB_CACHE)
 
 
 def cached_snapshot(repo: str, revision: str | None) -> tuple[Path | None, str]:
     """The cache snapshot folder of `repo` at `revision` holding weights, or None and why not."""
+    # lazy: the cache scanner and its errors load httpx (about 50 ms); repo ids only
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
