@@ -24,8 +24,8 @@ import torch
 
 from ..errors import CorruptFileError, UnsupportedError
 from ..formats.base import Reads, TensorInfo, TensorSource, TransferCounts
-from ..formats.limits import MAX_JSON_BYTES, MAX_SHARDS, MAX_TENSORS, DuplicateKeyError, reject_duplicate_keys
-from ..formats.multi import MultiFileSource, open_shards
+from ..formats.limits import MAX_JSON_BYTES, DuplicateKeyError, reject_duplicate_keys
+from ..formats.multi import MultiFileSource, checked_weight_map, open_shards
 from ..formats.safetensors_format import (check_header_length, parse_safetensors_header, tensor_from_bytes,
                                           torch_dtype_for)
 from .http import CONCURRENCY, TRANSFERS, RemoteFile
@@ -198,15 +198,7 @@ def parse_index(index: RemoteFile) -> dict[str, str]:
         raise CorruptFileError(index, f"names {exc.args[0]!r} twice in one JSON object") from exc
     except (ValueError, RecursionError) as exc:
         raise CorruptFileError(index, f"not valid JSON: {exc}") from exc
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise CorruptFileError(index, "index has no 'weight_map' object mapping tensor names to shard files")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-        raise CorruptFileError(index, "'weight_map' must map tensor names (strings) to shard file names (strings)")
-    if len(weight_map) > MAX_TENSORS:
-        raise CorruptFileError(index, f"index lists {len(weight_map)} tensors, over the {MAX_TENSORS}-tensor limit")
-    if len(set(weight_map.values())) > MAX_SHARDS:
-        raise CorruptFileError(index, f"index names {len(set(weight_map.values()))} shard files, over the {MAX_SHARDS}-shard limit")
+    weight_map = checked_weight_map(index, data)
     for shard in set(weight_map.values()):
         if not shard or shard in (".", "..") or any(c in shard for c in "/\\?#:") or not shard.endswith(".safetensors"):
             raise CorruptFileError(index, f"index names shard {shard!r}; remote shards must be .safetensors files beside the index")
