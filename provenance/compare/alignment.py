@@ -1,4 +1,4 @@
-"""Layer alignment and the corrections shared by full and remote comparisons.
+"""Layer alignment and the corrections applied to what was chosen from many candidates.
 
 `layer_map` gives every candidate layer its most similar reference layer
 (Bonferroni over the reference layers searched); `layer_evidence_log10p` and
@@ -15,9 +15,10 @@ import numpy as np
 from ..architectures.roles import LAYER_ROLES
 from ..fingerprint import Fingerprint
 from .results import Evidence
-from .signals import layer_similarity, layer_view
+from .signals import layer_similarity
 from .stats import bonferroni_log10p, format_p, p_from_log10
 from .thresholds import LAYER_MATCH_LOG10P
+from .views import SampleView
 
 # The float16 unit signatures bound what a fitted rescaling or matching can verify.
 SIGNATURE_PRECISION = 2e-3
@@ -36,10 +37,10 @@ def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
     return "different"
 
 
-def layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = "sketch", **similarity_options):
+def layer_map(cand: Fingerprint, ref: Fingerprint, view: SampleView):
     """Best reference layer for every candidate layer; `view` picks what is compared (sketches, or row samples)."""
-    cv, rv = view(cand), view(ref)
-    ls = layer_similarity(cv, rv, **similarity_options)
+    cv, rv = view.layer_view(cand), view.layer_view(ref)
+    ls = layer_similarity(cv, rv, clusters=view.clusters)
     rows = []
     for i in range(cv.layers):
         if ls.roles[i].max(initial=0) == 0:
@@ -54,7 +55,7 @@ def layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = "
         rows.append({"candidate_layer": i, "reference_layer": j if corrected < LAYER_MATCH_LOG10P else None,
                      "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
                      "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": via})
+                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": view.via})
     matrix = {"similarity": np.round(ls.similarity, 4).tolist(), "log10_p": np.round(ls.log10p, 2).tolist(),
               "roles": ls.roles.astype(int).tolist()} if cv.layers and rv.layers else None
     return rows, rv.layers, matrix
