@@ -53,7 +53,8 @@ def fingerprint(path: str | Path):
 
 def compare(candidate: PathOrFingerprint, reference: PathOrFingerprint):
     """Whether `candidate`'s weights come from `reference`: a `Comparison` (`.verdict` is one of identical,
-    derived, assembled, same-architecture, unrelated; `.abstained`, `.confidence`, `.evidence`, `.layers`)."""
+    derived, assembled, same-architecture, unrelated; `.abstained`, `.confidence`, `.evidence`, `.layers`:
+    `LayerMatch` rows)."""
     from .compare import compare_fingerprints
 
     return compare_fingerprints(_as_fingerprint(candidate), _as_fingerprint(reference))

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from provenance.compare import compare_fingerprints
+from provenance.compare.results import LayerMatch
+from provenance.compare.stats import p_from_log10
 from provenance.compare.views import EVERY_UNIT, SAMPLED_UNITS, unit_view
 from provenance.fingerprint import Fingerprint, Part, build_fingerprint, load_fingerprint
 from provenance.fingerprint.load import fingerprint_for
@@ -132,7 +134,7 @@ def test_pruned_layers_are_derived(base, tmp_path):
             pruned[name] = tensor
     result = _compare(_save(tmp_path / "pruned", pruned, {**config, "num_hidden_layers": 3}), path)
     assert result.verdict == "derived", result.summary
-    assert [r["reference_layer"] for r in result.layers] == keep
+    assert [r.reference_layer for r in result.layers] == keep
 
 
 def test_repeated_layers_are_assembled(base, tmp_path):
@@ -149,7 +151,7 @@ def test_repeated_layers_are_assembled(base, tmp_path):
                 stacked[name.replace(f"layers.{old}.", f"layers.{new}.")] = tensor
     result = _compare(_save(tmp_path / "dus", stacked, {**config, "num_hidden_layers": 6}), path)
     assert result.verdict == "assembled", result.summary
-    assert [r["reference_layer"] for r in result.layers] == order
+    assert [r.reference_layer for r in result.layers] == order
 
 
 def test_half_from_another_model_is_assembled(base, tmp_path):
@@ -215,7 +217,7 @@ def test_permuted_attention_heads_are_identical(base, tmp_path):
         permuted[prefix + "o_proj.weight"] = state[prefix + "o_proj.weight"][:, q_rows]
     result = _compare(_save(tmp_path / "heads", permuted, config), path)
     assert result.verdict == "identical", (result.summary, result.layers)
-    assert any("attention heads" in r["via"] for r in result.layers)
+    assert any("attention heads" in r.via for r in result.layers)
 
 
 def _tokenizer_json(vocab: list[str]) -> dict:
@@ -360,14 +362,14 @@ def test_each_step_reads_only_parts_both_sides_hold(base, tmp_path):
     full = compare_fingerprints(whole, whole)
     assert full.verdict == "identical" and full.confidence == 1.0
     assert any(e.signal == "exact tensor hashes" for e in full.evidence)
-    assert {r["via"] for r in full.layers} == {"sketch"} and not full.notes
+    assert {r.via for r in full.layers} == {"sketch"} and not full.notes
 
     # a side holding what a range reader makes: row samples, no hashes, a capped identical and the remote note
     rows_only = compare_fingerprints(_holding(whole, ROW_READ_PARTS), whole)
     assert rows_only.verdict == "identical" and rows_only.confidence <= 0.95
     assert rows_only.summary.endswith("(on the sampled rows read remotely)")
     assert not any("exact" in e.signal or "std curve" in e.signal for e in rows_only.evidence)
-    assert {r["via"] for r in rows_only.layers} == {"row sample"}
+    assert {r.via for r in rows_only.layers} == {"row sample"}
     assert rows_only.notes[0].startswith("remote comparison: the candidate fingerprint was read over HTTP")
     assert "lm_head.weight (by id, sampled rows)" in [e.signal for e in rows_only.evidence]
 
@@ -388,3 +390,14 @@ def test_unit_view_pairs_full_or_sampled_signatures():
     assert unit_view(full, full) is EVERY_UNIT
     assert unit_view(sampled, full) is SAMPLED_UNITS and unit_view(full, sampled) is SAMPLED_UNITS
     assert unit_view(sampled, sampled) is None and unit_view(neither, full) is None
+
+
+def test_layer_match_json_entry_keeps_the_compare_schema():
+    row = LayerMatch(3, None, 0.0, 1.0, 0.0, 0)
+    assert list(row.to_dict()) == ["candidate_layer", "reference_layer", "similarity", "p_value", "log10_p", "via"]
+    assert row.to_dict()["reference_layer"] is None and row.to_dict()["via"] == "none"
+    assert row.best_reference_layer is None and row.rel_errors == {} and row.tolerances == {}
+    row.place(5, 0.12344, -12.5, {"mlp.up": 0.1}, "matched MLP units (permuted)")
+    assert row.to_dict() == {"candidate_layer": 3, "reference_layer": 5, "similarity": 0.1234,
+                             "p_value": p_from_log10(-12.5), "log10_p": -12.5, "via": "matched MLP units (permuted)"}
+    assert row.rel_errors == {"mlp.up": 0.1}

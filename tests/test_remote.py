@@ -145,17 +145,17 @@ def test_remote_vs_local_verdicts_and_bytes(server, models, local):
 
     tuned = compare_fingerprints(fingerprint_for(server.url("tuned/model.safetensors")), local["base"])
     assert tuned.verdict == "derived", tuned.summary
-    assert [r["reference_layer"] for r in tuned.layers] == list(range(LAYERS))
+    assert [r.reference_layer for r in tuned.layers] == list(range(LAYERS))
 
     other = compare_fingerprints(fingerprint_for(server.url("other/model.safetensors")), local["base"])
     assert other.verdict in ("same-architecture", "unrelated"), other.summary
-    assert not any(r["reference_layer"] is not None for r in other.layers)
+    assert not any(r.reference_layer is not None for r in other.layers)
 
 
 def test_permuted_mlp_units_found_from_sampled_rows(server, local):
     result = compare_fingerprints(fingerprint_for(server.url("permuted/model.safetensors")), local["base"])
     assert result.verdict == "identical", (result.summary, result.layers)
-    assert all("MLP units matched" in r["via"] for r in result.layers)
+    assert all("MLP units matched" in r.via for r in result.layers)
 
 
 def test_sharded_index_url(server, models, local):
@@ -224,10 +224,10 @@ def test_old_fingerprint_without_row_samples_still_compares(server, local):
     result = compare_fingerprints(remote, old)
     assert any("no row samples" in note for note in result.notes)
     # no row samples to correlate: layers are found only through the sampled MLP units' signatures
-    assert [r["reference_layer"] for r in result.layers] == list(range(LAYERS))
-    assert all(r["via"].startswith("matched MLP units") for r in result.layers)
+    assert [r.reference_layer for r in result.layers] == list(range(LAYERS))
+    assert all(r.via.startswith("matched MLP units") for r in result.layers)
     stripped = without(old, Part.UNIT_SIGNATURES, "units/")
-    assert all(r["reference_layer"] is None for r in compare_fingerprints(remote, stripped).layers)
+    assert all(r.reference_layer is None for r in compare_fingerprints(remote, stripped).layers)
 
 
 @pytest.fixture

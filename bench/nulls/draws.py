@@ -138,7 +138,7 @@ def verdicts(cand: Fingerprint, ref: Fingerprint) -> dict[str, dict]:
     for view, result in (("local", compare_fingerprints(cand, ref)),
                          ("remote", _remote_comparison(cand, ref))):
         decisive = [e.log10p for e in result.evidence if e.decisive and e.log10p is not None]
-        via = [row.get("via", "") for row in result.layers if row.get("reference_layer") is not None]
+        via = [row.via for row in result.layers if row.reference_layer is not None]
         found[view] = {"verdict": result.verdict, "abstained": bool(result.abstained),
                        "strongest_log10p": round(min(decisive, default=0.0), 2), "summary": result.summary,
                        "matched_layers_by_unit_matching": sum(1 for v in via if "matched MLP units" in v),

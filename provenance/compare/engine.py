@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
@@ -41,11 +40,11 @@ from ..fingerprint import Fingerprint, Part
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .generic import compare_generic
-from .results import Comparison, Evidence
+from .results import Comparison, Evidence, LayerMatch
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
-from .stats import bonferroni_log10p, format_p, p_from_log10
+from .stats import bonferroni_log10p, format_p
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
@@ -122,7 +121,7 @@ def _sampled_notes(cand: Fingerprint, ref: Fingerprint, view: SampleView, units:
     return notes
 
 
-def _place_by_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]], units: UnitView) -> list[UnitMatch]:
+def _place_by_units(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch], units: UnitView) -> list[UnitMatch]:
     """Layers with no direct match, tested for permuted MLP units; returns every test, Bonferroni over those made.
 
     Same depth: one test per layer against the layer in its place (a
@@ -132,10 +131,10 @@ def _place_by_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, An
     same_depth = len(rows) == int(ref.architecture.get("num_layers") or 0)
     found = []
     for row in rows:
-        if row["reference_layer"] is not None:
+        if row.reference_layer is not None:
             continue
-        i = row["candidate_layer"]
-        target = i if same_depth else row.get("best_reference_layer")
+        i = row.candidate_layer
+        target = i if same_depth else row.best_reference_layer
         match = units.match(cand, ref, i, target) if target is not None else None
         if match is not None:
             found.append(match)
@@ -147,12 +146,10 @@ def _place_by_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, An
         # accusation still needs a p-value below the bar from some signal.
         if match.log10p < LAYER_MATCH_LOG10P or (units.sampled and match.rel_error < SIGNATURE_PRECISION):
             row = rows[match.layer_c]
-            row.update({"reference_layer": match.layer_r, "similarity": round(match.correlation, 4),
-                        "p_value": p_from_log10(match.log10p), "log10_p": round(match.log10p, 2),
-                        "rel_errors": {"mlp.up": match.rel_error},
-                        "via": "matched MLP units (permuted, sampled rows)" if units.sampled else "matched MLP units (permuted)"})
+            row.place(match.layer_r, match.correlation, match.log10p, {"mlp.up": match.rel_error},
+                      "matched MLP units (permuted, sampled rows)" if units.sampled else "matched MLP units (permuted)")
             if units.sampled:
-                row["tolerances"] = {"mlp.up": SIGNATURE_PRECISION}
+                row.tolerances = {"mlp.up": SIGNATURE_PRECISION}
     return found
 
 
@@ -168,7 +165,7 @@ def _unit_evidence(matches: list[UnitMatch], units: UnitView) -> list[Evidence]:
         for unit in matches if unit.log10p < LAYER_MATCH_LOG10P]
 
 
-def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> list[tuple]:
+def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> list[tuple]:
     """Layers still unplaced, tested for a rotated residual basis: (layer_c, layer_r, corrected log10 p, similarity).
 
     Same depth: each layer in its place, and one pooled test over them
@@ -177,16 +174,16 @@ def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, An
     """
     same_depth = len(rows) == int(ref.architecture.get("num_layers") or 0)
     grams = []
-    still = [r for r in rows if r["reference_layer"] is None]
+    still = [r for r in rows if r.reference_layer is None]
     tests = gram_layer_tests(cand, ref) if still else None
     if tests is not None and same_depth:
         # A rotated copy keeps every layer in place: one pooled test over the unplaced
         # layers in their own places (fixed in advance, so no correction for a search),
         # then each layer on its own, Bonferroni over the layers tested.
-        pairs = [(r["candidate_layer"], r["candidate_layer"]) for r in still]
+        pairs = [(r.candidate_layer, r.candidate_layer) for r in still]
         pooled = tests.pooled_log10p(pairs)
         for row in still:
-            i = row["candidate_layer"]
+            i = row.candidate_layer
             if (i, i) not in tests.cluster_sums:
                 continue
             corrected = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
@@ -194,24 +191,22 @@ def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, An
         if pooled < LAYER_MATCH_LOG10P:
             grams.append((None, None, pooled, float(np.mean([g[3] for g in grams])) if grams else 0.0))
             for row in still:
-                i = row["candidate_layer"]
+                i = row.candidate_layer
                 if (i, i) in tests.cluster_sums:
                     layer_p = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
-                    row.update({"reference_layer": i, "similarity": round(float(tests.similarity[i, i]), 4),
-                                "p_value": p_from_log10(layer_p), "log10_p": round(layer_p, 2), "rel_errors": {},
-                                "via": "residual-space Gram matrices (rotation-invariant)"})
+                    row.place(i, float(tests.similarity[i, i]), layer_p, {},
+                              "residual-space Gram matrices (rotation-invariant)")
     elif tests is not None:
         for row in still:
-            i = row["candidate_layer"]
+            i = row.candidate_layer
             if i >= tests.log10p.shape[0] or not any((i, j) in tests.cluster_sums for j in range(tests.log10p.shape[1])):
                 continue
             j = int(np.argmin(tests.log10p[i]))
             corrected = bonferroni_log10p(float(tests.log10p[i, j]), tests.log10p.shape[1] * len(still))
             grams.append((i, j, corrected, float(tests.similarity[i, j])))
             if corrected < LAYER_MATCH_LOG10P:
-                row.update({"reference_layer": j, "similarity": round(float(tests.similarity[i, j]), 4),
-                            "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                            "rel_errors": {}, "via": "residual-space Gram matrices (rotation-invariant)"})
+                row.place(j, float(tests.similarity[i, j]), corrected, {},
+                          "residual-space Gram matrices (rotation-invariant)")
     return grams
 
 
@@ -222,32 +217,31 @@ def _candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
     return record.get("dtype") if record else None
 
 
-def _hold_to_storage(cand: Fingerprint, rows: list[dict[str, Any]]) -> None:
+def _hold_to_storage(cand: Fingerprint, rows: list[LayerMatch]) -> None:
     """The bar each compared role is held to, where no check set one: the rounding of the candidate's stored dtype."""
     for row in rows:
-        tolerances = row.setdefault("tolerances", {})
-        for role in row["rel_errors"]:
-            tolerances.setdefault(role, storage_tolerance(_candidate_dtype(cand, row["candidate_layer"], role)))
+        for role in row.rel_errors:
+            row.tolerances.setdefault(role, storage_tolerance(_candidate_dtype(cand, row.candidate_layer, role)))
 
 
-def _explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]]) -> None:
+def _explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> None:
     """Matched layers whose MLP row samples differ beyond storage rounding: permuted units, from one side's
     sampled `mlp.up` signatures placed among the other's (held to the signatures' precision at least)."""
     for row in rows:
-        i, errors = row["candidate_layer"], row["rel_errors"]
-        if row["reference_layer"] is None:
+        i, errors = row.candidate_layer, row.rel_errors
+        if row.reference_layer is None:
             continue
         tolerance = max(storage_tolerance(_candidate_dtype(cand, i, "mlp.up")), SIGNATURE_PRECISION)
         if any(role.startswith("mlp.") and e >= tolerance for role, e in errors.items()):
-            match = SAMPLED_UNITS.match(cand, ref, i, row["reference_layer"])
+            match = SAMPLED_UNITS.match(cand, ref, i, row.reference_layer)
             if match is not None and match.rel_error < tolerance:
                 for role in [r for r in errors if r.startswith("mlp.")]:
                     errors[role] = match.rel_error
-                row["tolerances"].update({r: tolerance for r in errors if r.startswith("mlp.")})
-                row["via"] = "row sample; MLP units matched (permuted)"
+                row.tolerances.update({r: tolerance for r in errors if r.startswith("mlp.")})
+                row.via = "row sample; MLP units matched (permuted)"
 
 
-def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[dict[str, Any]], shared: frozenset[Part]) -> set[str]:
+def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch], shared: frozenset[Part]) -> set[str]:
     """Matched layers whose roles differ beyond storage rounding may differ only by a function-preserving transform.
 
     Tried in turn: permuted MLP units, permuted attention heads, per-unit
@@ -264,11 +258,11 @@ def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[dict[st
              "attn.k": cand.architecture.get("num_kv_heads"), "attn.v": cand.architecture.get("num_kv_heads")}
     used: set[str] = set()
     for row in rows:
-        errors = row["rel_errors"]
-        if row["reference_layer"] is None or not errors:
+        errors = row.rel_errors
+        if row.reference_layer is None or not errors:
             continue
-        i, j = row["candidate_layer"], row["reference_layer"]
-        tolerance = row["tolerances"]
+        i, j = row.candidate_layer, row.reference_layer
+        tolerance = row.tolerances
 
         def beyond(role: str) -> bool:
             return errors[role] > tolerance[role]
@@ -311,14 +305,14 @@ def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[dict[st
                     errors[role] = error
                     used.add("folding a LayerNorm weight-and-bias rescaling")
         if used:
-            row["via"] = f"{row['via']}; {', '.join(sorted(used))}"
+            row.via = f"{row.via}; {', '.join(sorted(used))}"
     return used
 
 
-def _layers_identical(rows: list[dict[str, Any]]) -> bool:
+def _layers_identical(rows: list[LayerMatch]) -> bool:
     return bool(rows) and all(
-        r["reference_layer"] == r["candidate_layer"] and r["rel_errors"]
-        and all(e <= r.get("tolerances", {}).get(role, 0.0) for role, e in r["rel_errors"].items())
+        r.reference_layer == r.candidate_layer and r.rel_errors
+        and all(e <= r.tolerances.get(role, 0.0) for role, e in r.rel_errors.items())
         for r in rows)
 
 
@@ -369,7 +363,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         _explain_by_sampled_units(cand, ref, rows)
     elif not view.sampled:  # the other transforms are checked against differences measured on sketches
         explained_by = _explain_differences(cand, ref, rows, shared)
-    matched = [r for r in rows if r["reference_layer"] is not None]
+    matched = [r for r in rows if r.reference_layer is not None]
     layer_strongest = layer_evidence_log10p(rows)
     evidence.extend(layer_evidence(rows, ref_layer_count, view.what, on=view.on))
     evidence.extend(_unit_evidence(unit_matches, units) if units is not None else [])
@@ -407,8 +401,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                 "rounding); deterministic check, no p-value", decisive=False))
             if worst < tolerance and strongest <= ACCUSATION_LOG10P and not emptied_roles(cand, ref):
                 for row in rows:
-                    row.update({"reference_layer": row["candidate_layer"],
-                                "via": "equal residual-space Gram matrices (rotated)"})
+                    row.reference_layer, row.via = row.candidate_layer, "equal residual-space Gram matrices (rotated)"
                 return Comparison(Verdict.IDENTICAL, 1.0 if worst < tolerance / 2 else 0.9,
                                   "every layer equals the reference layer up to a rotation of the residual basis "
                                   "(the units' inner products agree to the storage rounding)", evidence, rows, [],
@@ -429,8 +422,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
     if verdict == "derived" and matched and statistics:
-        keys = [f"layers.{r['candidate_layer']}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
-        ref_keys = [f"layers.{r['reference_layer']}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
+        keys = [f"layers.{r.candidate_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
+        ref_keys = [f"layers.{r.reference_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
         if _init_like(cand, keys) and _init_like(ref, ref_keys):
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "

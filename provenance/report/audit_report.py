@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
+from ..compare.results import LayerMatch
 from ..compare.thresholds import ACCUSATION_LOG10P
 from . import charts
 from .i18n import load_strings
@@ -172,11 +173,11 @@ def _headline(rows, t: dict[str, Any]) -> dict[str, Any]:
 # --- layers and roles -------------------------------------------------------------------------------
 
 def _layer_map(result) -> list[dict[str, Any]]:
-    return [{"i": r["candidate_layer"], "j": r["reference_layer"], "r": f"{r.get('similarity', 0.0):.3f}",
-             "p": p_text(r.get("log10_p")), "via": r.get("via", "")} for r in result.layers]
+    return [{"i": r.candidate_layer, "j": r.reference_layer, "r": f"{r.similarity:.3f}",
+             "p": p_text(r.log10_p), "via": r.via} for r in result.layers]
 
 
-def role_profiles(cand, ref, layer_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def role_profiles(cand, ref, layer_rows: list[LayerMatch]) -> list[dict[str, Any]]:
     """Per canonical role, the correlation (and its own log10 p) of each candidate layer with its partner.
 
     The partner is the mapped reference layer, or the most similar one when the
@@ -194,8 +195,8 @@ def role_profiles(cand, ref, layer_rows: list[dict[str, Any]]) -> list[dict[str,
     for role in ordered:
         points, compared = [], 0
         for row in layer_rows:
-            i = row["candidate_layer"]
-            j = row["reference_layer"] if row["reference_layer"] is not None else row.get("best_reference_layer")
+            i = row.candidate_layer
+            j = row.reference_layer if row.reference_layer is not None else row.best_reference_layer
             point = {"layer": i, "partner": j, "r": None, "log10p": None}
             a, b = cv.sketches.get((i, role)), rv.sketches.get((j, role)) if j is not None else None
             if a is not None and b is not None and cv.shapes[(i, role)] == rv.shapes[(j, role)]:
@@ -452,8 +453,8 @@ def build_report(candidate_path: str, cand, rows: list, registry=None, lang: str
     if best is not None and reference is None:
         reference = reference_fingerprint(best, registry)
     result = best.result if best else None
-    mapped = {(r["candidate_layer"], r["reference_layer"]) for r in (result.layers if result else [])
-              if r["reference_layer"] is not None}
+    mapped = {(r.candidate_layer, r.reference_layer) for r in (result.layers if result else [])
+              if r.reference_layer is not None}
     matrix = getattr(result, "layer_matrix", None) if result else None
     profiles = role_profiles(cand, reference, result.layers) if result is not None and reference is not None else []
     arch = cand.architecture
