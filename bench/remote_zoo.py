@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"id": case["id"], "type": case["type"], "positive": case["positive"],
                             "expected": case["verdict"], "verdict": result.verdict, "abstained": result.abstained,
                             "exact": result.verdict in acceptable, "fraction_read": fraction[cand],
-                            "layer_log10p": [r["log10_p"] for r in result.layers if r["roles"]],
+                            "layer_log10p": [r.log10_p for r in result.layers if r.roles],
                             "strongest_log10p": min(decisive, default=0.0)})
     by_type: dict[str, list[dict]] = defaultdict(list)
     for row in results:

@@ -100,10 +100,11 @@ def fingerprints(root: Path, models: dict, names: list[str], refresh: bool, log)
     return found, seconds, errors
 
 
-def layer_map_accuracy(expected: list | None, layers: list[dict]) -> float | None:
+def layer_map_accuracy(expected: list | None, layers: list) -> float | None:
+    """The share of candidate layers mapped where the case says (`layers`: the comparison's `LayerMatch` rows)."""
     if expected is None:
         return None
-    got = {row["candidate_layer"]: row.get("reference_layer") for row in layers}
+    got = {row.candidate_layer: row.reference_layer for row in layers}
     hits = sum(1 for i, want in enumerate(expected) if i in got and got[i] == want)
     extra = max(0, len(got) - len(expected))  # layers the engine saw that the truth does not have
     return hits / (len(expected) + extra) if expected or extra else 1.0
@@ -129,8 +130,8 @@ def run_case(case: dict, fps: dict, errors: dict) -> dict:
         else:
             result.update(verdict=comparison.verdict, confidence=comparison.confidence, abstained=comparison.abstained,
                           summary=comparison.summary, seconds=time.perf_counter() - started,
-                          layers=[{k: row.get(k) for k in ("candidate_layer", "reference_layer", "best_reference_layer",
-                                                           "similarity", "log10_p", "roles", "via", "rel_errors")}
+                          layers=[{k: getattr(row, k) for k in ("candidate_layer", "reference_layer", "best_reference_layer",
+                                                                "similarity", "log10_p", "roles", "via", "rel_errors")}
                                   for row in comparison.layers],
                           evidence=[e.to_dict() for e in comparison.evidence], notes=list(comparison.notes),
                           layer_map_accuracy=layer_map_accuracy(case.get("layer_map"), comparison.layers))

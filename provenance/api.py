@@ -58,7 +58,8 @@ def fingerprint(path: str | Path) -> Fingerprint:
 
 def compare(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> Comparison:
     """Whether `candidate`'s weights come from `reference`: a `Comparison` (`.verdict` is one of identical,
-    derived, assembled, same-architecture, unrelated; `.abstained`, `.confidence`, `.evidence`, `.layers`)."""
+    derived, assembled, same-architecture, unrelated; `.abstained`, `.confidence`, `.evidence`, `.layers`:
+    `LayerMatch` rows)."""
     return compare_fingerprints(_as_fingerprint(candidate), _as_fingerprint(reference))
 
 

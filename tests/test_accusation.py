@@ -123,7 +123,7 @@ def test_qk_vo_updown_rescalings_are_identical(base, tmp_path):
         rescaled[p + "mlp.up_proj.weight"] = state[p + "mlp.up_proj.weight"] * u[:, None]
         rescaled[p + "mlp.down_proj.weight"] = state[p + "mlp.down_proj.weight"] / u[None, :]
     result = _compare(_save(tmp_path / "rescaled", rescaled, config), path)
-    assert result.verdict == "identical", (result.summary, [r["rel_errors"] for r in result.layers])
+    assert result.verdict == "identical", (result.summary, [r.rel_errors for r in result.layers])
     assert "rescaling" in result.summary
 
 
@@ -166,7 +166,7 @@ def test_rotated_then_changed_copy_is_derived_with_a_layer_map(base, tmp_path):
                for k, v in rotated.items()}
     result = _compare(_save(tmp_path / "rotated-changed", changed, config), path)
     assert result.verdict == "derived", result.summary
-    assert [r["reference_layer"] for r in result.layers] == list(range(CONFIG["num_hidden_layers"]))
+    assert [r.reference_layer for r in result.layers] == list(range(CONFIG["num_hidden_layers"]))
 
 
 def test_independent_model_is_not_accused_through_the_rotation_tests(base, tmp_path):

@@ -10,8 +10,12 @@ import torch
 from safetensors.torch import save_file
 
 from provenance.compare import compare_fingerprints
-from provenance.fingerprint import build_fingerprint, load_fingerprint
+from provenance.compare.results import LayerMatch
+from provenance.compare.stats import p_from_log10
+from provenance.compare.views import EVERY_UNIT, SAMPLED_UNITS, unit_view
+from provenance.fingerprint import Fingerprint, Part, build_fingerprint, load_fingerprint
 from provenance.fingerprint.load import fingerprint_for
+from provenance.fingerprint.store import ROW_READ_PARTS, WHOLE_TENSOR_PARTS
 from provenance.model import Checkpoint
 
 from .builders import llama_model
@@ -130,7 +134,7 @@ def test_pruned_layers_are_derived(base, tmp_path):
             pruned[name] = tensor
     result = _compare(_save(tmp_path / "pruned", pruned, {**config, "num_hidden_layers": 3}), path)
     assert result.verdict == "derived", result.summary
-    assert [r["reference_layer"] for r in result.layers] == keep
+    assert [r.reference_layer for r in result.layers] == keep
 
 
 def test_repeated_layers_are_assembled(base, tmp_path):
@@ -147,7 +151,7 @@ def test_repeated_layers_are_assembled(base, tmp_path):
                 stacked[name.replace(f"layers.{old}.", f"layers.{new}.")] = tensor
     result = _compare(_save(tmp_path / "dus", stacked, {**config, "num_hidden_layers": 6}), path)
     assert result.verdict == "assembled", result.summary
-    assert [r["reference_layer"] for r in result.layers] == order
+    assert [r.reference_layer for r in result.layers] == order
 
 
 def test_half_from_another_model_is_assembled(base, tmp_path):
@@ -213,7 +217,7 @@ def test_permuted_attention_heads_are_identical(base, tmp_path):
         permuted[prefix + "o_proj.weight"] = state[prefix + "o_proj.weight"][:, q_rows]
     result = _compare(_save(tmp_path / "heads", permuted, config), path)
     assert result.verdict == "identical", (result.summary, result.layers)
-    assert any("attention heads" in r["via"] for r in result.layers)
+    assert any("attention heads" in r.via for r in result.layers)
 
 
 def _tokenizer_json(vocab: list[str]) -> dict:
@@ -317,9 +321,8 @@ def test_clustered_test_stays_calibrated_when_magnitudes_share_structure():
     assert np.mean(p_values < 0.001) < 0.01
 
 
-def test_rotated_residual_basis_is_identical(base, tmp_path):
-    """Fold every norm into the next layer, then rotate the residual stream by an orthogonal R."""
-    state, config, path = base
+def _rotated(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every norm folded into the next layer, then the residual stream rotated by an orthogonal R."""
     h = CONFIG["hidden_size"]
     generator = torch.Generator().manual_seed(12)
     rotation, _ = torch.linalg.qr(torch.randn(h, h, generator=generator, dtype=torch.float64))
@@ -337,6 +340,64 @@ def test_rotated_residual_basis_is_identical(base, tmp_path):
                 rotated[p + reader + ".weight"] = (state[p + reader + ".weight"] * scale) @ rotation
         for writer in ("self_attn.o_proj", "mlp.down_proj"):
             rotated[p + writer + ".weight"] = rotation.t() @ state[p + writer + ".weight"]
-    result = _compare(_save(tmp_path / "rotated", rotated, config), path)
+    return rotated
+
+
+def test_rotated_residual_basis_is_identical(base, tmp_path):
+    state, config, path = base
+    result = _compare(_save(tmp_path / "rotated", _rotated(state), config), path)
     assert result.verdict == "identical", result.summary
     assert "rotation" in result.summary
+
+
+def _holding(fp: Fingerprint, parts) -> Fingerprint:
+    """The same fingerprint declaring that it holds only `parts` (its arrays untouched)."""
+    return Fingerprint({**fp.meta, "parts": sorted(part.value for part in parts)}, fp.arrays)
+
+
+def test_each_step_reads_only_parts_both_sides_hold(base, tmp_path):
+    """One engine: what both fingerprints hold picks the views, whatever else their arrays contain."""
+    state, config, path = base
+    whole = fingerprint_for(path)
+    full = compare_fingerprints(whole, whole)
+    assert full.verdict == "identical" and full.confidence == 1.0
+    assert any(e.signal == "exact tensor hashes" for e in full.evidence)
+    assert {r.via for r in full.layers} == {"sketch"} and not full.notes
+
+    # a side holding what a range reader makes: row samples, no hashes, a capped identical and the remote note
+    rows_only = compare_fingerprints(_holding(whole, ROW_READ_PARTS), whole)
+    assert rows_only.verdict == "identical" and rows_only.confidence <= 0.95
+    assert rows_only.summary.endswith("(on the sampled rows read remotely)")
+    assert not any("exact" in e.signal or "std curve" in e.signal for e in rows_only.evidence)
+    assert {r.via for r in rows_only.layers} == {"row sample"}
+    assert rows_only.notes[0].startswith("remote comparison: the candidate fingerprint was read over HTTP")
+    assert "lm_head.weight (by id, sampled rows)" in [e.signal for e in rows_only.evidence]
+
+    # a rotated copy is identical through the Gram matrices only while both sides hold them
+    rotated = fingerprint_for(_save(tmp_path / "rotated", _rotated(state), config))
+    assert "rotation" in compare_fingerprints(rotated, whole).summary
+    no_gram = compare_fingerprints(_holding(rotated, WHOLE_TENSOR_PARTS - {Part.GRAM}), whole)
+    assert no_gram.verdict != "identical", no_gram.summary
+    assert not any("Gram" in e.signal for e in no_gram.evidence)
+
+
+def test_unit_view_pairs_full_or_sampled_signatures():
+    def holding(*parts):
+        return Fingerprint({"parts": [p.value for p in parts]}, {})
+
+    full, sampled, neither = (holding(Part.UNIT_SIGNATURES), holding(Part.SAMPLED_UNIT_SIGNATURES),
+                              holding(Part.ROW_SAMPLES))
+    assert unit_view(full, full) is EVERY_UNIT
+    assert unit_view(sampled, full) is SAMPLED_UNITS and unit_view(full, sampled) is SAMPLED_UNITS
+    assert unit_view(sampled, sampled) is None and unit_view(neither, full) is None
+
+
+def test_layer_match_json_entry_keeps_the_compare_schema():
+    row = LayerMatch(3, None, 0.0, 1.0, 0.0, 0)
+    assert list(row.to_dict()) == ["candidate_layer", "reference_layer", "similarity", "p_value", "log10_p", "via"]
+    assert row.to_dict()["reference_layer"] is None and row.to_dict()["via"] == "none"
+    assert row.best_reference_layer is None and row.rel_errors == {} and row.tolerances == {}
+    row.place(5, 0.12344, -12.5, {"mlp.up": 0.1}, "matched MLP units (permuted)")
+    assert row.to_dict() == {"candidate_layer": 3, "reference_layer": 5, "similarity": 0.1234,
+                             "p_value": p_from_log10(-12.5), "log10_p": -12.5, "via": "matched MLP units (permuted)"}
+    assert row.rel_errors == {"mlp.up": 0.1}

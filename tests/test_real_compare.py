@@ -84,4 +84,4 @@ def test_int8_quantized_copy_is_derived(gguf_fingerprint, tmp_path):
     exported = _export(path, tmp_path / "int8", _int8_per_channel)
     result = compare_fingerprints(fingerprint_for(exported), reference)
     assert result.verdict == "derived", result.summary
-    assert all(row["reference_layer"] == row["candidate_layer"] for row in result.layers)
+    assert all(row.reference_layer == row.candidate_layer for row in result.layers)

@@ -146,17 +146,17 @@ def test_remote_vs_local_verdicts_and_bytes(server, models, local):
 
     tuned = compare_fingerprints(fingerprint_for(server.url("tuned/model.safetensors")), local["base"])
     assert tuned.verdict == "derived", tuned.summary
-    assert [r["reference_layer"] for r in tuned.layers] == list(range(LAYERS))
+    assert [r.reference_layer for r in tuned.layers] == list(range(LAYERS))
 
     other = compare_fingerprints(fingerprint_for(server.url("other/model.safetensors")), local["base"])
     assert other.verdict in ("same-architecture", "unrelated"), other.summary
-    assert not any(r["reference_layer"] is not None for r in other.layers)
+    assert not any(r.reference_layer is not None for r in other.layers)
 
 
 def test_permuted_mlp_units_found_from_sampled_rows(server, local):
     result = compare_fingerprints(fingerprint_for(server.url("permuted/model.safetensors")), local["base"])
     assert result.verdict == "identical", (result.summary, result.layers)
-    assert all("MLP units matched" in r["via"] for r in result.layers)
+    assert all("MLP units matched" in r.via for r in result.layers)
 
 
 def test_sharded_index_url(server, models, local):
@@ -213,18 +213,22 @@ def test_server_ignoring_ranges_is_refused(server):
 
 
 def test_old_fingerprint_without_row_samples_still_compares(server, local):
-    from provenance.fingerprint.store import Fingerprint
+    from provenance.fingerprint.store import Fingerprint, Part
 
-    old = Fingerprint(meta=local["base"].meta, arrays={k: v for k, v in local["base"].arrays.items()
-                                                       if not k.startswith("rows/")})
+    def without(fp, part, prefix):
+        parts = sorted(p.value for p in fp.parts - {part})
+        return Fingerprint(meta={**fp.meta, "parts": parts},
+                           arrays={k: v for k, v in fp.arrays.items() if not k.startswith(prefix)})
+
+    old = without(local["base"], Part.ROW_SAMPLES, "rows/")
     remote = fingerprint_for(server.url("base/model.safetensors"))
     result = compare_fingerprints(remote, old)
     assert any("no row samples" in note for note in result.notes)
     # no row samples to correlate: layers are found only through the sampled MLP units' signatures
-    assert [r["reference_layer"] for r in result.layers] == list(range(LAYERS))
-    assert all(r["via"].startswith("matched MLP units") for r in result.layers)
-    stripped = Fingerprint(meta=old.meta, arrays={k: v for k, v in old.arrays.items() if not k.startswith("units/")})
-    assert all(r["reference_layer"] is None for r in compare_fingerprints(remote, stripped).layers)
+    assert [r.reference_layer for r in result.layers] == list(range(LAYERS))
+    assert all(r.via.startswith("matched MLP units") for r in result.layers)
+    stripped = without(old, Part.UNIT_SIGNATURES, "units/")
+    assert all(r.reference_layer is None for r in compare_fingerprints(remote, stripped).layers)
 
 
 def test_sources_declare_what_they_read_cheaply(server, models):
@@ -327,9 +331,8 @@ def test_hf_endpoint_and_home_from_the_environment(hub, tmp_path):
 
 def test_row_sample_null_is_uniform():
     """Independent row samples sharing column and row magnitude structure (and norms folded in) give uniform p."""
-    from provenance.compare.remote import row_layer_view
     from provenance.compare.signals import layer_similarity
-    from provenance.compare.remote import row_clusters
+    from provenance.compare.views import row_clusters, row_layer_view
     from provenance.fingerprint.sketch import row_sample_columns, row_sample_rows
     from provenance.fingerprint.store import Fingerprint
 

@@ -27,11 +27,8 @@ PACKAGE = ROOT / "provenance"
 # listed exception is still real, so the lists shrink when code is fixed.
 KNOWN_CYCLES: set[frozenset[str]] = set()
 KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
-# Imports inside functions without a comment saying why, in folders being rewritten (to be removed when merged):
-# (file, the statement on one line). The lead empties it after merging those rewrites.
-KNOWN_UNEXPLAINED_LAZY: set[tuple[str, str]] = {
-    ("provenance/compare/signals.py", "from scipy import stats as st"),
-}
+# Imports inside functions without a comment saying why: (file, the statement on one line).
+KNOWN_UNEXPLAINED_LAZY: set[tuple[str, str]] = set()
 
 
 def modules() -> dict[str, Path]:

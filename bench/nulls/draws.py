@@ -16,9 +16,9 @@ names below and their return types stay:
 - `signals.anchor_embeddings` (`.log10p`): anchor rows by token string;
 - `signals.gram_layer_tests` (`.log10p`, `.cluster_sums`, `.pooled_log10p`): the rotation-invariant
   Gram test of every layer pair, and at equal depth the test pooled over every layer in its place;
-- `remote.row_layer_view`, `remote.row_clusters`: the row-sample layer map;
-  `remote.row_unit_matching`: sampled units of a remote side against a local one;
-  `compare_fingerprints` with a remote side (`remote.compare_remote`): non-layer
+- `views.row_layer_view`, `views.row_clusters`: the row-sample layer map;
+  `views.row_unit_matching`: sampled units of a remote side against a local one;
+  `compare_fingerprints` with a remote side (which compares row samples): non-layer
   tensors of the row-sample view (its evidence).
 """
 
@@ -29,9 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from provenance.compare import compare_fingerprints
-from provenance.compare import remote as R
 from provenance.compare import signals as S
+from provenance.compare import views as R
 from provenance.fingerprint import Fingerprint
+from provenance.fingerprint.store import ROW_READ_PARTS
 from provenance.fingerprint.sketch import row_sample_rows
 
 ACCUSING = ("identical", "derived", "assembled")
@@ -114,13 +115,13 @@ _LAST_REMOTE: list = []  # (cand, ref, comparison) of the last remote comparison
 def _remote_comparison(cand: Fingerprint, ref: Fingerprint):
     if _LAST_REMOTE and _LAST_REMOTE[0] is cand and _LAST_REMOTE[1] is ref:
         return _LAST_REMOTE[2]
-    result = compare_fingerprints(remote_variant(cand), ref)  # a remote side: `compare_remote`
+    result = compare_fingerprints(remote_variant(cand), ref)  # a remote side: compared on row samples
     _LAST_REMOTE[:] = [cand, ref, result]
     return result
 
 
 def remote_global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
-    """Non-layer tensors compared on row samples, read off `compare_remote`'s evidence."""
+    """Non-layer tensors compared on row samples, read off the remote comparison's evidence."""
     result = _remote_comparison(cand, ref)
     return [Draw("remote global tensors", float(e.log10p), e.signal) for e in result.evidence
             if "(by id" in e.signal and e.log10p is not None]
@@ -138,7 +139,7 @@ def verdicts(cand: Fingerprint, ref: Fingerprint) -> dict[str, dict]:
     for view, result in (("local", compare_fingerprints(cand, ref)),
                          ("remote", _remote_comparison(cand, ref))):
         decisive = [e.log10p for e in result.evidence if e.decisive and e.log10p is not None]
-        via = [row.get("via", "") for row in result.layers if row.get("reference_layer") is not None]
+        via = [row.via for row in result.layers if row.reference_layer is not None]
         found[view] = {"verdict": result.verdict, "abstained": bool(result.abstained),
                        "strongest_log10p": round(min(decisive, default=0.0), 2), "summary": result.summary,
                        "matched_layers_by_unit_matching": sum(1 for v in via if "matched MLP units" in v),
@@ -175,7 +176,8 @@ def remote_variant(fp: Fingerprint) -> Fingerprint:
             shape = tuple(fp.tensors.get(f"layers.{layer}.mlp.up.weight", {}).get("shape", values.shape))
             arrays[f"rowunits/{layer}/mlp.up"] = values[row_sample_rows(shape)]
     meta = dict(fp.meta)
-    meta.update({"variant": R.VARIANT, "tensors": tensors, "stored_tensors": {}})
+    meta.update({"variant": "remote", "parts": sorted(part.value for part in ROW_READ_PARTS), "tensors": tensors,
+                 "stored_tensors": {}})  # as `fingerprint.row_blocks` builds
     return Fingerprint(meta=meta, arrays=arrays)
 
 

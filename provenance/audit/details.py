@@ -17,6 +17,7 @@ import numpy
 import scipy
 
 from .. import __version__
+from ..compare.results import LayerMatch
 from ..compare.signals import clustered_log10p_matrix, layer_view, sketch_clusters, vocabulary_overlap
 from ..compare.stats import correlation_matrix
 from ..errors import ProvenanceError
@@ -28,7 +29,7 @@ from ..inspection import sha256_file
 ROLE_ORDER = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
 
 
-def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[LayerMatch]) -> list[dict[str, Any]]:
     """Per canonical role, the correlation (and its own log10 p) of each candidate layer with its partner.
 
     The partner is the mapped reference layer, or the most similar one when the
@@ -43,8 +44,8 @@ def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[dict[str
     for role in ordered:
         points, compared = [], 0
         for row in layer_rows:
-            i = row["candidate_layer"]
-            j = row["reference_layer"] if row["reference_layer"] is not None else row.get("best_reference_layer")
+            i = row.candidate_layer
+            j = row.reference_layer if row.reference_layer is not None else row.best_reference_layer
             point = {"layer": i, "partner": j, "r": None, "log10p": None}
             a, b = cv.sketches.get((i, role)), rv.sketches.get((j, role)) if j is not None else None
             if a is not None and b is not None and cv.shapes[(i, role)] == rv.shapes[(j, role)]:

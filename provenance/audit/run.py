@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..compare import compare_fingerprints
-from ..fingerprint import Fingerprint
+from ..fingerprint import Fingerprint, Part
 from .builtin import builtin_file_hashes, builtin_references
 from .config_references import architecture_rows
 from .details import candidate_files, role_profiles, shared_vocabulary, versions, vocabulary_of, vocabulary_source
@@ -70,8 +70,8 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
                                             source=_source_path(reference)), reference))
     screening = None
     if registry is not None:
-        if candidate.meta.get("variant") == "remote":
-            screen = False  # a remote fingerprint has no sketches or unit signatures to screen on: compare with all
+        if not candidate.holds(Part.SKETCHES, Part.UNIT_SIGNATURES):
+            screen = False  # no sketches or unit signatures to screen on (rows read remotely): compare with all
         # screening (shortlist.py): only the shortlist is compared fully
         screening = screen_registry(candidate, registry) if screen else None
         names = screening.shortlist if screen else [e.name for e in registry.entries()]

@@ -1,4 +1,4 @@
-"""Layer alignment and the corrections shared by full and remote comparisons.
+"""Layer alignment and the corrections applied to what was chosen from many candidates.
 
 `layer_map` gives every candidate layer its most similar reference layer
 (Bonferroni over the reference layers searched); `layer_evidence_log10p` and
@@ -14,10 +14,11 @@ import numpy as np
 
 from ..architectures.roles import LAYER_ROLES
 from ..fingerprint import Fingerprint
-from .results import Evidence
-from .signals import layer_similarity, layer_view
+from .results import Evidence, LayerMatch
+from .signals import layer_similarity
 from .stats import bonferroni_log10p, format_p, p_from_log10
 from .thresholds import LAYER_MATCH_LOG10P
+from .views import SampleView
 
 # The float16 unit signatures bound what a fitted rescaling or matching can verify.
 SIGNATURE_PRECISION = 2e-3
@@ -36,33 +37,31 @@ def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
     return "different"
 
 
-def layer_map(cand: Fingerprint, ref: Fingerprint, view=layer_view, via: str = "sketch", **similarity_options):
+def layer_map(cand: Fingerprint, ref: Fingerprint, view: SampleView):
     """Best reference layer for every candidate layer; `view` picks what is compared (sketches, or row samples)."""
-    cv, rv = view(cand), view(ref)
-    ls = layer_similarity(cv, rv, **similarity_options)
+    cv, rv = view.layer_view(cand), view.layer_view(ref)
+    ls = layer_similarity(cv, rv, clusters=view.clusters)
     rows = []
     for i in range(cv.layers):
         if ls.roles[i].max(initial=0) == 0:
-            rows.append({"candidate_layer": i, "reference_layer": None, "similarity": 0.0, "p_value": 1.0,
-                         "log10_p": 0.0, "roles": 0, "rel_errors": {}, "via": "none"})
+            rows.append(LayerMatch(i, None, 0.0, 1.0, 0.0, 0))
             continue
         # Layers of one model correlate with each other (shared outlier dimensions in
         # norms and folded matrices), so p-values of several pairs can saturate: the
         # best partner is the most similar one, and its p-value is then reported.
         j = int(np.argmax(np.where(ls.roles[i] > 0, ls.similarity[i], -np.inf)))
         corrected = bonferroni_log10p(float(ls.log10p[i, j]), rv.layers)
-        rows.append({"candidate_layer": i, "reference_layer": j if corrected < LAYER_MATCH_LOG10P else None,
-                     "best_reference_layer": j, "similarity": round(float(ls.similarity[i, j]), 4),
-                     "p_value": p_from_log10(corrected), "log10_p": round(corrected, 2),
-                     "roles": int(ls.roles[i, j]), "rel_errors": dict(ls.rel_errors.get((i, j), {})), "via": via})
+        rows.append(LayerMatch(i, j if corrected < LAYER_MATCH_LOG10P else None, round(float(ls.similarity[i, j]), 4),
+                               p_from_log10(corrected), round(corrected, 2), int(ls.roles[i, j]),
+                               dict(ls.rel_errors.get((i, j), {})), view.via, best_reference_layer=j))
     matrix = {"similarity": np.round(ls.similarity, 4).tolist(), "log10_p": np.round(ls.log10p, 2).tolist(),
               "roles": ls.roles.astype(int).tolist()} if cv.layers and rv.layers else None
     return rows, rv.layers, matrix
 
 
-def layer_evidence_log10p(rows: list[dict[str, Any]]) -> float:
+def layer_evidence_log10p(rows: list[LayerMatch]) -> float:
     """The strongest layer's p-value, Bonferroni over the candidate layers it was chosen from."""
-    tested = [r["log10_p"] for r in rows if r["roles"] or r["via"] != "none"]
+    tested = [r.log10_p for r in rows if r.roles or r.via != "none"]
     if not tested:
         return 0.0
     return bonferroni_log10p(min(tested), len(tested))
@@ -121,17 +120,17 @@ def vocabulary_evidence(overlap: float | None) -> list[Evidence]:
                      decisive=False)]
 
 
-def layer_evidence(rows: list[dict[str, Any]], reference_layers: int, what: str, on: str = "") -> list[Evidence]:
+def layer_evidence(rows: list[LayerMatch], reference_layers: int, what: str, on: str = "") -> list[Evidence]:
     """The layer map as one evidence entry: how many layers matched, and the strongest layer, corrected over the
     reference layers searched and then over the candidate's layers. `what` names the compared samples."""
     if not rows:
         return []
-    matched = sum(1 for r in rows if r["reference_layer"] is not None)
-    best = min(rows, key=lambda r: r["log10_p"])
+    matched = sum(1 for r in rows if r.reference_layer is not None)
+    best = min(rows, key=lambda r: r.log10_p)
     strongest = layer_evidence_log10p(rows)
     return [Evidence(
-        f"layer weights ({what}, norms folded)", best["similarity"], strongest,
+        f"layer weights ({what}, norms folded)", best.similarity, strongest,
         f"{matched} of {len(rows)} candidate layers match a reference layer at p < 1e-6{on} "
         f"(Fisher over roles per layer, Bonferroni over {reference_layers} reference layers); strongest layer "
-        f"{best['candidate_layer']} {format_p(best['log10_p'])}, {format_p(strongest)} after Bonferroni over "
+        f"{best.candidate_layer} {format_p(best.log10_p)}, {format_p(strongest)} after Bonferroni over "
         f"{len(rows)} candidate layers")]

@@ -86,7 +86,7 @@ import torch
 from scipy import stats as scipy_stats
 
 from ..errors import CorruptFileError
-from ..fingerprint import Fingerprint
+from ..fingerprint import Fingerprint, Part
 from ..fingerprint.generic import ARRAY_PREFIX, META_KEY
 from ..fingerprint.sketch import sketch_positions
 from .results import Comparison, Evidence
@@ -164,8 +164,8 @@ def generic_tensors(fp: Fingerprint) -> dict[str, StoredTensor] | None:
 def generic_applies(cand: Fingerprint, ref: Fingerprint) -> bool:
     """Both sides carry generic samples and either leaves over GENERIC_UNMAPPED_SHARE of its parameters roleless."""
     entries = [fp.meta.get(META_KEY) for fp in (cand, ref)]
-    if any(fp.meta.get("variant") == "remote" for fp in (cand, ref)):
-        return False
+    if not (cand.holds(Part.TENSOR_HASHES) and ref.holds(Part.TENSOR_HASHES)):
+        return False  # generic samples and stored-tensor hashes come from whole tensors, not rows read remotely
     if not all(isinstance(e, dict) and e.get("tensors") for e in entries):
         return False
     shares = [e.get("unmapped_share", 0.0) for e in entries]

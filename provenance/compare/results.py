@@ -1,4 +1,4 @@
-"""Typed results of a comparison: the evidence entries and the comparison itself."""
+"""Typed results of a comparison: the evidence entries, the layer map and the comparison itself."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .stats import p_from_log10
-from .verdict import Verdict
 
 
 @dataclass
@@ -25,12 +24,40 @@ class Evidence:
 
 
 @dataclass
+class LayerMatch:
+    """One candidate layer in the layer map: the reference layer it was placed on (None: none), how, and at what
+    p-value (corrected for the reference layers or layers searched). The engine fills it in step by step."""
+
+    candidate_layer: int
+    reference_layer: int | None
+    similarity: float  # mean correlation over the compared roles (or of the test that placed the layer)
+    p_value: float
+    log10_p: float
+    roles: int  # roles compared with the most similar reference layer (0: none)
+    rel_errors: dict[str, float] = field(default_factory=dict)  # per role: relative difference from the partner
+    via: str = "none"  # the signal that placed the layer, and the transforms the identity check undid
+    best_reference_layer: int | None = None  # the most similar reference layer, placed or not (None: none compared)
+    tolerances: dict[str, float] = field(default_factory=dict)  # per role: the largest difference still "identical"
+
+    def place(self, reference_layer: int, similarity: float, log10p: float, rel_errors: dict[str, float],
+              via: str) -> None:
+        """Place the layer on `reference_layer`, found by `via` at `log10p` (already corrected)."""
+        self.reference_layer, self.similarity, self.rel_errors, self.via = reference_layer, round(similarity, 4), rel_errors, via
+        self.p_value, self.log10_p = p_from_log10(log10p), round(log10p, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `layers` entry of `provenance.compare/1`."""
+        return {"candidate_layer": self.candidate_layer, "reference_layer": self.reference_layer,
+                "similarity": self.similarity, "p_value": self.p_value, "log10_p": self.log10_p, "via": self.via}
+
+
+@dataclass
 class Comparison:
-    verdict: Verdict | str  # a Verdict from the engine; a plain string compares equal
+    verdict: str  # a `verdict.Verdict` (a str enum) from the engine; a plain string compares equal
     confidence: float
     summary: str
     evidence: list[Evidence]
-    layers: list[dict[str, Any]]
+    layers: list[LayerMatch]
     renamed: list[dict[str, Any]]
     architecture_match: str
     abstained: bool = False

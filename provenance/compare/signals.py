@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy import stats as st
 from scipy.optimize import linear_sum_assignment
 
 from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL, CanonicalKey, norm_scale
-from ..fingerprint import Fingerprint
+from ..fingerprint import Fingerprint, Part, array_name
 from ..fingerprint.sketch import sketch_positions
 from .stats import (LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise, whiten,
                     whitening_transform)
@@ -41,7 +42,7 @@ class LayerView:
 
 
 def norm_scale_of_layer(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarray | None:
-    values = fp.array(f"sketch/layers.{layer}.{norm_role}.weight")
+    values = fp.part_array(Part.VECTORS, f"layers.{layer}.{norm_role}.weight")
     if values is None:
         return None
     return norm_scale(values, fp.architecture.get("norm_type"))
@@ -49,7 +50,7 @@ def norm_scale_of_layer(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarr
 
 def sketch_sample(fp: Fingerprint, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
     """A tensor's sketch as float64 (None when absent or too small to correlate)."""
-    values = fp.array(f"sketch/{key}")
+    values = fp.part_array(Part.VECTORS if len(shape) == 1 else Part.SKETCHES, key)
     if values is None or values.size < 4:  # a zero-sized tensor (or nearly) has nothing to correlate
         return None
     return values.astype(np.float64)
@@ -104,8 +105,6 @@ def layer_similarity(cand: LayerView, ref: LayerView,
                      clusters: Callable[[tuple[int, ...], str], np.ndarray] | None = None) -> LayerSimilarity:
     """`clusters(shape, role)` gives the cluster of each sampled value (default: `sketch_clusters`, the
     residual dimension of each sketch position; remote comparisons pass the row sample's)."""
-    from scipy import stats as st
-
     lc, lr = cand.layers, ref.layers
     sim = np.zeros((lc, lr))
     sum_log = np.zeros((lc, lr))
@@ -172,8 +171,6 @@ def sketch_clusters(shape: tuple[int, ...], role: str = "") -> np.ndarray:
 
 def clustered_log10p_matrix(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> np.ndarray:
     """`clustered_log10p` for every row of a against every row of b (same positions)."""
-    from scipy import stats as st
-
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
     order = np.argsort(clusters, kind="stable")
@@ -205,7 +202,7 @@ def rotation_identity_errors(cand: Fingerprint, ref: Fingerprint) -> list[float]
     errors = []
     for layer in range(layers):
         worst = None
-        for name in [n for n in cand.arrays if n.startswith(f"gram/{layer}/")]:
+        for name in [n for n in cand.arrays if n.startswith(array_name(Part.GRAM, layer, ""))]:
             a, b = cand.arrays[name], ref.array(name)
             if b is None or a.shape != b.shape:
                 return None
@@ -250,8 +247,8 @@ def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
     reference units, independent of each other after whitening, keep the
     clusters independent even though the candidate's units are not whitened.
     """
-    a = cand.array(f"units/{layer_c}/{role}")
-    b = ref.array(f"units/{layer_r}/{role}")
+    a = cand.part_array(Part.UNIT_SIGNATURES, layer_c, role)
+    b = ref.part_array(Part.UNIT_SIGNATURES, layer_r, role)
     if a is None or b is None or a.shape[1] != b.shape[1] or a.shape[1] < 4:
         return None
     raw_a, raw_b = a.astype(np.float64), b.astype(np.float64)
@@ -286,8 +283,8 @@ def head_matching_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer
     matching (candidate head -> reference head) is returned so that biases
     can be checked with it.
     """
-    a = cand.array(f"units/{layer_c}/{role}")
-    b = ref.array(f"units/{layer_r}/{role}")
+    a = cand.part_array(Part.UNIT_SIGNATURES, layer_c, role)
+    b = ref.part_array(Part.UNIT_SIGNATURES, layer_r, role)
     if a is None or b is None or a.shape != b.shape or heads < 1 or a.shape[0] % heads:
         return None
     a = a.astype(np.float64).reshape(heads, -1)
@@ -301,8 +298,8 @@ def head_matching_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer
 def permuted_bias_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str,
                         partner: np.ndarray) -> float | None:
     """Relative difference of a bias whose blocks (heads or units) were permuted by `partner`."""
-    a = cand.array(f"sketch/layers.{layer_c}.{role}.bias")
-    b = ref.array(f"sketch/layers.{layer_r}.{role}.bias")
+    a = cand.part_array(Part.VECTORS, f"layers.{layer_c}.{role}.bias")
+    b = ref.part_array(Part.VECTORS, f"layers.{layer_r}.{role}.bias")
     if a is None or b is None or a.shape != b.shape or a.size % len(partner):
         return None
     a = a.astype(np.float64).reshape(len(partner), -1)
@@ -358,7 +355,7 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint, sample: Callable = sketc
 
 
 def final_norm_scale(fp: Fingerprint) -> np.ndarray | None:
-    values = fp.array("sketch/final_norm.weight")
+    values = fp.part_array(Part.VECTORS, "final_norm.weight")
     if values is None:
         return None
     values = values.astype(np.float64)
@@ -368,7 +365,7 @@ def final_norm_scale(fp: Fingerprint) -> np.ndarray | None:
 def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = "embed") -> TensorSignal | None:
     """Embedding rows of anchor tokens present in both vocabularies, aligned by string."""
     cv, rv = cand.meta.get("vocabulary"), ref.meta.get("vocabulary")
-    a, b = cand.array(f"anchors/{role}"), ref.array(f"anchors/{role}")
+    a, b = cand.part_array(Part.ANCHORS, role), ref.part_array(Part.ANCHORS, role)
     if not cv or not rv or a is None or b is None or a.shape[1] != b.shape[1]:
         return None
     c_index = {t: i for i, t in enumerate(cv["anchor_tokens"][: a.shape[0]])}
@@ -484,7 +481,7 @@ def gram_layer_tests(cand: Fingerprint, ref: Fingerprint) -> GramTests | None:
         found = {}
         for layer in range(layers):
             for role in ("attn.v", "attn.o") + (("mlp.up", "mlp.down") if gated else ()):
-                upper = fp.array(f"gram/{layer}/{role}")
+                upper = fp.part_array(Part.GRAM, layer, role)
                 full = _gram_matrix(upper.astype(np.float64)) if upper is not None else None
                 if full is not None:
                     found[(layer, role)] = full
@@ -537,7 +534,7 @@ class RescaleCheck:
 
 
 def _unit_scales(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str):
-    a, b = cand.array(f"units/{layer_c}/{role}"), ref.array(f"units/{layer_r}/{role}")
+    a, b = cand.part_array(Part.UNIT_SIGNATURES, layer_c, role), ref.part_array(Part.UNIT_SIGNATURES, layer_r, role)
     if a is None or b is None or a.shape != b.shape or a.size == 0:
         return None
     a, b = a.astype(np.float64), b.astype(np.float64)
@@ -601,8 +598,10 @@ def norm_bias_rescale_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, l
     input columns by 1/s leaves the function unchanged; the bias must then be
     the reference's times cand_weight / ref_weight.
     """
-    wc, wr = cand.array(f"sketch/layers.{layer_c}.{norm_role}.weight"), ref.array(f"sketch/layers.{layer_r}.{norm_role}.weight")
-    bc, br = cand.array(f"sketch/layers.{layer_c}.{norm_role}.bias"), ref.array(f"sketch/layers.{layer_r}.{norm_role}.bias")
+    wc = cand.part_array(Part.VECTORS, f"layers.{layer_c}.{norm_role}.weight")
+    wr = ref.part_array(Part.VECTORS, f"layers.{layer_r}.{norm_role}.weight")
+    bc = cand.part_array(Part.VECTORS, f"layers.{layer_c}.{norm_role}.bias")
+    br = ref.part_array(Part.VECTORS, f"layers.{layer_r}.{norm_role}.bias")
     if any(x is None for x in (wc, wr, bc, br)) or not (wc.shape == wr.shape == bc.shape == br.shape):
         return None
     wc, wr, bc, br = (x.astype(np.float64) for x in (wc, wr, bc, br))

@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
+from .results import LayerMatch
 from .stats import format_p
 from .thresholds import (ACCUSATION_LOG10P, ASSEMBLED_MIN_LAYERS, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P,
                          NULL_LIKE_LOG10P, confidence_for_accusation, confidence_for_no_relation)
@@ -56,7 +56,7 @@ ACCUSING = tuple(v for v in Verdict if v.accusing)
 class DecisionInputs:
     """What the rules read: the layer map rows, the strongest corrected decisive p-value, and the identity checks."""
 
-    rows: list[dict[str, Any]]
+    rows: list[LayerMatch]
     strongest: float  # log10 p of the strongest decisive signal, corrected for the signals it was chosen from
     layer_strongest: float  # log10 p of the strongest layer signal, corrected over candidate and reference layers
     match_kind: str  # architecture_match(): same-shapes, same-family, different
@@ -74,7 +74,7 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
     """(verdict, confidence, abstained, summary); appends to `notes`."""
     rows, strongest = inputs.rows, inputs.strongest
     n = len(rows)
-    matched = [r for r in rows if r["reference_layer"] is not None]
+    matched = [r for r in rows if r.reference_layer is not None]
     if inputs.exact_all and not inputs.emptied:
         return Verdict.IDENTICAL, 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
     if strongest > ACCUSATION_LOG10P:
@@ -88,12 +88,12 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
                     "the architecture matches the reference but no weight signal reaches the accusation bar")
         return Verdict.UNRELATED, confidence, abstained, "neither the architecture nor the weights match the reference"
 
-    refs = [r["reference_layer"] for r in matched]
+    refs = [r.reference_layer for r in matched]
     layers_pass = inputs.layer_strongest <= ACCUSATION_LOG10P
     # a layer passes the bar on its own when its p-value, corrected over the candidate's layers too, is below it
     layer_bar = ACCUSATION_LOG10P - math.log10(max(n, 1))
-    strong_layers = [r for r in rows if r["reference_layer"] is not None and r["log10_p"] <= layer_bar]
-    null_layers = [r for r in rows if r["log10_p"] > NULL_LIKE_LOG10P and (r["roles"] or r["via"] != "none")]
+    strong_layers = [r for r in rows if r.reference_layer is not None and r.log10_p <= layer_bar]
+    null_layers = [r for r in rows if r.log10_p > NULL_LIKE_LOG10P and (r.roles or r.via != "none")]
     if layers_pass and len(matched) >= ASSEMBLED_MIN_LAYERS and len(strong_layers) >= 1:
         repeated = len(set(refs)) < len(refs)
         if repeated or not _monotone(refs):
@@ -139,6 +139,6 @@ def _monotone(refs: list[int]) -> bool:
     return all(b > a for a, b in zip(refs, refs[1:]))
 
 
-def map_text(rows: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{r['candidate_layer']}->{'?' if r['reference_layer'] is None else r['reference_layer']}"
+def map_text(rows: list[LayerMatch]) -> str:
+    return ", ".join(f"{r.candidate_layer}->{'?' if r.reference_layer is None else r.reference_layer}"
                      for r in rows[:40])

@@ -21,10 +21,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .store import FULL_VECTOR_LIMIT, SKETCH_SIZE
 from .tensor_pass import value_hash
 
-SKETCH_SIZE = 2048  # values kept per 2-D tensor
-FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
 UNIT_PROJECTIONS = 32  # projections per MLP unit signature (half to match, half to test)
 ROW_BLOCKS = 4  # contiguous blocks of rows per matrix in the row sample
 ROWS_PER_BLOCK = 8

@@ -52,10 +52,10 @@ from safetensors.numpy import load_file, save_file
 
 from ..architectures.descriptor import Architecture
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from ..formats.safetensors_format import read_safetensors_header
-from .sketch import FULL_VECTOR_LIMIT, SKETCH_SIZE
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/3"
+SKETCH_SIZE = 2048  # values kept per 2-D tensor (`sketch.sketch_positions`)
+FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
 SCHEMA_VERSION = 3
 # Schema versions whose tensor hashes are sha256 of float32 values (not comparable with ours).
 SHA256_HASH_VERSIONS = (1,)
@@ -176,6 +176,9 @@ def _fsync_directory(directory: Path) -> None:
 
 def is_fingerprint_file(path: Path) -> bool:
     """A safetensors file whose metadata says it is a provenance fingerprint."""
+    # lazy: the checkpoint reader's module imports torch; fingerprint files are read and written with numpy only
+    from ..formats.safetensors_format import read_safetensors_header
+
     if not path.is_file() or not path.name.endswith((".safetensors", ".fp", ".fingerprint")):
         return False
     try:
@@ -186,6 +189,9 @@ def is_fingerprint_file(path: Path) -> bool:
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:
+    # lazy: the checkpoint reader's module imports torch; fingerprint files are read and written with numpy only
+    from ..formats.safetensors_format import read_safetensors_header
+
 
 
     path = Path(path)

@@ -18,7 +18,7 @@ rows of the anchor tokens. That is the "remote" fingerprint variant
 blocks by range (`formats.base.Reads.ROW_BLOCKS`), and the one fingerprint
 builder (`fingerprint.build`) makes what that allows. It has no
 full-tensor statistics, hashes, sketches or unit signatures, so it is
-compared on what both sides have (`compare.remote`). For LLaMA-7B shapes it
+compared on what both sides hold (`compare.views`). For LLaMA-7B shapes it
 reads about 0.6% of the checkpoint (measured by bench/remote_bytes.py).
 
 A GGUF is read the same way: its header, then only the rows (whole

@@ -173,8 +173,8 @@ def _headline(rows, t: dict[str, Any]) -> dict[str, Any]:
 # --- layers and roles -------------------------------------------------------------------------------
 
 def _layer_map(result) -> list[dict[str, Any]]:
-    return [{"i": r["candidate_layer"], "j": r["reference_layer"], "r": f"{r.get('similarity', 0.0):.3f}",
-             "p": p_text(r.get("log10_p")), "via": r.get("via", "")} for r in result.layers]
+    return [{"i": r.candidate_layer, "j": r.reference_layer, "r": f"{r.similarity:.3f}",
+             "p": p_text(r.log10_p), "via": r.via} for r in result.layers]
 
 
 def _role_section(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -318,8 +318,8 @@ def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | Non
     # The evidence, pictures and tokenizer are those of the best-ranked reference whose weights were compared.
     best = audit.best_match.row if audit.best_match is not None else None
     result = best.result if best else None
-    mapped = {(r["candidate_layer"], r["reference_layer"]) for r in (result.layers if result else [])
-              if r["reference_layer"] is not None}
+    mapped = {(r.candidate_layer, r.reference_layer) for r in (result.layers if result else [])
+              if r.reference_layer is not None}
     matrix = getattr(result, "layer_matrix", None) if result else None
     profiles = list(audit.best_match.role_profiles) if audit.best_match is not None else []
     arch = cand.architecture

@@ -29,9 +29,7 @@ def comparison_to_json(candidate_path: str, cand: Fingerprint, reference_path: s
         "summary": result.summary,
         "architecture_match": result.architecture_match,
         "evidence": [e.to_dict() for e in result.evidence],
-        "layers": [{"candidate_layer": r["candidate_layer"], "reference_layer": r["reference_layer"],
-                    "similarity": r["similarity"], "p_value": r["p_value"], "log10_p": r["log10_p"], "via": r["via"]}
-                   for r in result.layers],
+        "layers": [r.to_dict() for r in result.layers],
         "renamed_tensors": result.renamed,
         "notes": result.notes,
         # candidate layers x reference layers: {"similarity", "log10_p" (before correction), "roles"}, or null
