@@ -38,6 +38,7 @@ I = 11008, L = 32, T = 291) that is 2.4 + 0.5 + 33.8 + 8.4 + 8.4 = about 54 MB,
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Callable
 
 from .. import __version__
@@ -65,7 +66,11 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     collected = Collected.start(checkpoint, PARTS_READ[source.reads])
     mark = source.transfers()
     reading = READINGS[source.reads](collected, on_tensor)
-    return Fingerprint(meta=_meta(collected, file_hashes, mark, reading), arrays=collected.arrays)
+    # As saved and loaded (JSON, keys sorted): a fingerprint built now and one read from its file are the
+    # same object, so outputs never depend on whether a fingerprint came from the cache.
+    meta = json.loads(json.dumps(_meta(collected, file_hashes, mark, reading), sort_keys=True))
+    arrays = {name: collected.arrays[name] for name in sorted(collected.arrays)}
+    return Fingerprint(meta=meta, arrays=arrays)
 
 
 def _meta(collected: Collected, file_hashes: dict[str, str] | None, mark: TransferCounts | None,
