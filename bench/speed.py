@@ -60,7 +60,7 @@ throughput in MB/s = 10^6 bytes/s; memory in MiB.
 Usage (from anywhere):
     python bench/speed.py                       # --gb 3
     python bench/speed.py --gb 6 --json out.json --profile
-    python bench/speed.py --gb 12.5 --no-naive --formats safetensors,gguf
+    python bench/speed.py --gb 12.5 --no-naive --no-independent --no-smol
     python bench/speed.py --workdir /tmp/sp --keep ...   # then --reuse
 """
 
