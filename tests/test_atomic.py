@@ -56,10 +56,10 @@ def variant(label, value):
 
 a, b = variant("A", 1.0), variant("B", 2.0)
 if mode == "pause":
-    def pause(temporary):
+    def pause(temporary, final):  # in place of the rename: the temporary file is complete here
         print(temporary, flush=True)
         time.sleep(600)
-    store._before_rename = pause
+    store.os = types.SimpleNamespace(**{**vars(store.os), "replace": pause})
     b.save(target)
 else:
     i = 0

@@ -45,7 +45,7 @@ import tempfile
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -64,9 +64,6 @@ MAX_FINGERPRINT_BYTES = 2 * 1024 ** 3
 MAX_LAYERS = 65_536  # architecture numbers drive loops in the comparison
 # The metadata JSON: about 200 KB for LLaMA-7B (tensor records, 512 anchor tokens).
 MAX_META_BYTES = 16 * 1024 * 1024
-
-# Test hook: called with the temporary file once it is complete, just before the rename.
-_before_rename: Callable[[Path], None] | None = None
 
 
 class Part(str, Enum):
@@ -150,8 +147,6 @@ class Fingerprint:
             save_file(arrays, temporary, metadata={"provenance": json.dumps(self.meta, sort_keys=True)})
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
-            if _before_rename is not None:
-                _before_rename(Path(temporary))
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
