@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .collect import Collected
@@ -33,6 +35,10 @@ def _workers() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(1, min(cores, MAX_WORKERS))
+
+
+def _take_rows(values: torch.Tensor, as_float: Callable[[torch.Tensor], torch.Tensor], rows: np.ndarray) -> torch.Tensor:
+    return as_float(values[torch.from_numpy(rows)])
 
 
 def read_whole_tensors(collected: Collected, on_tensor: Callable[[int, int], None] | None) -> None:
@@ -93,7 +99,7 @@ def _pass(collected: Collected, on_tensor: Callable[[int, int], None] | None, ex
                          done_pass.stats, nonfinite)
         collected.add_sketch(record_key, as_float(sketch), values.dim())
         if values.dim() == 2:  # the rows a row-block reading also takes (see sketch.row_sample_rows)
-            collected.add_rows(key, record_key, shape, lambda rows: as_float(values[torch.from_numpy(rows)]))
+            collected.add_rows(key, record_key, shape, partial(_take_rows, values, as_float))
         if values.dim() == 1:
             collected.add_norm(key, as_float(values))
         if matrix:
