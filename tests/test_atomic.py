@@ -43,6 +43,7 @@ package = types.ModuleType("provenance.fingerprint")
 package.__path__ = [str(Path(provenance.__file__).parent / "fingerprint")]
 sys.modules["provenance.fingerprint"] = package
 from provenance.fingerprint import store
+from provenance import atomic_files
 assert "torch" not in sys.modules
 
 with safe_open(sys.argv[1], "np") as handle:
@@ -59,7 +60,7 @@ if mode == "pause":
     def pause(temporary, final):  # in place of the rename: the temporary file is complete here
         print(temporary, flush=True)
         time.sleep(600)
-    store.os = types.SimpleNamespace(**{**vars(store.os), "replace": pause})
+    atomic_files.os = types.SimpleNamespace(**{**vars(atomic_files.os), "replace": pause})
     b.save(target)
 else:
     i = 0

@@ -247,6 +247,7 @@ def test_missing_folder_is_one_line_error(pair, tmp_path, capsys):
 
 
 def test_report_write_is_atomic(tmp_path, monkeypatch):
+    from provenance import atomic_files
     from provenance.report import write
 
     target = tmp_path / "report.html"
@@ -255,14 +256,14 @@ def test_report_write_is_atomic(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(write.os, "replace", fail)
+    monkeypatch.setattr(atomic_files.os, "replace", fail)
     with pytest.raises(write.ReportPathError, match="No space left"):
         write.write_atomic(target, "<p>new</p>" * 1000)
     assert target.read_text() == "old report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary file left behind
 
     monkeypatch.undo()
-    monkeypatch.setattr(write.os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(atomic_files.os, "fsync", lambda fd: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):  # killed while writing
         write.write_atomic(target, "<p>new</p>")
     assert target.read_text() == "old report"

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
@@ -51,6 +49,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ..architectures.descriptor import Architecture
+from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/3"
@@ -140,33 +139,10 @@ class Fingerprint:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
+        with replacing(path) as temporary:
             arrays = {k: np.ascontiguousarray(v) for k, v in self.arrays.items()}
-            save_file(arrays, temporary, metadata={"provenance": json.dumps(self.meta, sort_keys=True)})
-            with open(temporary, "rb") as written:
-                os.fsync(written.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        _fsync_directory(path.parent)
+            save_file(arrays, str(temporary), metadata={"provenance": json.dumps(self.meta, sort_keys=True)})
         return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX: the directory entry lives in the directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def is_fingerprint_file(path: Path) -> bool:

@@ -33,15 +33,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .. import __version__
+from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .database import DB_SCHEMA_VERSION, Registry, RegistryError, SignatureBlob, fingerprint_from_bytes
 
@@ -77,9 +76,7 @@ def export_bundle(registry: Registry, out: str | Path, names: list[str] | None =
             raise RegistryError(registry.path, f"no reference named {', '.join(map(repr, missing))}")
         revision = registry.revision
         out.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(handle)
-        try:
+        with replacing(out) as temporary:
             references = []
             with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
                 for index, name in enumerate(chosen):
@@ -97,12 +94,6 @@ def export_bundle(registry: Registry, out: str | Path, names: list[str] | None =
                                          "revision": revision},
                             "references": references}
                 archive.writestr(MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
-            with open(temporary, "rb") as written:
-                os.fsync(written.fileno())
-            os.replace(temporary, out)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
     return BundleResult(out, chosen, revision)
 
 

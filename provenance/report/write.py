@@ -7,11 +7,10 @@ so a run killed at any point leaves the old report or none, never half of one.
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..atomic_files import replacing
 from ..errors import ProvenanceError
 from .audit_report import build_report
 from .html import render_html
@@ -43,21 +42,11 @@ def write_atomic(path: str | Path, text: str) -> Path:
         raise ReportPathError(path, f"cannot write the report: folder {folder} does not exist")
     if path.is_dir():
         raise ReportPathError(path, "cannot write the report: this is a directory")
-    temporary = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    data = text.encode("utf-8")
     try:
-        # 0o666 filtered by the umask, like any file the user creates (mkstemp would make it 0600)
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ReportPathError(path, f"cannot write the report: {exc.strerror or exc}") from exc
-        raise
+        with replacing(path) as temporary:
+            temporary.write_bytes(text.encode("utf-8"))
+    except OSError as exc:
+        raise ReportPathError(path, f"cannot write the report: {exc.strerror or exc}") from exc
     return path
 
 
