@@ -31,7 +31,7 @@ import numpy as np
 from provenance.compare import compare_fingerprints
 from provenance.compare import signals as S
 from provenance.compare import views as R
-from provenance.fingerprint import Fingerprint
+from provenance.fingerprint import Fingerprint, Part
 from provenance.fingerprint.store import ROW_READ_PARTS
 from provenance.fingerprint.sketch import row_sample_rows
 
@@ -52,17 +52,23 @@ def layer_sketch(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
 
 def unit_matching(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     draws = []
-    layers_c, layers_r = _layers(cand), _layers(ref)
-    for i in range(layers_c):
-        a = cand.array(f"units/{i}/mlp.up")
-        for j in range(layers_r):
-            b = ref.array(f"units/{j}/mlp.up")
-            if a is None or b is None or a.shape != b.shape:
-                continue
-            match = S.unit_matching(cand, ref, i, j)
-            if match is not None:
-                draws.append(Draw("unit matching", float(match.log10p), f"{i},{j}"))
+    for i, j in _unit_pairs(cand, ref):
+        match = S.unit_matching(cand, ref, i, j)
+        if match is not None:
+            draws.append(Draw("unit matching", float(match.log10p), f"{i},{j}"))
     return draws
+
+
+def _unit_pairs(cand: Fingerprint, ref: Fingerprint) -> list[tuple[int, int]]:
+    """Every (candidate layer, reference layer) whose MLP unit signatures have one shape."""
+    pairs = []
+    for i in range(_layers(cand)):
+        a = cand.part_array(Part.UNIT_SIGNATURES, i, "mlp.up")
+        for j in range(_layers(ref)):
+            b = ref.part_array(Part.UNIT_SIGNATURES, j, "mlp.up")
+            if a is not None and b is not None and a.shape == b.shape:
+                pairs.append((i, j))
+    return pairs
 
 
 def gram_tests(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
@@ -98,14 +104,10 @@ def remote_unit_matching(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     """The candidate read remotely (its sampled `mlp.up` rows) against the local reference, every layer pair."""
     remote = remote_variant(cand)
     draws = []
-    for i in range(_layers(cand)):
-        for j in range(_layers(ref)):
-            a, b = cand.array(f"units/{i}/mlp.up"), ref.array(f"units/{j}/mlp.up")
-            if a is None or b is None or a.shape != b.shape:
-                continue
-            match = R.row_unit_matching(remote, ref, i, j)
-            if match is not None:
-                draws.append(Draw("remote unit matching", float(match.log10p), f"{i},{j}"))
+    for i, j in _unit_pairs(cand, ref):
+        match = R.row_unit_matching(remote, ref, i, j)
+        if match is not None:
+            draws.append(Draw("remote unit matching", float(match.log10p), f"{i},{j}"))
     return draws
 
 
