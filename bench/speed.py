@@ -470,24 +470,17 @@ def main(argv: list[str] | None = None) -> int:
         stamp.write_text("ok")
         return target
 
-    def fingerprint(src: Path, out: Path, cold: bool, profile: Path | None = None, runs: int = 1) -> dict:
-        """The run of median time among `runs` (cold reads on this machine vary by 2x from run to run)."""
-        done = []
-        for _ in range(max(1, runs)):
-            files = data_files(src)
-            if cold:
-                evict_from_page_cache(files)
-            child = ["--_child", "fingerprint", str(src), str(out)] + ([str(profile)] if profile else [])
-            r, wall = run_child(child, args.timeout)
-            r["command_wall_seconds"] = wall
-            r["checkpoint_bytes"] = ckpt_bytes(src)
-            r["mb_s"] = r["checkpoint_bytes"] / MB / r["seconds"]
-            r["fingerprint_bytes"] = out.stat().st_size
-            done.append(r)
-        done.sort(key=lambda r: r["seconds"])
-        chosen = done[(len(done) - 1) // 2]
-        chosen["all_seconds"] = [round(r["seconds"], 3) for r in done]
-        return chosen
+    def fingerprint(src: Path, out: Path, cold: bool, profile: Path | None = None) -> dict:
+        files = data_files(src)
+        if cold:
+            evict_from_page_cache(files)
+        child = ["--_child", "fingerprint", str(src), str(out)] + ([str(profile)] if profile else [])
+        r, wall = run_child(child, args.timeout)
+        r["command_wall_seconds"] = wall
+        r["checkpoint_bytes"] = ckpt_bytes(src)
+        r["mb_s"] = r["checkpoint_bytes"] / MB / r["seconds"]
+        r["fingerprint_bytes"] = out.stat().st_size
+        return r
 
     def cat_and_fingerprint(files: list[Path], src: Path, out: Path, state: str) -> tuple[dict, dict]:
         """`cat`, then `provenance fingerprint`, in turn, `--fingerprint-repeat` times (at least `--cat-repeat`
