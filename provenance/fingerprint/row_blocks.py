@@ -31,8 +31,8 @@ import torch
 from ..architectures.layouts import HeadLayout, apply_transform
 from ..formats.base import TensorInfo
 from .collect import Collected
-from .sketch import content_hash, sketch_positions
-from .tensor_pass import sample_statistics
+from .sketch import sketch_positions
+from .tensor_pass import sample_statistics, value_hash
 
 # id(assignment) -> (canonical rows wanted, sorted; stored row of each canonical row)
 RowPlans = dict[int, tuple[np.ndarray, np.ndarray]]
@@ -101,13 +101,13 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
     with ThreadPoolExecutor(max_workers=source.concurrency) as pool:
         stored_vectors = dict(zip(names, pool.map(source.read_tensor, names)))
     for name, tensor in stored_vectors.items():
-        collected.stored_hashes[name] = content_hash(tensor)
+        collected.stored_hashes[name] = value_hash(tensor)
     for assignment in vectors:
         values = apply_transform(stored_vectors[assignment.source], assignment.transform, heads,
                                  infos[assignment.source].file).to(torch.float32)
         record_key = collected.record_key(assignment)
         digest = (collected.stored_hashes[assignment.source] if assignment.transform.is_identity
-                  else content_hash(values))
+                  else value_hash(values))
         collected.record(record_key, assignment, assignment.shape, infos[assignment.source].dtype, digest,
                          sample_statistics(values)[0])
         positions = torch.from_numpy(sketch_positions(tuple(values.shape)))

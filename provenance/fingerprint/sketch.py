@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from .store import FULL_VECTOR_LIMIT, SKETCH_SIZE
-from .tensor_pass import value_hash
 
 UNIT_PROJECTIONS = 32  # projections per MLP unit signature (half to match, half to test)
 ROW_BLOCKS = 4  # contiguous blocks of rows per matrix in the row sample
@@ -91,8 +90,3 @@ def projection(width: int, count: int = UNIT_PROJECTIONS) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.from_numpy(gaussian))
     q = q * torch.sign(torch.diagonal(r))[None, :]  # a unique, deterministic orthonormal basis
     return q.to(torch.float32).contiguous()
-
-
-def content_hash(tensor: torch.Tensor) -> str:
-    """The tensor's value hash (equal across lossless casts; see tensor_pass.value_hash)."""
-    return value_hash(tensor)
