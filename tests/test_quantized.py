@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from bench.zoo.quantized import (MXFP4_CONFIG, fp8_config, fp8_quantize, fp8_state, mxfp4_quantize, mxfp4_state,
                                  relative_rms)
@@ -197,3 +197,29 @@ def test_mxfp4_scales_of_the_wrong_shape_are_an_error(tmp_path):
               str(tmp_path / "model.safetensors"))
     with pytest.raises(CorruptFileError, match=r"model\.safetensors.*w\.weight_scales.*shape \[8, 1\]"):
         open_checkpoint_files(tmp_path / "model.safetensors")
+
+
+def test_sharded_copy_with_scales_in_another_shard_reads_the_same_locally_and_remotely(models, tmp_path):
+    _, paths, _ = models
+    stored = load_file(str(paths["fp8"] / "model.safetensors"))
+    names = sorted(stored)
+    shards = {"model-00001-of-00002.safetensors": [n for n in names if not n.endswith("_scale_inv")],
+              "model-00002-of-00002.safetensors": [n for n in names if n.endswith("_scale_inv")]}
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    for shard, held in shards.items():
+        save_file({n: stored[n] for n in held}, str(folder / shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: shard for shard, held in shards.items() for n in held}}))
+    (folder / "config.json").write_text((paths["fp8"] / "config.json").read_text())
+    name, rows = "model.layers.1.mlp.down_proj.weight", np.array([31, 0, 17, 17])
+    with Checkpoint.open(paths["fp8"]) as single:
+        expected = single.files.source.read_tensor(name)
+    with RangeServer(tmp_path) as server:
+        for where in (folder, server.url("sharded/model.safetensors.index.json")):
+            with Checkpoint.open(where) as sharded:
+                source = sharded.files.source
+                assert isinstance(source, DequantizingSource)
+                assert not any(info.name.endswith("_scale_inv") for info in sharded.infos)
+                assert torch.equal(source.read_tensor(name), expected)
+                assert torch.equal(source.read_rows(name, rows), expected[torch.from_numpy(rows)])
