@@ -223,3 +223,22 @@ def test_sharded_copy_with_scales_in_another_shard_reads_the_same_locally_and_re
                 assert not any(info.name.endswith("_scale_inv") for info in sharded.infos)
                 assert torch.equal(source.read_tensor(name), expected)
                 assert torch.equal(source.read_rows(name, rows), expected[torch.from_numpy(rows)])
+
+
+def test_gpt_oss_experts_read_in_their_float_layout(tmp_path):
+    """gpt-oss stores experts [experts, out, in/32, 16]; they read as its float parameters [experts, in, out]."""
+    experts = torch.randn(2, 64, 96, generator=torch.Generator().manual_seed(4))  # [experts, in, out]
+    packed = [mxfp4_quantize(expert.T) for expert in experts]
+    stored = {"model.layers.0.mlp.experts.down_proj_blocks": torch.stack([b for b, _ in packed]),
+              "model.layers.0.mlp.experts.down_proj_scales": torch.stack([s for _, s in packed]),
+              "model.layers.0.mlp.experts.down_proj_bias": torch.zeros(2, 96)}
+    save_file(stored, str(tmp_path / "model.safetensors"))
+    source = open_checkpoint_files(tmp_path / "model.safetensors").source
+    infos = {info.name: info for info in source.tensor_infos()}
+    assert set(infos) == {"model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.down_proj_bias"}
+    assert infos["model.layers.0.mlp.experts.down_proj"].shape == (2, 64, 96)
+    values = source.read_tensor("model.layers.0.mlp.experts.down_proj")
+    assert relative_rms(values, experts) < storage_tolerance("MXFP4")
+    rows = np.array([127, 5, 64])
+    assert torch.equal(source.read_rows("model.layers.0.mlp.experts.down_proj", rows),
+                       values.reshape(-1, 96)[torch.from_numpy(rows)])
