@@ -242,3 +242,16 @@ def test_gpt_oss_experts_read_in_their_float_layout(tmp_path):
     rows = np.array([127, 5, 64])
     assert torch.equal(source.read_rows("model.layers.0.mlp.experts.down_proj", rows),
                        values.reshape(-1, 96)[torch.from_numpy(rows)])
+
+
+def test_fbgemm_channels_hide_the_activation_scale_and_empty_weights_read_empty(tmp_path):
+    weight = torch.randn(40, 24, generator=torch.Generator().manual_seed(6))
+    codes, scale = fp8_quantize(weight, granularity="channel")
+    save_file({"fc.weight": codes, "fc.weight_scale": scale, "fc.input_scale": torch.ones(1),
+               "empty.weight": torch.zeros(0, 24).to(torch.float8_e4m3fn), "empty.weight_scale": torch.ones(0, 1)},
+              str(tmp_path / "model.safetensors"))
+    source = open_checkpoint_files(tmp_path / "model.safetensors").source
+    assert {(i.name, i.dtype) for i in source.tensor_infos()} == {("fc.weight", "FP8_E4M3_CHANNEL"),
+                                                                   ("empty.weight", "FP8_E4M3_CHANNEL")}
+    assert torch.equal(source.read_tensor("fc.weight"), codes.float() * scale)
+    assert source.read_tensor("empty.weight").shape == (0, 24)

@@ -99,11 +99,11 @@ class Fp8Scheme:
         return found
 
     def dequantize(self, tensor: QuantizedTensor, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        rows = np.arange(max(math.prod(tensor.shape[:-1]), 1) if tensor.shape else 1)
+        rows = np.arange(math.prod(tensor.shape[:-1]) if tensor.shape else 1)
         row_parts = self.row_parts(tensor, rows)
         scale = parts["scale"]
         if row_parts["scale"] is not None:  # the scale rows of every weight row
-            scale = scale.reshape(-1, scale.shape[-1])[torch.from_numpy(row_parts["scale"])]
+            scale = scale[torch.from_numpy(row_parts["scale"])]  # 2-D: [out, 1] or blocks
         values = self.dequantize_rows(tensor, rows, {"weight": parts["weight"], "scale": scale})
         return values.reshape(tensor.shape)
 
@@ -117,7 +117,7 @@ class Fp8Scheme:
     def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         detail = tensor.detail or {}
         codes = parts["weight"]
-        codes = codes.reshape(-1, codes.shape[-1] if codes.dim() else 1)
+        codes = codes.reshape(len(rows), codes.shape[-1] if codes.dim() else 1)
         scale = checked_scale(parts["scale"], tensor.parts["scale"])
         if detail["granularity"] == "TENSOR":
             scale = scale.reshape(1, 1)

@@ -18,6 +18,7 @@ Linear weight [rows, G x 32], codes running along its input dimension.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,8 +78,8 @@ class Mxfp4Scheme:
 
     def dequantize(self, tensor: QuantizedTensor, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         blocks, scales = parts["blocks"], parts["scales"]
-        values = decode(blocks.reshape(-1, blocks.shape[-2] * CODE_BYTES), scales.reshape(-1, scales.shape[-1]),
-                        tensor.parts["scales"])
+        rows, groups = math.prod(scales.shape[:-1]), scales.shape[-1]
+        values = decode(blocks.reshape(rows, groups * CODE_BYTES), scales.reshape(rows, groups), tensor.parts["scales"])
         if (tensor.detail or {}).get("transposed"):
             experts, columns, rows = tensor.shape
             return values.reshape(experts, rows, columns).transpose(1, 2).contiguous()
@@ -94,7 +95,7 @@ class Mxfp4Scheme:
 
     def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         groups = tensor.detail["groups"]
-        return decode(parts["blocks"].reshape(-1, groups * CODE_BYTES), parts["scales"].reshape(-1, groups),
+        return decode(parts["blocks"].reshape(len(rows), groups * CODE_BYTES), parts["scales"].reshape(len(rows), groups),
                       tensor.parts["scales"])
 
 
