@@ -151,12 +151,14 @@ def logits(family: str, params: dict, state: dict[str, torch.Tensor], input_ids:
 
 
 def save_model(directory: Path, family: str, params: dict, state: dict[str, torch.Tensor], tokenizer_json: dict,
-               torch_dtype: str = "float32") -> None:
+               torch_dtype: str = "float32", quantization_config: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     config = FAMILIES[family].config(params).to_dict()
     config["torch_dtype"] = torch_dtype
+    if quantization_config:
+        config["quantization_config"] = quantization_config
     config.pop("_attn_implementation", None)
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))

@@ -8,6 +8,9 @@ local GGUF file). Side files are size-capped like local ones
 (`formats.limits.MAX_JSON_BYTES`), checked as JSON while the URL is still
 at hand (so errors name the URL), and kept in a temporary folder removed when
 the checkpoint is closed. hf:// locations are resolved by `hub.py`.
+Quantized safetensors (FP8 with scales, MXFP4) are read back as floats by
+`formats.quantized.dequantizing`, with config.json's quantization_config,
+as local ones are.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from ..errors import CorruptFileError
 from ..formats.checkpoint_files import CheckpointFiles
 from ..formats.limits import MAX_JSON_BYTES, MAX_TEXT_BYTES
+from ..formats.quantized.dequantizing import with_dequantization
 from .hub import hub_location
 from .location import RemoteLocation, plain_location
 from .source import RemoteSafetensorsFile, open_sharded, side_directory_cleanup
@@ -63,6 +67,7 @@ def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
             if not isinstance(config, dict):
                 raise CorruptFileError(f"{_base(where)}config.json", f"config is a JSON {type(config).__name__}, expected an object")
             files.config, files.config_path = config, config_path
+        files.source = with_dequantization(source, files.config)
         for name in TOKENIZER_CHOICES:
             path = where.fetch_side(name, MAX_JSON_BYTES["tokenizer"], folder)
             if path is not None:
