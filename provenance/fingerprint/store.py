@@ -146,17 +146,48 @@ class Fingerprint:
 
 
 def is_fingerprint_file(path: Path) -> bool:
-    """A safetensors file whose metadata says it is a provenance fingerprint."""
+    """A safetensors file that is a provenance fingerprint by the strict check of `fingerprint_kind`."""
+    return file_fingerprint_kind(path) == "fingerprint"
+
+
+def file_fingerprint_kind(path: Path) -> str | None:
+    """`fingerprint_kind` of the safetensors file at `path` (None when it is not a readable safetensors file)."""
     # lazy: the checkpoint reader's module imports torch; fingerprint files are read and written with numpy only
     from ..formats.safetensors_format import read_safetensors_header
 
     if not path.is_file() or not path.name.endswith((".safetensors", ".fp", ".fingerprint")):
-        return False
+        return None
     try:
-        _, metadata = read_safetensors_header(path)
+        infos, metadata = read_safetensors_header(path)
     except Exception:
-        return False
-    return "provenance" in metadata
+        return None
+    return fingerprint_kind(metadata, {info.name: (info.dtype, tuple(info.shape)) for info in infos})
+
+
+MIXED_FILE = ("holds fingerprint metadata and arrays that are not a fingerprint's (model weights?); a file is "
+              "either a fingerprint or a checkpoint, so it is refused")
+# Array kinds a fingerprint file holds: those of ARRAY_DIMS, and `generic/` samples (fingerprint/generic.py).
+FINGERPRINT_ARRAY_KINDS = frozenset({"sketch", "gram", "units", "anchors", "rows", "rowunits", "generic"})
+
+
+def fingerprint_kind(metadata: dict[str, Any], arrays: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:
+    """What a safetensors header presents: "fingerprint", "mixed" or None (no fingerprint metadata: weights).
+
+    A fingerprint is recognised strictly: `provenance` metadata and nothing
+    but fingerprint arrays (known kinds, float dtypes, their number of
+    dimensions). A file with `provenance` metadata and anything else is
+    "mixed": weights dressed as a fingerprint (or the reverse), to be
+    refused, never read as either.
+    """
+    if "provenance" not in metadata:
+        return None
+    for name, (dtype, shape) in arrays.items():
+        kind, _, key = name.partition("/")
+        dims = ARRAY_DIMS.get(kind)
+        if (kind not in FINGERPRINT_ARRAY_KINDS or not key or dtype not in ARRAY_DTYPES
+                or (dims is not None and len(shape) != dims)):
+            return "mixed"
+    return "fingerprint"
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:
@@ -176,6 +207,8 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
     raw = metadata.get("provenance")
     if raw is None:
         raise CorruptFileError(path, "not a provenance fingerprint (no 'provenance' metadata)")
+    if fingerprint_kind(metadata, {info.name: (info.dtype, tuple(info.shape)) for info in infos}) == "mixed":
+        raise CorruptFileError(path, MIXED_FILE)
     if len(raw) > MAX_META_BYTES:
         raise CorruptFileError(path, f"fingerprint metadata is {len(raw)} characters, over the {MAX_META_BYTES} limit")
     try:

@@ -63,6 +63,8 @@ def repo_id_parts(text: str) -> tuple[str, str | None] | None:
 
 def locate(text: str, revision: str | None = None, local_only: bool = False) -> Located:
     """Resolve one PATH argument (see the module docstring); raises UnreadablePathError with the reason."""
+    if not text.strip():
+        raise UnreadablePathError(None, f"an empty PATH {text!r} names nothing (write '.' for the current folder)")
     if is_remote(text):
         return Located(_with_revision(text, revision)) if revision else Located(text)
     path = Path(text)
