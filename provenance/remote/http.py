@@ -139,17 +139,20 @@ class Validators:
         headers = response.headers
         return cls(headers.get("ETag"), headers.get("Last-Modified"), total, headers.get("X-Repo-Commit"))
 
-    def differences(self, later: "Validators") -> list[str]:
+    def differences(self, later: "Validators", by_content: bool = True) -> list[str]:
+        """What changed; `by_content` False (an hf:// URL naming its commit) compares only size and commit, since
+        a hub's CDN may answer one immutable file with different ETags."""
+        pairs = [("size", self.total, later.total), ("commit", self.commit, later.commit)]
+        if by_content:
+            pairs += [("ETag", self.etag, later.etag), ("Last-Modified", self.modified, later.modified)]
         out = []
-        for name, first, now in (("ETag", self.etag, later.etag), ("Last-Modified", self.modified, later.modified),
-                                 ("size", self.total, later.total), ("commit", self.commit, later.commit)):
+        for name, first, now in pairs:
             if first is not None and now is not None and first != now:
-                out.append(f"{name} {_cut(first)} then {_cut(now)}")
+                out.append(f"{name} {quoted(first)} then {quoted(now)}")
         return out
 
 
-def _cut(value: object) -> str:
-    return quoted(value)
+
 
 
 def _timeout() -> float:
@@ -184,7 +187,7 @@ class RemoteFile:
 
     @property
     def host(self) -> str:
-        return _cut(urlsplit(self.url).netloc or self.url)[1:-1]
+        return quoted(urlsplit(self.url).netloc or self.url)[1:-1]
 
     # -- ranges ---------------------------------------------------------------------------------------------
 
@@ -246,13 +249,13 @@ class RemoteFile:
     def _same_version(self, response, total: int | None) -> None:
         seen = Validators.of(response, total)
         if self.commit is not None and seen.commit is not None and seen.commit != self.commit:
-            raise FileChangedError(self.shown, f"the hub answered for commit {_cut(seen.commit)}, not the resolved "
+            raise FileChangedError(self.shown, f"the hub answered for commit {quoted(seen.commit)}, not the resolved "
                                                f"{self.commit}; run again")
         with self._pin_lock:
             if self.pinned is None:
                 self.pinned = seen
                 return
-            changes = self.pinned.differences(seen)
+            changes = self.pinned.differences(seen, by_content=self.commit is None)
         if changes:
             raise FileChangedError(self.shown, f"changed while it was read ({'; '.join(changes)}); run again")
 
@@ -319,9 +322,9 @@ class RemoteFile:
             first, _, last = span.partition("-")
             first_i, last_i = int(first), int(last)
         except ValueError:
-            raise RemoteAccessError(self.shown, f"HTTP 206 with an unreadable Content-Range {_cut(value)}") from None
+            raise RemoteAccessError(self.shown, f"HTTP 206 with an unreadable Content-Range {quoted(value)}") from None
         if unit != "bytes" or first_i != position or last_i > end - 1:
-            raise RemoteAccessError(self.shown, f"asked for bytes {position}-{end - 1}, the server sent {_cut(value)}")
+            raise RemoteAccessError(self.shown, f"asked for bytes {position}-{end - 1}, the server sent {quoted(value)}")
         return int(total) if total.isdigit() else None
 
     def read_ranges(self, ranges: list[tuple[int, int]]) -> list[bytes]:
