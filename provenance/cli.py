@@ -524,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    exit_on_sigterm()  # a SIGTERM runs the cleanups (temporary folders) like an error would
+    if args.command != "scan":  # scan's pool has its own way of stopping workers
+        exit_on_sigterm()  # a SIGTERM runs the cleanups (temporary folders) like an error would
     try:
         with deadline_scope(args.deadline) if hasattr(args, "deadline") else nullcontext():
             return args.handler(args)

@@ -43,7 +43,7 @@ import math
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -161,7 +161,7 @@ def file_fingerprint_kind(path: Path) -> str | None:
         infos, metadata = read_safetensors_header(path)
     except Exception:
         return None
-    return fingerprint_kind(metadata, {info.name: (info.dtype, tuple(info.shape)) for info in infos})
+    return fingerprint_kind(metadata, [info.name for info in infos])
 
 
 MIXED_FILE = ("holds fingerprint metadata and arrays that are not a fingerprint's (model weights?); a file is "
@@ -170,24 +170,29 @@ MIXED_FILE = ("holds fingerprint metadata and arrays that are not a fingerprint'
 FINGERPRINT_ARRAY_KINDS = frozenset({"sketch", "gram", "units", "anchors", "rows", "rowunits", "generic"})
 
 
-def fingerprint_kind(metadata: dict[str, Any], arrays: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:
+def fingerprint_kind(metadata: dict[str, Any], names: Iterable[str]) -> str | None:
     """What a safetensors header presents: "fingerprint", "mixed" or None (no fingerprint metadata: weights).
 
     A fingerprint is recognised strictly: `provenance` metadata and nothing
-    but fingerprint arrays (known kinds, float dtypes, their number of
-    dimensions). A file with `provenance` metadata and anything else is
-    "mixed": weights dressed as a fingerprint (or the reverse), to be
-    refused, never read as either.
+    but arrays of a fingerprint's own kinds (`sketch/...`, `rows/...`; their
+    dtypes and shapes are then checked by `load_fingerprint`). A file with
+    `provenance` metadata and any other tensor is "mixed": weights dressed as
+    a fingerprint (or the reverse), to be refused, never read as either.
     """
     if "provenance" not in metadata:
         return None
-    for name, (dtype, shape) in arrays.items():
-        kind, _, key = name.partition("/")
-        dims = ARRAY_DIMS.get(kind)
-        if (kind not in FINGERPRINT_ARRAY_KINDS or not key or dtype not in ARRAY_DTYPES
-                or (dims is not None and len(shape) != dims)):
-            return "mixed"
+    if any(kind not in FINGERPRINT_ARRAY_KINDS or not key for kind, _, key in (n.partition("/") for n in names)):
+        # arrays of a newer schema cannot be judged here: a fingerprint, which `load_fingerprint` refuses as too new
+        return "fingerprint" if _newer_schema(metadata["provenance"]) else "mixed"
     return "fingerprint"
+
+
+def _newer_schema(raw: Any) -> bool:
+    try:
+        schema = json.loads(raw).get("schema") if isinstance(raw, str) and len(raw) <= MAX_META_BYTES else None
+        return int(str(schema).removeprefix("provenance.fingerprint/")) > SCHEMA_VERSION
+    except (ValueError, AttributeError, RecursionError):
+        return False
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:
@@ -207,8 +212,6 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
     raw = metadata.get("provenance")
     if raw is None:
         raise CorruptFileError(path, "not a provenance fingerprint (no 'provenance' metadata)")
-    if fingerprint_kind(metadata, {info.name: (info.dtype, tuple(info.shape)) for info in infos}) == "mixed":
-        raise CorruptFileError(path, MIXED_FILE)
     if len(raw) > MAX_META_BYTES:
         raise CorruptFileError(path, f"fingerprint metadata is {len(raw)} characters, over the {MAX_META_BYTES} limit")
     try:
@@ -226,6 +229,8 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
         raise CorruptFileError(path, f"fingerprint schema {_short(schema)} has no version number") from exc
     if version > SCHEMA_VERSION:
         raise UnsupportedError(path, f"fingerprint schema version {version} is newer than this tool reads ({SCHEMA_VERSION}); upgrade provenance")
+    if fingerprint_kind(metadata, [info.name for info in infos]) == "mixed":
+        raise CorruptFileError(path, MIXED_FILE)
     for key in ("architecture", "tensors", "source"):
         if not isinstance(meta.get(key), dict):
             raise CorruptFileError(path, f"fingerprint metadata lacks its {_short(key)} section")

@@ -104,6 +104,17 @@ def deadline_scope(seconds: float | None = None, what: str = "the command") -> I
         _CURRENT.reset(token)
 
 
+@contextmanager
+def default_deadline() -> Iterator[Deadline]:
+    """The enclosing deadline if there is one (the command's --deadline), else a default-length one from now."""
+    outer = _CURRENT.get()
+    if outer is not None:
+        yield outer
+        return
+    with deadline_scope() as mine:
+        yield mine
+
+
 @dataclass
 class FileClock:
     """One remote file's time: when it was first asked for, time spent waiting on it, bytes it sent."""
@@ -143,23 +154,29 @@ class FileClock:
             left = min(left, self.deadline.remaining())
         return left
 
+    def rate(self) -> tuple[int, float]:
+        """(bytes received, seconds spent waiting) so far."""
+        with self._lock:
+            waited = self.waited + (time.monotonic() - self._busy_since if self._busy else 0.0)
+            return self.received, waited
+
+    def describe(self, host: str) -> str:
+        received, waited = self.rate()
+        return f"{host} sent {received} bytes in {waited:.1f} s ({received / max(waited, 1e-9):.1f} bytes/s)"
+
     def check(self, host: str) -> None:
         """Raise BudgetExceeded when a deadline passed or the rate is under the minimum after the grace period."""
         if self.deadline is not None:
             self.deadline.check(host)
-        with self._lock:
-            now = time.monotonic()
-            waited = self.waited + (now - self._busy_since if self._busy else 0.0)
-            received = self.received
-            started = self.started or now
-        if now - started > file_deadline():
+        received, waited = self.rate()
+        now = time.monotonic()
+        if now - (self.started or now) > file_deadline():
             raise BudgetExceeded(f"{host} did not send this file within {file_deadline():g} s "
                                  "(PROVENANCE_REMOTE_FILE_DEADLINE to change it)")
         if waited > grace_seconds() and received / waited < min_rate():
-            raise BudgetExceeded(f"{host} sent {received} bytes in {waited:.1f} s ({received / waited:.1f} bytes/s), "
-                                 f"under the minimum of {min_rate():g} bytes/s after {grace_seconds():g} s "
-                                 "(PROVENANCE_REMOTE_MIN_RATE to change it)")
+            raise BudgetExceeded(f"{self.describe(host)}, under the minimum of {min_rate():g} bytes/s after "
+                                 f"{grace_seconds():g} s (PROVENANCE_REMOTE_MIN_RATE to change it)")
 
 
 __all__ = ["BudgetExceeded", "DEADLINE_HELP", "DEFAULT_DEADLINE", "Deadline", "FileClock", "command_seconds",
-           "current_deadline", "deadline_scope"]
+           "current_deadline", "deadline_scope", "default_deadline"]

@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 from huggingface_hub import constants
 
 from ..errors import CorruptFileError, UnreadablePathError
-from ..visible_text import quoted
+from ..visible_text import clean, quoted
 from .budget import BudgetExceeded, FileClock
 
 MAX_RETRIES = 5  # per range, counted while an attempt brings less than RESUME_PROGRESS bytes
@@ -152,9 +152,6 @@ class Validators:
         return out
 
 
-
-
-
 def _timeout() -> float:
     try:
         return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
@@ -187,7 +184,7 @@ class RemoteFile:
 
     @property
     def host(self) -> str:
-        return quoted(urlsplit(self.url).netloc or self.url)[1:-1]
+        return clean(urlsplit(self.url).netloc or self.url, 200)
 
     # -- ranges ---------------------------------------------------------------------------------------------
 
@@ -218,8 +215,8 @@ class RemoteFile:
                 progress = len(received) - before
                 failures = 0 if progress >= min(RESUME_PROGRESS, end - position) else failures + 1
                 if failures > MAX_RETRIES:
-                    raise RemoteAccessError(self.shown, f"bytes {position}-{end - 1}: {_describe(exc)} "
-                                                        f"(gave up after {MAX_RETRIES} retries)") from exc
+                    raise RemoteAccessError(self.shown, f"bytes {position}-{end - 1}: {_describe(exc)} (gave up after "
+                                                        f"{MAX_RETRIES} retries; {self.clock.describe(self.host)})") from exc
                 TRANSFERS.add(retries=1)
                 pause = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(failures - 1, 0))
                 if pause >= self.clock.remaining():
