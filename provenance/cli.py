@@ -25,6 +25,7 @@ from .remote import is_remote
 from .remote.budget import DEADLINE_HELP, DEFAULT_DEADLINE, deadline_scope
 from .remote.locate import LOCATION_HELP, locate
 from .remote.scratch import exit_on_sigterm
+from .visible_text import clean
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 DEFAULT_SCAN_TIMEOUT = 3600.0  # seconds per candidate: generous (a 70B checkpoint on a slow disk), but bounded
@@ -295,7 +296,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             else:
                 for e in entries:
                     arch = e.architecture
-                    print(f"{e.name:<32} {e.family or '?':<12} layers={arch.get('num_layers')} hidden={arch.get('hidden_size')} "
+                    print(f"{clean(e.name, 200):<32} {clean(e.family or '?', 60):<12} layers={arch.get('num_layers')} hidden={arch.get('hidden_size')} "
                           f"added {e.added}")
                 print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
     return EXIT_OK

@@ -102,6 +102,14 @@ def load_catalog(path: str | Path | None = None) -> list[CatalogModel]:
                                  bytes=int(entry["bytes"]), family=entry.get("family", ""), note=entry.get("note", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(path, f"catalog entry {index} needs name, repo, params and bytes ({exc})") from exc
+        if not all(isinstance(value, str) for value in (model.name, model.repo, model.revision, model.family)):
+            raise CorruptFileError(path, f"catalog entry {index}: name, repo, revision and family must be strings")
+        if not model.name.isprintable() or not 0 < len(model.name) <= 200:
+            raise CorruptFileError(path, f"catalog entry {index}: name {clean(model.name, 60)!r} is not a short "
+                                         "printable name")
+        if not re.fullmatch(r"[\w.\-/]{1,200}", model.revision):
+            raise CorruptFileError(path, f"catalog entry {model.name!r}: revision {clean(model.revision, 60)!r} is not "
+                                         "a branch, tag or commit name")
         if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", model.repo):
             raise CorruptFileError(path, f"catalog entry {model.name!r}: repo {model.repo!r} is not ORG/NAME")
         if model.revision_kind == "commit" and not re.fullmatch(r"[0-9a-f]{40}", model.revision):

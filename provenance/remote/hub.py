@@ -37,7 +37,7 @@ from huggingface_hub import constants
 
 from ..errors import CorruptFileError, UnreadablePathError
 from ..visible_text import clean, quoted
-from .budget import command_seconds, current_deadline
+from .budget import BudgetExceeded, Deadline, command_seconds, current_deadline
 from .http import REASONS, RemoteAccessError, RemoteFile
 from .location import RemoteLocation
 
@@ -108,8 +108,10 @@ def _model_info(shown: str, repo_id: str, revision: str | None, files_metadata: 
     from huggingface_hub import HfApi  # lazy: huggingface_hub's API loads httpx (about 50 ms); hub locations only
 
     endpoint = _endpoint()
+    host = clean(urlsplit(endpoint).netloc or endpoint, 200)
     deadline = current_deadline()
-    limit = min(HUB_API_SECONDS, deadline.remaining() if deadline else command_seconds())
+    _check(shown, deadline, host)
+    limit = max(0.05, min(HUB_API_SECONDS, deadline.remaining() if deadline else command_seconds()))
     outcome: dict = {}
 
     def call() -> None:
@@ -126,7 +128,7 @@ def _model_info(shown: str, repo_id: str, revision: str | None, files_metadata: 
     api_url = f"{endpoint}/api/models/{repo_id}" + (f"/revision/{revision}" if revision else "")
     said = f" (huggingface_hub said: {'; '.join(logged)})" if logged else ""
     if worker.is_alive():
-        host = urlsplit(endpoint).netloc or endpoint
+        _check(shown, deadline, host)
         raise RemoteAccessError(shown, f"{host} did not answer the model_info request within {limit:.0f} s "
                                        f"({api_url}){said}")
     if "error" in outcome:
@@ -138,6 +140,14 @@ def _model_info(shown: str, repo_id: str, revision: str | None, files_metadata: 
     if not isinstance(info.sha, str) or not COMMIT.fullmatch(info.sha):
         raise RemoteAccessError(shown, f"the hub answered commit {quoted(info.sha)}, not a commit hash")
     return info
+
+
+def _check(shown: str, deadline: Deadline | None, host: str) -> None:
+    try:
+        if deadline is not None:
+            deadline.check(host)
+    except BudgetExceeded as exc:
+        raise RemoteAccessError(shown, str(exc)) from None
 
 
 @contextmanager

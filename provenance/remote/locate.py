@@ -16,7 +16,7 @@ The order, and why:
 4. otherwise the repo id becomes hf://ORG/NAME[@REVISION], read by range
    requests, and the reason it was not found locally is returned, for the
    command line to say on stderr. A cache snapshot holding only side files
-   (config.json and tokenizer, which remote reads put there) does not count.
+   (config.json and tokenizer, as other tools' downloads leave) does not count.
 """
 
 from __future__ import annotations
