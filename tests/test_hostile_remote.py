@@ -243,8 +243,8 @@ def test_permanent_redirect_to_file_is_not_retried(quick):
 def test_offline_mode_leaves_plain_urls_readable(models, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with RangeServer(models) as server:
-        fp = fingerprint_for(server.url("base/model.safetensors"))
-    assert fp.meta["variant"] == "remote"
+        head = remote_http.RemoteFile(server.url("base/model.safetensors")).read(0, 64)
+    assert head == _weights(models, "base")[:64]
 
 
 # --------------------------------------------------------------------------- a hub that lies
@@ -376,6 +376,11 @@ def test_weights_with_fingerprint_metadata_are_refused_as_file_and_as_folder(dis
 def test_fingerprint_given_where_weights_are_expected_is_named(disguised):
     with pytest.raises(UnreadablePathError, match="is a provenance fingerprint, not model weights"):
         fingerprint_for(disguised / "fingerprint-in-a-folder", cache=False)
+    with RangeServer(disguised) as server:  # at a URL too, dressed up or not
+        with pytest.raises(CorruptFileError, match="not a fingerprint's"):
+            fingerprint_for(server.url("mixed/model.safetensors"))
+        with pytest.raises(UnreadablePathError, match="is a provenance fingerprint"):
+            fingerprint_for(server.url("fingerprint-in-a-folder/model.safetensors"))
 
 
 # --------------------------------------------------------------------------- text, arguments, temporary folders
