@@ -14,7 +14,8 @@ weights file, a saved fingerprint file, a URL) or an already computed
 as the ranked list of `AuditRow`s (`rows[0]`, `len(rows)`, iteration) and
 also carries `.rows`, `.screening` (the database screening summary),
 `.tokenizers`, `.best_match` and the rest the reports render. Errors are
-`provenance.errors.ProvenanceError` subclasses, one line each. The JSON
+`provenance.errors.ProvenanceError` subclasses, one line each (an argument
+of the wrong type, or an empty path, is an `UnreadablePathError` too). The JSON
 objects of the command line are one call away: `compare_json` and
 `audit_json` below. Heavy libraries (torch, numpy) are imported with this
 module, which `import provenance` leaves out until the first call.
@@ -33,6 +34,7 @@ from .fingerprint.store import Fingerprint
 from .registry import Registry
 from .remote import is_remote
 from .report.compare_json import comparison_to_json
+from .visible_text import quoted
 
 PathOrFingerprint = Union[str, Path, Any]  # Any: a provenance.fingerprint.Fingerprint
 
@@ -41,12 +43,15 @@ def _as_fingerprint(source: PathOrFingerprint):
     if isinstance(source, Fingerprint):
         return source
     if not isinstance(source, (str, Path)):
-        raise TypeError(f"expected a path, URL or Fingerprint, not {type(source).__name__}")
+        raise UnreadablePathError(None, f"expected a path, URL or Fingerprint, not {type(source).__name__} "
+                                        f"{quoted(source)}")
     _require_exists(source)
     return fingerprint_for(source)
 
 
 def _require_exists(path: str | Path) -> None:
+    if isinstance(path, str) and not path.strip():
+        raise UnreadablePathError(None, f"an empty path {path!r} names nothing (write '.' for the current folder)")
     if not is_remote(str(path)) and not Path(path).exists() and not Path(path).is_symlink():
         raise UnreadablePathError(path, "no such file or directory")
 
@@ -68,6 +73,10 @@ def audit(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, in
     """`candidate` against the built-in references and, with `refs`, a reference database (a path that must
     exist, or an open `Registry`): an `AuditResult`, which reads as the `AuditRow` list, most serious explanation
     first. `hash_files` also takes the sha256 of the candidate's files, for a report's reproducibility section."""
+    if not (refs is None or isinstance(refs, (str, Path, Registry))):
+        raise UnreadablePathError(None, f"refs must be a database path or a Registry, not {type(refs).__name__}")
+    if isinstance(refs, str) and not refs.strip():
+        raise UnreadablePathError(None, "refs is an empty path")
     fp = _as_fingerprint(candidate)
     if refs is None or isinstance(refs, Registry):
         return run_audit(fp, refs, include_builtin=include_builtin, candidate_path=_label(candidate, fp),

@@ -15,13 +15,17 @@ import os
 import re
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import __version__
 from .errors import ProvenanceError, UnreadablePathError
 from .progress import tensor_progress, wanted
 from .remote import is_remote
+from .remote.budget import DEADLINE_HELP, DEFAULT_DEADLINE, deadline_scope
 from .remote.locate import LOCATION_HELP, locate
+from .remote.scratch import exit_on_sigterm
+from .visible_text import clean
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 DEFAULT_SCAN_TIMEOUT = 3600.0  # seconds per candidate: generous (a 70B checkpoint on a slow disk), but bounded
@@ -278,7 +282,8 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             # lazy: the hub client, only for refs sync
             from .refs_sync import run_sync_command
 
-            return run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list)
+            return run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list,
+                                    args.model_deadline)
         elif args.refs_command == "remove":
             registry.remove(args.name)
             print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
@@ -291,7 +296,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             else:
                 for e in entries:
                     arch = e.architecture
-                    print(f"{e.name:<32} {e.family or '?':<12} layers={arch.get('num_layers')} hidden={arch.get('hidden_size')} "
+                    print(f"{clean(e.name, 200):<32} {clean(e.family or '?', 60):<12} layers={arch.get('num_layers')} hidden={arch.get('hidden_size')} "
                           f"added {e.added}")
                 print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
     return EXIT_OK
@@ -370,6 +375,20 @@ def _add_location(parser: argparse.ArgumentParser, dest: str, metavar: str, loca
     parser.add_argument("--revision", metavar="REV", help="branch, tag or commit of a repo id ORG/NAME or hf:// location")
 
 
+def _add_deadline(parser: argparse.ArgumentParser, dest: str = "deadline", help: str = DEADLINE_HELP) -> None:
+    parser.add_argument("--deadline", dest=dest, type=_positive_seconds, metavar="SECONDS", help=help)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def _add_no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (one is drawn on stderr only when it is a terminal)")
@@ -394,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location(fingerprint, "path", "PATH")
     fingerprint.add_argument("-o", "--output", required=True, metavar="OUT", help="fingerprint file to write (.safetensors)")
     _add_no_progress(fingerprint)
+    _add_deadline(fingerprint)
     fingerprint.set_defaults(handler=_cmd_fingerprint)
 
     compare = commands.add_parser("compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
@@ -404,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
                          help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
     _add_no_progress(compare)
+    _add_deadline(compare)
     compare.set_defaults(handler=_cmd_compare)
 
     audit = commands.add_parser("audit", help="compare a candidate with every reference model and rank the explanations")
@@ -412,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
     audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
     _add_no_progress(audit)
+    _add_deadline(audit)
     audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
                        help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
     audit.add_argument("--report", type=_report_path, metavar="FILE",
@@ -431,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     refs_add.add_argument("--name", required=True)
     refs_add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
     _add_no_progress(refs_add)
+    _add_deadline(refs_add)
     refs_list = refs_commands.add_parser("list", help="list the references")
     refs_list.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.refs-list/1)")
     refs_remove = refs_commands.add_parser("remove", help="remove the reference NAME")
@@ -450,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     refs_sync.add_argument("--all", action="store_true", help="every catalog model, whatever its size")
     refs_sync.add_argument("--catalog", metavar="FILE", help="a catalog file (default: provenance/references/catalog.json)")
     refs_sync.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
+    _add_deadline(refs_sync, "model_deadline", "seconds each model may take (default "
+                  f"{DEFAULT_DEADLINE:g}, or PROVENANCE_REMOTE_DEADLINE); a model over it fails and the sync goes on")
     for action in (refs_add, refs_list, refs_remove, refs_export, refs_import, refs_sync):
         # --refs after the action too (`refs list --refs DB`); SUPPRESS keeps a value given before the action.
         action.add_argument("--refs", metavar="DB", default=argparse.SUPPRESS, help=REFS_HELP)
@@ -500,8 +525,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    if args.command != "scan":  # scan's pool has its own way of stopping workers
+        exit_on_sigterm()  # a SIGTERM runs the cleanups (temporary folders) like an error would
     try:
-        return args.handler(args)
+        with deadline_scope(args.deadline) if hasattr(args, "deadline") else nullcontext():
+            return args.handler(args)
     except KeyboardInterrupt:
         print("provenance: interrupted", file=sys.stderr)
         return EXIT_ERROR

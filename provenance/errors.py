@@ -1,12 +1,18 @@
 """One exception hierarchy for everything the tool reports to a user.
 
 Every message names the file (or path) and what was wrong with it, quoting the
-bad value, so that the command line can print it as one line and exit 1.
+bad value, so that the command line can print it as one line and exit 1. The
+message is made visible and cut (`visible_text.clean`): a path, a server's
+answer or a library's message may hold terminal escape sequences.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from .visible_text import clean
+
+MAX_PATH_CHARS = 500  # a path or URL in a message (a hostile one can be megabytes long)
 
 
 class ProvenanceError(Exception):
@@ -14,8 +20,8 @@ class ProvenanceError(Exception):
 
     def __init__(self, path: str | Path | None, problem: str):
         self.path = str(path) if path is not None else None
-        self.problem = _one_line(str(problem))
-        where = _one_line(self.path) if self.path else None
+        self.problem = clean(_one_line(str(problem)))
+        where = clean(_one_line(self.path), MAX_PATH_CHARS) if self.path else None
         super().__init__(f"{where}: {self.problem}" if where else self.problem)
 
 

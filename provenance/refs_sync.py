@@ -17,8 +17,8 @@ catalog order:
    databases open as they are).
 Each model is its own transaction, so an interrupted sync keeps what it
 finished and a rerun resumes where it stopped; one model's failure (a gated
-repository without HF_TOKEN, weights only as .bin) is reported and the sync
-goes on. Progress is one line per model on stderr, then a summary of bytes
+repository without HF_TOKEN, weights only as .bin, a server that stalls past
+the per-model deadline, `--deadline`) is reported and the sync goes on. Progress is one line per model on stderr, then a summary of bytes
 read and time.
 """
 
@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import CorruptFileError, ProvenanceError
+from .remote.budget import deadline_scope
 from .remote.hub import resolve_commit
+from .visible_text import clean
 
 CATALOG_PATH = Path(__file__).resolve().parent / "references" / "catalog.json"
 CATALOG_SCHEMA = "provenance.catalog/1"
@@ -100,6 +102,14 @@ def load_catalog(path: str | Path | None = None) -> list[CatalogModel]:
                                  bytes=int(entry["bytes"]), family=entry.get("family", ""), note=entry.get("note", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(path, f"catalog entry {index} needs name, repo, params and bytes ({exc})") from exc
+        if not all(isinstance(value, str) for value in (model.name, model.repo, model.revision, model.family)):
+            raise CorruptFileError(path, f"catalog entry {index}: name, repo, revision and family must be strings")
+        if not model.name.isprintable() or not 0 < len(model.name) <= 200:
+            raise CorruptFileError(path, f"catalog entry {index}: name {clean(model.name, 60)!r} is not a short "
+                                         "printable name")
+        if not re.fullmatch(r"[\w.\-/]{1,200}", model.revision):
+            raise CorruptFileError(path, f"catalog entry {model.name!r}: revision {clean(model.revision, 60)!r} is not "
+                                         "a branch, tag or commit name")
         if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", model.repo):
             raise CorruptFileError(path, f"catalog entry {model.name!r}: repo {model.repo!r} is not ORG/NAME")
         if model.revision_kind == "commit" and not re.fullmatch(r"[0-9a-f]{40}", model.revision):
@@ -158,7 +168,9 @@ def stored_hub_source(registry, name: str) -> dict | None:
     return hub if isinstance(hub, dict) else {}
 
 
-def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lambda line: None) -> SyncSummary:
+def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lambda line: None,
+         model_seconds: float | None = None) -> SyncSummary:
+    """Each model within its own deadline (`model_seconds`, else the remote default): one stall fails one model."""
     # lazy: numpy and torch, which `refs sync --list` and --max-size parsing do not need
     from .audit.shortlist import add_reference
     from .fingerprint.load import fingerprint_for
@@ -167,7 +179,7 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
     started = time.perf_counter()
     width = len(str(len(models)))
     for number, model in enumerate(models, start=1):
-        prefix = f"[{number:>{width}}/{len(models)}] {model.name} ({model.repo}@{model.revision})"
+        prefix = clean(f"[{number:>{width}}/{len(models)}] {model.name} ({model.repo}@{model.revision})", 300)
         stored = stored_hub_source(registry, model.name)
         if stored == {} or (stored and stored.get("repo") != model.repo):
             why = "a reference of that name exists that was not synced from this repository; `refs remove` it first"
@@ -176,17 +188,18 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
             continue
         begin = time.perf_counter()
         try:
-            commit = resolve_commit(model.repo, model.revision)
-            if stored and stored.get("commit") == commit:
-                summary.up_to_date.append(model.name)
-                say(f"{prefix}: already at {commit[:12]}")
-                continue
-            fingerprint = fingerprint_for(f"hf://{model.repo}@{commit}")
+            with deadline_scope(model_seconds, "this model (refs sync --deadline, per model)"):
+                commit = resolve_commit(model.repo, model.revision)
+                if stored and stored.get("commit") == commit:
+                    summary.up_to_date.append(model.name)
+                    say(f"{prefix}: already at {commit[:12]}")
+                    continue
+                fingerprint = fingerprint_for(f"hf://{model.repo}@{commit}")
             fingerprint.meta["source"]["hub"] = {"repo": model.repo, "revision": model.revision, "commit": commit,
                                                  "catalog": model.name}
             add_reference(registry, model.name, fingerprint, replace=True)
         except Exception as exc:  # one model's failure is reported; the sync goes on (KeyboardInterrupt stops it)
-            problem = str(exc) if isinstance(exc, ProvenanceError) else f"unexpected {type(exc).__name__}: {exc}"
+            problem = str(exc) if isinstance(exc, ProvenanceError) else clean(f"unexpected {type(exc).__name__}: {exc}")
             summary.failed.append((model.name, problem))
             say(f"{prefix}: failed: {problem}")
             continue
@@ -212,18 +225,18 @@ def list_selection(chosen: list[CatalogModel], left: list[tuple[CatalogModel, st
 
 
 def run_sync_command(registry, catalog: str | None, only: list[str] | None, limit: SizeLimit | None,
-                     everything: bool, list_only: bool) -> int:
+                     everything: bool, list_only: bool, model_seconds: float | None = None) -> int:
     """What the command line runs: select, sync (or list), print progress and the summary; the exit code."""
     chosen, left = select(load_catalog(catalog), only, limit, everything)
     if list_only:
         print(list_selection(chosen, left))
         return 0
     for model, why in left:
-        print(f"refs sync: {model.name}: left out ({why}; --all or --max-size to include)", file=sys.stderr)
+        print(f"refs sync: {clean(model.name, 200)}: left out ({why}; --all or --max-size to include)", file=sys.stderr)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    summary = sync(registry, chosen, say)
+    summary = sync(registry, chosen, say, model_seconds)
     print(f"{summary.render()}; database {registry.path} (revision {registry.revision})", file=sys.stderr)
     return 1 if summary.failed else 0

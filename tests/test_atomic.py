@@ -28,6 +28,7 @@ from provenance.fingerprint.load import fingerprint_for
 from provenance.fingerprint.store import Fingerprint, is_fingerprint_file, load_fingerprint
 
 PAD_VALUES = 16 * 1024 * 1024  # float32: 64 MB, so that a write takes long enough to be interrupted
+# (as a `gram/` array: a fingerprint file holds only arrays of its own kinds, store.fingerprint_kind)
 
 # The writer imports store.py without running provenance/fingerprint/__init__.py, which imports
 # torch (5 s per process on a busy machine); it needs only numpy and safetensors.
@@ -53,7 +54,7 @@ target, mode = sys.argv[2], sys.argv[3]
 
 def variant(label, value):
     meta = dict(base_meta, created=label)
-    return store.Fingerprint(meta=meta, arrays={**base_arrays, "pad/values": np.full(%d, value, dtype=np.float32)})
+    return store.Fingerprint(meta=meta, arrays={**base_arrays, "gram/padding": np.full(%d, value, dtype=np.float32)})
 
 a, b = variant("A", 1.0), variant("B", 2.0)
 if mode == "pause":
@@ -99,7 +100,7 @@ def _assert_whole(target: Path) -> str:
     fingerprint = load_fingerprint(target)
     label = fingerprint.meta["created"]
     assert label in ("A", "B")
-    values = fingerprint.arrays["pad/values"]
+    values = fingerprint.arrays["gram/padding"]
     assert values.shape == (PAD_VALUES,)
     assert np.all(values == (1.0 if label == "A" else 2.0))
     return label
@@ -116,7 +117,7 @@ def test_kill_between_temporary_file_and_rename_keeps_the_old_file(base_fingerpr
     target = tmp_path / "model.fp.safetensors"
     old = load_fingerprint(base_fingerprint)
     Fingerprint(meta=dict(old.meta, created="A"),
-                arrays={**old.arrays, "pad/values": np.full(PAD_VALUES, 1.0, dtype=np.float32)}).save(target)
+                arrays={**old.arrays, "gram/padding": np.full(PAD_VALUES, 1.0, dtype=np.float32)}).save(target)
     process = _start(base_fingerprint, target, "pause")
     try:
         line = process.stdout.readline().strip()  # the hook prints the complete temporary file, then sleeps

@@ -43,7 +43,7 @@ import math
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -146,17 +146,53 @@ class Fingerprint:
 
 
 def is_fingerprint_file(path: Path) -> bool:
-    """A safetensors file whose metadata says it is a provenance fingerprint."""
+    """A safetensors file that is a provenance fingerprint by the strict check of `fingerprint_kind`."""
+    return file_fingerprint_kind(path) == "fingerprint"
+
+
+def file_fingerprint_kind(path: Path) -> str | None:
+    """`fingerprint_kind` of the safetensors file at `path` (None when it is not a readable safetensors file)."""
     # lazy: the checkpoint reader's module imports torch; fingerprint files are read and written with numpy only
     from ..formats.safetensors_format import read_safetensors_header
 
     if not path.is_file() or not path.name.endswith((".safetensors", ".fp", ".fingerprint")):
-        return False
+        return None
     try:
-        _, metadata = read_safetensors_header(path)
+        infos, metadata = read_safetensors_header(path)
     except Exception:
+        return None
+    return fingerprint_kind(metadata, [info.name for info in infos])
+
+
+MIXED_FILE = ("holds fingerprint metadata and arrays that are not a fingerprint's (model weights?); a file is "
+              "either a fingerprint or a checkpoint, so it is refused")
+# Array kinds a fingerprint file holds: those of ARRAY_DIMS, and `generic/` samples (fingerprint/generic.py).
+FINGERPRINT_ARRAY_KINDS = frozenset({"sketch", "gram", "units", "anchors", "rows", "rowunits", "generic"})
+
+
+def fingerprint_kind(metadata: dict[str, Any], names: Iterable[str]) -> str | None:
+    """What a safetensors header presents: "fingerprint", "mixed" or None (no fingerprint metadata: weights).
+
+    A fingerprint is recognised strictly: `provenance` metadata and nothing
+    but arrays of a fingerprint's own kinds (`sketch/...`, `rows/...`; their
+    dtypes and shapes are then checked by `load_fingerprint`). A file with
+    `provenance` metadata and any other tensor is "mixed": weights dressed as
+    a fingerprint (or the reverse), to be refused, never read as either.
+    """
+    if "provenance" not in metadata:
+        return None
+    if any(kind not in FINGERPRINT_ARRAY_KINDS or not key for kind, _, key in (n.partition("/") for n in names)):
+        # arrays of a newer schema cannot be judged here: a fingerprint, which `load_fingerprint` refuses as too new
+        return "fingerprint" if _newer_schema(metadata["provenance"]) else "mixed"
+    return "fingerprint"
+
+
+def _newer_schema(raw: Any) -> bool:
+    try:
+        schema = json.loads(raw).get("schema") if isinstance(raw, str) and len(raw) <= MAX_META_BYTES else None
+        return int(str(schema).removeprefix("provenance.fingerprint/")) > SCHEMA_VERSION
+    except (ValueError, AttributeError, RecursionError):
         return False
-    return "provenance" in metadata
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:
@@ -193,6 +229,8 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
         raise CorruptFileError(path, f"fingerprint schema {_short(schema)} has no version number") from exc
     if version > SCHEMA_VERSION:
         raise UnsupportedError(path, f"fingerprint schema version {version} is newer than this tool reads ({SCHEMA_VERSION}); upgrade provenance")
+    if fingerprint_kind(metadata, [info.name for info in infos]) == "mixed":
+        raise CorruptFileError(path, MIXED_FILE)
     for key in ("architecture", "tensors", "source"):
         if not isinstance(meta.get(key), dict):
             raise CorruptFileError(path, f"fingerprint metadata lacks its {_short(key)} section")

@@ -7,7 +7,8 @@ own configuration and tokenizer, so nothing is fetched beside it (as for a
 local GGUF file). Side files are size-capped like local ones
 (`formats.limits.MAX_JSON_BYTES`), checked as JSON while the URL is still
 at hand (so errors name the URL), and kept in a temporary folder removed when
-the checkpoint is closed. hf:// locations are resolved by `hub.py`.
+the checkpoint is closed (or swept by a later run after a kill: `scratch.py`).
+hf:// locations are resolved by `hub.py`.
 Quantized safetensors (FP8 with scales, MXFP4) are read back as floats by
 `formats.quantized.dequantizing`, with config.json's quantization_config,
 as local ones are.
@@ -16,7 +17,6 @@ as local ones are.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from ..errors import CorruptFileError
@@ -25,6 +25,7 @@ from ..formats.limits import MAX_JSON_BYTES, MAX_TEXT_BYTES
 from ..formats.quantized.dequantizing import with_dequantization
 from .hub import hub_location
 from .location import RemoteLocation, plain_location
+from .scratch import side_folder
 from .source import RemoteSafetensorsFile, open_sharded, side_directory_cleanup
 
 # Side files fetched, in the order load_vocabulary prefers them; it reads the first that exists.
@@ -57,7 +58,7 @@ def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
         source = open_sharded(weights, where.sibling)
     else:
         source = RemoteSafetensorsFile(weights)
-    folder = Path(tempfile.mkdtemp(prefix="provenance-remote-"))
+    folder = side_folder()
     source.on_close(side_directory_cleanup(folder))
     try:
         files = CheckpointFiles(path=where.shown, source=source)  # type: ignore[arg-type]  # a URL, not a Path

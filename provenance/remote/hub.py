@@ -9,9 +9,13 @@ How each part is reached, and why:
   Range requests with `build_hf_headers()` (HF_TOKEN, user agent) on
   huggingface_hub's own session (see `http.py`); weights are never
   downloaded whole, so they never enter the cache;
-- config.json, tokenizer and model card: `hf_hub_download`, so they land in
-  (and come from) the user's Hugging Face cache (HF_HOME, HF_HUB_CACHE),
-  after their listed size is checked against our caps.
+- config.json, tokenizer and model card: from the user's Hugging Face
+  cache when it holds them at that commit (`try_to_load_from_cache`), else
+  by the same range reads, asking for at most their listed size (checked
+  against our caps) plus one byte, into the checkpoint's temporary folder;
+- the model_info request is bounded by the command's deadline (`budget.py`)
+  and its commit must be a commit hash; huggingface_hub's log lines are
+  folded into the one error line.
 HfFileSystem would work too, but its buffered files read ahead in blocks
 (more bytes than the fingerprint needs) and it offers no plain-URL twin;
 range reads on the resolve URL give one code path for hf:// and https://.
@@ -20,15 +24,22 @@ The endpoint is HF_ENDPOINT as set when the command runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
 
 from huggingface_hub import constants
 
 from ..errors import CorruptFileError, UnreadablePathError
-from .location import RemoteLocation
+from ..visible_text import clean, quoted
+from .budget import BudgetExceeded, Deadline, command_seconds, current_deadline
 from .http import REASONS, RemoteAccessError, RemoteFile
+from .location import RemoteLocation
 
 HUB_LOCATION = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<revision>[^\s/@]+))?"
                           r"(?:/(?P<file>[^\s@]*[^\s@/]))?/?$")
@@ -83,35 +94,96 @@ def _pick_weights(location: str, names: list[str]) -> str:
     raise UnreadablePathError(location, f"{len(preferred)} .safetensors files and no index; pass one of them as a URL")
 
 
-def resolve_commit(repo_id: str, revision: str | None) -> str:
-    """The commit a branch, tag or commit of `repo_id` names on the hub (one model_info request)."""
+HUB_API_SECONDS = 60.0  # one model_info answer (a file list of a few MB at most), within the command's deadline
+COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a git commit: SHA-1, or SHA-256 for newer hubs
+
+
+def _model_info(shown: str, repo_id: str, revision: str | None, files_metadata: bool):
+    """HfApi.model_info bounded in time (a drip server holds it past any per-read timeout), its commit checked.
+
+    The call runs in a daemon thread the command stops waiting for at the
+    deadline; huggingface_hub's log lines (retries, warnings) are kept out of
+    the terminal and folded into the one error line.
+    """
     from huggingface_hub import HfApi  # lazy: huggingface_hub's API loads httpx (about 50 ms); hub locations only
 
     endpoint = _endpoint()
-    shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
-    try:
-        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision)
-    except Exception as exc:  # huggingface_hub's HTTP, offline and connection errors
-        api_url = f"{endpoint}/api/models/{repo_id}" + (f"/revision/{revision}" if revision else "")
-        raise _hub_error(shown, exc, api_url) from exc
+    host = clean(urlsplit(endpoint).netloc or endpoint, 200)
+    deadline = current_deadline()
+    _check(shown, deadline, host)
+    limit = max(0.05, min(HUB_API_SECONDS, deadline.remaining() if deadline else command_seconds()))
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            outcome["info"] = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision,
+                                                                  files_metadata=files_metadata, timeout=limit)
+        except Exception as exc:  # huggingface_hub's HTTP, offline and connection errors
+            outcome["error"] = exc
+
+    with library_log_folded() as logged:
+        worker = threading.Thread(target=call, daemon=True, name="provenance-hub-api")
+        worker.start()
+        worker.join(max(0.0, limit))
+    api_url = f"{endpoint}/api/models/{repo_id}" + (f"/revision/{revision}" if revision else "")
+    said = f" (huggingface_hub said: {'; '.join(logged)})" if logged else ""
+    if worker.is_alive():
+        _check(shown, deadline, host)
+        raise RemoteAccessError(shown, f"{host} did not answer the model_info request within {limit:.0f} s "
+                                       f"({api_url}){said}")
+    if "error" in outcome:
+        error = _hub_error(shown, outcome["error"], api_url)
+        raise RemoteAccessError(shown, error.problem + said) from outcome["error"]
+    info = outcome["info"]
     if not info.sha:
         raise RemoteAccessError(shown, "the hub did not say which commit this revision is")
-    return info.sha
+    if not isinstance(info.sha, str) or not COMMIT.fullmatch(info.sha):
+        raise RemoteAccessError(shown, f"the hub answered commit {quoted(info.sha)}, not a commit hash")
+    return info
+
+
+def _check(shown: str, deadline: Deadline | None, host: str) -> None:
+    try:
+        if deadline is not None:
+            deadline.check(host)
+    except BudgetExceeded as exc:
+        raise RemoteAccessError(shown, str(exc)) from None
+
+
+@contextmanager
+def library_log_folded() -> Iterator[list[str]]:
+    """huggingface_hub's log records while inside, collected (one line each) instead of printed."""
+    logger = logging.getLogger("huggingface_hub")
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                lines.append(clean(record.getMessage(), 200))
+
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [Collect()], False
+    try:
+        yield lines
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+
+
+def resolve_commit(repo_id: str, revision: str | None) -> str:
+    """The commit a branch, tag or commit of `repo_id` names on the hub (one model_info request)."""
+    shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+    return _model_info(shown, repo_id, revision, files_metadata=False).sha
 
 
 def hub_location(location: str) -> RemoteLocation:
     # lazy: huggingface_hub's API loads httpx (about 50 ms); hub locations only
-    from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
+    from huggingface_hub import hf_hub_url, try_to_load_from_cache
     from huggingface_hub.utils import build_hf_headers
 
     repo_id, revision, file = parse_hub_location(location)
     endpoint = _endpoint()
-    try:
-        info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
-    except Exception as exc:  # huggingface_hub's HTTP, offline and connection errors
-        api_url = f"{endpoint}/api/models/{repo_id}" + (f"/revision/{revision}" if revision else "")
-        raise _hub_error(location, exc, api_url) from exc
-    commit = info.sha or revision or "main"
+    info = _model_info(location, repo_id, revision, files_metadata=True)
+    commit = info.sha
     sizes = {s.rfilename: s.size for s in (info.siblings or [])}
     if file is not None and file not in sizes:
         raise UnreadablePathError(location, f"the repository has no file {file!r} at revision {revision or 'main'}")
@@ -121,20 +193,32 @@ def hub_location(location: str) -> RemoteLocation:
 
     def sibling(name: str) -> RemoteFile:
         url = hf_hub_url(repo_id, name, revision=commit, endpoint=endpoint)
-        return RemoteFile(url, name=name, headers=dict(headers), size=sizes.get(name), shown=f"{shown}/{name}")
+        return RemoteFile(url, name=name, headers=dict(headers), size=sizes.get(name), shown=f"{shown}/{name}",
+                          commit=commit)
 
     def fetch_side(name: str, limit: int, folder: Path) -> Path | None:
+        """A side file from the user's Hugging Face cache if it holds it at this commit, else by capped reads.
+
+        Not `hf_hub_download`: it streams whatever the server sends to disk
+        (a config.json listed as 284 bytes once sent 1.5 GB) before checking
+        the size; here at most the listed size (and `limit`) plus one byte is
+        ever asked for, so side files read from the hub are not cached.
+        """
         if name not in sizes:
             return None
         size = sizes[name]
-        if size is not None and size > limit:
+        cap = limit if size is None else size
+        if cap > limit:
             raise CorruptFileError(f"{shown}/{name}", f"file is {size} bytes, over the {limit}-byte limit")
+        cached = try_to_load_from_cache(repo_id, name, revision=commit)
+        if isinstance(cached, str) and Path(cached).is_file() and Path(cached).stat().st_size <= cap:
+            return Path(cached)
         try:
-            path = Path(hf_hub_download(repo_id, name, revision=commit, endpoint=endpoint))
-        except Exception as exc:
-            raise _hub_error(f"{shown}/{name}", exc, hf_hub_url(repo_id, name, revision=commit, endpoint=endpoint)) from exc
-        if path.stat().st_size > limit:
-            raise CorruptFileError(f"{shown}/{name}", f"file is {path.stat().st_size} bytes, over the {limit}-byte limit")
-        return path
+            data = sibling(name).read_small(cap)
+        except CorruptFileError as exc:
+            raise CorruptFileError(f"{shown}/{name}", f"listed as {size} bytes, but {exc.problem}") from exc
+        target = folder / name
+        target.write_bytes(data or b"")
+        return target
 
     return RemoteLocation(shown, weights, sibling, fetch_side, commit=commit)

@@ -16,7 +16,7 @@ The order, and why:
 4. otherwise the repo id becomes hf://ORG/NAME[@REVISION], read by range
    requests, and the reason it was not found locally is returned, for the
    command line to say on stderr. A cache snapshot holding only side files
-   (config.json and tokenizer, which remote reads put there) does not count.
+   (config.json and tokenizer, as other tools' downloads leave) does not count.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def repo_id_parts(text: str) -> tuple[str, str | None] | None:
 
 def locate(text: str, revision: str | None = None, local_only: bool = False) -> Located:
     """Resolve one PATH argument (see the module docstring); raises UnreadablePathError with the reason."""
+    if not text.strip():
+        raise UnreadablePathError(None, f"an empty PATH {text!r} names nothing (write '.' for the current folder)")
     if is_remote(text):
         return Located(_with_revision(text, revision)) if revision else Located(text)
     path = Path(text)

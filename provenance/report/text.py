@@ -2,10 +2,10 @@
 
 Tensor names, paths, tokens and config values are written by whoever
 published the file. Before a template escapes them for HTML or Markdown,
-`clean` makes invisible characters visible (control characters, bidi
-overrides and other format characters, which could reorder or hide what a
-reader sees) and caps the length. `markdown_escape` then neutralises
-Markdown and inline HTML; the HTML templates rely on Jinja's autoescaping.
+`clean` (from `visible_text`, shared with error messages) makes invisible
+characters visible (control characters, bidi overrides and other format
+characters, which could reorder or hide what a reader sees) and caps the
+length. `markdown_escape` then neutralises Markdown and inline HTML; the HTML templates rely on Jinja's autoescaping.
 These few rules are hand-written because no maintained library escapes
 Markdown for GitHub comments (markupsafe covers HTML only).
 """
@@ -13,29 +13,8 @@ Markdown for GitHub comments (markupsafe covers HTML only).
 from __future__ import annotations
 
 import re
-import unicodedata
 
-MAX_CHARS = 2000
-
-
-def _visible(ch: str) -> str:
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def clean(value: object, limit: int = MAX_CHARS) -> str:
-    """`value` as one line of visible text, at most `limit` characters (then an ellipsis)."""
-    text = value if isinstance(value, str) else str(value)
-    out = []
-    for ch in text:
-        if ch in "\t\n\r":
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
-            out.append(_visible(ch))
-        else:
-            out.append(ch)
-    text = "".join(out)
-    return text if len(text) <= limit else text[:limit] + "…"
+from ..visible_text import MAX_CHARS, clean
 
 
 # Characters Markdown (CommonMark and GitHub's flavour) gives a meaning inside a line.
@@ -54,3 +33,6 @@ def markdown_escape(value: object) -> str:
     text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
     # Line-start syntax (lists, headings) needs no care: templates never start a line with a value.
     return text.replace("@", "@\u2060")
+
+
+__all__ = ["MAX_CHARS", "clean", "markdown_escape"]
