@@ -101,7 +101,7 @@ def shell(gemma3, tmp_path_factory):
 
 
 def test_gemma3_gguf_names_all_come_from_the_table(gemma3):
-    assert gemma3.roles.family == "gemma2"
+    assert gemma3.roles.family == "gemma3"
     assert gemma3.roles.inferred == [] and gemma3.roles.unmapped == []
     roles = {a.key.role for a in gemma3.roles.assignments}
     assert {"post_attn_norm", "post_mlp_norm", "attn.q_norm", "attn.k_norm"} <= roles
@@ -110,7 +110,7 @@ def test_gemma3_gguf_names_all_come_from_the_table(gemma3):
 
 def test_gemma3_shell_is_derived_of_the_builtin_reference(shell):
     candidate = fingerprint_for(shell)
-    assert candidate.architecture.get("family") == "gemma2"
+    assert candidate.architecture.get("family") == "gemma3"
     result = compare_fingerprints(candidate, _builtin("Gemma-3-270M"))
     assert result.verdict == "derived", result.summary
 

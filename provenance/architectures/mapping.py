@@ -123,7 +123,8 @@ def _observe(assignments: list[RoleAssignment]) -> ObservedShapes:
         expert_intermediate_size=expert_up[0] if expert_up else None,
         q_rows=q[0] if q else None,
         kv_rows=k[0] if k else None,
-        head_dim=qn[0] if qn else None,
+        # A per-head query norm has head_dim weights; OLMo 2's spans every head (the whole query width).
+        head_dim=qn[0] if qn and not (q and qn[0] == q[0]) else None,
         num_experts=len(experts) if experts else None,
         has_lm_head="lm_head/weight" in by_role,
         attention_bias="attn.q/bias" in by_role,
