@@ -98,6 +98,10 @@ def from_config(config: dict[str, Any], family_name: str | None, defaults: dict[
     if config.get("model_type") == "qwen" and values.get("intermediate_size"):
         # Qwen (first generation) declares twice the width of w1 and w2: its MLP uses intermediate_size // 2.
         values["intermediate_size"] //= 2
+    if isinstance(config.get("intermediate_size_mlp"), int) and values.get("intermediate_size"):
+        # Llama 4: intermediate_size is each expert's width, intermediate_size_mlp the dense layers'.
+        values["expert_intermediate_size"] = values["intermediate_size"]
+        values["intermediate_size"] = config["intermediate_size_mlp"]
     if config.get("alibi"):
         values["position_scheme"] = "alibi"
     if config.get("position_embedding_type") == "absolute":
