@@ -28,8 +28,8 @@ from provenance.real_models import real_model_path
 
 pytestmark = pytest.mark.real
 
-KEPT_LAYERS = 4
-KEPT_ROWS = 4096  # of the 262,144 embedding rows: the whole table would be 671 MB as float32
+KEPT_LAYERS = 2
+KEPT_ROWS = 2048  # of the 262,144 embedding rows: the whole table would be 671 MB as float32
 NOISE = 0.02  # std of the added noise, relative to each tensor's std
 # The Hugging Face gemma3_text spelling of each canonical role (Gemma3DecoderLayer's modules).
 HF_NAMES = {"attn_norm": "input_layernorm", "attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj",
