@@ -516,3 +516,23 @@ def test_norm_scale_applies_the_family_offset_once():
     assert norm_scale(stored, "rmsnorm") is stored and norm_scale(stored, None) is stored
     plus_one = norm_scale(stored, "rmsnorm_plus_one")  # Gemma: x * (1 + w)
     assert plus_one.dtype == np.float32 and plus_one.tolist() == [1.0, 1.5, 0.0]
+
+
+def test_gemma3_multimodal_checkpoint_reads_its_language_model(built_model, tmp_path):
+    """Gemma 3 4B-27B: the text model's tensors under `language_model.`, its shapes under text_config."""
+    from safetensors.torch import save_file
+
+    built = built_model("gemma3")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+        "text_config": {**built.config, "model_type": "gemma3_text"}}))
+    save_file({"language_model." + name: tensor for name, tensor in built.state.items()}, str(tmp_path / "model.safetensors"))
+    with Checkpoint.open(tmp_path) as checkpoint:
+        assert checkpoint.roles.family == "gemma3"
+        assert checkpoint.roles.unmapped == [] and checkpoint.roles.inferred == []
+        arch = checkpoint.architecture
+        assert arch.disagreements == ()
+        for name, value in built.arch.items():
+            assert getattr(arch, name) == value, name
+        text = {a.key: a.source for a in checkpoint.roles.assignments}
+        assert text[CanonicalKey("attn.q_norm", 1)] == "language_model.model.layers.1.self_attn.q_norm.weight"
