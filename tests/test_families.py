@@ -17,6 +17,7 @@ from typing import Callable
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from provenance.architectures.roles import CanonicalKey
 from provenance.model import Checkpoint
@@ -520,8 +521,6 @@ def test_norm_scale_applies_the_family_offset_once():
 
 def test_gemma3_multimodal_checkpoint_reads_its_language_model(built_model, tmp_path):
     """Gemma 3 4B-27B: the text model's tensors under `language_model.`, its shapes under text_config."""
-    from safetensors.torch import save_file
-
     built = built_model("gemma3")
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
