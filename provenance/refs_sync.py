@@ -52,7 +52,7 @@ class CatalogModel:
     bytes: int
     family: str
     note: str = ""
-    dequantize: str = ""  # the scheme refs sync must undo to read the weights (catalog "weights"): fp8-block, mxfp4
+    dequantize: str = ""  # the quantization scheme to undo (catalog "weights"), named as formats/quantized names it: fp8, mxfp4
 
 
 @dataclass(frozen=True)

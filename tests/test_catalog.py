@@ -19,7 +19,7 @@ from provenance.architectures.families import all_families
 from provenance.audit import config_references as ar
 from provenance.refs_sync import list_selection, load_catalog
 
-DEQUANTIZE_SCHEMES = {"fp8-block", "mxfp4"}
+DEQUANTIZE_SCHEMES = {"fp8", "mxfp4"}
 
 
 def _raw(name: str) -> dict:
@@ -63,7 +63,7 @@ def test_every_catalog_entry_says_where_its_facts_come_from(catalog):
         weights = model.get("weights")
         if weights is not None:
             assert weights.get("dtype") and weights.get("format"), model["name"]
-            assert weights.get("dequantize", "fp8-block") in DEQUANTIZE_SCHEMES, model["name"]
+            assert weights.get("dequantize", "fp8") in DEQUANTIZE_SCHEMES, model["name"]
 
 
 def test_added_shapes_name_their_source():
@@ -77,7 +77,7 @@ def test_added_shapes_name_their_source():
 
 def test_quantized_releases_say_what_refs_sync_must_undo():
     models = {m.name: m for m in load_catalog()}
-    assert models["DeepSeek-R1"].dequantize == models["Kimi-K2-Base"].dequantize == "fp8-block"
+    assert models["DeepSeek-R1"].dequantize == models["Kimi-K2-Base"].dequantize == "fp8"
     assert models["gpt-oss-20b"].dequantize == "mxfp4"
     assert models["Qwen3-8B"].dequantize == ""  # bf16: nothing to undo
     listing = list_selection([models["gpt-oss-20b"], models["Qwen3-8B"]], [])
