@@ -32,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from provenance.fingerprint.build import build_fingerprint
     from provenance.model import Checkpoint
-    from provenance.real_models import real_model_path
+    from provenance.real_models import real_model_names, real_model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = str(real_model_path(args.path)) if args.path in ("smollm2", "minilm") else args.path
+    path = str(real_model_path(args.path)) if args.path in real_model_names() else args.path
     with Checkpoint.open(path) as checkpoint:
         profile = cProfile.Profile()
         start = time.perf_counter()

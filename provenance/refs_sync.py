@@ -54,6 +54,7 @@ class CatalogModel:
     bytes: int
     family: str
     note: str = ""
+    dequantize: str = ""  # the quantization scheme to undo (catalog "weights"), named as formats/quantized names it: fp8, mxfp4
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def load_catalog(path: str | Path | None = None) -> list[CatalogModel]:
         try:
             model = CatalogModel(name=entry["name"], repo=entry["repo"], revision=entry.get("revision") or "main",
                                  revision_kind=entry.get("revision_kind", "branch"), params=int(entry["params"]),
-                                 bytes=int(entry["bytes"]), family=entry.get("family", ""), note=entry.get("note", ""))
+                                 bytes=int(entry["bytes"]), family=entry.get("family", ""), note=entry.get("note", ""),
+                                 dequantize=(entry.get("weights") or {}).get("dequantize", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(path, f"catalog entry {index} needs name, repo, params and bytes ({exc})") from exc
         if not all(isinstance(value, str) for value in (model.name, model.repo, model.revision, model.family)):
@@ -217,7 +219,7 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
 
 def list_selection(chosen: list[CatalogModel], left: list[tuple[CatalogModel, str]]) -> str:
     lines = [f"{m.name:<24} {m.repo:<38} {m.revision:<10} {m.params / 1e9:>6.2f}B {m.bytes / 1e9:>7.1f} GB  {m.family}"
-             for m in chosen]
+             + (f"  (weights to dequantize: {m.dequantize})" if m.dequantize else "") for m in chosen]
     lines += [f"{m.name:<24} {m.repo:<38} (left out: {why})" for m, why in left]
     total = sum(m.bytes for m in chosen)
     lines.append(f"{len(chosen)} models to sync ({total / 1e9:.0f} GB of checkpoints), {len(left)} left out")

@@ -243,9 +243,69 @@ build_gemma2 = _hf("gemma2", "gemma2", lambda: _T().Gemma2Config(
     num_attention_heads=HEADS, num_key_value_heads=KV, head_dim=HEAD_DIM), _arch())
 
 # Gemma 3 text (model_type "gemma3_text"): Gemma 2 norms plus per-head q/k norms.
-build_gemma3 = _hf("gemma3", "gemma2", lambda: _T().Gemma3TextConfig(
+build_gemma3 = _hf("gemma3", "gemma3", lambda: _T().Gemma3TextConfig(
     vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
     num_attention_heads=HEADS, num_key_value_heads=KV, head_dim=16), _arch(head_dim=16), model_class="Gemma3ForCausalLM")
+
+# --- families of 2025 ---------------------------------------------------------------------------------
+
+# OLMo 2: no norm before attention or MLP, norms after each; q/k norms over all heads.
+build_olmo2 = _hf("olmo2", "olmo2", lambda: _T().Olmo2Config(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS, num_key_value_heads=KV, pad_token_id=0, bos_token_id=0, eos_token_id=0), _arch())
+
+# OLMo (first generation, -hf): LayerNorms without parameters, so no norm tensor at all.
+build_olmo = _hf("olmo", "olmo", lambda: _T().OlmoConfig(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS, num_key_value_heads=KV, pad_token_id=0, bos_token_id=0, eos_token_id=0), _arch())
+
+build_smollm3 = _hf("smollm3", "smollm3", lambda: _T().SmolLM3Config(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS, num_key_value_heads=KV, pad_token_id=0, bos_token_id=0, eos_token_id=0,
+    tie_word_embeddings=False), _arch())
+
+build_internlm3 = _hf("internlm3", "internlm3", lambda: _T().InternLM3Config(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS, num_key_value_heads=KV, head_dim=HEAD_DIM, tie_word_embeddings=False), _arch())
+
+# Multi-head latent attention: no q/k/v projection of the residual stream, so no head split to observe.
+MLA = dict(q_lora_rank=24, kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8)
+MLA_ARCH = {"num_layers": LAYERS, "hidden_size": HIDDEN, "num_heads": HEADS, "intermediate_size": INTER,
+            "vocab_size": VOCAB}
+
+# DeepSeek-V3: layer 0 dense (first_k_dense_replace), layer 1 routed experts plus a shared expert.
+build_deepseek_v3 = _hf("deepseek_v3", "deepseek_v3", lambda: _T().DeepseekV3Config(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, moe_intermediate_size=16,
+    num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS, n_routed_experts=3,
+    n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1, n_group=1, topk_group=1,
+    tie_word_embeddings=False, **MLA), {**MLA_ARCH, "num_experts": 3, "expert_intermediate_size": 16})
+
+build_minicpm3 = _hf("minicpm3", "minicpm3", lambda: _T().MiniCPM3Config(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS, num_key_value_heads=HEADS, **MLA), MLA_ARCH)
+
+# GLM-4.5: QKV biases, q/k norms (use_qk_norm), layer 0 dense, layer 1 routed plus shared experts.
+build_glm4_moe = _hf("glm4_moe", "glm4_moe", lambda: _T().Glm4MoeConfig(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, moe_intermediate_size=16,
+    num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV, n_routed_experts=3,
+    n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1, n_group=1, topk_group=1,
+    use_qk_norm=True, attention_bias=True, tie_word_embeddings=False),
+    {**_arch(experts=3), "expert_intermediate_size": 16})
+
+# gpt-oss: every layer MoE, experts stacked, attention sinks, biases everywhere but the norms.
+build_gpt_oss = _hf("gpt_oss", "gpt_oss", lambda: _T().GptOssConfig(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=16, num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS, num_key_value_heads=KV, head_dim=HEAD_DIM, num_local_experts=3,
+    num_experts_per_tok=2, layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False),
+    {**_arch(experts=3, inter=16), "expert_intermediate_size": 16})
+
+# Llama 4 text: layer 0 dense (intermediate_size_mlp), layer 1 MoE (interleave_moe_layer_step 2).
+build_llama4 = _hf("llama4", "llama4", lambda: _T().Llama4TextConfig(
+    vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=16, intermediate_size_mlp=INTER,
+    num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV, head_dim=HEAD_DIM,
+    num_local_experts=3, num_experts_per_tok=1, interleave_moe_layer_step=2, pad_token_id=0, bos_token_id=0,
+    eos_token_id=0, tie_word_embeddings=False),
+    {**_arch(experts=3), "expert_intermediate_size": 16})
 
 build_phi = _hf("phi", "phi", lambda: _T().PhiConfig(
     vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
@@ -366,6 +426,40 @@ def build_yi(path: Path) -> Built:
     state.update({name: _inv_freq() for name in buffers})
     _write(path, state, config)
     return Built("yi", path, "yi", config, state, _arch(), renamed=renamed, buffers=buffers)
+
+
+INTERNLM2_NAMES = {"model.embed_tokens.": "model.tok_embeddings.", ".input_layernorm.": ".attention_norm.",
+                   ".self_attn.o_proj.": ".attention.wo.", ".post_attention_layernorm.": ".ffn_norm.",
+                   ".mlp.gate_proj.": ".feed_forward.w1.", ".mlp.up_proj.": ".feed_forward.w3.",
+                   ".mlp.down_proj.": ".feed_forward.w2.", "lm_head.": "output."}
+
+
+def build_internlm2(path: Path) -> Built:
+    """InternLM2/2.5 (remote code): q, k, v fused in `attention.wqkv`, rows grouped per key/value head as
+    (kv_heads, heads / kv_heads + 2, head_dim): the group's query heads, its key head, its value head."""
+    llama = _llama_state(KV)
+    state, fused = {}, {}
+    for name, tensor in llama.items():
+        if ".self_attn.q_proj." in name:
+            q, k, v = tensor, llama[name.replace("q_proj", "k_proj")], llama[name.replace("q_proj", "v_proj")]
+            groups = [torch.cat([q.reshape(KV, HEADS // KV, HEAD_DIM, HIDDEN)[g].reshape(-1, HIDDEN),
+                                 k.reshape(KV, HEAD_DIM, HIDDEN)[g], v.reshape(KV, HEAD_DIM, HIDDEN)[g]])
+                      for g in range(KV)]
+            packed = name.replace("self_attn.q_proj", "attention.wqkv")
+            state[packed] = torch.cat(groups)
+            fused[packed] = (q, k, v)
+        elif ".self_attn.k_proj." in name or ".self_attn.v_proj." in name:
+            continue
+        else:
+            for old, new in INTERNLM2_NAMES.items():
+                name = name.replace(old, new)
+            state[name] = tensor
+    config = {"architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2", "hidden_act": "silu",
+              "hidden_size": HIDDEN, "intermediate_size": INTER, "num_attention_heads": HEADS,
+              "num_key_value_heads": KV, "num_hidden_layers": LAYERS, "vocab_size": VOCAB, "rms_norm_eps": 1e-5,
+              "rope_theta": 1000000, "tie_word_embeddings": False, "bias": False}
+    _write(path, state, config)
+    return Built("internlm2", path, "internlm2", config, state, _arch(), fused=fused)
 
 
 def build_baichuan(path: Path) -> Built:
@@ -547,4 +641,14 @@ BUILDERS: dict[str, Callable[[Path], Built]] = {
     "chatglm2": build_chatglm2,
     "chatglm_6b": build_chatglm_6b,
     "qwen": build_qwen,
+    "olmo2": build_olmo2,
+    "internlm2": build_internlm2,
+    "olmo": build_olmo,
+    "smollm3": build_smollm3,
+    "internlm3": build_internlm3,
+    "deepseek_v3": build_deepseek_v3,
+    "minicpm3": build_minicpm3,
+    "glm4_moe": build_glm4_moe,
+    "gpt_oss": build_gpt_oss,
+    "llama4": build_llama4,
 }

@@ -82,17 +82,20 @@ def test_architecture_data_is_consistent():
     naming_of_family: dict[str, str] = {}
     for e in entries:
         name = e["name"]
-        for field in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-                      "vocab_size"):
+        # Latent attention (DeepSeek-V3, Kimi K2) has no per-head key/value projection: no KV heads, no head size.
+        head_fields = () if "latent_attention" in e else ("num_kv_heads", "head_dim")
+        for field in ("num_layers", "hidden_size", "num_heads", *head_fields, "intermediate_size", "vocab_size"):
             assert isinstance(e[field], int) and e[field] > 0, (name, field)
         assert e["naming"] in families, name
         assert "/" in e["config"] and " " not in e["config"], name  # a hub repository id
-        assert e["num_heads"] % e["num_kv_heads"] == 0, name
-        if e.get("head_dim_declared"):
-            assert e["head_dim"] * e["num_heads"] != e["hidden_size"], name  # only where it really differs
-        else:
-            assert e["head_dim"] * e["num_heads"] == e["hidden_size"], name
-        assert e["intermediate_size"] > e["hidden_size"], name
+        if head_fields:
+            assert e["num_heads"] % e["num_kv_heads"] == 0, name
+            if e.get("head_dim_declared"):
+                assert e["head_dim"] * e["num_heads"] != e["hidden_size"], name  # only where it really differs
+            else:
+                assert e["head_dim"] * e["num_heads"] == e["hidden_size"], name
+        # A dense MLP is wider than the model; an expert need not be (gpt-oss: 2880 and 2880).
+        assert e["intermediate_size"] > e["hidden_size"] or "num_experts" in e, name
         if "num_experts" in e:
             assert e["num_experts"] > 1, name
         # one tensor naming per model line

@@ -17,6 +17,7 @@ from typing import Callable
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from provenance.architectures.roles import CanonicalKey
 from provenance.model import Checkpoint
@@ -86,6 +87,27 @@ def split_gate_up_chunk(tensor, built, param):
     # Phi3MLP / GlmMLP: gate, up = gate_up_proj(x).chunk(2, dim=-1)
     gate, up = tensor.chunk(2, dim=0)
     return [("mlp.gate", gate), ("mlp.up", up)]
+
+
+def stacked(*roles: str, param: str = "weight", transposed: bool = False, alternating: bool = False) -> Splitter:
+    """Experts stacked on dim 0, each stored (in, out) when `transposed`; several roles split its
+    output features in halves (Llama4TextExperts' chunk(2)) or in turn (GptOssExperts' [..., ::2], [..., 1::2])."""
+
+    def split(tensor, built, _param):
+        found = []
+        for expert, value in enumerate(tensor):
+            value = value.t() if transposed and value.dim() == 2 else value
+            parts = ([value[i::len(roles)] for i in range(len(roles))] if alternating
+                     else value.chunk(len(roles), dim=0))
+            found += [(role, part, expert, param) for role, part in zip(roles, parts, strict=True)]
+        return found
+
+    return split
+
+
+def named(role: str, param: str) -> Splitter:
+    """A tensor whose stored name carries no .weight/.bias (the template ends with `$`)."""
+    return lambda tensor, built, _param: [(role, tensor, None, param)]
 
 
 @dataclass(frozen=True)
@@ -247,6 +269,57 @@ QWEN1 = {
     "lm_head": "lm_head",
 }
 
+# Olmo2DecoderLayer: h = x + post_attention_layernorm(attn(x)); out = h + post_feedforward_layernorm(mlp(h)).
+OLMO2 = {**{k: v for k, v in LLAMA.items() if "layernorm" not in k}, **QK_NORM,
+         "model.layers.<L>.post_attention_layernorm": "post_attn_norm",
+         "model.layers.<L>.post_feedforward_layernorm": "post_mlp_norm"}
+INTERNLM2 = {
+    "model.tok_embeddings": "embed",
+    "model.layers.<L>.attention_norm": "attn_norm",
+    "model.layers.<L>.attention.wqkv": fused_by_builder("attn.q", "attn.k", "attn.v"),
+    "model.layers.<L>.attention.wo": "attn.o",
+    "model.layers.<L>.ffn_norm": "mlp_norm",
+    "model.layers.<L>.feed_forward.w1": "mlp.gate",  # InternLM2MLP: w2(silu(w1(x)) * w3(x))
+    "model.layers.<L>.feed_forward.w3": "mlp.up",
+    "model.layers.<L>.feed_forward.w2": "mlp.down",
+    "model.norm": "final_norm",
+    "output": "lm_head",
+}
+# DeepseekV3Attention (multi-head latent attention) and DeepseekV3MoE.
+MLA = {**{k: v for k, v in LLAMA.items() if not re.search(r"(q|k|v)_proj$", k)},
+       "model.layers.<L>.self_attn.q_a_proj": "attn.q_a",
+       "model.layers.<L>.self_attn.q_a_layernorm": "attn.q_a_norm",
+       "model.layers.<L>.self_attn.q_b_proj": "attn.q_b",
+       "model.layers.<L>.self_attn.kv_a_proj_with_mqa": "attn.kv_a",
+       "model.layers.<L>.self_attn.kv_a_layernorm": "attn.kv_a_norm",
+       "model.layers.<L>.self_attn.kv_b_proj": "attn.kv_b"}
+SHARED_EXPERTS = {"model.layers.<L>.mlp.gate": "moe.router",
+                  "model.layers.<L>.mlp.gate.e_score_correction_bias$": named("moe.score_correction", "bias"),
+                  "model.layers.<L>.mlp.experts.<E>.gate_proj": "mlp.gate",
+                  "model.layers.<L>.mlp.experts.<E>.up_proj": "mlp.up",
+                  "model.layers.<L>.mlp.experts.<E>.down_proj": "mlp.down",
+                  "model.layers.<L>.mlp.shared_experts.gate_proj": "shared_mlp.gate",
+                  "model.layers.<L>.mlp.shared_experts.up_proj": "shared_mlp.up",
+                  "model.layers.<L>.mlp.shared_experts.down_proj": "shared_mlp.down"}
+GPT_OSS = {**LLAMA_ATTN,
+           "model.layers.<L>.self_attn.sinks$": named("attn.sinks", "weight"),
+           "model.layers.<L>.mlp.router": "moe.router",
+           "model.layers.<L>.mlp.experts.gate_up_proj$": stacked("mlp.gate", "mlp.up", transposed=True, alternating=True),
+           "model.layers.<L>.mlp.experts.gate_up_proj_bias$": stacked("mlp.gate", "mlp.up", param="bias",
+                                                                     alternating=True),
+           "model.layers.<L>.mlp.experts.down_proj$": stacked("mlp.down", transposed=True),
+           "model.layers.<L>.mlp.experts.down_proj_bias$": stacked("mlp.down", param="bias")}
+LLAMA4 = {**LLAMA_ATTN,
+          "model.layers.<L>.feed_forward.gate_proj": "mlp.gate",
+          "model.layers.<L>.feed_forward.up_proj": "mlp.up",
+          "model.layers.<L>.feed_forward.down_proj": "mlp.down",
+          "model.layers.<L>.feed_forward.router": "moe.router",
+          "model.layers.<L>.feed_forward.experts.gate_up_proj$": stacked("mlp.gate", "mlp.up", transposed=True),
+          "model.layers.<L>.feed_forward.experts.down_proj$": stacked("mlp.down", transposed=True),
+          "model.layers.<L>.feed_forward.shared_expert.gate_proj": "shared_mlp.gate",
+          "model.layers.<L>.feed_forward.shared_expert.up_proj": "shared_mlp.up",
+          "model.layers.<L>.feed_forward.shared_expert.down_proj": "shared_mlp.down"}
+
 ORACLES = {
     "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "qwen3": {**LLAMA, **QK_NORM}, "gemma": LLAMA,
     "gemma2": GEMMA2, "mixtral": MIXTRAL, "qwen2_moe": QWEN2_MOE,
@@ -255,13 +328,19 @@ ORACLES = {
     "gpt_neox": NEOX, "falcon": FALCON, "falcon_rw": FALCON, "falcon_mq": FALCON, "falcon_new": FALCON,
     "falcon_rw40b": FALCON, "phi": PHI, "phi3": PHI3, "glm": GLM, "glm4": GLM4, "bert": BERT, "xlm_roberta": BERT, "yi": YI, "baichuan": BAICHUAN,
     "chatglm2": CHATGLM2, "chatglm_6b": CHATGLM1, "qwen": QWEN1,
+    "olmo2": OLMO2, "olmo": LLAMA, "smollm3": LLAMA, "internlm3": LLAMA, "internlm2": INTERNLM2,
+    "deepseek_v3": {**MLA, **SHARED_EXPERTS}, "minicpm3": MLA, "glm4_moe": {**LLAMA, **QK_NORM, **SHARED_EXPERTS},
+    "gpt_oss": GPT_OSS, "llama4": LLAMA4,
 }
 assert set(ORACLES) == set(BUILDERS)
 
 
 def _regex(template: str) -> re.Pattern[str]:
-    body = re.escape(template).replace(re.escape("<L>"), r"(?P<layer>\d+)").replace(re.escape("<E>"), r"(?P<expert>\d+)")
-    return re.compile(body + r"\.(?P<param>weight|bias)$")
+    """`<L>`, `<E>`: layer and expert; the stored name adds .weight or .bias unless the template ends with `$`."""
+    exact = template.endswith("$")
+    body = re.escape(template.removesuffix("$"))
+    body = body.replace(re.escape("<L>"), r"(?P<layer>\d+)").replace(re.escape("<E>"), r"(?P<expert>\d+)")
+    return re.compile(body + ("$" if exact else r"\.(?P<param>weight|bias)$"))
 
 
 def expected_canonical(built: Built) -> dict[CanonicalKey, tuple[str, torch.Tensor]]:
@@ -276,15 +355,17 @@ def expected_canonical(built: Built) -> dict[CanonicalKey, tuple[str, torch.Tens
         match, spec = found[0]
         layer = int(match["layer"]) if match.groupdict().get("layer") else None
         expert = int(match["expert"]) if match.groupdict().get("expert") else None
-        param = match["param"]
+        param = match.groupdict().get("param") or "weight"
         if isinstance(spec, str):
             parts = [(spec, tensor)]
         elif isinstance(spec, FusedByBuilder):
             parts = list(zip(spec.roles, built.fused[name], strict=True))
         else:
             parts = spec(tensor, built, param)
-        for role, value in parts:
-            key = CanonicalKey(role, layer, expert, param)
+        for part in parts:
+            # (role, values), or (role, values, expert, param) from a stacked or suffix-less tensor
+            role, value, part_expert, part_param = part if len(part) == 4 else (*part, expert, param)
+            key = CanonicalKey(role, layer, part_expert, part_param)
             assert key not in expected, f"oracle gives {key.name} twice"
             expected[key] = (name, value)
     return expected
@@ -295,6 +376,9 @@ NORM_TYPE = {
     **dict.fromkeys(["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "phi3", "glm", "glm4", "yi",
                      "baichuan", "chatglm2", "qwen"], "rmsnorm"),
     **dict.fromkeys(["qwen2_moe_mixed", "qwen3_moe"], "rmsnorm"),
+    **dict.fromkeys(["olmo2", "smollm3", "internlm3", "internlm2", "deepseek_v3", "minicpm3", "glm4_moe", "gpt_oss",
+                     "llama4"], "rmsnorm"),
+    "olmo": "layernorm",
     **dict.fromkeys(["gemma", "gemma2", "gemma3"], "rmsnorm_plus_one"),
     **dict.fromkeys(["gpt2_base", "falcon_rw7b"], "layernorm"),
     **dict.fromkeys(["gpt2", "cerebras_gpt", "gpt_neox", "falcon", "falcon_rw", "falcon_mq", "falcon_new",
@@ -361,7 +445,7 @@ def test_architecture_matches_config(built):
         assert arch.disagreements == (), arch.disagreements
         for name, value in built.arch.items():
             assert getattr(arch, name) == value, f"{built.name}: {name} is {getattr(arch, name)}, expected {value}"
-        has_lm_head = any(k.startswith(("lm_head.", "embed_out.", "transformer.output_layer.")) for k in built.state)
+        has_lm_head = any(k.startswith(("lm_head.", "embed_out.", "transformer.output_layer.", "output.")) for k in built.state)
         assert arch.tied_embeddings is (not has_lm_head)
         expected = expected_canonical(built)
         assert arch.attention_bias is any(k.role == "attn.q" and k.param == "bias" for k in expected)
@@ -433,3 +517,21 @@ def test_norm_scale_applies_the_family_offset_once():
     assert norm_scale(stored, "rmsnorm") is stored and norm_scale(stored, None) is stored
     plus_one = norm_scale(stored, "rmsnorm_plus_one")  # Gemma: x * (1 + w)
     assert plus_one.dtype == np.float32 and plus_one.tolist() == [1.0, 1.5, 0.0]
+
+
+def test_gemma3_multimodal_checkpoint_reads_its_language_model(built_model, tmp_path):
+    """Gemma 3 4B-27B: the text model's tensors under `language_model.`, its shapes under text_config."""
+    built = built_model("gemma3")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+        "text_config": {**built.config, "model_type": "gemma3_text"}}))
+    save_file({"language_model." + name: tensor for name, tensor in built.state.items()}, str(tmp_path / "model.safetensors"))
+    with Checkpoint.open(tmp_path) as checkpoint:
+        assert checkpoint.roles.family == "gemma3"
+        assert checkpoint.roles.unmapped == [] and checkpoint.roles.inferred == []
+        arch = checkpoint.architecture
+        assert arch.disagreements == ()
+        for name, value in built.arch.items():
+            assert getattr(arch, name) == value, name
+        text = {a.key: a.source for a in checkpoint.roles.assignments}
+        assert text[CanonicalKey("attn.q_norm", 1)] == "language_model.model.layers.1.self_attn.q_norm.weight"

@@ -324,6 +324,29 @@ def test_plain_types_and_shapes(tmp_path):
         assert source.metadata()["general.architecture"] == "llama"
 
 
+@pytest.mark.parametrize("arch, meaning", [("gemma3", "post_attn_norm"), ("olmo2", "post_attn_norm"),
+                                           ("gpt-oss", "mlp_norm"), ("glm4moe", "mlp_norm")])
+def test_post_attention_norm_means_what_the_architecture_says(tmp_path, arch, meaning):
+    """llama.cpp names the norm after attention `post_attention_norm` (Gemma 3, OLMo 2), and also, in
+    architectures without `ffn_norm` (gpt-oss, GLM-4.5), the pre-MLP norm: the role follows the architecture."""
+    rng = np.random.default_rng(5)
+    writer = gguf.GGUFWriter(str(tmp_path / "norms.gguf"), arch)
+    writer.add_block_count(1)
+    for name, shape in (("token_embd.weight", (16, 8)), ("blk.0.attn_norm.weight", (8,)),
+                        ("blk.0.post_attention_norm.weight", (8,)), ("blk.0.attn_sinks.weight", (2,)),
+                        ("output_norm.weight", (8,))):
+        writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with Checkpoint.open(tmp_path / "norms.gguf") as checkpoint:
+        roles = {a.source: a.key.role for a in checkpoint.roles.assignments}
+        assert roles["blk.0.post_attention_norm.weight"] == meaning
+        assert roles["blk.0.attn_norm.weight"] == "attn_norm" and roles["blk.0.attn_sinks.weight"] == "attn.sinks"
+        assert checkpoint.roles.inferred == [] and checkpoint.roles.unmapped == []
+
+
 # --------------------------------------------------------------------------- broken GGUF files
 
 

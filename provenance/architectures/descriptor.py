@@ -84,9 +84,11 @@ def _clean(name: str, value: Any) -> Any:
 
 def from_config(config: dict[str, Any], family_name: str | None, defaults: dict[str, Any]) -> Architecture:
     values: dict[str, Any] = {}
+    # Multimodal checkpoints (Gemma 3 4B-27B, Llama 4) declare their language model under text_config.
+    text_config = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
     for name, spellings in _keys()["config"].items():
-        for spelling in spellings:
-            value = _clean(name, _lookup(config, spelling))
+        for source in (config, text_config):
+            value = next((v for v in (_clean(name, _lookup(source, s)) for s in spellings) if v is not None), None)
             if value is not None:
                 values[name] = value
                 break
@@ -98,6 +100,11 @@ def from_config(config: dict[str, Any], family_name: str | None, defaults: dict[
     if config.get("model_type") == "qwen" and values.get("intermediate_size"):
         # Qwen (first generation) declares twice the width of w1 and w2: its MLP uses intermediate_size // 2.
         values["intermediate_size"] //= 2
+    dense_width = config.get("intermediate_size_mlp", text_config.get("intermediate_size_mlp"))
+    if isinstance(dense_width, int) and values.get("intermediate_size"):
+        # Llama 4: intermediate_size is each expert's width, intermediate_size_mlp the dense layers'.
+        values["expert_intermediate_size"] = values["intermediate_size"]
+        values["intermediate_size"] = dense_width
     if config.get("alibi"):
         values["position_scheme"] = "alibi"
     if config.get("position_embedding_type") == "absolute":

@@ -5,7 +5,8 @@ Each file in `families/` maps a family's tensor spellings onto canonical roles
 `${layer}` and `${expert}` for indices. A file may `extend` another, adding or
 overriding spellings. Entries:
 
-- `tensors`: template -> role, or {"role", "transposed", "stacked_experts", "note"};
+- `tensors`: template -> role, or {"role", "transposed", "stacked_experts", "param", "note"}
+  (`param` "bias" for a bias stored without a `.bias` suffix, gpt-oss's `gate_up_proj_bias`);
 - `fused`: template -> {"parts": [roles], "layout", "layout_by_config", "transposed"},
   one stored tensor holding several canonical ones (see `layouts.py`);
 - `aliases`: template -> {"standard": template, "used_by"}: another spelling of
@@ -79,6 +80,7 @@ class TensorRule:
     layout_by_config: tuple[tuple[str, str], ...] = ()
     transposed: bool = False
     stacked_experts: bool = False
+    param: str | None = None  # "weight" or "bias" when the stored name's suffix does not say it
     standard: str | None = None  # set for aliases: the family's usual spelling
     used_by: str | None = None
     note: str | None = None
@@ -133,7 +135,7 @@ class Family:
                 standard_name = None
                 if rule.standard:
                     standard_name = wrapper + (groups.get("prefix") or "") + _fill(rule.standard, layer, expert) + suffix
-                return RuleMatch(rule, layer, expert, param, standard_name)
+                return RuleMatch(rule, layer, expert, rule.param or param, standard_name)
         return None
 
     def is_ignored(self, name: str) -> bool:
@@ -183,7 +185,7 @@ def _build(name: str, data: dict[str, Any], base: str) -> Family:
             family=name, template=template, roles=roles, regex=_template_regex(template, prefixes),
             layout=spec.get("layout"), layout_by_config=tuple(spec.get("layout_by_config", {}).items()),
             transposed=bool(spec.get("transposed")), stacked_experts=bool(spec.get("stacked_experts")),
-            standard=standard, used_by=spec.get("used_by"), note=spec.get("note"),
+            param=spec.get("param"), standard=standard, used_by=spec.get("used_by"), note=spec.get("note"),
         ))
 
     tensors = data.get("tensors", {})

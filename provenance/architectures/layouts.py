@@ -8,7 +8,8 @@ llama.cpp's RoPE row permutation, remove a folded norm offset.
 Fused layouts (the sizes come from the architecture's head counts):
 - `concat`: [q; k; v] stacked on rows (Baichuan W_pack, ChatGLM2, Qwen c_attn,
   Phi-3 qkv_proj, GPT-2 c_attn after transposing, Falcon multi-query);
-- `halves`: [gate; up] stacked on rows (ChatGLM2 dense_h_to_4h, Phi-3 gate_up_proj);
+- `halves`: [gate; up] stacked on rows (ChatGLM2 dense_h_to_4h, Phi-3 gate_up_proj, Llama 4 experts);
+- `alternating`: rows taken in turn, gate, up, gate, up, ... (gpt-oss experts' gate_up_proj);
 - `interleaved_heads`: rows grouped per head as [q_h, k_h, v_h] (GPT-NeoX,
   ChatGLM-6B, Falcon without multi-query);
 - `grouped_heads`: rows grouped per KV head as [q.., k, v] (Falcon 40B/180B).
@@ -83,6 +84,10 @@ def _split(tensor: torch.Tensor, transform: Transform, heads: HeadLayout, source
         sizes = _part_sizes(transform.parts, rows, heads, source)
         start = sum(sizes[:part])
         return tensor[start:start + sizes[part]]
+    if layout == "alternating":
+        if rows % len(transform.parts):
+            raise ArchitectureError(source, f"cannot split {rows} alternating rows into {', '.join(transform.parts)}")
+        return tensor[part::len(transform.parts)]
     if layout == "interleaved_heads":
         h = heads.num_heads
         if not h or rows % (3 * h):

@@ -123,7 +123,8 @@ def _observe(assignments: list[RoleAssignment]) -> ObservedShapes:
         expert_intermediate_size=expert_up[0] if expert_up else None,
         q_rows=q[0] if q else None,
         kv_rows=k[0] if k else None,
-        head_dim=qn[0] if qn else None,
+        # A per-head query norm has head_dim weights; OLMo 2's spans every head (the whole query width).
+        head_dim=qn[0] if qn and not (q and qn[0] == q[0]) else None,
         num_experts=len(experts) if experts else None,
         has_lm_head="lm_head/weight" in by_role,
         attention_bias="attn.q/bias" in by_role,
@@ -153,9 +154,12 @@ def map_checkpoint(infos: list[TensorInfo], config: dict[str, Any] | None, gguf_
 
     rope_permuted = set()
     norm_offset_archs = set()
+    role_overrides: dict[str, str] = {}  # template -> role, where one GGUF architecture gives a name another meaning
     if table is not None and table.is_gguf:
         rope_permuted = set(table.raw.get("rope_permuted_architectures", {}).get("architectures", []))
         norm_offset_archs = set(table.raw.get("norm_offset_architectures", {}).get("architectures", []))
+        overrides = table.raw.get("roles_by_architecture", {}).get(gguf_arch)
+        role_overrides = overrides if isinstance(overrides, dict) else {}
 
     role_map = RoleMap(spelling=table.name if table else None, family=family_name, family_reason=reason, assignments=[])
     unknown: list[TensorInfo] = []
@@ -174,10 +178,11 @@ def map_checkpoint(infos: list[TensorInfo], config: dict[str, Any] | None, gguf_
                                                   rule.used_by))
         layout = rule.layout_for(config)
         experts = range(info.shape[0]) if rule.stacked_experts else [None]
+        role = role_overrides.get(rule.template)
         for expert in experts:
             for part, key in enumerate(matched.keys()):
-                if expert is not None:
-                    key = CanonicalKey(key.role, key.layer, expert, key.param)
+                if expert is not None or role:
+                    key = CanonicalKey(role or key.role, key.layer, expert, key.param)
                 transform = Transform(
                     expert=expert, transposed=rule.transposed,
                     layout=layout if rule.is_fused else None, part=part if rule.is_fused else 0,

@@ -34,10 +34,20 @@ LAYER_ROLES = {
     "attn.o": "attention output projection",
     "attn.q_norm": "per-head query norm",
     "attn.k_norm": "per-head key norm",
+    # Multi-head latent attention (DeepSeek-V2/V3, Kimi K2, MiniCPM3): queries and keys/values pass
+    # through low-rank latents, so no stored matrix is a q, k or v projection of the residual stream.
+    "attn.q_a": "latent attention: query down-projection from the residual stream (q_a_proj)",
+    "attn.q_a_norm": "latent attention: norm of the query latent (q_a_layernorm)",
+    "attn.q_b": "latent attention: query up-projection from the latent (q_b_proj)",
+    "attn.kv_a": "latent attention: key/value down-projection plus the shared RoPE key (kv_a_proj_with_mqa)",
+    "attn.kv_a_norm": "latent attention: norm of the key/value latent (kv_a_layernorm)",
+    "attn.kv_b": "latent attention: key and value up-projection from the latent (kv_b_proj)",
+    "attn.sinks": "per-head attention sink logits (gpt-oss)",
     "mlp.gate": "MLP gate projection (gated MLPs)",
     "mlp.up": "MLP up projection",
     "mlp.down": "MLP down projection",
     "moe.router": "mixture-of-experts router",
+    "moe.score_correction": "per-expert bias added to router scores to choose experts (DeepSeek-V3 e_score_correction_bias)",
     "moe.shared_gate": "gate of the shared expert",
     "shared_mlp.gate": "shared expert gate projection",
     "shared_mlp.up": "shared expert up projection",
@@ -54,6 +64,7 @@ ALL_ROLES = {**GLOBAL_ROLES, **LAYER_ROLES}
 # the norm can be folded into them); writers add to it (their rows are residual
 # dimensions).
 PRECEDING_NORM = {"attn.q": "attn_norm", "attn.k": "attn_norm", "attn.v": "attn_norm",
+                  "attn.q_a": "attn_norm", "attn.kv_a": "attn_norm",
                   "mlp.gate": "mlp_norm", "mlp.up": "mlp_norm"}
 WRITES_RESIDUAL = frozenset({"attn.o", "mlp.down"})
 
@@ -70,8 +81,10 @@ def norm_scale(values, norm_type: str | None):
 # Order of roles within a block, used to list tensors and to break ties in inference.
 ROLE_ORDER = [
     "embed", "pos_embed", "type_embed", "embed_norm",
-    "attn_norm", "attn.q", "attn.k", "attn.v", "attn.q_norm", "attn.k_norm", "attn.o", "post_attn_norm",
-    "mlp_norm", "moe.router", "mlp.gate", "mlp.up", "mlp.down",
+    "attn_norm", "attn.q", "attn.k", "attn.v", "attn.q_norm", "attn.k_norm",
+    "attn.q_a", "attn.q_a_norm", "attn.q_b", "attn.kv_a", "attn.kv_a_norm", "attn.kv_b", "attn.sinks",
+    "attn.o", "post_attn_norm",
+    "mlp_norm", "moe.router", "moe.score_correction", "mlp.gate", "mlp.up", "mlp.down",
     "moe.shared_gate", "shared_mlp.gate", "shared_mlp.up", "shared_mlp.down", "post_mlp_norm",
     "final_norm", "lm_head", "pooler",
 ]

@@ -56,21 +56,22 @@ class ArchitectureReference:
     family: str  # model line ("Llama-2"): one audit row per family
     naming: str  # family table the original is read with (families/*.json)
     config: str  # hub repository whose config.json the numbers come from
-    num_layers: int
-    hidden_size: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    intermediate_size: int
-    vocab_size: int
+    # A shape left out of an entry (its source does not give it, or it has no meaning for the
+    # architecture: latent attention has no per-head key/value projection) is None and compared with nothing.
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    intermediate_size: int | None = None
+    vocab_size: int | None = None
     num_experts: int | None = None
     note: str | None = None
 
     def value(self, name: str) -> int | None:
-        if name == "q_width":
-            return self.num_heads * self.head_dim
-        if name == "kv_width":
-            return self.num_kv_heads * self.head_dim
+        if name in ("q_width", "kv_width"):
+            heads = self.num_heads if name == "q_width" else self.num_kv_heads
+            return heads * self.head_dim if heads and self.head_dim else None
         return getattr(self, name)
 
     def describe(self) -> str:
@@ -204,20 +205,24 @@ class ArchitectureMatch:
 
 def _compare_one(values: dict[str, int | None], ref: ArchitectureReference) -> tuple[str, list[str], list[str]]:
     """(status, differences, unknown fields that matter) of one reference."""
+    def theirs(name: str) -> int | None:
+        value = ref.value(name)
+        return (value or 0) if name == "num_experts" else value  # no experts: dense
+
     def differs(name: str) -> bool:
-        theirs = ref.value(name)
-        if name == "num_experts":
-            theirs = theirs or 0  # dense
-        return values[name] is not None and values[name] != theirs
+        return values[name] is not None and theirs(name) is not None and values[name] != theirs(name)
+
+    def unknown(fields: tuple[str, ...]) -> list[str]:
+        return [f for f in fields if values[f] is None and theirs(f) is not None]
 
     layer_diff = [f for f in LAYER_FIELDS if differs(f)]
     if layer_diff:
         return "different", layer_diff, []
-    layer_unknown = [f for f in LAYER_FIELDS if values[f] is None]
+    layer_unknown = unknown(LAYER_FIELDS)
     if layer_unknown:
         return "undetermined", [], layer_unknown
     model_diff = [f for f in MODEL_FIELDS + HEAD_FIELDS if differs(f)]
-    model_unknown = [f for f in MODEL_FIELDS if values[f] is None]
+    model_unknown = unknown(MODEL_FIELDS)
     if model_diff:
         return "same-layers", model_diff, model_unknown
     if model_unknown:

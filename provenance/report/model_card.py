@@ -35,6 +35,7 @@ from .text import clean
 BUILTIN_HUB_IDS = {
     "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "Gemma-3-270M": "google/gemma-3-270m",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _QUANTIZED = re.compile(r"^(I?Q\d|TQ\d)", re.IGNORECASE)
