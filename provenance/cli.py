@@ -152,6 +152,8 @@ def _compare_tokenizers(args: argparse.Namespace) -> int:
 
 
 VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
+# --fail-on also takes the lineage results that find a claim false (audit/lineage_check.py FAILING; audit only)
+LINEAGE_FAIL_ON = ("undeclared-parent", "wrong-parent", "wrong-relation")
 
 
 def _report_path(text: str) -> str:
@@ -170,9 +172,10 @@ def _parse_fail_on(text: str | None) -> set[str]:
     if not text:
         return set()
     chosen = {v.strip() for v in text.split(",") if v.strip()}
-    unknown = chosen - set(VERDICTS)
+    unknown = chosen - set(VERDICTS) - set(LINEAGE_FAIL_ON)
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; choose from {', '.join(VERDICTS)}")
+        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; "
+                                         f"choose from {', '.join(VERDICTS + LINEAGE_FAIL_ON)}")
     return chosen
 
 
@@ -223,13 +226,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         # lazy: only with --model-card
         from .report.model_card import measured_lineage, render_front_matter
 
-        lineage = measured_lineage(audit.candidate, audit.rows)
+        lineage = measured_lineage(audit.candidate, audit.rows, audit.lineage)
         report["model_card"] = lineage.to_dict()
     if args.model_card and not args.json:
         print(render_front_matter(lineage, args.candidate))
     else:
         print(json.dumps(report, indent=2) if args.json else render_audit(report))
     hits = _fail_on_hits(args.fail_on, report["references"])
+    if (report.get("lineage") or {}).get("result") in args.fail_on:  # declared against detected lineage
+        hits.append(f"lineage {report['lineage']['result']}")
     if hits:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
@@ -413,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
     _add_no_progress(audit)
     audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
-                       help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
+                       help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled; "
+                            "or lineage results: undeclared-parent,wrong-parent,wrong-relation")
     audit.add_argument("--report", type=_report_path, metavar="FILE",
                        help="also write a report for people: FILE.html (self-contained page) or FILE.md (for pull requests)")
     audit.add_argument("--lang", choices=("en", "zh"), help="language of the --report file: en (default) or zh (Chinese)")

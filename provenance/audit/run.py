@@ -20,6 +20,7 @@ from ..fingerprint import Fingerprint, Part
 from .builtin import builtin_file_hashes, builtin_references
 from .config_references import architecture_rows
 from .details import candidate_files, role_profiles, shared_vocabulary, versions, vocabulary_of, vocabulary_source
+from .lineage_check import check_lineage
 from .result import AuditResult, BestMatch, Reproducibility
 from .rows import AuditRow, rank_key
 from .shortlist import screen_registry
@@ -90,7 +91,8 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
         vocabulary_source=vocabulary_source(candidate, candidate_path),
         best_match=_best_match(candidate, best, candidate_path),
         reproducibility=Reproducibility(candidate_files(candidate_path, candidate, hash_files),
-                                        builtin_file_hashes() if hash_files and builtin_used else None, versions()))
+                                        builtin_file_hashes() if hash_files and builtin_used else None, versions()),
+        lineage=check_lineage(candidate, rows))
 
 
 def _source_path(reference: Fingerprint) -> str:
@@ -121,4 +123,6 @@ def audit_to_json(result: AuditResult) -> dict[str, Any]:
         "database": dict(result.database) if result.database is not None else None,
         # screening (shortlist.py): database references screened, and which were compared fully
         "screening": result.screening.to_dict() if result.screening is not None else None,
+        # declared against detected lineage (lineage_check.py): result is one of five words
+        "lineage": result.lineage.to_dict() if result.lineage is not None else None,
     }
