@@ -98,6 +98,13 @@ def declared_of(candidate) -> DeclaredLineage:
     return declared_lineage(candidate.meta.get("lineage_claims") or [])
 
 
+def declared_references(candidate, names: list[str]) -> list[str]:
+    """The reference `names` a declared parent of `candidate` names: compared fully even when screening would
+    leave them out, so a declared parent is checked rather than called missing."""
+    parents = declared_of(candidate).parents
+    return [n for n in names if any(claim_names(p, n) for p in parents)]
+
+
 def hub_id(row: AuditRow) -> tuple[str, bool]:
     """(id, known): the reference's hub repository id, or its name when none is known."""
     reference = row.reference

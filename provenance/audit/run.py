@@ -20,7 +20,7 @@ from ..fingerprint import Fingerprint, Part
 from .builtin import builtin_file_hashes, builtin_references
 from .config_references import architecture_rows
 from .details import candidate_files, role_profiles, shared_vocabulary, versions, vocabulary_of, vocabulary_source
-from .lineage_check import check_lineage
+from .lineage_check import check_lineage, declared_references
 from .result import AuditResult, BestMatch, Reproducibility
 from .rows import AuditRow, rank_key
 from .shortlist import screen_registry
@@ -76,6 +76,9 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
         # screening (shortlist.py): only the shortlist is compared fully
         screening = screen_registry(candidate, registry) if screen else None
         names = screening.shortlist if screen else [e.name for e in registry.entries()]
+        if screen:  # a declared parent is always compared (lineage_check.py), screened out or not
+            names = [*names, *(n for n in declared_references(candidate, [e.name for e in registry.entries()])
+                               if n not in names)]
         for name in names:
             reference = registry.fingerprint(name)
             rows.append(best.offer(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference),

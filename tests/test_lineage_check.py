@@ -1,0 +1,203 @@
+"""Declared against detected lineage: every claim read into one record, and each of the five results.
+
+The unit tests set claims against hand-made audit rows; the zoo slice at the
+end audits tiny generated models whose files lie (or tell the truth) in each
+way, through the command line, with two references in a database.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from provenance.audit import AuditRow
+from provenance.audit.lineage_check import FAILING, RESULTS, check_lineage, found_relation, settle_command
+from provenance.cli import LINEAGE_FAIL_ON, main
+from provenance.compare import Comparison
+from provenance.fingerprint import Fingerprint
+from provenance.fingerprint.load import fingerprint_for
+from provenance.formats.lineage import declared_lineage, lineage_claims
+from provenance.registry import Registry
+
+
+def _row(reference: str, verdict: str, abstained: bool = False, origin: str = "db.sqlite") -> AuditRow:
+    result = Comparison(verdict=verdict, confidence=0.9, summary="", evidence=[], layers=[], renamed=[],
+                        architecture_match="same-shapes", abstained=abstained)
+    return AuditRow(reference, origin, result)
+
+
+def _candidate(claims: list[tuple[str, str]], dtype: str = "BF16") -> Fingerprint:
+    meta = {"tensors": {"embed.weight": {"shape": [4, 4], "dtype": dtype}},
+            "lineage_claims": [{"where": w, "value": v} for w, v in claims]}
+    return Fingerprint(meta=meta, arrays={})
+
+
+# --- every claim read --------------------------------------------------------------------------------
+
+def test_every_claim_is_read_into_one_record(tmp_path):
+    card = ("---\nbase_model:\n- acme/base\nbase_model_relation: finetune\nlicense: apache-2.0\n---\n"
+            "# Model\nWe fine-tuned it. 本模型从零训练。\n")
+    adapter = tmp_path / "adapter_config.json"
+    adapter.write_text(json.dumps({"base_model_name_or_path": "acme/adapter-base", "peft_type": "LORA"}))
+    recipe = tmp_path / "mergekit_config.yml"
+    recipe.write_text("merge_method: slerp\nbase_model: acme/one\nslices:\n- sources:\n  - model: acme/one\n"
+                      "    layer_range: [0, 2]\n  - model: acme/two\n    layer_range: [0, 2]\n")
+    moe = tmp_path / "mergekit_moe_config.yml"
+    moe.write_text("base_model: acme/one\nexperts:\n- source_model: acme/three\n  positive_prompts: [x]\n")
+    gguf = {"general.name": "Shell 7B", "general.source.repo_url": "https://huggingface.co/acme/src",
+            "general.base_model.count": 1, "general.base_model.0.organization": "Acme",
+            "general.base_model.0.name": "Grand"}
+    claims = lineage_claims({"_name_or_path": "acme/self"}, card, gguf,
+                            {"adapter_config.json": adapter, "mergekit_config.yml": recipe,
+                             "mergekit_moe_config.yml": moe})
+    declared = declared_lineage(claims)
+    assert declared.parents == ("acme/base", "acme/adapter-base", "acme/one", "acme/two", "acme/three",
+                                "https://huggingface.co/acme/src", "Acme / Grand")
+    assert declared.relation == "finetune"  # the card's relation wins over the adapter's and the recipe's
+    assert declared.license == "apache-2.0" and declared.original  # "从零训练"
+    assert "acme/self" in declared.names and "Shell 7B" in declared.names
+    assert ("mergekit_config.yml merge_method", "slerp") in {(c.where, c.value) for c in claims}
+    # read back from the {where, value} dicts a fingerprint records: the same record
+    assert declared_lineage([{"where": c.where, "value": c.value} for c in claims]).parents == declared.parents
+    # without a card relation, an adapter config implies "adapter" and a recipe "merge"
+    assert declared_lineage(lineage_claims(None, None, None, {"adapter_config.json": adapter})).relation == "adapter"
+    assert declared_lineage(lineage_claims(None, None, None, {"mergekit_config.yml": recipe})).relation == "merge"
+
+
+def test_a_bad_recipe_is_one_clear_error(tmp_path):
+    from provenance.errors import ProvenanceError
+
+    recipe = tmp_path / "mergekit_config.yml"
+    recipe.write_text("models: [unclosed\n")
+    with pytest.raises(ProvenanceError, match="mergekit_config.yml: merge recipe is not valid YAML"):
+        lineage_claims(None, None, None, {"mergekit_config.yml": recipe})
+    # a hostile tag is refused by the safe loader, never run
+    recipe.write_text("models: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ProvenanceError, match="not valid YAML"):
+        lineage_claims(None, None, None, {"mergekit_config.yml": recipe})
+
+
+# --- each result against hand-made rows -------------------------------------------------------------
+
+CARD = "model card base_model"
+TEXT = "model card text"
+RELATION = "model card base_model_relation"
+
+
+@pytest.mark.parametrize("claims, rows, dtype, expected", [
+    # consistent: the parent named, the relation allowed (or nothing claimed, nothing found)
+    ([(CARD, "acme/base"), (RELATION, "finetune")], [_row("acme/base", "derived")], "BF16", "consistent"),
+    ([(CARD, "acme/base"), (RELATION, "quantized")], [_row("acme/base", "identical")], "Q4_1", "consistent"),
+    ([("GGUF general.name", "Acme Base")], [_row("acme/base", "identical")], "Q8_0", "consistent"),
+    ([(TEXT, "We trained it from scratch.")], [_row("acme/base", "unrelated")], "BF16", "consistent"),
+    ([], [_row("acme/base", "derived", abstained=True)], "BF16", "consistent"),
+    # undeclared-parent: nothing named, or an original claimed
+    ([], [_row("acme/base", "derived")], "BF16", "undeclared-parent"),
+    ([(TEXT, "Independently developed by our lab.")], [_row("acme/base", "identical")], "BF16", "undeclared-parent"),
+    # wrong-parent: a reference named, the weights from another (or from none)
+    ([(CARD, "acme/other")], [_row("acme/base", "derived"), _row("acme/other", "unrelated")], "BF16", "wrong-parent"),
+    ([(CARD, "acme/other")], [_row("acme/other", "same-architecture")], "BF16", "wrong-parent"),
+    # wrong-relation: finetune declared, copy found; merge declared, one parent found
+    ([(CARD, "acme/base"), (RELATION, "finetune")], [_row("acme/base", "identical")], "BF16", "wrong-relation"),
+    ([(CARD, "acme/base"), (RELATION, "finetune")], [_row("acme/base", "identical")], "Q4_0", "wrong-relation"),
+    ([("mergekit_config.yml model", "acme/base"), ("mergekit_config.yml model", "acme/x")],
+     [_row("acme/base", "derived"), _row("acme/x", "unrelated")], "BF16", "wrong-relation"),
+    ([(CARD, "acme/base"), (RELATION, "merge")], [_row("acme/base", "derived")], "BF16", "wrong-relation"),
+    # unverifiable: the declared parent is not a reference, or its comparison abstained
+    ([(CARD, "acme/elsewhere")], [_row("acme/base", "derived")], "BF16", "unverifiable"),
+    ([(CARD, "acme/elsewhere")], [_row("acme/base", "unrelated")], "BF16", "unverifiable"),
+    ([(CARD, "acme/base")], [_row("acme/base", "unrelated", abstained=True)], "BF16", "unverifiable"),
+])
+def test_each_result(claims, rows, dtype, expected):
+    check = check_lineage(_candidate(claims, dtype), rows)
+    assert check.result == expected, check.reason
+    assert check.to_dict()["result"] in RESULTS
+
+
+def test_a_declared_merge_of_the_found_parents_is_consistent():
+    claims = [("mergekit_config.yml model", "acme/a"), ("mergekit_config.yml model", "acme/b")]
+    check = check_lineage(_candidate(claims), [_row("acme/a", "derived"), _row("acme/b", "derived")])
+    assert (check.result, check.found_relation, check.found_parents) == ("consistent", "merge", ("acme/a", "acme/b"))
+    assembled = check_lineage(_candidate(claims), [_row("acme/a", "assembled"), _row("acme/b", "assembled")])
+    assert assembled.result == "consistent"
+
+
+def test_the_bit_exact_check_decides_a_quantized_relation():
+    claims = [(CARD, "acme/base"), (RELATION, "quantized")]
+    exact = check_lineage(_candidate(claims, "Q4_1"), [_row("acme/base", "identical")], {"exact_source": True})
+    changed = check_lineage(_candidate(claims, "Q4_1"), [_row("acme/base", "identical")], {"exact_source": False})
+    assert (exact.result, exact.found_relation) == ("consistent", "quantized")
+    assert (changed.result, changed.found_relation) == ("wrong-relation", "changed-then-quantized")
+    # without the check, a derived quantized file contradicts neither relation
+    assert found_relation("derived", True, None) == "quantized-derived"
+
+
+def test_settle_names_the_command():
+    assert settle_command("meta-llama/Llama-2-7b-hf").startswith("provenance refs sync --only ")
+    assert settle_command("nobody/unknown-model") == "provenance refs add hf://nobody/unknown-model --name nobody/unknown-model"
+
+
+def test_the_command_line_gates_on_the_failing_results():
+    assert set(LINEAGE_FAIL_ON) == set(FAILING)
+
+
+# --- the zoo slice: tiny models whose files lie in each way -------------------------------------------
+
+def _variant(base, folder, noise: float, seed: int = 3, files: dict[str, str] | None = None):
+    folder.mkdir()
+    shutil.copy(base / "config.json", folder / "config.json")
+    generator = torch.Generator().manual_seed(seed)
+    state = {k: v + noise * v.std() * torch.randn(v.shape, generator=generator)
+             for k, v in load_file(str(base / "model.safetensors")).items()}
+    save_file(state, str(folder / "model.safetensors"))
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, built_model):
+    root = tmp_path_factory.mktemp("lineage-zoo")
+    llama, qwen = built_model("llama").path, built_model("qwen2").path
+    db = root / "refs.sqlite"
+    with Registry(db) as registry:
+        registry.add("acme/tiny-llama", fingerprint_for(llama))
+        registry.add("acme/tiny-qwen2", fingerprint_for(qwen))
+    card = "---\nbase_model: {base}\nbase_model_relation: {relation}\n---\n"
+    cases = {
+        "honest-finetune": (0.05, {"README.md": card.format(base="acme/tiny-llama", relation="finetune")},
+                            "consistent"),
+        "from-scratch-shell": (0.05, {"README.md": "---\nlicense: mit\n---\nOur model was trained from scratch.\n"},
+                               "undeclared-parent"),
+        "wrong-base": (0.05, {"README.md": card.format(base="acme/tiny-qwen2", relation="finetune")}, "wrong-parent"),
+        "peft-wrong-base": (0.05, {"adapter_config.json": json.dumps({"base_model_name_or_path": "acme/tiny-qwen2",
+                                                                      "peft_type": "LORA"})}, "wrong-parent"),
+        "copy-called-finetune": (0.0, {"README.md": card.format(base="acme/tiny-llama", relation="finetune")},
+                                 "wrong-relation"),
+        "merge-of-one": (0.05, {"mergekit_config.yml": "merge_method: linear\nmodels:\n- model: acme/tiny-llama\n"
+                                                       "- model: acme/tiny-qwen2\n"}, "wrong-relation"),
+        "unknown-base": (0.05, {"README.md": card.format(base="nobody/tiny-thing", relation="finetune")},
+                         "unverifiable"),
+    }
+    made = {name: (_variant(llama, root / name, noise, files=files), expected)
+            for name, (noise, files, expected) in cases.items()}
+    return {"db": db, "cases": made, "qwen": qwen}
+
+
+@pytest.mark.parametrize("name", ["honest-finetune", "from-scratch-shell", "wrong-base", "peft-wrong-base",
+                                  "copy-called-finetune", "merge-of-one", "unknown-base"])
+def test_zoo_slice(zoo, name, capsys):
+    path, expected = zoo["cases"][name]
+    code = main(["audit", str(path), "--refs", str(zoo["db"]), "--no-builtin", "--json", "--fail-on", ",".join(FAILING)])
+    report = json.loads(capsys.readouterr().out)
+    assert report["lineage"]["result"] == expected, report["lineage"]["reason"]
+    assert code == (3 if expected in FAILING else 0)
+    from provenance import schemas
+
+    schemas.validate(report, "audit")
+    if expected == "unverifiable":
+        assert report["lineage"]["settle"] == "provenance refs add hf://nobody/tiny-thing --name nobody/tiny-thing"
