@@ -201,3 +201,37 @@ def test_zoo_slice(zoo, name, capsys):
     schemas.validate(report, "audit")
     if expected == "unverifiable":
         assert report["lineage"]["settle"] == "provenance refs add hf://nobody/tiny-thing --name nobody/tiny-thing"
+
+
+# --- the attestation ---------------------------------------------------------------------------------
+
+def test_attestation_validates_and_verify_fails_on_a_changed_file(zoo, tmp_path, capsys):
+    from provenance import schemas
+
+    path, _ = zoo["cases"]["from-scratch-shell"]
+    candidate = tmp_path / "candidate"
+    shutil.copytree(path, candidate)
+    out = tmp_path / "statement.json"
+    assert main(["audit", str(candidate), "--refs", str(zoo["db"]), "--no-builtin", "--attest", str(out)]) == 0
+    statement = json.loads(out.read_text())
+    schemas.validate(statement, "attestation")
+    assert {s["name"] for s in statement["subject"]} == {"README.md", "config.json", "model.safetensors"}
+    predicate = statement["predicate"]
+    assert predicate["lineage"]["result"] == "undeclared-parent" and predicate["verdict"] == "derived"
+    hashed = {r["name"]: r["fingerprint_sha256"] for r in predicate["references"] if r["kind"] == "weights"}
+    assert "acme/tiny-llama" in hashed and all(len(h) == 64 for h in hashed.values())
+    assert predicate["decisive_evidence"]
+    capsys.readouterr()
+    assert main(["verify", str(out), str(candidate)]) == 0
+    assert "verified: 3 files unchanged" in capsys.readouterr().out
+    # one changed file fails, before any audit is run
+    (candidate / "README.md").write_text("---\nbase_model: acme/tiny-llama\n---\n")
+    assert main(["verify", str(out), str(candidate)]) == 1
+    assert "README.md changed" in capsys.readouterr().err
+    # the same files against another reference under the attested name: the audit no longer reproduces
+    (candidate / "README.md").write_text((path / "README.md").read_text())
+    other = tmp_path / "other.sqlite"
+    with Registry(other) as registry:
+        registry.add("acme/tiny-llama", fingerprint_for(zoo["qwen"]))
+    assert main(["verify", str(out), str(candidate), "--refs", str(other)]) == 1
+    assert "no longer gives what was attested" in capsys.readouterr().err
