@@ -235,3 +235,55 @@ def test_attestation_validates_and_verify_fails_on_a_changed_file(zoo, tmp_path,
         registry.add("acme/tiny-llama", fingerprint_for(zoo["qwen"]))
     assert main(["verify", str(out), str(candidate), "--refs", str(other)]) == 1
     assert "no longer gives what was attested" in capsys.readouterr().err
+
+
+# --- quantized files tied to their exact source ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quantized_world(tmp_path_factory):
+    """A floating-point reference folder, Q8_0 and Q4_1 GGUFs quantized from exactly it, and a Q8_0 GGUF quantized
+    after a change about 24 times smaller than Q8_0's step (1e-3 of each tensor's std): gguf-py writes them."""
+    gguf = pytest.importorskip("gguf")
+    from gguf import GGMLQuantizationType as Q
+
+    from .test_gguf import build_case, llama_model, write_llama_gguf
+    from .test_gguf import HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, VOCAB
+
+    root = tmp_path_factory.mktemp("quantized")
+    model, _ = llama_model(0, vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
+                           num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+                           rope_theta=50000.0, rms_norm_eps=1e-6)
+    model.save_pretrained(root / "reference")
+    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(7)
+    tuned = {k: v + 1e-3 * v.std() * torch.randn(v.shape, generator=generator) for k, v in state.items()}
+    made = {}
+    for name, source, qtype in (("exact-q8", state, Q.Q8_0), ("exact-q41", state, Q.Q4_1),
+                                ("tuned-q8", tuned, Q.Q8_0)):
+        stored, _ = build_case(source, qtype)
+        made[name] = write_llama_gguf(root / f"{name}.gguf", stored)
+    assert gguf is not None
+    return root / "reference", made
+
+
+@pytest.mark.parametrize("name, exact", [("exact-q8", True), ("exact-q41", True), ("tuned-q8", False)])
+def test_requantizing_the_reference_ties_a_gguf_to_its_exact_source(quantized_world, name, exact):
+    from provenance.audit.quant_source import CHANGED_BELOW, compare_quantized
+
+    reference, made = quantized_world
+    found = compare_quantized(made[name], reference)
+    assert found["method"] == "bit-exact" and found["exact_source"] is exact
+    share = found["identical"] / found["blocks"]
+    assert found["blocks"] > 100 and (share == 1.0 if exact else share < CHANGED_BELOW)
+    assert ("quantized from exactly this reference" if exact else "changed, then quantized") in found["summary"]
+
+
+def test_the_audit_reports_a_change_hidden_under_quantization(quantized_world, tmp_path, capsys):
+    reference, made = quantized_world
+    db = tmp_path / "refs.sqlite"
+    assert main(["refs", "add", str(reference), "--name", "acme/tiny-ref", "--refs", str(db)]) == 0
+    assert main(["audit", str(made["tuned-q8"]), "--refs", str(db), "--no-builtin", "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)["lineage"]
+    assert lineage["quantization"]["exact_source"] is False
+    assert lineage["found"] == {"parents": ["acme/tiny-ref"], "hub_ids": ["acme/tiny-ref"],
+                                "relation": "changed-then-quantized"}

@@ -6,7 +6,10 @@ so the cost per reference is one fingerprint-to-fingerprint comparison. A
 database is screened first (shortlist.py) and only its shortlist compared
 fully; config-only references (config_references.py) add rows of kind
 "architecture", and the tokenizer references (tokenizer_references.py) add
-tokenizer evidence that is never part of a weights verdict. What the report
+tokenizer evidence that is never part of a weights verdict. The files' claims
+are set against the rows (lineage_check.py), with a bit-exact re-quantization
+of the best reference when the candidate is a quantized GGUF and that
+reference's folder is on this machine (quant_source.py). What the report
 shows beyond the rows (details.py) is computed here too, once: the outputs
 only format the `AuditResult` (result.py).
 """
@@ -21,6 +24,7 @@ from .builtin import builtin_file_hashes, builtin_references
 from .config_references import architecture_rows
 from .details import candidate_files, role_profiles, shared_vocabulary, versions, vocabulary_of, vocabulary_source
 from .lineage_check import check_lineage, declared_references
+from .quant_source import check_best_source
 from .result import AuditResult, BestMatch, Reproducibility
 from .rows import AuditRow, rank_key
 from .shortlist import screen_registry
@@ -95,7 +99,7 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
         best_match=_best_match(candidate, best, candidate_path),
         reproducibility=Reproducibility(candidate_files(candidate_path, candidate, hash_files),
                                         builtin_file_hashes() if hash_files and builtin_used else None, versions()),
-        lineage=check_lineage(candidate, rows))
+        lineage=check_lineage(candidate, rows, check_best_source(candidate, candidate_path, rows)))
 
 
 def _source_path(reference: Fingerprint) -> str:
