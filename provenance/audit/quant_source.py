@@ -43,7 +43,7 @@ from ..model import Checkpoint
 from .lineage_check import accusing_rows, quantized_tensors
 
 BIT_EXACT = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")  # what gguf.quants.quantize implements
-MAX_TENSORS = 6  # matrices sampled, spread over the model's depth
+MAX_TENSORS = 6  # matrices sampled
 ROWS_PER_TENSOR = 8  # rows sampled per matrix: 8 rows of a 4096-wide matrix are 1024 blocks of 32
 # Below this share of identical blocks the weights were changed before quantizing: a candidate quantized from
 # exactly the reference matches in every block, and one quantized from changed weights in almost none
@@ -64,9 +64,8 @@ def _reference_rows(reference: Checkpoint, key: str, rows: np.ndarray) -> np.nda
 
 
 def _sample(keys: list[str]) -> list[str]:
-    if len(keys) <= MAX_TENSORS:
-        return keys
-    return [keys[round(i * (len(keys) - 1) / (MAX_TENSORS - 1))] for i in range(MAX_TENSORS)]
+    """Up to MAX_TENSORS keys in a fixed pseudo-random order (roles and depths mixed, the same on every run)."""
+    return sorted(keys, key=lambda k: zlib.crc32(k.encode()))[:MAX_TENSORS]
 
 
 def _rows(key: str, count: int) -> np.ndarray:
