@@ -126,6 +126,14 @@ def test_a_declared_merge_of_the_found_parents_is_consistent():
     assert assembled.result == "consistent"
 
 
+def test_an_adapter_alone_is_never_accused():
+    """A PEFT adapter's weights are low-rank deltas: "unrelated" to its base says nothing about the base claim."""
+    adapter = _candidate([("adapter_config.json base_model_name_or_path", "acme/base")])
+    adapter.meta["stored_tensors"] = {f"base_model.model.layers.0.q_proj.lora_{x}.weight": {} for x in "AB"}
+    check = check_lineage(adapter, [_row("acme/base", "unrelated")])
+    assert check.result == "unverifiable" and "adapter" in check.reason and check.settle is None
+
+
 def test_the_bit_exact_check_decides_a_quantized_relation():
     claims = [(CARD, "acme/base"), (RELATION, "quantized")]
     exact = check_lineage(_candidate(claims, "Q4_1"), [_row("acme/base", "identical")], {"exact_source": True})

@@ -142,6 +142,13 @@ def found_parents(rows) -> list[AuditRow]:
     return accusing[:1]
 
 
+def adapter_only(candidate) -> bool:
+    """Whether the candidate's weights are a PEFT adapter's low-rank deltas (lora_A/lora_B), not a model."""
+    stored = candidate.meta.get("stored_tensors")
+    names = list(stored) if isinstance(stored, dict) else []
+    return bool(names) and all(".lora_" in name or "lora_embedding" in name for name in names)
+
+
 def found_relation(verdict: str, quantized: bool, exact_source: bool | None) -> str:
     """How the candidate relates to its found parent; `exact_source` is the bit-exact check's answer (None: not run)."""
     if verdict == "assembled":
@@ -181,6 +188,10 @@ def check_lineage(candidate, rows, quantization: dict[str, Any] | None = None) -
 
     def made(result: str, reason: str, settle: str | None = None) -> LineageCheck:
         return LineageCheck(result, declared, names, ids, relation, reason, settle, quantization)
+
+    if adapter_only(candidate):  # low-rank deltas hold no base weights: nothing here can show or refute a parent
+        return made("unverifiable", "the files are a PEFT adapter (lora_A/lora_B deltas), which hold no base "
+                                    "weights; merge it into its declared base and audit the merged model")
 
     # each declared parent and the weight row that names it (None: not among the references)
     placed = {p: next((r for r in weights if _names(p, r)), None) for p in declared.parents}
