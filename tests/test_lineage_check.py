@@ -98,6 +98,9 @@ RELATION = "model card base_model_relation"
     # undeclared-parent: nothing named, or an original claimed
     ([], [_row("acme/base", "derived")], "BF16", "undeclared-parent"),
     ([(TEXT, "Independently developed by our lab.")], [_row("acme/base", "identical")], "BF16", "undeclared-parent"),
+    ([(TEXT, "Unlike acme/base, it was trained from scratch.")], [_row("acme/base", "derived")], "BF16",
+     "undeclared-parent"),
+    ([(CARD, "acme/base"), (RELATION, "quantized")], [_row("acme/base", "identical")], "F8_E4M3", "consistent"),
     # wrong-parent: a reference named, the weights from another (or from none)
     ([(CARD, "acme/other")], [_row("acme/base", "derived"), _row("acme/other", "unrelated")], "BF16", "wrong-parent"),
     ([(CARD, "acme/other")], [_row("acme/other", "same-architecture")], "BF16", "wrong-parent"),

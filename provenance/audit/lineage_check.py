@@ -42,6 +42,7 @@ BUILTIN_HUB_IDS = {
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _QUANTIZED = re.compile(r"^(I?Q\d|TQ\d)", re.IGNORECASE)
+PLAIN_FLOATS = {"F64", "F32", "F16", "BF16"}  # dtype names as the readers give them (formats/)
 # The relations the evidence shows (`found_relation`), and which of them each declared relation allows.
 # "quantized-derived": a quantized file whose weights differ from the parent beyond a plain copy, with no
 # bit-exact check to tell a fine-tune quantized afterwards from a coarse quantization: it contradicts neither.
@@ -122,9 +123,15 @@ def hub_id(row: AuditRow) -> tuple[str, bool]:
 
 
 def quantized_tensors(candidate) -> bool:
-    """Whether the candidate stores block-quantized tensors (GGUF Q/IQ/TQ types)."""
-    return any(isinstance(r, dict) and isinstance(r.get("dtype"), str) and _QUANTIZED.match(r["dtype"])
-               for r in candidate.tensors.values())
+    """Whether the candidate stores quantized matrices: GGUF Q/IQ/TQ types, or any matrix stored in a type other
+    than a plain float (8-bit floats, packed integers of GPTQ/AWQ/bitsandbytes, MXFP4 blocks)."""
+    for record in candidate.tensors.values():
+        dtype = record.get("dtype") if isinstance(record, dict) else None
+        if not isinstance(dtype, str):
+            continue
+        if _QUANTIZED.match(dtype) or (len(record.get("shape") or []) == 2 and dtype not in PLAIN_FLOATS):
+            return True
+    return False
 
 
 def accusing_rows(rows) -> list[AuditRow]:

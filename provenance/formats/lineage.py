@@ -231,7 +231,9 @@ def declared_lineage(claims: Iterable[LineageClaim | dict[str, Any]]) -> Declare
         relation = "merge"
     licenses = [c.value for c in read if c.where in (CARD_LICENSE, "GGUF general.license")]
     not_names = (CARD_RELATION, CARD_LICENSE, "GGUF general.license", *(f"{r} merge_method" for r in MERGE_RECIPES))
-    names = [c.value for c in read if c.value not in parents and c.where not in not_names]
+    # a sentence claiming an original names no parent, even when it mentions one ("unlike Llama, trained from scratch")
+    names = [c.value for c in read if c.value not in parents and c.where not in not_names
+             and not (c.where == CARD_TEXT and ORIGINAL_CLAIM.search(c.value))]
     original = any(ORIGINAL_CLAIM.search(c.value) for c in read if c.where == CARD_TEXT)
     return DeclaredLineage(tuple(dict.fromkeys(parents)), relation, original, licenses[0] if licenses else None,
                            tuple(dict.fromkeys(names)), tuple(read))
