@@ -313,3 +313,6 @@ def test_the_audit_reports_a_change_hidden_under_quantization(quantized_world, t
     assert lineage["quantization"]["exact_source"] is False
     assert lineage["found"] == {"parents": ["acme/tiny-ref"], "hub_ids": ["acme/tiny-ref"],
                                 "relation": "changed-then-quantized"}
+    assert main(["audit", str(made["exact-q8"]), "--refs", str(db), "--no-builtin", "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)["lineage"]
+    assert lineage["quantization"]["exact_source"] is True and lineage["found"]["relation"] == "quantized"

@@ -34,8 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-from gguf.quants import dequantize, quantize
 
 from ..errors import ProvenanceError
 from ..fingerprint.store import is_fingerprint_file
@@ -76,6 +74,10 @@ def _rows(key: str, count: int) -> np.ndarray:
 def compare_quantized(candidate_path: str | Path, reference_path: str | Path) -> dict[str, Any] | None:
     """The block comparison of a GGUF candidate with a floating-point reference checkpoint (None: nothing to
     compare: not a quantized GGUF, or no matrix both hold in the same shape)."""
+    # lazy: gguf costs 125 ms to import, paid only when a GGUF candidate is checked
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf.quants import dequantize, quantize
+
     with Checkpoint.open(candidate_path) as candidate, Checkpoint.open(reference_path) as reference:
         if candidate.format != "gguf":
             return None
@@ -134,15 +136,19 @@ def check_best_source(candidate, candidate_path: str, rows) -> dict[str, Any] | 
     """The block comparison with the best accusing reference, when the candidate is a quantized local GGUF and
     that reference's source folder is on this machine; None otherwise (or when it cannot be read)."""
     accusing = accusing_rows(rows)
-    if not accusing or not quantized_tensors(candidate) or not accusing[0].source:
+    source = candidate.meta.get("source") if isinstance(candidate.meta.get("source"), dict) else {}
+    if source.get("format") != "gguf" or not accusing or not quantized_tensors(candidate) or not accusing[0].source:
         return None
+    # lazy: gguf costs 125 ms to import, paid only for a GGUF candidate
+    from gguf.quants import QuantError
+
     here, there = Path(candidate_path), Path(accusing[0].source)
     if not here.exists() or not there.exists() or is_fingerprint_file(here) or is_fingerprint_file(there):
         return None
     try:
         found = compare_quantized(here, there)
-    except ProvenanceError:
-        return None  # the reference's folder changed since its fingerprint was made: nothing to check
+    except (ProvenanceError, OSError, KeyError, ValueError, QuantError):
+        return None  # the reference's folder changed since its fingerprint was made, or no longer reads: no check
     if found is not None:
         found["reference"] = accusing[0].reference
     return found
