@@ -174,10 +174,21 @@ def _variant(base, folder, noise: float, seed: int = 3, files: dict[str, str] | 
 def zoo(tmp_path_factory, built_model):
     root = tmp_path_factory.mktemp("lineage-zoo")
     llama, qwen = built_model("llama").path, built_model("qwen2").path
+    # an independent LLaMA of the same shapes and scale, and a linear merge of the two (as mergekit's `linear` makes)
+    base = load_file(str(llama / "model.safetensors"))
+    generator = torch.Generator().manual_seed(11)
+    other = {k: v.mean() + v.std() * torch.randn(v.shape, generator=generator) for k, v in base.items()}
+    for name, state in (("llama-b", other), ("merge", {k: 0.5 * base[k] + 0.5 * other[k] for k in base})):
+        (root / name).mkdir()
+        shutil.copy(llama / "config.json", root / name / "config.json")
+        save_file(state, str(root / name / "model.safetensors"))
+    (root / "merge" / "mergekit_config.yml").write_text("merge_method: linear\nmodels:\n- model: acme/tiny-llama\n"
+                                                        "  parameters: {weight: 0.5}\n- model: acme/tiny-llama-b\n")
     db = root / "refs.sqlite"
     with Registry(db) as registry:
         registry.add("acme/tiny-llama", fingerprint_for(llama))
         registry.add("acme/tiny-qwen2", fingerprint_for(qwen))
+        registry.add("acme/tiny-llama-b", fingerprint_for(root / "llama-b"))
     card = "---\nbase_model: {base}\nbase_model_relation: {relation}\n---\n"
     cases = {
         "honest-finetune": (0.05, {"README.md": card.format(base="acme/tiny-llama", relation="finetune")},
@@ -196,16 +207,20 @@ def zoo(tmp_path_factory, built_model):
     }
     made = {name: (_variant(llama, root / name, noise, files=files), expected)
             for name, (noise, files, expected) in cases.items()}
+    made["honest-merge"] = (root / "merge", "consistent")
     return {"db": db, "cases": made, "qwen": qwen}
 
 
-@pytest.mark.parametrize("name", ["honest-finetune", "from-scratch-shell", "wrong-base", "peft-wrong-base",
-                                  "copy-called-finetune", "merge-of-one", "unknown-base"])
+@pytest.mark.parametrize("name", ["honest-finetune", "honest-merge", "from-scratch-shell", "wrong-base",
+                                  "peft-wrong-base", "copy-called-finetune", "merge-of-one", "unknown-base"])
 def test_zoo_slice(zoo, name, capsys):
     path, expected = zoo["cases"][name]
     code = main(["audit", str(path), "--refs", str(zoo["db"]), "--no-builtin", "--json", "--fail-on", ",".join(FAILING)])
     report = json.loads(capsys.readouterr().out)
     assert report["lineage"]["result"] == expected, report["lineage"]["reason"]
+    if name == "honest-merge":
+        assert report["lineage"]["found"]["relation"] == "merge"
+        assert sorted(report["lineage"]["found"]["parents"]) == ["acme/tiny-llama", "acme/tiny-llama-b"]
     assert code == (3 if expected in FAILING else 0)
     if expected == "wrong-relation":  # one case is enough for the schema (tests/test_schemas.py checks the rest)
         from provenance import schemas
