@@ -218,6 +218,9 @@ def test_zoo_slice(zoo, name, capsys):
     code = main(["audit", str(path), "--refs", str(zoo["db"]), "--no-builtin", "--json", "--fail-on", ",".join(FAILING)])
     report = json.loads(capsys.readouterr().out)
     assert report["lineage"]["result"] == expected, report["lineage"]["reason"]
+    if name == "wrong-base":  # the declared parent was compared although screening would have left it out
+        assert {r["reference"] for r in report["references"]} >= {"acme/tiny-qwen2", "acme/tiny-llama"}
+        assert report["screening"]["compared"] == len(report["screening"]["shortlist"]) == len(report["references"])
     if name == "honest-merge":
         assert report["lineage"]["found"]["relation"] == "merge"
         assert sorted(report["lineage"]["found"]["parents"]) == ["acme/tiny-llama", "acme/tiny-llama-b"]

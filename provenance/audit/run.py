@@ -79,10 +79,10 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
             screen = False  # no sketches or unit signatures to screen on (rows read remotely): compare with all
         # screening (shortlist.py): only the shortlist is compared fully
         screening = screen_registry(candidate, registry) if screen else None
-        names = screening.shortlist if screen else [e.name for e in registry.entries()]
         if screen:  # a declared parent is always compared (lineage_check.py), screened out or not
-            names = [*names, *(n for n in declared_references(candidate, [e.name for e in registry.entries()])
-                               if n not in names)]
+            for name in declared_references(candidate, [e.name for e in registry.entries()]):
+                screening.add(name, "declared as the parent by the candidate's files")
+        names = screening.shortlist if screen else [e.name for e in registry.entries()]
         for name in names:
             reference = registry.fingerprint(name)
             rows.append(best.offer(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference),
