@@ -209,9 +209,17 @@ def check_lineage(candidate, rows, quantization: dict[str, Any] | None = None) -
         # derived from each): the merge is what the evidence shows
         parents, relation = merged, "merge"
         ids, names = tuple(hub_id(r)[0] for r in parents), tuple(r.reference for r in parents)
+    # accusing rows the claims name; a named one that is not the best (the claim names X, fine-tuned from Y, and
+    # both are references that the weights descend from) still supports the claim: the claim is then checked
+    # against that row
+    supported = [r for r in accusing_rows(rows) if any(_names(t, r) for t in (*declared.parents, *declared.names))]
+    if parents and supported and not any(r in parents for r in supported):
+        parents = supported[:1]
+        relation = found_relation(parents[0].result.verdict, quantized_tensors(candidate), None)
+        ids, names = (hub_id(parents[0])[0],), (parents[0].reference,)
     if parents:
         found = ", ".join(names)
-        if any(_names(text, row) for text in (*declared.parents, *declared.names) for row in parents):
+        if supported:
             allowed = ALLOWED.get(declared.relation or "")
             if allowed is not None and relation not in allowed:
                 return made("wrong-relation", f"the files declare a {declared.relation} of {found}; "
@@ -220,6 +228,10 @@ def check_lineage(candidate, rows, quantization: dict[str, Any] | None = None) -
         if not declared.parents:
             said = "an independent origin" if declared.original else "no parent"
             return made("undeclared-parent", f"the files claim {said}; the weights come from {found} ({relation})")
+        if any(row is not None and row.result.abstained for row in placed.values()):
+            doubtful = next(p for p, row in placed.items() if row is not None and row.result.abstained)
+            return made("unverifiable", f"the comparison with the declared parent {doubtful} abstained "
+                                        f"(the weights come from {found})")
         if any(row is not None for row in placed.values()):
             named = ", ".join(p for p, row in placed.items() if row is not None)
             return made("wrong-parent", f"the files declare {named}; the weights come from {found} instead")
