@@ -104,6 +104,9 @@ RELATION = "model card base_model_relation"
     # wrong-parent: a reference named, the weights from another (or from none)
     ([(CARD, "acme/other")], [_row("acme/base", "derived"), _row("acme/other", "unrelated")], "BF16", "wrong-parent"),
     ([(CARD, "acme/other")], [_row("acme/other", "same-architecture")], "BF16", "wrong-parent"),
+    # the weights' parent is shown (p < 1e-12): a named reference whose comparison merely abstained is still wrong
+    ([(CARD, "acme/other")], [_row("acme/base", "derived"), _row("acme/other", "same-architecture", abstained=True)],
+     "BF16", "wrong-parent"),
     ([(CARD, "acme/chat"), (RELATION, "finetune")], [_row("acme/base", "derived"), _row("acme/chat", "derived")],
      "BF16", "consistent"),  # acme/chat, itself a fine-tune of acme/base, is named and the weights descend from it
     # wrong-relation: finetune declared, copy found; merge declared, one parent found
@@ -116,8 +119,6 @@ RELATION = "model card base_model_relation"
     ([(CARD, "acme/elsewhere")], [_row("acme/base", "derived")], "BF16", "unverifiable"),
     ([(CARD, "acme/elsewhere")], [_row("acme/base", "unrelated")], "BF16", "unverifiable"),
     ([(CARD, "acme/base")], [_row("acme/base", "unrelated", abstained=True)], "BF16", "unverifiable"),
-    ([(CARD, "acme/other")], [_row("acme/base", "derived"), _row("acme/other", "derived", abstained=True)], "BF16",
-     "unverifiable"),
 ])
 def test_each_result(claims, rows, dtype, expected):
     check = check_lineage(_candidate(claims, dtype), rows)

@@ -228,10 +228,6 @@ def check_lineage(candidate, rows, quantization: dict[str, Any] | None = None) -
         if not declared.parents:
             said = "an independent origin" if declared.original else "no parent"
             return made("undeclared-parent", f"the files claim {said}; the weights come from {found} ({relation})")
-        if any(row is not None and row.result.abstained for row in placed.values()):
-            doubtful = next(p for p, row in placed.items() if row is not None and row.result.abstained)
-            return made("unverifiable", f"the comparison with the declared parent {doubtful} abstained "
-                                        f"(the weights come from {found})")
         if any(row is not None for row in placed.values()):
             named = ", ".join(p for p, row in placed.items() if row is not None)
             return made("wrong-parent", f"the files declare {named}; the weights come from {found} instead")
