@@ -156,6 +156,8 @@ def _compare_tokenizers(args: argparse.Namespace) -> int:
 
 
 VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
+# --fail-on also takes the lineage results that find a claim false (audit/lineage_check.py FAILING; audit only)
+LINEAGE_FAIL_ON = ("undeclared-parent", "wrong-parent", "wrong-relation")
 
 
 def _report_path(text: str) -> str:
@@ -174,9 +176,10 @@ def _parse_fail_on(text: str | None) -> set[str]:
     if not text:
         return set()
     chosen = {v.strip() for v in text.split(",") if v.strip()}
-    unknown = chosen - set(VERDICTS)
+    unknown = chosen - set(VERDICTS) - set(LINEAGE_FAIL_ON)
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; choose from {', '.join(VERDICTS)}")
+        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; "
+                                         f"choose from {', '.join(VERDICTS + LINEAGE_FAIL_ON)}")
     return chosen
 
 
@@ -208,15 +211,23 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit_to_json, run_audit
     from .report.audit_text import render_audit
 
+    if args.attest and is_remote(args.candidate):
+        raise UnreadablePathError(args.candidate, "--attest hashes the candidate's files: give a local path")
     registry = _reference_database(args.refs)  # before the fingerprinting: a mistyped --refs fails at once
     try:
         candidate = _fingerprint_for(args.candidate, args)
         audit = run_audit(candidate, registry, include_builtin=not args.no_builtin, candidate_path=args.candidate,
                           hash_files=bool(args.report))
+        report = audit_to_json(audit)
+        if args.attest:  # provenance/attestation.py: reads the references' fingerprints from the open database
+            # lazy: only with --attest
+            from .attestation import build_statement, write_statement
+
+            statement = build_statement(audit, report, args.candidate, registry, include_builtin=not args.no_builtin)
+            print(f"wrote attestation {write_statement(args.attest, statement)}", file=sys.stderr)
     finally:
         if registry is not None:
             registry.close()
-    report = audit_to_json(audit)
     if args.report:
         # lazy: jinja2, only with --report
         from .report.write import write_audit_report
@@ -227,16 +238,50 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         # lazy: only with --model-card
         from .report.model_card import measured_lineage, render_front_matter
 
-        lineage = measured_lineage(audit.candidate, audit.rows)
+        lineage = measured_lineage(audit.candidate, audit.rows, audit.lineage)
         report["model_card"] = lineage.to_dict()
     if args.model_card and not args.json:
         print(render_front_matter(lineage, args.candidate))
     else:
         print(json.dumps(report, indent=2) if args.json else render_audit(report))
     hits = _fail_on_hits(args.fail_on, report["references"])
+    if (report.get("lineage") or {}).get("result") in args.fail_on:  # declared against detected lineage
+        hits.append(f"lineage {report['lineage']['result']}")
     if hits:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """`verify OUT.json PATH`: the attested files unchanged, and the audit reproduced (provenance/attestation.py)."""
+    # lazy: the attestation and audit code load numpy and torch
+    from .attestation import VerificationError, build_predicate, check_audit, check_files, read_statement
+    from .audit import audit_to_json, run_audit
+    from .registry import Registry
+
+    statement = read_statement(args.attestation)
+    path = _require_path(args.path, remote_ok=False)
+    changed = check_files(statement, path, itself=args.attestation)
+    if changed:
+        raise VerificationError(path, f"does not match the attestation: {'; '.join(changed[:5])}"
+                                      + (f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""))
+    settings = statement["predicate"].get("audit") if isinstance(statement["predicate"].get("audit"), dict) else {}
+    database = args.refs or (settings.get("database") or {}).get("path")
+    builtin = settings.get("builtin", True) is not False
+    registry = Registry(database, create=False) if database else None
+    try:
+        audit = run_audit(_fingerprint_for(path, args), registry, include_builtin=builtin, candidate_path=path)
+        again = build_predicate(audit, audit_to_json(audit), path, registry, builtin)
+    finally:
+        if registry is not None:
+            registry.close()
+    differences = check_audit(statement, again)
+    if differences:
+        raise VerificationError(path, f"the audit no longer gives what was attested: {'; '.join(differences)}")
+    lineage = (again.get("lineage") or {}).get("result")
+    print(f"verified: {len(statement['subject'])} files unchanged; verdict {again['verdict']} "
+          f"(best reference {again['best_reference']}), lineage {lineage}, reproduced")
     return EXIT_OK
 
 
@@ -435,14 +480,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_no_progress(audit)
     _add_deadline(audit)
     audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
-                       help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
+                       help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled; "
+                            "or lineage results: undeclared-parent,wrong-parent,wrong-relation")
     audit.add_argument("--report", type=_report_path, metavar="FILE",
                        help="also write a report for people: FILE.html (self-contained page) or FILE.md (for pull requests)")
     audit.add_argument("--lang", choices=("en", "zh"), help="language of the --report file: en (default) or zh (Chinese)")
     audit.add_argument("--model-card", action="store_true",
                        help="print the model card's YAML front matter (base_model, base_model_relation) that the measured "
                             "lineage calls for, beside what the files claim (with --json: a model_card field)")
+    audit.add_argument("--attest", metavar="OUT.json",
+                       help="also write an in-toto Statement v1 (unsigned): the candidate's files with sha256 digests, "
+                            "the references, the verdict and the lineage result; check it with `provenance verify`")
     audit.set_defaults(handler=_cmd_audit)
+
+    verify = commands.add_parser("verify", help="check an `audit --attest` statement: PATH's files unchanged, the audit "
+                                                "reproduced (exit 1 with the difference otherwise)")
+    verify.add_argument("attestation", metavar="OUT.json", help="the statement `audit --attest` wrote")
+    verify.add_argument("path", metavar="PATH", help="the local checkpoint the statement is about")
+    verify.add_argument("--refs", metavar="DB", help="reference database (default: the one the statement records)")
+    _add_no_progress(verify)
+    verify.set_defaults(handler=_cmd_verify)
 
     refs = commands.add_parser("refs", help="manage the reference database")
     refs.add_argument("--refs", metavar="DB", help=REFS_HELP)

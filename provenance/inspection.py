@@ -60,7 +60,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, hash_files: bool = True) -> dict[
         "ignored_tensors": checkpoint.roles.ignored,
         "unmapped_tensors": checkpoint.roles.unmapped,
         "lineage_claims": [{"where": c.where, "value": c.value, "verified": c.verified}
-                           for c in lineage_claims(files.config, files.model_card, metadata)],
+                           for c in lineage_claims(files.config, files.model_card, metadata, files.lineage_paths)],
         "tokenizer_files": sorted(files.tokenizer_paths),
         "notes": list(files.notes),
     }

@@ -100,6 +100,7 @@ def test_model_card_command_line(world, tmp_path, capsys):
     out = capsys.readouterr().out
     assert _front_matter(out) == {"base_model": "acme/tiny-llama", "base_model_relation": "finetune"}
     assert "# measured: derived of acme/tiny-llama" in out and "model card text: Our model was trained from scratch." in out
+    assert "# declared against detected: undeclared-parent: the files claim an independent origin" in out
     assert main(["audit", str(tuned), "--refs", str(world["db"]), "--no-builtin", "--model-card", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     card = report["model_card"]

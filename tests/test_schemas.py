@@ -51,7 +51,10 @@ def test_every_json_output_follows_its_schema(world, capsys):
     _run(capsys, "refs", "add", qwen, "--name", "tiny-qwen2", "--refs", str(db))
     outputs.append(("compare", json.loads(_run(capsys, "compare", llama, llama, "--json"))))
     outputs.append(("compare", json.loads(_run(capsys, "compare", llama, qwen, "--json"))))
-    outputs.append(("audit", json.loads(_run(capsys, "audit", llama, "--refs", str(db), "--json"))))
+    attestation = root / "attestation.json"
+    outputs.append(("audit", json.loads(_run(capsys, "audit", llama, "--refs", str(db), "--json",
+                                             "--attest", str(attestation)))))
+    outputs.append(("attestation", json.loads(attestation.read_text())))
     outputs.append(("audit", json.loads(_run(capsys, "audit", qwen, "--json", "--refs", str(db), "--no-builtin"))))
     outputs.append(("refs-list", json.loads(_run(capsys, "refs", "list", "--json", "--refs", str(db)))))
     _run(capsys, "refs", "export", str(bundle), "--refs", str(db))

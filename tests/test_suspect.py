@@ -79,3 +79,6 @@ def test_suspect_audits_as_derived_of_smollm2(tmp_path):
     smol = rows["SmolLM2-135M-Instruct"]
     assert not smol["abstained"] and smol["strongest_evidence"]["log10_p"] < -12
     assert rows["all-MiniLM-L6-v2"]["verdict"] in ("unrelated", "same-architecture")
+    # it calls itself SuperAI/Original-135M, trained from scratch: a parent it does not declare
+    assert report["lineage"]["result"] == "undeclared-parent"
+    assert report["lineage"]["declared"]["original"] and report["lineage"]["found"]["parents"] == ["SmolLM2-135M-Instruct"]

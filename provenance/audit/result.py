@@ -15,6 +15,7 @@ from typing import Any
 
 from ..compare import Comparison
 from ..fingerprint import Fingerprint
+from .lineage_check import LineageCheck
 from .rows import AuditRow
 from .shortlist import Screen
 
@@ -56,6 +57,7 @@ class AuditResult(Sequence):
     vocabulary_source: str  # where the candidate's vocabulary was read from, as a report may show it
     best_match: BestMatch | None  # the best row whose weights were compared, with its report details
     reproducibility: Reproducibility
+    lineage: LineageCheck | None = None  # declared against detected lineage (lineage_check.py)
 
     def __getitem__(self, index):
         return self.rows[index]

@@ -6,7 +6,10 @@ so the cost per reference is one fingerprint-to-fingerprint comparison. A
 database is screened first (shortlist.py) and only its shortlist compared
 fully; config-only references (config_references.py) add rows of kind
 "architecture", and the tokenizer references (tokenizer_references.py) add
-tokenizer evidence that is never part of a weights verdict. What the report
+tokenizer evidence that is never part of a weights verdict. The files' claims
+are set against the rows (lineage_check.py), with a bit-exact re-quantization
+of the best reference when the candidate is a quantized GGUF and that
+reference's folder is on this machine (quant_source.py). What the report
 shows beyond the rows (details.py) is computed here too, once: the outputs
 only format the `AuditResult` (result.py).
 """
@@ -20,6 +23,8 @@ from ..fingerprint import Fingerprint, Part
 from .builtin import builtin_file_hashes, builtin_references
 from .config_references import architecture_rows
 from .details import candidate_files, role_profiles, shared_vocabulary, versions, vocabulary_of, vocabulary_source
+from .lineage_check import check_lineage, declared_references
+from .quant_source import check_best_source
 from .result import AuditResult, BestMatch, Reproducibility
 from .rows import AuditRow, rank_key
 from .shortlist import screen_registry
@@ -74,6 +79,9 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
             screen = False  # no sketches or unit signatures to screen on (rows read remotely): compare with all
         # screening (shortlist.py): only the shortlist is compared fully
         screening = screen_registry(candidate, registry) if screen else None
+        if screen:  # a declared parent is always compared (lineage_check.py), screened out or not
+            for name in declared_references(candidate, [e.name for e in registry.entries()]):
+                screening.add(name, "declared as the parent by the candidate's files")
         names = screening.shortlist if screen else [e.name for e in registry.entries()]
         for name in names:
             reference = registry.fingerprint(name)
@@ -90,7 +98,8 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
         vocabulary_source=vocabulary_source(candidate, candidate_path),
         best_match=_best_match(candidate, best, candidate_path),
         reproducibility=Reproducibility(candidate_files(candidate_path, candidate, hash_files),
-                                        builtin_file_hashes() if hash_files and builtin_used else None, versions()))
+                                        builtin_file_hashes() if hash_files and builtin_used else None, versions()),
+        lineage=check_lineage(candidate, rows, check_best_source(candidate, candidate_path, rows)))
 
 
 def _source_path(reference: Fingerprint) -> str:
@@ -121,4 +130,6 @@ def audit_to_json(result: AuditResult) -> dict[str, Any]:
         "database": dict(result.database) if result.database is not None else None,
         # screening (shortlist.py): database references screened, and which were compared fully
         "screening": result.screening.to_dict() if result.screening is not None else None,
+        # declared against detected lineage (lineage_check.py): result is one of five words
+        "lineage": result.lineage.to_dict() if result.lineage is not None else None,
     }

@@ -367,6 +367,13 @@ class Screen:
     seconds: float
     backfilled: int = 0
 
+    def add(self, name: str, why: str) -> None:
+        """Compare `name` fully as well, whatever its scores (the audit needs it: a declared parent)."""
+        if name not in self.shortlist:
+            self.shortlist.append(name)
+            self.reasons[name] = [why]
+            self.scores.setdefault(name, {})
+
     def to_dict(self) -> dict[str, Any]:
         return {"references": self.references, "compared": len(self.shortlist),
                 "not_compared": self.references - len(self.shortlist),

@@ -104,7 +104,7 @@ def _meta(collected: Collected, file_hashes: dict[str, str] | None, mark: Transf
         # Fingerprints made before this key existed lack it: readers use .get().
         "lineage_claims": [{"where": c.where, "value": c.value}
                            for c in lineage_claims(checkpoint.files.config, checkpoint.files.model_card,
-                                                   collected.gguf_metadata)],
+                                                   collected.gguf_metadata, checkpoint.files.lineage_paths)],
     }
     if Part.TENSOR_HASHES in made:
         meta["value_hash"] = HASH_NAME  # what the "sha256" fields hold (the key keeps its old name)

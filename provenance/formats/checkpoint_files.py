@@ -17,6 +17,7 @@ from ..errors import CorruptFileError, UnreadablePathError
 from .base import TensorSource
 from .gguf_format import GgufFile
 from .limits import read_json_limited, read_text_limited, resolve_inside
+from .lineage import LINEAGE_FILES
 from .multi import MultiFileSource, open_sharded, open_shards
 from .pytorch_format import PytorchFile
 from .quantized.dequantizing import with_dequantization
@@ -41,6 +42,7 @@ class CheckpointFiles:
     config_path: Path | None = None
     tokenizer_paths: dict[str, Path] = field(default_factory=dict)
     model_card: str | None = None
+    lineage_paths: dict[str, Path] = field(default_factory=dict)  # adapter config, merge recipes (lineage.py)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -171,6 +173,11 @@ def open_checkpoint_files(path: str | Path) -> CheckpointFiles:
         if candidate.is_file():
             resolve_inside(candidate, root)
             files.tokenizer_paths[name] = candidate
+    for name in LINEAGE_FILES:
+        candidate = directory / name
+        if candidate.is_file():
+            resolve_inside(candidate, root)
+            files.lineage_paths[name] = candidate
     card = directory / "README.md"
     if card.is_file():
         resolve_inside(card, root)

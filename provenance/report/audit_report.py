@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import __version__
 from ..compare.thresholds import ACCUSATION_LOG10P
+from ..audit.lineage_check import claim_names
 from . import charts
 from .i18n import load_strings
 
@@ -259,25 +260,6 @@ def _renamed(result, cand) -> dict[str, Any]:
 
 # --- claimed versus measured lineage ----------------------------------------------------------------
 
-def _squash(text: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", text.lower())
-
-
-def claim_names(claim: str, reference: str) -> bool:
-    """Loosely, whether a claim names a reference: letters and digits only, case ignored.
-
-    `HuggingFaceTB/SmolLM2-135M-Instruct` and GGUF `SmolLM2 135M Instruct`
-    both name `SmolLM2-135M-Instruct`; so does the basename `SmolLM2`
-    (a claim of at least 6 letters and digits contained in the reference's name).
-    """
-    ref = _squash(reference)
-    whole = _squash(claim)
-    last = _squash(claim.rstrip("/").rsplit("/", 1)[-1])
-    if len(ref) >= 4 and ref in whole:
-        return True
-    return any(len(part) >= 6 and part in ref for part in (whole, last))
-
-
 def _lineage(cand, rows, t: dict[str, Any]) -> dict[str, Any]:
     tl = t["lineage"]
     raw = cand.meta.get("lineage_claims")
@@ -306,6 +288,31 @@ def _lineage(cand, rows, t: dict[str, Any]) -> dict[str, Any]:
         status.append(Phrase(tl["unverifiable"] if claims else tl["silent"]))
     return {"recorded": recorded, "claims": claims, "measured": measured, "status": status,
             "has_source": source is not None}
+
+
+def _lineage_box(audit: AuditResult, t: dict[str, Any]) -> dict[str, Any] | None:
+    """The "claimed / found" box at the top: declared against detected lineage (audit/lineage_check.py)."""
+    check = audit.lineage
+    if check is None:
+        return None
+    tb = t["lineage_box"]
+    declared = check.declared
+    if declared.parents:
+        claimed_parents = ", ".join(_text(p) for p in declared.parents)
+    else:
+        claimed_parents = tb["original"] if declared.original else tb["none"]
+    relations = tb["relations"]
+    claimed_relation = declared.relation and relations.get("finetune_claimed" if declared.relation == "finetune"
+                                                           else declared.relation, declared.relation)
+    quantization = check.quantization or {}
+    return {"result": check.result, "sentence": tb["results"][check.result], "reason": _text(check.reason),
+            "claimed": {"parents": claimed_parents, "relation": claimed_relation or tb["not_stated"]},
+            "found": {"parents": ", ".join(_text(p) for p in check.found_parents) or tb["none"],
+                      "relation": relations.get(check.found_relation, check.found_relation) if check.found_relation
+                      else tb["none"]},
+            "quantization": _text(quantization.get("summary")) or None,
+            "settle": Phrase(tb["settle"], {"command": check.settle}) if check.settle else None,
+            "accusing": check.result in ("undeclared-parent", "wrong-parent", "wrong-relation")}
 
 
 # --- everything -------------------------------------------------------------------------------------
@@ -344,6 +351,7 @@ def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | Non
         "tokenizer": _tokenizer(audit, t),
         "renamed": _renamed(result, cand),
         "lineage": _lineage(cand, rows, t),
+        "lineage_box": _lineage_box(audit, t),
         "references": [{"rank": k, "reference": r.reference, "origin": _origin_label(r.origin, t), "verdict": r.result.verdict,
                         "confidence": f"{r.result.confidence:.2f}", "abstained": r.result.abstained,
                         "summary": r.result.summary, "strongest": _strongest(r, t)} for k, r in enumerate(rows, start=1)],

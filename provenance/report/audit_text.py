@@ -6,6 +6,7 @@ from typing import Any
 
 from ..audit.tokenizer_references import tokenizer_line
 from .terminal import fit, terminal_width, wrap
+from .text import clean
 
 
 def render_audit(report: dict[str, Any], width: int | None = None) -> str:
@@ -19,6 +20,7 @@ def render_audit(report: dict[str, Any], width: int | None = None) -> str:
         vs = "as" if report.get("best_kind") == "architecture" else "vs"
         lines.append(f"verdict: no reference explains these weights (best: {report['verdict']} {vs} {report['best_reference']})")
     lines.extend(wrap(report["summary"], width, indent=2))
+    lines.extend(lineage_lines(report.get("lineage"), width))
     name_width = min(32, max([len("reference")] + [len(r["reference"]) for r in report["references"]]))
     head = f"{fit('reference', name_width):<{name_width}} {'verdict':<18} {'conf':>5}  "
     room = width - len(head)
@@ -44,3 +46,16 @@ def render_audit(report: dict[str, Any], width: int | None = None) -> str:
     if "tokenizers" in report:
         lines.extend(wrap(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")), width))
     return "\n".join(lines)
+
+
+def lineage_lines(lineage: dict[str, Any] | None, width: int) -> list[str]:
+    """Declared against detected lineage (audit/lineage_check.py): the result, why, and how to settle it."""
+    if not lineage:
+        return []
+    lines = wrap(f"lineage: {lineage['result']}: {clean(lineage['reason'], 400)}", width)
+    quantization = lineage.get("quantization")
+    if quantization:
+        lines.extend(wrap(clean(quantization.get("summary"), 300), width, indent=2))
+    if lineage.get("settle"):
+        lines.extend(wrap(f"to settle it: {clean(lineage['settle'], 200)}", width, indent=2))
+    return lines

@@ -29,17 +29,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .audit_report import ACCUSING, claim_names
+from ..audit.lineage_check import claim_names, declared_of, found_parents, hub_id, quantized_tensors
 from .text import clean
 
-BUILTIN_HUB_IDS = {
-    "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-    "Gemma-3-270M": "google/gemma-3-270m",
-}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_QUANTIZED = re.compile(r"^(I?Q\d|TQ\d)", re.IGNORECASE)
-_SCRATCH = re.compile(r"from scratch|从零|从头|自主研发|自研", re.IGNORECASE)
 MAX_CLAIM_CHARS = 160
 
 
@@ -58,48 +50,29 @@ class ModelCardLineage:
                 "references": self.references, "claims": self.claims, "agreement": self.agreement}
 
 
-def _hub_id(row) -> tuple[str, bool]:
-    """(id, known): the reference's hub repository id, or its name when none is known."""
-    reference = row.reference
-    if row.origin.startswith("built-in") and reference in BUILTIN_HUB_IDS:
-        return BUILTIN_HUB_IDS[reference], True
-    if _REPO_ID.match(reference):
-        return reference, True
-    # a database reference added from hf://ORG/NAME: its recorded source, read when the audit loaded it
-    source = "" if row.origin.startswith("built-in") else row.source
-    if source.startswith("hf://"):
-        repo = source[len("hf://"):].split("@", 1)[0].strip("/")
-        if _REPO_ID.match(repo):
-            return repo, True
-    return reference, False
-
-
-def _quantized(candidate) -> bool:
-    return any(isinstance(r, dict) and isinstance(r.get("dtype"), str) and _QUANTIZED.match(r["dtype"])
-               for r in candidate.tensors.values())
-
-
-def measured_lineage(candidate, rows) -> ModelCardLineage:
-    """The front matter's keys from an audit's candidate and ranked rows (`AuditResult.candidate`, `.rows`)."""
+def measured_lineage(candidate, rows, check=None) -> ModelCardLineage:
+    """The front matter's keys from an audit's candidate and ranked rows (`AuditResult.candidate`, `.rows`);
+    `check` (`AuditResult.lineage`, optional) adds the declared-versus-detected result as a comment."""
     claims = [{"where": clean(c.get("where"), 60), "value": clean(c.get("value"), MAX_CLAIM_CHARS)}
               for c in candidate.meta.get("lineage_claims") or [] if isinstance(c, dict)]
-    accusing = [r for r in rows if r.kind == "weights" and r.result.verdict in ACCUSING and not r.result.abstained]
-    if not accusing:
+    chosen = found_parents(rows)
+    if not chosen:
         return ModelCardLineage([], None, None, [], claims, "nothing-measured" if claims else "no-claim",
                                 ["measured: no reference explains these weights, so no base_model is written"])
-    best = accusing[0]
-    verdict = best.result.verdict
-    chosen = [r for r in accusing if r.result.verdict == "assembled"] if verdict == "assembled" else [best]
-    comments: list[str] = []
+    verdict = chosen[0].result.verdict
+    comments: list[str] = [f"declared against detected: {check.result}: {clean(check.reason, 300)}"] if check else []
     ids = []
     for row in chosen:
-        hub, known = _hub_id(row)
+        hub, known = hub_id(row)
         ids.append(hub)
         if not known:
             comments.append(f"replace {clean(hub, 80)!r} (the reference's name in your database) by its hub repository id")
     if verdict == "assembled":
         relation = "merge"
-    elif _quantized(candidate):
+    elif check is not None and check.found_relation == "changed-then-quantized":
+        relation = "finetune"
+        comments.append("the weights were changed before they were quantized: a quantized fine-tune of the base")
+    elif quantized_tensors(candidate):
         relation = "quantized"
     elif verdict == "derived":
         relation = "finetune"
@@ -110,7 +83,7 @@ def measured_lineage(candidate, rows) -> ModelCardLineage:
                                       for row, hub in zip(chosen, ids))]
     if named:
         agreement = "agrees"
-    elif any(_SCRATCH.search(c["value"]) for c in claims):
+    elif (check.declared if check is not None else declared_of(candidate)).original:
         agreement = "contradicts"
     elif claims:
         agreement = "does-not-name"
