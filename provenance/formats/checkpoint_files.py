@@ -19,6 +19,7 @@ from .gguf_format import GgufFile
 from .limits import read_json_limited, read_text_limited, resolve_inside
 from .multi import MultiFileSource, open_sharded, open_shards
 from .pytorch_format import PytorchFile
+from .quantized.dequantizing import with_dequantization
 from .safetensors_format import SafetensorsFile
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -164,6 +165,7 @@ def open_checkpoint_files(path: str | Path) -> CheckpointFiles:
         if not isinstance(config, dict):
             raise CorruptFileError(config_path, f"config is a JSON {type(config).__name__}, expected an object")
         files.config, files.config_path = config, config_path
+    files.source = with_dequantization(files.source, files.config)
     for name in TOKENIZER_FILES:
         candidate = directory / name
         if candidate.is_file():

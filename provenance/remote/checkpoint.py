@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import CorruptFileError
 from ..formats.checkpoint_files import CheckpointFiles
 from ..formats.limits import MAX_JSON_BYTES, MAX_TEXT_BYTES
+from ..formats.quantized.dequantizing import with_dequantization
 from .hub import hub_location
 from .location import RemoteLocation, plain_location
 from .source import RemoteSafetensorsFile, open_sharded, side_directory_cleanup
@@ -63,6 +64,7 @@ def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
             if not isinstance(config, dict):
                 raise CorruptFileError(f"{_base(where)}config.json", f"config is a JSON {type(config).__name__}, expected an object")
             files.config, files.config_path = config, config_path
+        files.source = with_dequantization(source, files.config)
         for name in TOKENIZER_CHOICES:
             path = where.fetch_side(name, MAX_JSON_BYTES["tokenizer"], folder)
             if path is not None:

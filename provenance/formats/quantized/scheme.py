@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from ..base import TensorInfo
@@ -48,4 +49,22 @@ class QuantScheme(Protocol):
         (wrong shapes, a scale of zero where the scheme forbids it, codes out of
         range); the wrapper turns it into a `CorruptFileError` naming the file.
         """
+        ...
+
+
+class RowScheme(QuantScheme, Protocol):
+    """A scheme that can dequantize some rows of a weight from some rows of its parts (optional).
+
+    Remote row sampling then fetches only those rows of the codes and of the
+    scales; a scheme without these methods is read whole and the rows picked.
+    """
+
+    def row_parts(self, tensor: QuantizedTensor, rows: np.ndarray) -> dict[str, np.ndarray | None] | None:
+        """For each part, the rows to read of it viewed as (-1, last dimension), in the order
+        `dequantize_rows` expects them (None: read that part whole); None when rows cannot be read apart."""
+        ...
+
+    def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The float32 values of `rows` of `tensor` viewed as (-1, last dimension), in the order given,
+        from the parts read as `row_parts` asked. Raises `ValueError` as `dequantize` does."""
         ...
