@@ -85,7 +85,8 @@ def test_the_package_compressors_read_back(fmt, weights, bar):
     assert list(found) == ["model.layers.0.mlp.up_proj.weight"]
     quantized, values = found["model.layers.0.mlp.up_proj.weight"]
     assert quantized.shape == (32, 64)
-    assert quantized.storage == ("F8_E4M3" if weights.get("type") == "float" else f"INT{weights['num_bits']}")
+    granularity = {"channel": "_CHANNEL", "tensor": "_TENSOR"}.get(weights["strategy"], "")
+    assert quantized.storage == ("F8_E4M3" if weights.get("type") == "float" else f"INT{weights['num_bits']}{granularity}")
     assert not any(stored.endswith("bias") for stored in quantized.parts.values())
     torch.testing.assert_close(values, reference, rtol=1e-6, atol=1e-8)
     assert relative(values, source) < bar  # the quantization's rounding, nothing more
@@ -124,7 +125,7 @@ def test_config_decides_which_modules_and_how():
     # a group naming the module by regular expression wins over the class-wide group
     eight_bit = {"targets": ["re:.*mlp\\.up_proj$"], "weights": {"num_bits": 8, "strategy": "channel"}}
     mixed = {**config, "config_groups": {"all": config["config_groups"]["group_0"], "up": eight_bit}}
-    assert SCHEME.find(infos(tensors), mixed)[0].storage == "INT8"
+    assert SCHEME.find(infos(tensors), mixed)[0].storage == "INT8_CHANNEL"
 
 
 def test_malformed_parts_are_refused_with_a_sentence():

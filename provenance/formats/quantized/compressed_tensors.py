@@ -42,6 +42,8 @@ PARTS = ("weight_packed", "weight", "weight_scale", "weight_zero_point", "weight
 FORMATS = ("pack-quantized", "int-quantized", "naive-quantized", "float-quantized")
 FLOAT8_STORAGE = {"F8_E4M3": "F8_E4M3", "F8_E5M2": "F8_E5M2"}
 FLOAT8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+# Storage names of integer codes by strategy: a scale per row or per tensor rounds coarser than per group or block.
+GRANULARITY = {"channel": "_CHANNEL", "tensor": "_TENSOR"}
 
 
 def _is_class(target: str) -> bool:
@@ -91,7 +93,7 @@ class CompressedTensorsScheme:
             if args["type"] == "float":
                 storage = FLOAT8_STORAGE.get(stored.dtype, "F8_E4M3")
             else:
-                storage = f"INT{args['num_bits']}"
+                storage = f"INT{args['num_bits']}" + GRANULARITY.get(args["strategy"], "")
             found.append(QuantizedTensor(name=f"{module}.weight", shape=shape, storage=storage,
                                          parts={key: info.name for key, info in parts.items()}, detail=args))
         return found

@@ -14,6 +14,8 @@ A weight is `scales[g] * (code - zero[g])` for the row's group g. The v1
 checkpoint (`checkpoint_format` "gptq", every AutoGPTQ file) stores each zero
 point minus one and readers add the one back; GPTQModel's "gptq_v2" stores it
 as is. Symmetric quantization stores the constant zero 2^(b-1) the same way.
+One group over the whole row (`group_size` -1) is the storage
+`GPTQ_INT<b>_CHANNEL`, rounder than groups (`GPTQ_INT<b>`).
 Bits come from the shapes (qzeros' width against scales', g_idx's length
 against qweight's rows) when they tell, otherwise from `quantization_config`.
 """
@@ -60,7 +62,8 @@ class GptqScheme:
             g_idx = parts.get("g_idx")
             rows = g_idx.shape[0] if g_idx is not None and len(g_idx.shape) == 1 else qweight.shape[0] * 32 // bits
             found.append(QuantizedTensor(
-                name=f"{prefix}.weight", shape=(out, rows), storage=f"GPTQ_INT{bits}",
+                name=f"{prefix}.weight", shape=(out, rows),
+                storage=f"GPTQ_INT{bits}" + ("_CHANNEL" if scales.shape[0] == 1 else ""),
                 parts={key: info.name for key, info in parts.items()},
                 detail={"bits": bits, "group_size": group_size(rows, scales.shape[0], config),
                         "zero_offset": 0 if v2 else 1}))
