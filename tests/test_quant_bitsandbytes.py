@@ -1,8 +1,10 @@
 """bitsandbytes NF4 / FP4 / LLM.int8 weights read back by `formats/quantized/bitsandbytes.py`.
 
 bitsandbytes quantizes on the CPU: the test files hold what it produces
-(`quantize_4bit` and its `QuantState.as_dict(packed=True)`, as transformers
-saves them; `Linear8bitLt`'s state dict), and the scheme's values must equal
+(`bench/zoo/integer_quantized.py`: `quantize_4bit` and its
+`QuantState.as_dict(packed=True)`, as transformers saves them;
+`Linear8bitLt`'s state dict), read back by bitsandbytes' own
+`QuantState.from_dict`, and the scheme's values must equal
 bitsandbytes' own `dequantize_4bit` / `int8_vectorwise_dequant` exactly.
 """
 
@@ -14,6 +16,7 @@ import torch
 bnb = pytest.importorskip("bitsandbytes")
 import bitsandbytes.functional as F  # noqa: E402  (after the skip: the module needs bitsandbytes)
 
+from bench.zoo.integer_quantized import bnb_module  # noqa: E402
 from provenance.formats.quantized.bitsandbytes import SCHEME  # noqa: E402
 
 from .test_quant_gptq_awq import infos, read, relative  # noqa: E402
@@ -21,13 +24,12 @@ from .test_quant_gptq_awq import infos, read, relative  # noqa: E402
 HIDDEN = 32
 
 
-def four_bit(weight, module, quant_type, nested, dtype=torch.float32, blocksize=64):
+def four_bit(weight, module, quant_type, nested, dtype=torch.float32):
     """`weight` quantized by bitsandbytes and stored under `module` as transformers saves it, and its dequantization."""
-    codes, state = F.quantize_4bit(weight.to(dtype), quant_type=quant_type, blocksize=blocksize,
-                                   compress_statistics=nested)
-    tensors = {f"{module}.weight": codes, **{f"{module}.weight.{key}": value
-                                              for key, value in state.as_dict(packed=True).items()}}
-    return tensors, F.dequantize_4bit(codes, state).float()
+    stored = bnb_module(weight.to(dtype), quant_type, nested)
+    state = F.QuantState.from_dict({k.removeprefix("weight."): v for k, v in stored.items() if k != "weight"}, "cpu")
+    return ({f"{module}.{key}": value for key, value in stored.items()},
+            F.dequantize_4bit(stored["weight"], state).float())
 
 
 def with_norm(tensors):
@@ -71,13 +73,8 @@ def test_a_wrong_shape_guess_is_an_error_not_misplaced_values():
 
 
 def int8_layer(out=48, rows=64):
-    linear = torch.nn.Linear(rows, out)
-    with torch.no_grad():
-        linear.weight.copy_(original(out, rows))
-    layer = bnb.nn.Linear8bitLt(rows, out, has_fp16_weights=False)
-    layer.load_state_dict(linear.state_dict())
-    layer = layer.to("cpu")  # bitsandbytes quantizes the weight when the layer is moved to its device
-    return {f"model.layers.0.self_attn.q_proj.{k}": v for k, v in layer.state_dict().items()}, linear.weight.detach()
+    source = original(out, rows)
+    return {f"model.layers.0.self_attn.q_proj.{k}": v for k, v in bnb_module(source, "int8").items()}, source
 
 
 def test_int8_reads_as_bitsandbytes_dequantizes():

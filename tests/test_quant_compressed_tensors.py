@@ -1,9 +1,9 @@
 """compressed-tensors weights read back by `formats/quantized/compressed_tensors.py`.
 
-Each test file is written by compressed-tensors' own compressors (scales and
-zero points from its `calculate_qparams`, codes and packing from the
-compressor of the format under test) with a `quantization_config` as
-llm-compressor writes it; the scheme's values must equal the package's own
+Each test file is written by compressed-tensors' own compressors
+(`bench/zoo/integer_quantized.py`: scales and zero points from its
+`calculate_qparams`, codes and packing from the compressor of the format
+under test) with a `quantization_config` as llm-compressor writes it; the scheme's values must equal the package's own
 decompression to float32 rounding, and the original within a step.
 """
 
@@ -18,50 +18,26 @@ from compressed_tensors.compressors.pack_quantized.base import PackedQuantizatio
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.lifecycle.forward import quantize
-from compressed_tensors.quantization.utils import calculate_qparams
 
+from bench.zoo.integer_quantized import compressed_tensors_config, compressed_tensors_module
 from provenance.formats.quantized.compressed_tensors import SCHEME
 
 from .test_quant_gptq_awq import infos, read, relative
 
 COMPRESSORS = {"pack-quantized": PackedQuantizationCompressor, "int-quantized": IntQuantizationCompressor,
                "naive-quantized": NaiveQuantizationCompressor, "float-quantized": FloatQuantizationCompressor}
-
-
-def qparams(weight: torch.Tensor, args: QuantizationArgs):
-    """The package's scale and zero point for `weight` [out, in] under `args`' strategy."""
-    out, rows = weight.shape
-    if args.strategy == "tensor":
-        view = weight.reshape(1, 1, -1)
-    elif args.strategy == "channel":
-        view = weight.reshape(out, 1, rows)
-    elif args.strategy == "group":
-        view = weight.reshape(out, rows // args.group_size, args.group_size)
-    else:  # block
-        high, wide = args.block_structure
-        view = weight.reshape(out // high, high, rows // wide, wide).transpose(1, 2).reshape(out // high, rows // wide, -1)
-    scale, zero = calculate_qparams(view.amin(-1), view.amax(-1), args)
-    if args.strategy == "tensor":
-        scale, zero = scale.reshape(1), zero.reshape(1)
-    return scale, zero
+MODULE = "model.layers.0.mlp.up_proj"
 
 
 def checkpoint(weight, fmt, **weights):
-    """`weight` compressed as module `model.layers.0.mlp.up_proj` by the format's compressor, with its config,
-    and the package's own decompression."""
-    args = QuantizationArgs(**weights)
-    scheme = QuantizationScheme(targets=["Linear"], weights=args, format=fmt)
-    scale, zero = qparams(weight, args)
-    state = {"weight": weight, "weight_scale": scale, "weight_zero_point": zero.to(args.zp_dtype or torch.int8)}
-    compressed = COMPRESSORS[fmt].compress(state, scheme)
+    """`weight` compressed as module MODULE by the format's compressor, with its config, and the package's own
+    decompression."""
+    compressed = compressed_tensors_module(weight, fmt, **weights)
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(**weights), format=fmt)
     reference = COMPRESSORS[fmt].decompress(compressed, scheme)["weight"].float()
-    module = "model.layers.0.mlp.up_proj"
-    tensors = {f"{module}.{key}": value for key, value in compressed.items()}
-    tensors[f"{module}.bias"] = torch.zeros(weight.shape[0])
-    config = {"quant_method": "compressed-tensors", "format": fmt, "ignore": ["lm_head"],
-              "config_groups": {"group_0": {"targets": ["Linear"], "weights": args.model_dump(mode="json"),
-                                            "format": fmt}}}
-    return tensors, config, reference
+    tensors = {f"{MODULE}.{key}": value for key, value in compressed.items()}
+    tensors[f"{MODULE}.bias"] = torch.zeros(weight.shape[0])
+    return tensors, compressed_tensors_config(fmt, **weights), reference
 
 
 def original(out=32, rows=64, seed=3):
@@ -100,7 +76,7 @@ def test_legacy_act_order_group_index():
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(4))
     tensors, config, sorted_reference = checkpoint(source[:, perm], "pack-quantized", num_bits=4, strategy="group",
                                                    group_size=16, symmetric=True)
-    module = "model.layers.0.mlp.up_proj"
+    module = MODULE
     args = QuantizationArgs(num_bits=4, strategy="group", group_size=16, symmetric=True)
     scale = tensors[f"{module}.weight_scale"]
     codes = quantize(source[:, perm], scale, torch.zeros_like(scale), args, dtype=torch.int8)

@@ -1,11 +1,11 @@
 """GPTQ and AWQ weights read back by `formats/quantized/gptq.py` and `awq.py`.
 
-The test files are packed with compressed-tensors' own int32 packer
-(`pack_to_int32`: the little-endian bit stream GPTQ stores along the input
-dimension and AWQ along the output dimension, which AWQ interleaves), and
-read back two ways: by the scheme, and by a library (compressed-tensors'
-`dequantize`, and for AWQ its AutoAWQ converter followed by its own
-pack-quantized decompressor). The scheme must agree with the library to
+The test files are written by `bench/zoo/integer_quantized.py` (packed with
+compressed-tensors' own int32 packer: the little-endian bit stream GPTQ
+stores along the input dimension and AWQ along the output dimension, which
+AWQ interleaves) and read back two ways: by the scheme, and by a library
+(compressed-tensors' unpacker and `dequantize` for GPTQ, its AutoAWQ
+converter followed by its own pack-quantized decompressor for AWQ). The scheme must agree with the library to
 float32 rounding and with the original matrix within one quantization step.
 """
 
@@ -14,17 +14,16 @@ from __future__ import annotations
 import pytest
 import torch
 from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
-from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
 from compressed_tensors.entrypoints.convert.converters.autoawq import AutoAWQConverter
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.lifecycle.forward import dequantize
 
+from bench.zoo.integer_quantized import awq_module, gptq_config, gptq_module
 from provenance.formats.base import TensorInfo
 from provenance.formats.pytorch_format import torch_dtype_name
 from provenance.formats.quantized.awq import SCHEME as AWQ
 from provenance.formats.quantized.gptq import SCHEME as GPTQ
-
-AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AutoAWQ's nibble order: nibble j of a word holds column 8c + AWQ_ORDER[j]
 
 
 def infos(tensors: dict[str, torch.Tensor]) -> list[TensorInfo]:
@@ -38,52 +37,19 @@ def read(scheme, tensors, config):
     return {q.name: (q, scheme.dequantize(q, {key: tensors[stored] for key, stored in q.parts.items()})) for q in found}
 
 
-def rtn(weight: torch.Tensor, bits: int, group_of_column: torch.Tensor, groups: int, symmetric: bool):
-    """Round-to-nearest codes [out, in] (unsigned), scales and zero points [out, groups] (float16, int)."""
-    top = (1 << bits) - 1
-    lo = torch.stack([weight[:, group_of_column == g].min(1).values for g in range(groups)], 1).clamp(max=0)
-    hi = torch.stack([weight[:, group_of_column == g].max(1).values for g in range(groups)], 1).clamp(min=0)
-    if symmetric:
-        scale = (torch.maximum(hi, -lo) * 2 / top).half().float()
-        zero = torch.full_like(scale, 1 << (bits - 1), dtype=torch.int32)
-    else:
-        scale = ((hi - lo) / top).half().float()
-        zero = torch.round(-lo / scale).to(torch.int32).clamp(0, top)
-    codes = torch.clamp(torch.round(weight / scale[:, group_of_column]) + zero[:, group_of_column], 0, top)
-    return codes.to(torch.int32), scale.half(), zero
-
-
-def signed(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """compressed-tensors' packer takes codes as int8 centred on 0."""
-    return (codes - (1 << (bits - 1))).to(torch.int8)
-
-
-def library_dequantize(codes, scale, zero, group_size):
-    """compressed-tensors' dequantization of contiguous groups along the input dimension ([out, in] codes)."""
-    args = QuantizationArgs(num_bits=8, strategy="group", group_size=group_size, symmetric=False)
-    return dequantize(codes.to(torch.float32), scale.float(), zero.float(), args=args)
-
-
-def gptq_checkpoint(weight, bits, group_size, symmetric=True, act_order=False, v2=False, seed=0):
-    """A GPTQ module `m` packed from `weight` [out, in], and the library's dequantization of the same codes."""
-    out, rows = weight.shape
-    groups = rows // group_size
-    perm = torch.randperm(rows, generator=torch.Generator().manual_seed(seed)) if act_order else torch.arange(rows)
-    # act-order quantizes columns in `perm` order in contiguous groups; g_idx says each column's group
-    g_idx = torch.empty(rows, dtype=torch.int32)
-    g_idx[perm] = (torch.arange(rows) // group_size).to(torch.int32)
-    codes, scale, zero = rtn(weight, bits, g_idx.long(), groups, symmetric)
-    reference = torch.empty(out, rows)
-    reference[:, perm] = library_dequantize(codes[:, perm], scale, zero, group_size)
-    stored_zero = zero if v2 else zero - 1  # v1 keeps zero - 1
-    tensors = {
-        "m.qweight": pack_to_int32(signed(codes.T.contiguous(), bits), bits, packed_dim=0),
-        "m.qzeros": pack_to_int32(signed(stored_zero.T.contiguous(), bits), bits, packed_dim=1),
-        "m.scales": scale.T.contiguous(),
-        "m.g_idx": g_idx,
-        "m.bias": torch.zeros(out),
-    }
-    return tensors, reference
+def gptq_by_the_library(module, bits, v2):
+    """compressed-tensors unpacks qweight and qzeros (its packing is GPTQ's bit stream) and dequantizes the
+    columns sorted into their groups (its dequantizer knows only contiguous groups), put back in place."""
+    rows, out = module["g_idx"].shape[0], module["scales"].shape[1]
+    codes = unpack_from_int32(module["qweight"], bits, torch.Size([rows, out]), packed_dim=0).T
+    groups = module["scales"].shape[0]
+    zeros = unpack_from_int32(module["qzeros"], bits, torch.Size([groups, out]), packed_dim=1).T + (0 if v2 else 1)
+    order = torch.argsort(module["g_idx"], stable=True)
+    args = QuantizationArgs(num_bits=bits, strategy="group", group_size=rows // groups, symmetric=False)
+    in_order = dequantize(codes[:, order].float(), module["scales"].T.float(), zeros.float(), args=args)
+    reference = torch.empty_like(in_order)
+    reference[:, order] = in_order
+    return reference
 
 
 def weight(out=32, rows=128, seed=1):
@@ -103,52 +69,40 @@ def relative(a, b):
 ])
 def test_gptq_reads_the_library_values(bits, group_size, symmetric, act_order, v2):
     original = weight()
-    tensors, reference = gptq_checkpoint(original, bits, group_size, symmetric, act_order, v2)
-    config = {"quant_method": "gptq", "bits": bits, "group_size": group_size, "desc_act": act_order,
-              "sym": symmetric, "checkpoint_format": "gptq_v2" if v2 else "gptq"}
-    found = read(GPTQ, tensors, config)
+    module = gptq_module(original, bits, group_size, symmetric, act_order, v2)
+    tensors = {**{f"m.{key}": value for key, value in module.items()}, "m.bias": torch.zeros(32)}
+    found = read(GPTQ, tensors, gptq_config(bits, group_size, symmetric, act_order, v2))
     assert list(found) == ["m.weight"]
     quantized, values = found["m.weight"]
     assert quantized.shape == (32, 128)
     assert quantized.storage == f"GPTQ_INT{bits}" + ("_CHANNEL" if group_size == 128 else "")  # one group a row
     assert set(quantized.parts) == {"qweight", "qzeros", "scales", "g_idx"}  # the bias is no part of the group
     assert values.dtype == torch.float32
-    torch.testing.assert_close(values, reference, rtol=1e-6, atol=1e-7)
-    step = float(tensors["m.scales"].float().max())
+    torch.testing.assert_close(values, gptq_by_the_library(module, bits, v2), rtol=1e-6, atol=1e-7)
+    step = float(module["scales"].float().max())
     assert float((values - original).abs().max()) <= step  # within one quantization step of the source
 
 
 def test_gptq_bits_come_from_the_shapes_without_a_config():
-    tensors, reference = gptq_checkpoint(weight(), 8, 32, symmetric=False)
-    del tensors["m.g_idx"]
+    module = gptq_module(weight(), 8, 32, symmetric=False)
+    tensors = {f"m.{key}": value for key, value in module.items() if key != "g_idx"}
     found = read(GPTQ, tensors, None)
     assert found["m.weight"][0].storage == "GPTQ_INT8"
-    torch.testing.assert_close(found["m.weight"][1], reference, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(found["m.weight"][1], gptq_by_the_library(module, 8, False), rtol=1e-6, atol=1e-7)
 
 
 def test_gptq_v1_and_v2_zero_points_differ_by_one_step():
-    tensors, reference = gptq_checkpoint(weight(), 4, 32, symmetric=False)
+    module = gptq_module(weight(), 4, 32, symmetric=False)
+    tensors = {f"m.{key}": value for key, value in module.items()}
     v1 = read(GPTQ, tensors, {"quant_method": "gptq", "bits": 4})["m.weight"][1]
     v2 = read(GPTQ, tensors, {"quant_method": "gptq", "bits": 4, "checkpoint_format": "gptq_v2"})["m.weight"][1]
-    torch.testing.assert_close(v1, reference, rtol=1e-6, atol=1e-7)
-    shift = (v2 - v1) / tensors["m.scales"].float().T.repeat_interleave(32, dim=1)
-    torch.testing.assert_close(shift, torch.ones_like(shift))  # read as v2, every weight moves one step up
+    torch.testing.assert_close(v1, gptq_by_the_library(module, 4, False), rtol=1e-6, atol=1e-7)
+    shift = (v2 - v1) / module["scales"].float().T.repeat_interleave(32, dim=1)
+    torch.testing.assert_close(shift, torch.ones_like(shift))  # read as v2, every weight one step higher
 
 
 def awq_checkpoint(original, group_size, zero_point=True):
-    """An AutoAWQ GEMM module `m` packed from `original` [out, in] with AWQ's interleaved nibble order."""
-    out, rows = original.shape
-    groups = rows // group_size
-    codes, scale, zero = rtn(original, 4, torch.arange(rows) // group_size, groups, symmetric=not zero_point)
-
-    def pack(values):  # [rows, out] codes -> [rows, out/8] words, nibble j of word c holding column 8c + AWQ_ORDER[j]
-        interleaved = values.view(values.shape[0], -1, 8)[:, :, AWQ_ORDER].reshape(values.shape)
-        return pack_to_int32(signed(interleaved, 4), 4, packed_dim=1)
-
-    tensors = {"m.qweight": pack(codes.T.contiguous()), "m.scales": scale.T.contiguous()}
-    if zero_point:
-        tensors["m.qzeros"] = pack(zero.T.contiguous())
-    return tensors
+    return {f"m.{key}": value for key, value in awq_module(original, group_size, zero_point).items()}
 
 
 def awq_by_the_library(tensors, group_size, zero_point=True):
@@ -173,7 +127,7 @@ def test_awq_reads_the_interleaved_nibbles_as_the_library_does(zero_point):
 
 
 def test_gptq_and_awq_each_claim_only_their_own_layout():
-    gptq, _ = gptq_checkpoint(weight(), 4, 32)
+    gptq = {f"m.{key}": value for key, value in gptq_module(weight(), 4, 32).items()}
     awq = awq_checkpoint(weight(out=64, rows=64), 32)
     assert read(AWQ, gptq, None) == {} and read(GPTQ, awq, None) == {}
     assert read(GPTQ, gptq, {"quant_method": "awq"}) == {} and read(AWQ, awq, {"quant_method": "gptq"}) == {}
@@ -181,7 +135,7 @@ def test_gptq_and_awq_each_claim_only_their_own_layout():
 
 
 def test_malformed_parts_are_refused_with_a_sentence():
-    tensors, _ = gptq_checkpoint(weight(), 4, 32)
+    tensors = {f"m.{key}": value for key, value in gptq_module(weight(), 4, 32).items()}
     quantized = GPTQ.find(infos(tensors), {"bits": 4})[0]
     parts = {key: tensors[stored] for key, stored in quantized.parts.items()}
     bad_cases = [
