@@ -41,8 +41,9 @@ AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # nibble j of an AWQ word holds output col
 def rtn(weight: torch.Tensor, bits: int, group_of_column: torch.Tensor, groups: int, symmetric: bool):
     """Round-to-nearest codes [out, in] (unsigned), float16 scales and integer zero points [out, groups]."""
     top = (1 << bits) - 1
-    lo = torch.stack([weight[:, group_of_column == g].min(1).values for g in range(groups)], 1).clamp(max=0)
-    hi = torch.stack([weight[:, group_of_column == g].max(1).values for g in range(groups)], 1).clamp(min=0)
+    index = group_of_column.long().expand_as(weight)
+    lo = torch.zeros(weight.shape[0], groups).scatter_reduce(1, index, weight, "amin")  # zero included, as
+    hi = torch.zeros(weight.shape[0], groups).scatter_reduce(1, index, weight, "amax")  # every producer does
     if symmetric:
         scale = (torch.maximum(hi, -lo) * 2 / top).clamp(min=1e-8).half().float()
         zero = torch.full_like(scale, 1 << (bits - 1), dtype=torch.int32)
