@@ -30,6 +30,7 @@ from .builders import tiny_llama_config, tiny_llama_state
 
 PACK4 = dict(num_bits=4, strategy="group", group_size=16, symmetric=False)
 INT8 = dict(num_bits=8, strategy="channel", symmetric=True)
+FP8_BLOCK = dict(num_bits=8, type="float", strategy="block", block_structure=[16, 16], symmetric=True)
 # name: (module writer, its options, quantization_config, the storage name of a layer weight)
 COPIES = {
     "gptq-int4": (gptq_module, {"bits": 4}, gptq_config(4), "GPTQ_INT4"),
@@ -40,6 +41,9 @@ COPIES = {
                      compressed_tensors_config("pack-quantized", **PACK4), "INT4"),
     "ct-int8": (compressed_tensors_module, {"fmt": "int-quantized", **INT8},
                 compressed_tensors_config("int-quantized", **INT8), "INT8_CHANNEL"),
+    # blocks of 16 x 16 come from the config: the generic FP8 scheme (which would look for 128 x 128) never sees them
+    "ct-fp8-block": (compressed_tensors_module, {"fmt": "float-quantized", **FP8_BLOCK},
+                     compressed_tensors_config("float-quantized", **FP8_BLOCK), "F8_E4M3"),
     "bnb-nf4": (bnb_module, {"kind": "nf4"}, bnb_config("nf4"), "BNB_NF4"),
     "bnb-int8": (bnb_module, {"kind": "int8"}, bnb_config("int8"), "BNB_INT8"),
 }
