@@ -12,11 +12,8 @@ be told from the rounding, by design of the storage rule).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from bench.zoo.integer_quantized import (awq_config, awq_module, bnb_config, bnb_module, compressed_tensors_config,
                                          compressed_tensors_module, gptq_config, gptq_module, quantized_state)
@@ -26,7 +23,7 @@ from provenance.compare.thresholds import storage_tolerance
 from provenance.fingerprint.load import fingerprint_for
 from provenance.model import Checkpoint
 
-from .builders import tiny_llama_config, tiny_llama_state
+from .builders import tiny_llama_state, write_tiny_llama
 
 PACK4 = dict(num_bits=4, strategy="group", group_size=16, symmetric=False)
 INT8 = dict(num_bits=8, strategy="channel", symmetric=True)
@@ -50,14 +47,6 @@ COPIES = {
 TUNED = ("gptq-int4", "ct-int8", "bnb-nf4")
 
 
-def _save(path, state, quantization_config=None):
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
-    config = dict(tiny_llama_config(), **({"quantization_config": quantization_config} if quantization_config else {}))
-    (path / "config.json").write_text(json.dumps(config))
-    return path
-
-
 def _tuned(state, storage, seed=8):
     """Every layer matrix moved by noise of twice the storage's bar (relative to its std)."""
     fraction = 2 * storage_tolerance(storage)
@@ -70,11 +59,11 @@ def _tuned(state, storage, seed=8):
 def models(tmp_path_factory):
     state = tiny_llama_state(4)
     root = tmp_path_factory.mktemp("hub-quantized")
-    paths = {"reference": _save(root / "reference", state)}
+    paths = {"reference": write_tiny_llama(root / "reference", state)}
     for name, (writer, options, config, storage) in COPIES.items():
-        paths[name] = _save(root / name, quantized_state(state, writer, **options), config)
+        paths[name] = write_tiny_llama(root / name, quantized_state(state, writer, **options), config)
         if name in TUNED:
-            paths[name + "-tuned"] = _save(root / (name + "-tuned"),
+            paths[name + "-tuned"] = write_tiny_llama(root / (name + "-tuned"),
                                            quantized_state(_tuned(state, storage), writer, **options), config)
     return paths, state
 
