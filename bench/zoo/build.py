@@ -22,8 +22,10 @@ families and training, transforms.py for each derivation):
   MLP 512, 6 layers, 4 heads, tied head) from seeds 0 and 1;
 - derivatives of llama-s0 (and most of them of gpt2-s0): renamed tensors (Yi
   ln1/ln2, opaque t000.. names in order and shuffled), bf16/fp16 casts, int8
-  per-channel and 4-bit block-32 quantize-dequantize, MLP-unit and attention-
-  head permutations (GQA groups respected), norm/linear rescaling, a rotation
+  per-channel and 4-bit block-32 quantize-dequantize, Hub quantizations stored
+  as their producers store them (GPTQ, AWQ, compressed-tensors, bitsandbytes:
+  integer_quantized.py; full slice), MLP-unit and attention-head
+  permutations (GQA groups respected), norm/linear rescaling, a rotation
   of the residual basis (LLaMA; norms folded first), a stack of these
   evasions, a noise ladder (5..150% of each tensor's std), fine-tuning on the
   same text, continued pretraining on different text (Debian docs), layer
@@ -65,6 +67,7 @@ import numpy as np
 import torch
 
 from . import diffusion, structured
+from . import integer_quantized as Q
 from . import models as M
 from . import text as X
 from . import transforms as T
@@ -148,7 +151,7 @@ class Zoo:
         started = time.time()
         made = make()
         M.save_model(directory, made["family"], made["params"], made["state"], made.get("tokenizer", self.tokenizer),
-                     made.get("dtype", "float32"))
+                     made.get("dtype", "float32"), made.get("quantization_config"))
         spec = {"name": name, "key": key, "path": f"models/{name}", "family": made["family"], "params": made["params"],
                 "recipe": recipe, "parents": list(parents), "info": made.get("info", {}),
                 "seconds": round(time.time() - started, 1)}
@@ -317,6 +320,12 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
                checked(lambda f, p, s: {"state": T.quant_4bit_blocks(f, s)}, strict=False))
         zoo.case("quant-q4", f"{base}-q4", base, "derived",
                  note="symmetric 4-bit (levels -7..7), blocks of 32 along the input dimension, dequantized")
+    if full and fam == "llama":  # Hub quantizations stored as their producers store them: the rounding is storage
+        for label, (writer, options, config, note) in Q.ZOO_COPIES.items():
+            derive(zoo, f"{base}-{label.removeprefix('quant-')}", base, {"t": label},
+                   lambda f, p, s, w=writer, o=options, c=config: {"state": Q.quantized_state(s, w, **o),
+                                                                    "quantization_config": c})
+            zoo.case(label, f"{base}-{label.removeprefix('quant-')}", base, "identical", note=note)
     derive(zoo, f"{base}-perm-mlp", base, {"t": "perm-mlp", "seed": 31},
            checked(lambda f, p, s: {"state": T.permute_mlp(f, p, s, 31)}))
     zoo.case("perm-mlp", f"{base}-perm-mlp", base, "identical", note="MLP hidden units permuted in every layer")

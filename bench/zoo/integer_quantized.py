@@ -154,3 +154,21 @@ def bnb_config(kind: str = "nf4", nested: bool = True) -> dict:
         return {"quant_method": "bitsandbytes", "load_in_8bit": True}
     return {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": kind,
             "bnb_4bit_use_double_quant": nested}
+
+
+# The zoo's Hub-style copies of a LLaMA base (`bench/zoo/build.py`, full slice): label -> (module writer, its
+# options, quantization_config, note). Groups of 64 leave a partial last group on the MLP's 344 inputs, as GPTQ
+# and AWQ allow; compressed-tensors' group strategy does not, so its copy is per channel.
+ZOO_COPIES = {
+    "quant-gptq4": (gptq_module, {"bits": 4, "group_size": 64}, gptq_config(4, 64),
+                    "GPTQ 4-bit, symmetric, groups of 64, v1 zero points (qweight/qzeros/scales/g_idx)"),
+    "quant-gptq8-act-order": (gptq_module, {"bits": 8, "group_size": 64, "symmetric": False, "act_order": True},
+                              gptq_config(8, 64, symmetric=False, act_order=True),
+                              "GPTQ 8-bit, asymmetric, act-order g_idx, groups of 64"),
+    "quant-awq": (awq_module, {"group_size": 64}, awq_config(64), "AWQ 4-bit GEMM, zero points, groups of 64"),
+    "quant-ct-w8a8": (compressed_tensors_module, {"fmt": "int-quantized", "num_bits": 8, "strategy": "channel"},
+                      compressed_tensors_config("int-quantized", num_bits=8, strategy="channel"),
+                      "compressed-tensors int-quantized, int8 per channel (llm-compressor W8A8)"),
+    "quant-bnb-nf4": (bnb_module, {"kind": "nf4"}, bnb_config("nf4"), "bitsandbytes NF4, double-quantized scales"),
+    "quant-bnb-int8": (bnb_module, {"kind": "int8"}, bnb_config("int8"), "bitsandbytes LLM.int8 (weight + SCB)"),
+}
