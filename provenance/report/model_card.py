@@ -10,7 +10,7 @@ those two keys and prints them beside what the candidate's files claim
   weight references: no `base_model` (nothing measured explains the weights);
 - `assembled`: `merge`, with every accusing weight reference as a base;
 - `identical` or `derived` with quantized candidate tensors (GGUF Q/IQ
-  types): `quantized`;
+  types, GPTQ, AWQ, bitsandbytes, compressed-tensors, scaled FP8, MXFP4): `quantized`;
 - `derived`: `finetune`;
 - `identical`: `base_model` without a relation (the Hub has none for a
   copy), and a comment saying it is one.
@@ -37,7 +37,9 @@ BUILTIN_HUB_IDS = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_QUANTIZED = re.compile(r"^(I?Q\d|TQ\d)", re.IGNORECASE)
+# Stored dtypes that are quantizations: GGUF's Q*/IQ*/TQ* types, and the storage names of
+# `formats/quantized/` (GPTQ, AWQ, bitsandbytes, compressed-tensors' INT*, scaled FP8, MXFP4).
+_QUANTIZED = re.compile(r"^(I?Q\d|TQ\d|GPTQ_|AWQ_|BNB_|INT\d|FP8_|MXFP4)", re.IGNORECASE)
 _SCRATCH = re.compile(r"from scratch|从零|从头|自主研发|自研", re.IGNORECASE)
 MAX_CLAIM_CHARS = 160
 
