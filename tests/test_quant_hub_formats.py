@@ -12,6 +12,7 @@ be told from the rounding, by design of the storage rule).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,7 @@ from provenance.fingerprint.load import fingerprint_for
 from provenance.model import Checkpoint
 
 from .builders import tiny_llama_state, write_tiny_llama
+from .range_server import RangeServer
 
 PACK4 = dict(num_bits=4, strategy="group", group_size=16, symmetric=False)
 INT8 = dict(num_bits=8, strategy="channel", symmetric=True)
@@ -65,12 +67,12 @@ def models(tmp_path_factory):
         if name in TUNED:
             paths[name + "-tuned"] = write_tiny_llama(root / (name + "-tuned"),
                                            quantized_state(_tuned(state, storage), writer, **options), config)
-    return paths, state
+    return paths, state, root
 
 
 @pytest.mark.parametrize("copy", list(COPIES))
 def test_quantized_copy_reads_as_the_weights_and_is_identical(models, copy):
-    paths, state = models
+    paths, state, _ = models
     storage = COPIES[copy][3]
     with Checkpoint.open(paths[copy]) as checkpoint:
         infos = {info.name: info for info in checkpoint.infos}
@@ -86,6 +88,34 @@ def test_quantized_copy_reads_as_the_weights_and_is_identical(models, copy):
 
 @pytest.mark.parametrize("copy", TUNED)
 def test_quantized_fine_tune_is_derived(models, copy):
-    paths, _ = models
+    paths, _, _ = models
     result = compare_fingerprints(fingerprint_for(paths[copy + "-tuned"]), fingerprint_for(paths["reference"]))
     assert result.verdict == "derived", result.summary
+
+
+@pytest.mark.parametrize("copy", ["ct-pack-int4", "ct-int8", "ct-fp8-block", "bnb-int8", "gptq-int4", "bnb-nf4"])
+def test_rows_read_apart_equal_the_rows_of_the_whole_tensor(models, copy):
+    """compressed-tensors and LLM.int8 read rows of the codes and scales; GPTQ and NF4 read whole (rows of the
+    weight are columns of qweight, or runs of a flat code stream) and pick the rows: the same values either way."""
+    paths, _, _ = models
+    rows = np.array([47, 3, 3, 20, 0, 31, 17])
+    with Checkpoint.open(paths[copy]) as checkpoint:
+        source = checkpoint.files.source
+        for name in ("model.layers.0.mlp.gate_proj.weight", "model.layers.1.self_attn.k_proj.weight"):
+            whole = source.read_tensor(name)
+            wanted = rows[rows < whole.shape[0]]
+            assert torch.equal(source.read_rows(name, wanted), whole[torch.from_numpy(wanted)])
+
+
+def test_over_http_copies_read_by_rows_or_whole_are_identical(models):
+    """Remote fingerprints sample rows: compressed-tensors fetches those rows of codes and scales, GPTQ whole tensors."""
+    paths, _, root = models
+    reference = fingerprint_for(paths["reference"])
+    with RangeServer(root) as server:
+        for copy in ("ct-pack-int4", "gptq-int4"):
+            remote = fingerprint_for(server.url(f"{copy}/model.safetensors"))
+            assert remote.meta["variant"] == "remote"
+            if copy == "ct-pack-int4":
+                assert remote.meta["remote"]["fraction_read"] < 1.0
+            result = compare_fingerprints(remote, reference)
+            assert result.verdict == "identical", (copy, result.summary)

@@ -39,6 +39,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..base import TensorInfo
@@ -131,16 +132,27 @@ class BitsAndBytesScheme:
             return self._int8(tensor, parts)
         return self._four_bit(tensor, parts)
 
+    def row_parts(self, tensor: QuantizedTensor, rows: np.ndarray) -> dict[str, np.ndarray | None] | None:
+        """LLM.int8: the weight's rows (the row scales are read whole); 4-bit codes are flat, so read whole."""
+        if tensor.storage != "BNB_INT8":
+            return None
+        return {key: np.asarray(rows, dtype=np.int64) if key == "weight" else None for key in tensor.parts}
+
+    def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._int8(tensor, parts, np.asarray(rows, dtype=np.int64))
+
     @staticmethod
-    def _int8(tensor: QuantizedTensor, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _int8(tensor: QuantizedTensor, parts: Mapping[str, torch.Tensor], rows: np.ndarray | None = None) -> torch.Tensor:
         weight, scb = parts["weight"], parts["SCB"]
         require_dtype(weight, (torch.int8,), "the int8 weight")
+        require_shape(weight, (tensor.shape[0] if rows is None else len(rows), tensor.shape[1]), "the int8 weight")
         require_dtype(scb, (torch.float32, torch.float16, torch.bfloat16), "the row scales (SCB)")
         require_shape(scb, (tensor.shape[0],), "the row scales (SCB)")
         require_finite(scb, "the row scales (SCB)")
         layout = parts.get("weight_format")
         if layout is not None and (layout.numel() != 1 or int(layout.flatten()[0]) != 0):
             raise ValueError("the int8 weight is in a GPU tile layout (weight_format not 0), not row-major")
+        scb = scb if rows is None else scb[torch.from_numpy(rows)]
         return weight.to(torch.float32) * scb.to(torch.float32).view(-1, 1) * RECIPROCAL_127
 
     @staticmethod

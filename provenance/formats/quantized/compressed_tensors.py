@@ -32,6 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..base import TensorInfo
@@ -42,8 +43,13 @@ PARTS = ("weight_packed", "weight", "weight_scale", "weight_zero_point", "weight
 FORMATS = ("pack-quantized", "int-quantized", "naive-quantized", "float-quantized")
 FLOAT8_STORAGE = {"F8_E4M3": "F8_E4M3", "F8_E5M2": "F8_E5M2"}
 FLOAT8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+PACKED_ZERO_STRATEGIES = ("group", "channel")  # pack-quantized packs these zero points along the output rows
 # Storage names of integer codes by strategy: a scale per row or per tensor rounds coarser than per group or block.
 GRANULARITY = {"channel": "_CHANNEL", "tensor": "_TENSOR"}
+
+
+def _valid_block(block: Any) -> bool:
+    return isinstance(block, Sequence) and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block)
 
 
 def _is_class(target: str) -> bool:
@@ -86,9 +92,11 @@ class CompressedTensorsScheme:
                 continue
             if (fmt == "pack-quantized") != ("weight_packed" in parts):
                 continue
+            parameters = [parts[key] for key in ("weight_scale", "weight_zero_point") if key in parts]
             args = {"num_bits": int(weights.get("num_bits") or 8), "type": weights.get("type", "int"),
                     "strategy": weights.get("strategy") or "tensor", "group_size": weights.get("group_size"),
-                    "block_structure": weights.get("block_structure"), "format": fmt}
+                    "block_structure": weights.get("block_structure"), "format": fmt,
+                    "parameter_dims": min(len(info.shape) for info in parameters)}
             shape = self._shape(parts, args)
             if args["type"] == "float":
                 storage = FLOAT8_STORAGE.get(stored.dtype, "F8_E4M3")
@@ -123,8 +131,44 @@ class CompressedTensorsScheme:
         return packed.shape[0], packed.shape[1] * 32 // bits
 
     def dequantize(self, tensor: QuantizedTensor, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._dequantized(tensor, parts, None)
+
+    def row_parts(self, tensor: QuantizedTensor, rows: np.ndarray) -> dict[str, np.ndarray | None] | None:
+        """The rows of the codes and of 2-D per-row, per-group or per-block scales (and unpacked zero points);
+        a per-tensor scale, zero points packed along the rows, weight_shape and g_idx are read whole."""
         args = tensor.detail or {}
-        out, rows = tensor.shape
+        rows = np.asarray(rows, dtype=np.int64)
+        if args["strategy"] == "tensor":
+            per_row = None
+        elif args.get("parameter_dims") != 2:
+            return None
+        elif args["strategy"] == "block":
+            block = args.get("block_structure")
+            if not _valid_block(block):
+                return None  # read whole: `dequantize` says what is wrong
+            per_row = rows // block[0]
+        else:
+            per_row = rows
+        packed_zero = args["format"] == "pack-quantized" and args["strategy"] in PACKED_ZERO_STRATEGIES
+        plan: dict[str, np.ndarray | None] = {}
+        for key in tensor.parts:
+            if key in ("weight", "weight_packed"):
+                plan[key] = rows
+            elif key == "weight_scale" or (key == "weight_zero_point" and not packed_zero):
+                plan[key] = per_row
+            else:
+                plan[key] = None
+        return plan
+
+    def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self._dequantized(tensor, parts, np.asarray(rows, dtype=np.int64))
+
+    def _dequantized(self, tensor: QuantizedTensor, parts: Mapping[str, torch.Tensor],
+                     rows: np.ndarray | None) -> torch.Tensor:
+        """The weight, or the given `rows` of it from the parts `row_parts` planned."""
+        args = tensor.detail or {}
+        out, columns = tensor.shape
+        selected = out if rows is None else len(rows)
         bits = int(args["num_bits"])
         scale = parts["weight_scale"]
         require_dtype(scale, FLOAT_DTYPES, "the weight scale")
@@ -133,18 +177,21 @@ class CompressedTensorsScheme:
         if args["format"] == "pack-quantized":
             if "weight_shape" in parts:
                 stated = [int(v) for v in parts["weight_shape"].flatten().tolist()]
-                if stated != [out, rows]:
-                    raise ValueError(f"weight_shape says {stated}, but the packed codes and scales hold [{out}, {rows}]")
-            codes = unpack_codes(parts["weight_packed"], bits, rows, dim=1) - (1 << (bits - 1))
-            if zero is not None and args["strategy"] in ("group", "channel"):
+                if stated != [out, columns]:
+                    raise ValueError(f"weight_shape says {stated}, but the packed codes and scales hold [{out}, {columns}]")
+            codes = unpack_codes(parts["weight_packed"], bits, columns, dim=1) - (1 << (bits - 1))
+            if zero is not None and args["strategy"] in PACKED_ZERO_STRATEGIES:
                 require_shape(zero, (-(-out * bits // 32), scale.shape[-1]), "the packed weight zero point")
                 zero = unpack_codes(zero, bits, out, dim=0) - (1 << (bits - 1))
+                zero = zero if rows is None else zero[torch.from_numpy(rows)]
         else:
             codes = parts["weight"]
-            require_shape(codes, (out, rows), "the quantized weight")
+            require_shape(codes, (selected, columns), "the quantized weight")
             require_dtype(codes, FLOAT8_DTYPES if args["type"] == "float" else (torch.int8,), "the quantized weight")
+        if rows is not None and args["strategy"] == "block":  # a row's block scales: groups of block-width columns
+            args = {**args, "strategy": "group", "group_size": args["block_structure"][1]}
         values = codes.to(torch.float32)
-        spread = self._spreader(out, rows, args, parts.get("weight_g_idx"))
+        spread = self._spreader(selected, columns, args, parts.get("weight_g_idx"))
         if zero is not None:
             values = values - spread(zero.to(torch.float32), "the weight zero point")
         return values * spread(scale.to(torch.float32), "the weight scale")
@@ -172,8 +219,7 @@ class CompressedTensorsScheme:
                 return parameter[:, group_index(rows, size, groups, g_idx)]
             if strategy == "block":
                 block = args.get("block_structure")
-                if not (isinstance(block, Sequence) and len(block) == 2 and all(isinstance(b, int) and b > 0
-                                                                                for b in block)):
+                if not _valid_block(block):
                     raise ValueError(f"block quantization with block_structure {block!r}")
                 high, wide = block
                 require_shape(parameter, (-(-out // high), -(-rows // wide)), what)
