@@ -10,12 +10,13 @@ error naming the file and the tensor.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from bench.zoo.quantized import (MXFP4_CONFIG, fp8_config, fp8_quantize, fp8_state, mxfp4_quantize, mxfp4_state,
                                  relative_rms)
@@ -189,3 +190,48 @@ def test_mxfp4_scales_of_the_wrong_shape_are_an_error(tmp_path):
               str(tmp_path / "model.safetensors"))
     with pytest.raises(CorruptFileError, match=r"model\.safetensors.*w\.weight_scales.*shape \[8, 1\]"):
         open_checkpoint_files(tmp_path / "model.safetensors")
+
+
+def test_sharded_copy_with_scales_in_another_shard_reads_the_same_locally_and_remotely(models, tmp_path):
+    _, paths, _ = models
+    stored = load_file(str(paths["fp8"] / "model.safetensors"))
+    names = sorted(stored)
+    shards = {"model-00001-of-00002.safetensors": [n for n in names if not n.endswith("_scale_inv")],
+              "model-00002-of-00002.safetensors": [n for n in names if n.endswith("_scale_inv")]}
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    for shard, held in shards.items():
+        save_file({n: stored[n] for n in held}, str(folder / shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: shard for shard, held in shards.items() for n in held}}))
+    (folder / "config.json").write_text((paths["fp8"] / "config.json").read_text())
+    name, rows = "model.layers.1.mlp.down_proj.weight", np.array([31, 0, 17, 17])
+    with Checkpoint.open(paths["fp8"]) as single:
+        expected = single.files.source.read_tensor(name)
+    with RangeServer(tmp_path) as server:
+        for where in (folder, server.url("sharded/model.safetensors.index.json")):
+            with Checkpoint.open(where) as sharded:
+                source = sharded.files.source
+                assert isinstance(source, DequantizingSource)
+                assert not any(info.name.endswith("_scale_inv") for info in sharded.infos)
+                assert torch.equal(source.read_tensor(name), expected)
+                assert torch.equal(source.read_rows(name, rows), expected[torch.from_numpy(rows)])
+
+
+def test_gpt_oss_experts_read_in_their_float_layout(tmp_path):
+    """gpt-oss stores experts [experts, out, in/32, 16]; they read as its float parameters [experts, in, out]."""
+    experts = torch.randn(2, 64, 96, generator=torch.Generator().manual_seed(4))  # [experts, in, out]
+    packed = [mxfp4_quantize(expert.T) for expert in experts]
+    stored = {"model.layers.0.mlp.experts.down_proj_blocks": torch.stack([b for b, _ in packed]),
+              "model.layers.0.mlp.experts.down_proj_scales": torch.stack([s for _, s in packed]),
+              "model.layers.0.mlp.experts.down_proj_bias": torch.zeros(2, 96)}
+    save_file(stored, str(tmp_path / "model.safetensors"))
+    source = open_checkpoint_files(tmp_path / "model.safetensors").source
+    infos = {info.name: info for info in source.tensor_infos()}
+    assert set(infos) == {"model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.down_proj_bias"}
+    assert infos["model.layers.0.mlp.experts.down_proj"].shape == (2, 64, 96)
+    values = source.read_tensor("model.layers.0.mlp.experts.down_proj")
+    assert relative_rms(values, experts) < storage_tolerance("MXFP4")
+    rows = np.array([127, 5, 64])
+    assert torch.equal(source.read_rows("model.layers.0.mlp.experts.down_proj", rows),
+                       values.reshape(-1, 96)[torch.from_numpy(rows)])

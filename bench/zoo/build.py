@@ -22,10 +22,12 @@ families and training, transforms.py for each derivation):
   MLP 512, 6 layers, 4 heads, tied head) from seeds 0 and 1;
 - derivatives of llama-s0 (and most of them of gpt2-s0): renamed tensors (Yi
   ln1/ln2, opaque t000.. names in order and shuffled), bf16/fp16 casts, int8
-  per-channel and 4-bit block-32 quantize-dequantize, Hub quantizations stored
-  as their producers store them (GPTQ, AWQ, compressed-tensors, bitsandbytes:
-  integer_quantized.py; full slice), MLP-unit and attention-head
-  permutations (GQA groups respected), norm/linear rescaling, a rotation
+  per-channel and 4-bit block-32 quantize-dequantize, FP8 (128x128 block
+  scales) and MXFP4 copies stored quantized (and noisy fine-tunes stored
+  so, quantized.py), Hub quantizations stored as their producers store them
+  (GPTQ, AWQ, compressed-tensors, bitsandbytes: integer_quantized.py; full
+  slice), MLP-unit and attention-
+  head permutations (GQA groups respected), norm/linear rescaling, a rotation
   of the residual basis (LLaMA; norms folded first), a stack of these
   evasions, a noise ladder (5..150% of each tensor's std), fine-tuning on the
   same text, continued pretraining on different text (Debian docs), layer
@@ -67,8 +69,9 @@ import numpy as np
 import torch
 
 from . import diffusion, structured
-from . import integer_quantized as Q
+from . import integer_quantized as QI
 from . import models as M
+from . import quantized as Q
 from . import text as X
 from . import transforms as T
 
@@ -320,12 +323,10 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
                checked(lambda f, p, s: {"state": T.quant_4bit_blocks(f, s)}, strict=False))
         zoo.case("quant-q4", f"{base}-q4", base, "derived",
                  note="symmetric 4-bit (levels -7..7), blocks of 32 along the input dimension, dequantized")
-    if full and fam == "llama":  # Hub quantizations stored as their producers store them: the rounding is storage
-        for label, (writer, options, config, note) in Q.ZOO_COPIES.items():
-            derive(zoo, f"{base}-{label.removeprefix('quant-')}", base, {"t": label},
-                   lambda f, p, s, w=writer, o=options, c=config: {"state": Q.quantized_state(s, w, **o),
-                                                                    "quantization_config": c})
-            zoo.case(label, f"{base}-{label.removeprefix('quant-')}", base, "identical", note=note)
+    if fam == "llama":
+        build_quantized_copies(zoo, base)
+    if full and fam == "llama":
+        build_hub_quantized_copies(zoo, base)
     derive(zoo, f"{base}-perm-mlp", base, {"t": "perm-mlp", "seed": 31},
            checked(lambda f, p, s: {"state": T.permute_mlp(f, p, s, 31)}))
     zoo.case("perm-mlp", f"{base}-perm-mlp", base, "identical", note="MLP hidden units permuted in every layer")
@@ -368,6 +369,36 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
                lambda f, p, s, x=fraction: {"state": T.add_noise(s, x, 40)})
         zoo.case(label, f"{base}-{label}", base, "derived",
                  note=f"Gaussian noise of {fraction:.0%} of each tensor's std added to every tensor")
+
+
+def build_quantized_copies(zoo: Zoo, base: str) -> None:
+    """Copies stored as their producers store them (FP8 with 128x128 block scales as DeepSeek-V3, MXFP4 blocks as
+    gpt-oss), read back as floats by the tool: `identical` within the format's rounding; the same after Gaussian
+    noise of twice that rounding (FP8 0.12, MXFP4 0.5 of each tensor's std) is a `derived` fine-tune."""
+    for scheme, quantize, config, noise in (("fp8", Q.fp8_state, Q.fp8_config(), 0.12),
+                                            ("mxfp4", Q.mxfp4_state, Q.MXFP4_CONFIG, 0.5)):
+        copy = derive(zoo, f"{base}-{scheme}", base, {"t": f"quant-{scheme}"},
+                      lambda f, p, s, q=quantize, c=config: {"state": q(s), "quantization_config": c})
+        zoo.case(f"quant-{scheme}-copy", copy, base, "identical", note=f"{scheme} weights (stored quantized), read back "
+                 "as floats")
+        zoo.cases[-1]["relative_change"] = M.relative_change(Q.read_back(zoo.out / "models" / copy), zoo.state(base))
+        tuned = derive(zoo, f"{base}-{scheme}-tuned", base, {"t": f"quant-{scheme}-tuned", "noise": noise, "seed": 42},
+                       lambda f, p, s, q=quantize, c=config, x=noise: {"state": q(T.add_noise(s, x, 42)),
+                                                                        "quantization_config": c})
+        zoo.case(f"quant-{scheme}-tuned", tuned, base, "derived", note=f"Gaussian noise of {noise:.0%} of each tensor's "
+                 f"std, then stored as {scheme}")
+        zoo.cases[-1]["relative_change"] = M.relative_change(Q.read_back(zoo.out / "models" / tuned), zoo.state(base))
+
+
+def build_hub_quantized_copies(zoo: Zoo, base: str) -> None:
+    """GPTQ, AWQ, compressed-tensors and bitsandbytes copies stored as their producers store them
+    (`integer_quantized.ZOO_COPIES`): the rounding is storage, so each is `identical`."""
+    for label, (writer, options, config, note) in QI.ZOO_COPIES.items():
+        copy = derive(zoo, f"{base}-{label.removeprefix('quant-')}", base, {"t": label},
+                      lambda f, p, s, w=writer, o=options, c=config: {"state": QI.quantized_state(s, w, **o),
+                                                                       "quantization_config": c})
+        zoo.case(label, copy, base, "identical", note=note)
+        zoo.cases[-1]["relative_change"] = M.relative_change(Q.read_back(zoo.out / "models" / copy), zoo.state(base))
 
 
 def build_training_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:

@@ -157,9 +157,9 @@ def save_model(directory: Path, family: str, params: dict, state: dict[str, torc
     directory.mkdir(parents=True, exist_ok=True)
     config = FAMILIES[family].config(params).to_dict()
     config["torch_dtype"] = torch_dtype
-    config.pop("_attn_implementation", None)
     if quantization_config:
         config["quantization_config"] = quantization_config
+    config.pop("_attn_implementation", None)
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
     save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"),
@@ -173,10 +173,10 @@ def load_state(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def relative_change(new: dict[str, torch.Tensor], old: dict[str, torch.Tensor]) -> float | None:
-    """||new - old|| / ||old|| over the float tensors both share with equal shapes (integer codes are not values)."""
+    """||new - old|| / ||old|| over the tensors both share with equal shapes."""
     num = den = 0.0
     for key, value in new.items():
-        if key in old and old[key].shape == value.shape and value.is_floating_point():
+        if key in old and old[key].shape == value.shape:
             num += float((value.float() - old[key].float()).pow(2).sum())
             den += float(old[key].float().pow(2).sum())
     return round(math.sqrt(num / den), 5) if den else None

@@ -28,6 +28,8 @@ import math
 
 import torch
 
+from provenance.formats import open_checkpoint_files
+
 FP8_DTYPES = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
 MX_BLOCK = 32
 # E2M1 magnitudes by the low three bits of the code (OCP MX spec v1.0, table 5.3.3)
@@ -116,3 +118,12 @@ MXFP4_CONFIG = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.embed
 
 def relative_rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.sqrt(float((a.float() - b.float()).pow(2).sum()) / max(float(b.float().pow(2).sum()), 1e-30))
+
+
+def read_back(directory) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint as the tool reads it (quantized groups dequantized), for relative changes."""
+    files = open_checkpoint_files(directory)
+    try:
+        return {info.name: files.source.read_tensor(info.name) for info in files.source.tensor_infos()}
+    finally:
+        files.close()

@@ -8,6 +8,9 @@ local GGUF file). Side files are size-capped like local ones
 (`formats.limits.MAX_JSON_BYTES`), checked as JSON while the URL is still
 at hand (so errors name the URL), and kept in a temporary folder removed when
 the checkpoint is closed. hf:// locations are resolved by `hub.py`.
+Quantized safetensors (FP8 with scales, MXFP4) are read back as floats by
+`formats.quantized.dequantizing`, with config.json's quantization_config,
+as local ones are.
 """
 
 from __future__ import annotations

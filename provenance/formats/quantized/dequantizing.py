@@ -42,8 +42,9 @@ def find_groups(infos: list[TensorInfo], config: Mapping[str, Any] | None,
         unclaimed = [info for info in infos if info.name not in claimed]  # a later scheme never sees claimed ones
         try:
             found = scheme.find(unclaimed, quantization_config)
-        except ValueError as exc:
-            raise CorruptFileError(infos[0].file if infos else None, f"{scheme.name} quantization: {exc}") from exc
+        except ValueError as exc:  # named after the file holding the first tensor the message quotes
+            where = next((i.file for i in infos if repr(i.name) in str(exc)), infos[0].file if infos else None)
+            raise CorruptFileError(where, f"{scheme.name} quantization: {exc}") from exc
         for group in found:
             stored = set(group.parts.values()) | set(hidden_parts(group))
             if stored & claimed or not stored <= files.keys():

@@ -37,6 +37,7 @@ FORMATS = {"F8_E4M3": "E4M3", "F8_E5M2": "E5M2"}  # stored dtype -> the FP8 form
 SCALE_SUFFIXES = ("_scale_inv", "_scale")  # appended to the weight's name, in the order looked for
 ACTIVATION_SCALES = ("input_scale", "input_scale_inv")  # replace the weight's last name part "weight"
 DEFAULT_BLOCK = (128, 128)  # DeepSeek-V3's and transformers' default weight_block_size
+CHUNK_VALUES = 1 << 22  # values dequantized at a time (16 MiB of float32), whatever the weight's size
 
 
 def configured_block(quantization_config: Mapping[str, Any] | None) -> tuple[int, int] | None:
@@ -116,17 +117,19 @@ class Fp8Scheme:
     def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         detail = tensor.detail or {}
         codes = parts["weight"]
-        values = codes.reshape(-1, codes.shape[-1] if codes.dim() else 1).to(torch.float32)
+        codes = codes.reshape(-1, codes.shape[-1] if codes.dim() else 1)
         scale = checked_scale(parts["scale"], tensor.parts["scale"])
         if detail["granularity"] == "TENSOR":
-            values = values * scale.reshape(())
+            scale = scale.reshape(1, 1)
         elif len(detail["scale_shape"]) < 2:  # [out]: one scale per row, read whole
-            values = values * scale[torch.from_numpy(np.asarray(rows, dtype=np.int64))].unsqueeze(1)
-        elif scale.shape[-1] == 1:
-            values = values * scale.reshape(-1, 1)
-        else:
-            columns = values.shape[-1]
-            values = values * scale.repeat_interleave(detail["columns_per_scale"], dim=1)[:, :columns]
+            scale = scale[torch.from_numpy(np.asarray(rows, dtype=np.int64))].unsqueeze(1)
+        values = torch.empty(codes.shape, dtype=torch.float32)
+        step = max(1, CHUNK_VALUES // max(codes.shape[1], 1))
+        for start in range(0, codes.shape[0], step):  # in chunks of rows: a block scale expanded costs a float each
+            chunk = scale[start:start + step] if scale.shape[0] > 1 else scale
+            if chunk.shape[1] > 1:
+                chunk = chunk.repeat_interleave(detail["columns_per_scale"], dim=1)[:, :codes.shape[1]]
+            torch.mul(codes[start:start + step].to(torch.float32), chunk, out=values[start:start + step])
         bad = int((~torch.isfinite(values)).sum())
         if bad:
             raise ValueError(f"{bad} codes of {tensor.parts['weight']!r} decode to NaN or infinity")

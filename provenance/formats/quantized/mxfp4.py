@@ -32,6 +32,7 @@ CODE_BYTES = BLOCK // 2  # two E2M1 codes per byte
 SCALE_DTYPES = ("U8", "F8_E8M0")
 E8M0_BIAS = 127
 E8M0_NAN = 255
+CHUNK_VALUES = 1 << 22  # values decoded at a time, whatever the weight's size
 
 
 def e2m1_values() -> torch.Tensor:
@@ -103,10 +104,14 @@ def decode(codes: torch.Tensor, exponents: torch.Tensor, scales_name: str) -> to
         exponents = exponents.view(torch.uint8)
     if bool((exponents == E8M0_NAN).any()):
         raise ValueError(f"scales {scales_name!r} hold the E8M0 NaN exponent (255)")
-    codes = codes.to(torch.uint8)
-    nibbles = torch.stack((codes & 0x0F, codes >> 4), dim=-1).reshape(codes.shape[0], -1)  # low nibble first
-    values = E2M1[nibbles.long()].reshape(codes.shape[0], exponents.shape[1], BLOCK)
-    values = torch.ldexp(values, (exponents.to(torch.int32) - E8M0_BIAS).unsqueeze(-1).to(torch.float32))
+    rows, groups = exponents.shape
+    values = torch.empty(rows, groups, BLOCK, dtype=torch.float32)
+    step = max(1, CHUNK_VALUES // max(groups * BLOCK, 1))
+    for start in range(0, rows, step):  # in chunks of rows: the code indices cost 8 bytes a value
+        packed = codes[start:start + step].to(torch.uint8)
+        nibbles = torch.stack((packed & 0x0F, packed >> 4), dim=-1).reshape(packed.shape[0], groups, BLOCK)
+        powers = (exponents[start:start + step].to(torch.int32) - E8M0_BIAS).unsqueeze(-1).to(torch.float32)
+        torch.ldexp(E2M1[nibbles.long()], powers, out=values[start:start + step])  # low nibble first
     if not bool(torch.isfinite(values).all()):
         raise ValueError(f"scales {scales_name!r} hold exponents too large for float32")
-    return values.reshape(codes.shape[0], -1)
+    return values.reshape(rows, groups * BLOCK)
