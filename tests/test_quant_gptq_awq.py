@@ -23,6 +23,7 @@ from bench.zoo.integer_quantized import awq_module, gptq_config, gptq_module
 from provenance.formats.base import TensorInfo
 from provenance.formats.pytorch_format import torch_dtype_name
 from provenance.formats.quantized.awq import SCHEME as AWQ
+from provenance.formats.quantized import packing
 from provenance.formats.quantized.gptq import SCHEME as GPTQ
 
 
@@ -126,6 +127,16 @@ def test_awq_reads_the_interleaved_nibbles_as_the_library_does(zero_point):
     assert float((values - original).abs().max()) <= float(tensors["m.scales"].float().max())
 
 
+def test_chunks_of_input_rows_give_the_whole_weight(monkeypatch):
+    """Large weights are dequantized 32 input rows at a time at the least (bounded intermediates): the same values."""
+    gptq = {f"m.{key}": value for key, value in gptq_module(weight(), 3, 32, False, act_order=True).items()}
+    awq = awq_checkpoint(weight(out=64, rows=96), 32)
+    whole = [read(GPTQ, gptq, {"bits": 3})["m.weight"][1], read(AWQ, awq, None)["m.weight"][1]]
+    monkeypatch.setattr(packing, "CHUNK_VALUES", 64)  # one word-aligned chunk of 32 input rows per step
+    chunked = [read(GPTQ, gptq, {"bits": 3})["m.weight"][1], read(AWQ, awq, None)["m.weight"][1]]
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
+
+
 def test_gptq_and_awq_each_claim_only_their_own_layout():
     gptq = {f"m.{key}": value for key, value in gptq_module(weight(), 4, 32).items()}
     awq = awq_checkpoint(weight(out=64, rows=64), 32)
@@ -139,7 +150,7 @@ def test_malformed_parts_are_refused_with_a_sentence():
     quantized = GPTQ.find(infos(tensors), {"bits": 4})[0]
     parts = {key: tensors[stored] for key, stored in quantized.parts.items()}
     bad_cases = [
-        ({**parts, "qweight": parts["qweight"][:-1]}, "int32 words"),
+        ({**parts, "qweight": parts["qweight"][:-1]}, "GPTQ qweight has shape"),
         ({**parts, "qweight": parts["qweight"].float()}, "int32"),
         ({**parts, "scales": parts["scales"][:, :-1]}, "shape"),
         ({**parts, "scales": torch.full_like(parts["scales"], float("nan"))}, "not finite"),

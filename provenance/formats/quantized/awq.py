@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from ..base import TensorInfo
-from .packing import (FLOAT_DTYPES, by_module, group_index, group_size, require_dtype, require_finite, require_shape,
-                      unpack_codes)
+from .packing import (FLOAT_DTYPES, by_module, group_index, group_size, grouped_rows, require_dtype, require_finite,
+                      require_shape, unpack_codes)
 from .scheme import QuantizedTensor
 
 BITS = 4
@@ -69,14 +69,15 @@ class AwqScheme:
         require_dtype(scales, FLOAT_DTYPES, "AWQ scales")
         require_finite(scales, "AWQ scales")
         groups = scales.shape[0]
-        codes = self._unpack(parts["qweight"], rows, out, "AWQ qweight")
+        qweight = parts["qweight"]
+        require_shape(qweight, (rows, out // PER_WORD), "AWQ qweight")
         if "qzeros" in parts:
             zeros = self._unpack(parts["qzeros"], groups, out, "AWQ qzeros")
         else:  # zero_point: false, symmetric codes
             zeros = torch.full((groups, out), 1 << (BITS - 1), dtype=torch.int32)
         index = group_index(rows, int(detail["group_size"]), groups, None)
-        weight = (codes - zeros[index]).to(torch.float32) * scales.to(torch.float32)[index]
-        return weight.T.contiguous()
+        return grouped_rows(lambda start, count: self._unpack(qweight[start:start + count], count, out, "AWQ qweight"),
+                            rows, zeros, scales, index)
 
     @staticmethod
     def _unpack(words: torch.Tensor, rows: int, out: int, what: str) -> torch.Tensor:

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from ..base import TensorInfo
-from .packing import (FLOAT_DTYPES, by_module, group_index, group_size, require_dtype, require_finite, require_shape,
-                      unpack_codes)
+from .packing import (FLOAT_DTYPES, by_module, group_index, group_size, grouped_rows, require_dtype, require_finite,
+                      require_shape, unpack_codes)
 from .scheme import QuantizedTensor
 
 BITS = (2, 3, 4, 8)
@@ -90,15 +90,20 @@ class GptqScheme:
         require_finite(scales, "GPTQ scales")
         groups = scales.shape[0]
         require_shape(scales, (groups, out), "GPTQ scales")
-        codes = unpack_codes(parts["qweight"], bits, rows, dim=0)  # [in, out]
+        qweight = parts["qweight"]
+        require_dtype(qweight, (torch.int32,), "GPTQ qweight")
+        require_shape(qweight, (_words(rows, bits), out), "GPTQ qweight")
         if "qzeros" in parts:
             require_shape(parts["qzeros"], (groups, _words(out, bits)), "GPTQ qzeros")
             zeros = unpack_codes(parts["qzeros"], bits, out, dim=1) + offset
         else:  # symmetric without stored zero points: the midpoint
             zeros = torch.full((groups, out), 1 << (bits - 1), dtype=torch.int32)
         index = group_index(rows, int(detail["group_size"]), groups, parts.get("g_idx"))
-        weight = (codes - zeros[index]).to(torch.float32) * scales.to(torch.float32)[index]
-        return weight.T.contiguous()
+
+        def codes_for(start: int, count: int) -> torch.Tensor:  # 32 rows fill `bits` words exactly
+            return unpack_codes(qweight[start * bits // 32:_words(start + count, bits)], bits, count, dim=0)
+
+        return grouped_rows(codes_for, rows, zeros, scales, index)
 
 
 SCHEME = GptqScheme()

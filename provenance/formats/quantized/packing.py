@@ -15,7 +15,7 @@ part's dtype and shape, each failing with a `ValueError` sentence.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -81,6 +81,25 @@ def require_finite(tensor: torch.Tensor, what: str) -> None:
 
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Values dequantized per step: the intermediates (codes, zero points and scales spread over the values) stay
+# near 16 MiB each whatever the weight's size, beside the float32 result.
+CHUNK_VALUES = 1 << 22
+
+
+def grouped_rows(codes_for: Callable[[int, int], torch.Tensor], rows: int, zeros: torch.Tensor,
+                 scales: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The weight [out, rows] whose transpose is `(codes - zeros[g]) * scales[g]`, g = `index` of each input row,
+    from `codes_for(start, count)` ([count, out] codes of input rows start..start+count, start a multiple of 32),
+    a chunk of input rows at a time (GPTQ and AWQ store codes by input row)."""
+    out = scales.shape[1]
+    result = torch.empty(out, rows, dtype=torch.float32)
+    scales = scales.to(torch.float32)
+    step = max(32, CHUNK_VALUES // max(out, 1) // 32 * 32)
+    for start in range(0, rows, step):
+        count = min(step, rows - start)
+        group = index[start:start + count]
+        result[:, start:start + count] = ((codes_for(start, count) - zeros[group]).to(torch.float32) * scales[group]).T
+    return result
 
 
 def group_index(rows: int, group_size: int, groups: int, g_idx: torch.Tensor | None) -> torch.Tensor:
