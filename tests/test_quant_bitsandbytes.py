@@ -17,6 +17,7 @@ bnb = pytest.importorskip("bitsandbytes")
 import bitsandbytes.functional as F  # noqa: E402  (after the skip: the module needs bitsandbytes)
 
 from bench.zoo.integer_quantized import bnb_module  # noqa: E402
+from provenance.formats.quantized import packing  # noqa: E402
 from provenance.formats.quantized.bitsandbytes import SCHEME  # noqa: E402
 
 from .test_quant_gptq_awq import infos, read, relative  # noqa: E402
@@ -53,6 +54,13 @@ def test_four_bit_reads_as_bitsandbytes_dequantizes(quant_type, nested, dtype):
     assert len(found) == 1 and "model.norm.weight" not in quantized.parts.values()
     assert torch.equal(values, reference)
     assert relative(values, source) < (0.15 if quant_type == "nf4" else 0.25)
+
+
+def test_four_bit_in_chunks_of_blocks_gives_the_whole_weight(monkeypatch):
+    tensors, reference = four_bit(original(64, HIDDEN), "model.layers.0.mlp.up_proj", "fp4", True, torch.bfloat16)
+    monkeypatch.setattr(packing, "CHUNK_VALUES", 128)  # one block of 64 and the next a chunk
+    found = read(SCHEME, with_norm(tensors), None)
+    assert torch.equal(found["model.layers.0.mlp.up_proj.weight"][1], reference)
 
 
 def test_four_bit_orientation_comes_from_the_bias_or_the_hidden_size():

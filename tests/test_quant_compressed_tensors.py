@@ -20,6 +20,7 @@ from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from compressed_tensors.quantization.lifecycle.forward import quantize
 
 from bench.zoo.integer_quantized import compressed_tensors_config, compressed_tensors_module
+from provenance.formats.quantized import packing
 from provenance.formats.quantized.compressed_tensors import SCHEME
 
 from .test_quant_gptq_awq import infos, read, relative
@@ -66,6 +67,18 @@ def test_the_package_compressors_read_back(fmt, weights, bar):
     assert not any(stored.endswith("bias") for stored in quantized.parts.values())
     torch.testing.assert_close(values, reference, rtol=1e-6, atol=1e-8)
     assert relative(values, source) < bar  # the quantization's rounding, nothing more
+
+
+@pytest.mark.parametrize("fmt,weights", [
+    ("pack-quantized", dict(num_bits=4, strategy="group", group_size=16, symmetric=False)),
+    ("naive-quantized", dict(num_bits=8, strategy="tensor", symmetric=False)),
+    ("float-quantized", dict(num_bits=8, type="float", strategy="block", block_structure=[16, 32], symmetric=True)),
+])
+def test_chunks_of_rows_give_the_whole_weight(monkeypatch, fmt, weights):
+    tensors, config, reference = checkpoint(original(), fmt, **weights)
+    monkeypatch.setattr(packing, "CHUNK_VALUES", 3 * 64)  # three rows a chunk: blocks and packed zero points cut
+    values = read(SCHEME, tensors, config)[f"{MODULE}.weight"][1]
+    torch.testing.assert_close(values, reference, rtol=1e-6, atol=1e-8)
 
 
 def test_legacy_act_order_group_index():

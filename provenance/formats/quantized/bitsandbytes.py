@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..base import TensorInfo
+from . import packing
 from .packing import by_module, require_dtype, require_finite, require_shape
 from .scheme import QuantizedTensor
 
@@ -176,9 +177,15 @@ class BitsAndBytesScheme:
         require_dtype(code_book, (torch.float32,), "the quant_map")
         require_shape(code_book, (16,), "the quant_map")
         absmax = BitsAndBytesScheme._absmax(state, parts, -(-values // blocksize))
-        codes = torch.stack([packed >> 4, packed & 0xF], dim=1).flatten()[:values].long()
-        scale = absmax.repeat_interleave(blocksize)[:values]
-        return (code_book[codes] * scale).to(dtype).to(torch.float32).reshape(stated)
+        result = torch.empty(values, dtype=torch.float32)
+        step = max(1, packing.CHUNK_VALUES // (2 * blocksize)) * 2 * blocksize  # whole blocks and whole bytes
+        for start in range(0, values, step):  # a chunk of blocks at a time: bounded intermediates
+            end = min(values, start + step)
+            chunk = packed[start // 2:-(-end // 2)]
+            codes = torch.stack([chunk >> 4, chunk & 0xF], dim=1).flatten()[:end - start].long()
+            scale = absmax[start // blocksize:-(-end // blocksize)].repeat_interleave(blocksize)[:end - start]
+            result[start:end] = (code_book[codes] * scale).to(dtype)
+        return result.reshape(stated)
 
     @staticmethod
     def _absmax(state: Mapping[str, Any], parts: Mapping[str, torch.Tensor], blocks: int) -> torch.Tensor:

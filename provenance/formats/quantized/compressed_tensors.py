@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..base import TensorInfo
+from . import packing
 from .packing import FLOAT_DTYPES, by_module, group_index, require_dtype, require_finite, require_shape, unpack_codes
 from .scheme import QuantizedTensor
 
@@ -92,11 +93,10 @@ class CompressedTensorsScheme:
                 continue
             if (fmt == "pack-quantized") != ("weight_packed" in parts):
                 continue
-            parameters = [parts[key] for key in ("weight_scale", "weight_zero_point") if key in parts]
             args = {"num_bits": int(weights.get("num_bits") or 8), "type": weights.get("type", "int"),
                     "strategy": weights.get("strategy") or "tensor", "group_size": weights.get("group_size"),
                     "block_structure": weights.get("block_structure"), "format": fmt,
-                    "parameter_dims": min(len(info.shape) for info in parameters)}
+                    "part_rows": {key: info.shape[0] for key, info in parts.items() if len(info.shape) == 2}}
             shape = self._shape(parts, args)
             if args["type"] == "float":
                 storage = FLOAT8_STORAGE.get(stored.dtype, "F8_E4M3")
@@ -131,7 +131,19 @@ class CompressedTensorsScheme:
         return packed.shape[0], packed.shape[1] * 32 // bits
 
     def dequantize(self, tensor: QuantizedTensor, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self._dequantized(tensor, parts, None)
+        """The weight, a chunk of rows at a time when its parts can be cut by rows (bounded intermediates)."""
+        out, columns = tensor.shape
+        step = max(1, packing.CHUNK_VALUES // max(columns, 1))
+        chunks = [np.arange(start, min(out, start + step)) for start in range(0, out, step)]
+        plans = [self.row_parts(tensor, rows) for rows in chunks] if len(chunks) > 1 else [None]
+        if any(plan is None for plan in plans):
+            return self._dequantized(tensor, parts, None)
+        result = torch.empty(out, columns, dtype=torch.float32)
+        for rows, plan in zip(chunks, plans):
+            cut = {key: value if plan.get(key) is None else value.reshape(-1, value.shape[-1])[torch.from_numpy(plan[key])]
+                   for key, value in parts.items()}
+            result[int(rows[0]):int(rows[-1]) + 1] = self._dequantized(tensor, cut, rows)
+        return result
 
     def row_parts(self, tensor: QuantizedTensor, rows: np.ndarray) -> dict[str, np.ndarray | None] | None:
         """The rows of the codes and of 2-D per-row, per-group or per-block scales (and unpacked zero points);
@@ -140,8 +152,6 @@ class CompressedTensorsScheme:
         rows = np.asarray(rows, dtype=np.int64)
         if args["strategy"] == "tensor":
             per_row = None
-        elif args.get("parameter_dims") != 2:
-            return None
         elif args["strategy"] == "block":
             block = args.get("block_structure")
             if not _valid_block(block):
@@ -158,6 +168,10 @@ class CompressedTensorsScheme:
                 plan[key] = per_row
             else:
                 plan[key] = None
+        part_rows = args.get("part_rows", {})
+        if any(wanted is not None and (key not in part_rows or (len(wanted) and int(wanted.max()) >= part_rows[key]))
+               for key, wanted in plan.items()):
+            return None  # a part that is not 2-D or has too few rows: read whole, and `dequantize` says what is wrong
         return plan
 
     def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
