@@ -46,7 +46,7 @@ COPIES = {
     "bnb-nf4": (bnb_module, {"kind": "nf4"}, bnb_config("nf4"), "BNB_NF4"),
     "bnb-int8": (bnb_module, {"kind": "int8"}, bnb_config("int8"), "BNB_INT8"),
 }
-TUNED = ("gptq-int4", "ct-int8", "bnb-nf4")
+TUNED = ("gptq-int4", "ct-int8", "bnb-int8")  # (bitsandbytes quantizes NF4 slowly on a CPU: one NF4 copy)
 
 
 def _tuned(state, storage, seed=8):
