@@ -409,6 +409,13 @@ def _write(path: Path, state: dict[str, torch.Tensor], config: dict) -> None:
     (path / "config.json").write_text(json.dumps(config, indent=2))
 
 
+def write_tiny_llama(path: Path, state: dict[str, torch.Tensor], quantization_config: dict | None = None) -> Path:
+    """`state` saved as a `tiny_llama_config` checkpoint in `path`, with config.json's quantization_config if given."""
+    config = dict(tiny_llama_config(), **({"quantization_config": quantization_config} if quantization_config else {}))
+    _write(path, state, config)
+    return path
+
+
 def build_yi(path: Path) -> Built:
     """Yi-6B/34B first release: LLaMA with the two norms spelled `ln1` and `ln2`."""
     llama = _llama_state(KV)

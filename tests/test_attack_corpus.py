@@ -52,6 +52,8 @@ REQUIRED = {
     "dir/config_over_8MiB", "dir/tokenizer_over_128MiB",
     "fingerprint/garbage", "fingerprint/truncated", "fingerprint/future_schema",
     "database/garbage", "database/future_schema",
+    "quantized/gptq_g_idx_out_of_range", "quantized/bnb_quant_state_not_json", "quantized/ct_weight_shape_lies",
+    "quantized/awq_gemv_packing",
 }
 
 

@@ -30,18 +30,11 @@ from provenance.formats.quantized.dequantizing import DequantizingSource
 from provenance.formats.quantized.mxfp4 import Mxfp4Scheme
 from provenance.model import Checkpoint
 
-from .builders import tiny_llama_config, tiny_llama_state
+from .builders import tiny_llama_state
+from .builders import write_tiny_llama as _save
 from .range_server import RangeServer
 
 BLOCK = (16, 24)  # small blocks, so that the tiny model has several, and partial ones (32 and 48 are not multiples of 24)
-
-
-def _save(path, state, quantization_config=None):
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
-    config = dict(tiny_llama_config(), **({"quantization_config": quantization_config} if quantization_config else {}))
-    (path / "config.json").write_text(json.dumps(config))
-    return path
 
 
 def _tuned(state, storage, seed=7):

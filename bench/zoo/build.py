@@ -24,7 +24,9 @@ families and training, transforms.py for each derivation):
   ln1/ln2, opaque t000.. names in order and shuffled), bf16/fp16 casts, int8
   per-channel and 4-bit block-32 quantize-dequantize, FP8 (128x128 block
   scales) and MXFP4 copies stored quantized (and noisy fine-tunes stored
-  so, quantized.py), MLP-unit and attention-
+  so, quantized.py), Hub quantizations stored as their producers store them
+  (GPTQ, AWQ, compressed-tensors, bitsandbytes: integer_quantized.py; full
+  slice), MLP-unit and attention-
   head permutations (GQA groups respected), norm/linear rescaling, a rotation
   of the residual basis (LLaMA; norms folded first), a stack of these
   evasions, a noise ladder (5..150% of each tensor's std), fine-tuning on the
@@ -67,6 +69,7 @@ import numpy as np
 import torch
 
 from . import diffusion, structured
+from . import integer_quantized as QI
 from . import models as M
 from . import quantized as Q
 from . import text as X
@@ -322,6 +325,8 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
                  note="symmetric 4-bit (levels -7..7), blocks of 32 along the input dimension, dequantized")
     if fam == "llama":
         build_quantized_copies(zoo, base)
+    if full and fam == "llama":
+        build_hub_quantized_copies(zoo, base)
     derive(zoo, f"{base}-perm-mlp", base, {"t": "perm-mlp", "seed": 31},
            checked(lambda f, p, s: {"state": T.permute_mlp(f, p, s, 31)}))
     zoo.case("perm-mlp", f"{base}-perm-mlp", base, "identical", note="MLP hidden units permuted in every layer")
@@ -383,6 +388,17 @@ def build_quantized_copies(zoo: Zoo, base: str) -> None:
         zoo.case(f"quant-{scheme}-tuned", tuned, base, "derived", note=f"Gaussian noise of {noise:.0%} of each tensor's "
                  f"std, then stored as {scheme}")
         zoo.cases[-1]["relative_change"] = M.relative_change(Q.read_back(zoo.out / "models" / tuned), zoo.state(base))
+
+
+def build_hub_quantized_copies(zoo: Zoo, base: str) -> None:
+    """GPTQ, AWQ, compressed-tensors and bitsandbytes copies stored as their producers store them
+    (`integer_quantized.ZOO_COPIES`): the rounding is storage, so each is `identical`."""
+    for label, (writer, options, config, note) in QI.ZOO_COPIES.items():
+        copy = derive(zoo, f"{base}-{label.removeprefix('quant-')}", base, {"t": label},
+                      lambda f, p, s, w=writer, o=options, c=config: {"state": QI.quantized_state(s, w, **o),
+                                                                       "quantization_config": c})
+        zoo.case(label, copy, base, "identical", note=note)
+        zoo.cases[-1]["relative_change"] = M.relative_change(Q.read_back(zoo.out / "models" / copy), zoo.state(base))
 
 
 def build_training_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:

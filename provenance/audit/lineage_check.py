@@ -42,7 +42,9 @@ BUILTIN_HUB_IDS = {
     "Gemma-3-270M": "google/gemma-3-270m",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_QUANTIZED = re.compile(r"^(I?Q\d|TQ\d)", re.IGNORECASE)
+# Stored dtypes that are quantizations: GGUF's Q*/IQ*/TQ* types, and the storage names of
+# `formats/quantized/` (GPTQ, AWQ, bitsandbytes, compressed-tensors' INT*, scaled FP8, MXFP4).
+_QUANTIZED = re.compile(r"^(I?Q\d|TQ\d|GPTQ_|AWQ_|BNB_|INT\d|FP8_|MXFP4)", re.IGNORECASE)
 PLAIN_FLOATS = {"F64", "F32", "F16", "BF16"}  # dtype names as the readers give them (formats/)
 # The relations the evidence shows (`found_relation`), and which of them each declared relation allows.
 # "quantized-derived": a quantized file whose weights differ from the parent beyond a plain copy, with no

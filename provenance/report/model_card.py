@@ -10,7 +10,7 @@ those two keys and prints them beside what the candidate's files claim
   weight references: no `base_model` (nothing measured explains the weights);
 - `assembled`: `merge`, with every accusing weight reference as a base;
 - `identical` or `derived` with quantized candidate tensors (GGUF Q/IQ
-  types): `quantized`;
+  types, GPTQ, AWQ, bitsandbytes, compressed-tensors, scaled FP8, MXFP4): `quantized`;
 - `derived`: `finetune`;
 - `identical`: `base_model` without a relation (the Hub has none for a
   copy), and a comment saying it is one.

@@ -30,7 +30,8 @@ from .schemes import SCHEMES
 
 def find_groups(infos: list[TensorInfo], config: Mapping[str, Any] | None,
                 schemes: list[QuantScheme] = SCHEMES) -> list[tuple[QuantScheme, QuantizedTensor]]:
-    """Each scheme's groups, a stored tensor going to the first scheme that claims it."""
+    """Each scheme's groups, a stored tensor going to the first scheme that claims it (a later scheme is not shown
+    it, so it cannot misread, or refuse, what an earlier one understood)."""
     quantization_config = (config or {}).get("quantization_config")
     if not isinstance(quantization_config, Mapping):
         quantization_config = None
@@ -38,8 +39,9 @@ def find_groups(infos: list[TensorInfo], config: Mapping[str, Any] | None,
     claimed: set[str] = set()
     groups = []
     for scheme in schemes:
+        unclaimed = [info for info in infos if info.name not in claimed]  # a later scheme never sees claimed ones
         try:
-            found = scheme.find(infos, quantization_config)
+            found = scheme.find(unclaimed, quantization_config)
         except ValueError as exc:  # named after the file holding the first tensor the message quotes
             where = next((i.file for i in infos if repr(i.name) in str(exc)), infos[0].file if infos else None)
             raise CorruptFileError(where, f"{scheme.name} quantization: {exc}") from exc

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from . import directory_cases, gguf_cases, pytorch_cases, safetensors_cases, stored_cases
+from . import directory_cases, gguf_cases, pytorch_cases, quantized_cases, safetensors_cases, stored_cases
 from .corpus import Case, Corpus, Run, tiny_state, write_model_dir
 from .gguf_cases import gguf_bytes, gstr, kv
 from .runner import check_cases, check_run, limit_address_space, run_batch
@@ -41,7 +41,7 @@ __all__ = ["Case", "Corpus", "Run", "check_cases", "check_run", "generate", "ggu
 GROUPS: dict[str, Callable[[Corpus], None]] = {
     "safetensors": safetensors_cases.add_cases, "pytorch": pytorch_cases.add_cases, "gguf": gguf_cases.add_cases,
     "dir": directory_cases.add_cases, "fingerprint": stored_cases.add_fingerprint_cases,
-    "database": stored_cases.add_database_cases,
+    "database": stored_cases.add_database_cases, "quantized": quantized_cases.add_cases,
 }
 
 
