@@ -18,13 +18,18 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .console import closed_pipe_safe_stdout
 from .errors import ProvenanceError, UnreadablePathError
+from .gate import (EXIT_CANDIDATE_ERRORS, EXIT_ERROR, EXIT_FAIL_ON, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                   FAIL_ON_NAMES, audit_trips, exit_codes_help, parse_fail_on)
 from .progress import tensor_progress, wanted
 from .remote import is_remote
 from .remote.locate import LOCATION_HELP, locate
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 DEFAULT_SCAN_TIMEOUT = 3600.0  # seconds per candidate: generous (a 70B checkpoint on a slow disk), but bounded
+FAIL_ON_HELP = (f"comma-separated names that make the exit code 3, any case: {', '.join(FAIL_ON_NAMES)} "
+                "(abstained: no decision was reached; error: scan, a candidate could not be audited), "
+                "e.g. identical,derived,assembled")
 REFS_HELP = "reference database path (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)"
 
 
@@ -131,6 +136,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.fail_on and not report["abstained"] and report["verdict"] in args.fail_on:
         print(f"provenance: --fail-on: {report['verdict']} vs {args.reference} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
+    if "abstained" in args.fail_on and report["abstained"]:
+        print(f"provenance: --fail-on: abstained vs {args.reference} (exit 3)", file=sys.stderr)
+        return EXIT_FAIL_ON
     return EXIT_OK
 
 
@@ -151,9 +159,6 @@ def _compare_tokenizers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
-
-
 def _report_path(text: str) -> str:
     """--report FILE: .html or .md, checked before any work (a usage error otherwise)."""
     # lazy: jinja2 and the report code, only when --report is given
@@ -166,14 +171,12 @@ def _report_path(text: str) -> str:
     return text
 
 
-def _parse_fail_on(text: str | None) -> set[str]:
-    if not text:
-        return set()
-    chosen = {v.strip() for v in text.split(",") if v.strip()}
-    unknown = chosen - set(VERDICTS)
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; choose from {', '.join(VERDICTS)}")
-    return chosen
+def _parse_fail_on(text: str | None) -> frozenset[str]:
+    """--fail-on NAMES (provenance/gate.py: the verdicts, abstained, error; any case)."""
+    try:
+        return parse_fail_on(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _reference_database(given: str | None):
@@ -186,12 +189,6 @@ def _reference_database(given: str | None):
         return Registry(given or default_path(), create=False)
     path = default_path()
     return Registry(path, create=False) if path.exists() else None
-
-
-def _fail_on_hits(fail_on: set[str], references: list[dict]) -> list[str]:
-    """'VERDICT vs REFERENCE' for every non-abstained row whose verdict is in fail_on."""
-    return [f"{r['verdict']} vs {r['reference']}" for r in references
-            if not r["abstained"] and r["verdict"] in fail_on]
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -229,7 +226,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print(render_front_matter(lineage, args.candidate))
     else:
         print(json.dumps(report, indent=2) if args.json else render_audit(report))
-    hits = _fail_on_hits(args.fail_on, report["references"])
+    hits = audit_trips(args.fail_on, report)
     if hits:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
@@ -310,16 +307,6 @@ def _size_limit(text: str):
 _RAY_ADDRESS = r"^(auto|local|ray://\S+|\[?[\w.:-]+\]?:\d+)$"
 
 
-def _parse_scan_fail_on(text: str | None) -> set[str]:
-    """Like audit's --fail-on, plus `error`: a candidate that could not be audited."""
-    chosen = {v.strip() for v in (text or "").split(",") if v.strip()}
-    unknown = chosen - set(VERDICTS) - {"error"}
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; "
-                                         f"choose from {', '.join(VERDICTS)}, error")
-    return chosen
-
-
 def _cmd_scan(args: argparse.Namespace) -> int:
 
     # lazy: the batch package (27 ms; multiprocessing), only for scan
@@ -360,6 +347,10 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         print(f"scan: {len(hits)} candidates reached a --fail-on verdict ({', '.join(sorted(args.fail_on))}), "
               f"first: {hits[0]} ({why})", file=sys.stderr)
         return EXIT_FAIL_ON
+    if summary.errors:
+        print(f"scan: {summary.errors} candidates could not be audited (exit {EXIT_CANDIDATE_ERRORS}; their lines in "
+              f"{args.output} say why)", file=sys.stderr)
+        return EXIT_CANDIDATE_ERRORS
     return EXIT_OK
 
 
@@ -379,7 +370,8 @@ def _add_no_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.")
+    parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.",
+                                     epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"provenance {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -402,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("reference", metavar="REFERENCE", help="as CANDIDATE")
     compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
     compare.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
-                         help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
+                         help=FAIL_ON_HELP)
     _add_no_progress(compare)
     compare.set_defaults(handler=_cmd_compare)
 
@@ -413,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
     _add_no_progress(audit)
     audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
-                       help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
+                       help=FAIL_ON_HELP)
     audit.add_argument("--report", type=_report_path, metavar="FILE",
                        help="also write a report for people: FILE.html (self-contained page) or FILE.md (for pull requests)")
     audit.add_argument("--lang", choices=("en", "zh"), help="language of the --report file: en (default) or zh (Chinese)")
@@ -475,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--retry-errors", action="store_true", help="audit again the candidates whose line is an error")
     scan.add_argument("--tasks-per-worker", type=int, metavar="N",
                       help="replace each worker process after N candidates (default 32)")
-    scan.add_argument("--fail-on", type=_parse_scan_fail_on, default=set(), metavar="VERDICTS",
-                      help="comma-separated verdicts (or `error`) that make the exit code 3 if any candidate reaches one")
+    scan.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
+                      help=FAIL_ON_HELP + " (scan: if any candidate reaches one)")
     scan.set_defaults(handler=_cmd_scan)
     return parser
 
@@ -501,12 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     try:
-        return args.handler(args)
+        with closed_pipe_safe_stdout():  # `| head` must not turn an accusation (exit 3) into a pass
+            return args.handler(args)
     except KeyboardInterrupt:
-        print("provenance: interrupted", file=sys.stderr)
+        print(f"provenance: interrupted (exit {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # a closed stderr: the outcome is unknown to the reader, never a pass
         return EXIT_ERROR
-    except BrokenPipeError:
-        return EXIT_OK
     except Exception as exc:  # one line for the user; the traceback on request
         if os.environ.get("PROVENANCE_DEBUG") == "1":
             traceback.print_exc()

@@ -1,0 +1,100 @@
+"""Issue 24: the command line as a CI gate: exit codes it can trust, folders as users hold them, honest scope.
+
+Each test runs `cli.main` in this process (tests/inprocess.py) on a tiny
+LLaMA (hidden 32, 2 layers) and its database, with `--no-builtin` where the
+built-in references add nothing but time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+
+import pytest
+
+from provenance import cli
+from provenance.registry import Registry
+from provenance.gate import EXIT_CANDIDATE_ERRORS, EXIT_FAIL_ON, EXIT_INTERRUPTED, parse_fail_on
+
+from .builders import llama_model
+from .inprocess import run_cli
+
+TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny LLaMA `base` in a database, a copy of it, and an independent model."""
+    root = tmp_path_factory.mktemp("gate")
+    for name, seed in (("base", 0), ("other", 7)):
+        model, _ = llama_model(seed, **TINY)
+        model.save_pretrained(root / name)
+    shutil.copytree(root / "base", root / "copy")
+    db = root / "refs.sqlite"
+    added = run_cli("refs", "--refs", db, "add", root / "base", "--name", "base", "--no-progress")
+    assert added.returncode == 0, added.stderr
+    Registry(root / "empty.sqlite", create=True).close()
+    return {"root": root, "db": str(db), "empty": str(root / "empty.sqlite"), "base": str(root / "base"), "copy": str(root / "copy"),
+            "other": str(root / "other")}
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout whose reader has gone (`| true`, `| head -0`): every write fails as a closed pipe does."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def _main_with_closed_stdout(*args: str) -> int:
+    with contextlib.redirect_stdout(_ClosedPipe()), contextlib.redirect_stderr(io.StringIO()):
+        return cli.main([str(a) for a in args])
+
+
+# -- exit codes a gate can trust ------------------------------------------------------------------------------
+
+
+def test_closed_pipe_never_turns_an_accusation_into_a_pass(world):
+    args = ("audit", world["copy"], "--refs", world["db"], "--no-builtin", "--no-progress", "--fail-on", "identical")
+    assert run_cli(*args).returncode == EXIT_FAIL_ON
+    assert _main_with_closed_stdout(*args) == EXIT_FAIL_ON
+    assert _main_with_closed_stdout(*args[:-2]) == 0  # nothing to fail on: the lost output is no error
+
+
+def test_scan_exits_4_when_a_candidate_could_not_be_audited(world, tmp_path):
+    missing = tmp_path / "absent"
+    done = run_cli("scan", missing, tmp_path / "absent2", "-o", tmp_path / "out.jsonl", "--workers", "0",
+                   "--no-builtin", "--fail-on", "derived")
+    assert done.returncode == EXIT_CANDIDATE_ERRORS, done.stderr
+    assert "2 candidates could not be audited" in done.stderr
+    # `error` named in --fail-on makes it a --fail-on exit, like any other name.
+    again = run_cli("scan", missing, "-o", tmp_path / "out.jsonl", "--workers", "0", "--no-builtin", "--fail-on", "error")
+    assert again.returncode == EXIT_FAIL_ON
+
+
+def test_fail_on_names_are_case_insensitive_and_include_abstained_and_error(world):
+    assert parse_fail_on(" DERIVED,Identical ,error,ABSTAINED") == {"derived", "identical", "error", "abstained"}
+    with pytest.raises(ValueError, match="bogus"):
+        parse_fail_on("derived,bogus")
+    upper = run_cli("audit", world["copy"], "--refs", world["db"], "--no-builtin", "--no-progress", "--fail-on", "IDENTICAL")
+    assert upper.returncode == EXIT_FAIL_ON, upper.stderr
+    # No reference at all: nothing was decided, which `abstained` fails on and a verdict list does not.
+    alone = ("audit", world["other"], "--no-builtin", "--no-progress", "--refs", world["empty"])
+    assert run_cli(*alone, "--fail-on", "derived,identical").returncode == 0
+    assert run_cli(*alone, "--fail-on", "Abstained").returncode == EXIT_FAIL_ON
+
+
+def test_ctrl_c_exits_130_and_never_says_added(world, tmp_path, monkeypatch):
+    from provenance.audit import shortlist
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shortlist, "add_reference", interrupted)
+    db = tmp_path / "refs.sqlite"
+    done = run_cli("refs", "--refs", db, "add", world["other"], "--name", "other", "--no-progress", "--create")
+    assert done.returncode == EXIT_INTERRUPTED
+    assert "added" not in done.stderr and "interrupted" in done.stderr
+    monkeypatch.undo()
+    assert "other" not in run_cli("refs", "--refs", db, "list").stdout
