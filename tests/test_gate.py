@@ -8,8 +8,10 @@ built-in references add nothing but time.
 from __future__ import annotations
 
 import contextlib
+import os
 import io
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,18 @@ def test_ctrl_c_exits_130_and_never_says_added(world, tmp_path, monkeypatch):
     assert "added" not in done.stderr and "interrupted" in done.stderr
     monkeypatch.undo()
     assert "other" not in run_cli("refs", "--refs", db, "list").stdout
+
+
+# -- tests never write outside their temporary folders ---------------------------------------------------------
+
+
+def test_the_run_reads_and_writes_no_folder_of_the_user(world):
+    from provenance.fingerprint.cache import default_directory
+    from provenance.registry import default_path
+
+    from .conftest import REAL_USER_FOLDERS, REAL_USER_STATE, TEST_HOME, folder_state
+
+    assert default_path().is_relative_to(TEST_HOME)  # `refs add` without --refs writes here, not in ~/.local/share
+    assert Path(os.environ["HF_HOME"]).is_relative_to(TEST_HOME) and Path.home().is_relative_to(TEST_HOME)
+    assert not any(Path(default_directory()).is_relative_to(real) for real in REAL_USER_FOLDERS)
+    assert folder_state(REAL_USER_FOLDERS) == REAL_USER_STATE  # nothing so far (the end of the run checks again)
