@@ -33,13 +33,13 @@ FAIL_ON_HELP = (f"comma-separated names that make the exit code 3, any case: {',
 REFS_HELP = "reference database path (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)"
 
 
-def _require_path(path: str, remote_ok: bool = True, revision: str | None = None) -> str:
+def _require_path(path: str, remote_ok: bool = True, revision: str | None = None, hub: bool = False) -> str:
     """Resolve a PATH before the heavy imports: local path, URL, hf:// or repo id ORG/NAME (see remote/locate.py).
 
     Returns the location to read; how a repo id was resolved is said on stderr.
     """
 
-    found = locate(path, revision, local_only=not remote_ok)
+    found = locate(path, revision, local_only=not remote_ok, hub=hub)
     if is_remote(found.location) and not remote_ok:
         raise UnreadablePathError(path, "this command reads local files only; fingerprint, compare and audit accept URLs")
     if found.note:
@@ -58,14 +58,13 @@ def _fingerprint_for(path: str, args: argparse.Namespace):
 
 
 def _saved_fingerprint(path: str):
-    """The fingerprint saved at PATH, or None when PATH is a checkpoint (or a URL)."""
+    """The fingerprint saved at PATH (or in the folder PATH), or None when PATH is a checkpoint (or a URL)."""
 
     # lazy: the fingerprint package loads numpy and torch
-    from .fingerprint.store import is_fingerprint_file, load_fingerprint
+    from .fingerprint.store import fingerprint_file_at, load_fingerprint
 
-    if is_remote(path) or not is_fingerprint_file(Path(path)):
-        return None
-    return load_fingerprint(path)
+    saved = None if is_remote(path) else fingerprint_file_at(Path(path))  # a fingerprint file, or a folder of one
+    return None if saved is None else load_fingerprint(saved)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -94,7 +93,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    args.path = _require_path(args.path, revision=args.revision)
+    args.path = _require_path(args.path, revision=args.revision, hub=args.hub)
     saved = _saved_fingerprint(args.path)
     if saved is not None:
 
@@ -115,8 +114,8 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    args.candidate = _require_path(args.candidate)
-    args.reference = _require_path(args.reference)
+    args.candidate = _require_path(args.candidate, hub=args.hub)
+    args.reference = _require_path(args.reference, hub=args.hub)
     # lazy: the readers (formats/) load torch
     from .formats.tokenizer import tokenizer_only_folder
 
@@ -196,7 +195,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print("provenance audit: error: --lang chooses the language of the --report file; give --report FILE too",
               file=sys.stderr)
         return EXIT_USAGE
-    args.candidate = _require_path(args.candidate, revision=args.revision)
+    args.candidate = _require_path(args.candidate, revision=args.revision, hub=args.hub)
     # lazy: numpy, scipy and torch, only for audit
     from .audit import audit_to_json, run_audit
     from .report.audit_text import render_audit
@@ -250,7 +249,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             # lazy: numpy (screening signatures)
             from .audit.shortlist import add_reference
 
-            args.path = _require_path(args.path, revision=args.revision)
+            args.path = _require_path(args.path, revision=args.revision, hub=args.hub)
             registry.check_new_name(args.name, replace=args.replace)  # before the fingerprinting, not after it
             entry = add_reference(registry, args.name, _fingerprint_for(args.path, args), replace=args.replace)
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
@@ -311,6 +310,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
     # lazy: the batch package (27 ms; multiprocessing), only for scan
     from .batch import AuditSettings, executor, read_candidate_list, scan
+    from .batch.folders import expand_model_folders
 
     if args.ray and not re.match(_RAY_ADDRESS, args.ray):
         print(f"provenance scan: error: --ray ADDRESS must be auto, HOST:PORT or ray://HOST:PORT, not {args.ray!r} "
@@ -328,6 +328,11 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     elif not candidates:
         print("provenance scan: error: give CANDIDATE arguments or --from FILE", file=sys.stderr)
         return EXIT_USAGE
+    candidates, expansions = expand_model_folders(candidates)
+    for expansion in expansions:  # provenance/batch/folders.py
+        left_out = f"; {expansion.skipped} sub-folders without weights left out" if expansion.skipped else ""
+        print(f"scan: {expansion.folder} holds no weights itself: scanning its {len(expansion.models)} model "
+              f"folders{left_out}", file=sys.stderr)
     if args.timeout is not None and args.timeout <= 0:
         print("provenance scan: error: --timeout must be a positive number of seconds", file=sys.stderr)
         return EXIT_USAGE
@@ -359,6 +364,14 @@ def _add_location(parser: argparse.ArgumentParser, dest: str, metavar: str, loca
 
     parser.add_argument(dest, metavar=metavar, help=LOCATION_HELP + ("; read from local files only" if local_only else ""))
     parser.add_argument("--revision", metavar="REV", help="branch, tag or commit of a repo id ORG/NAME or hf:// location")
+    if not local_only:
+        _add_hub(parser)
+
+
+def _add_hub(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hub", action="store_true", help="read a repo id ORG/NAME that is neither a local path nor in "
+                        "the local Hugging Face cache from the hub (without it, such a name is a missing local path "
+                        "and nothing goes to the network; hf://ORG/NAME always reads the hub)")
 
 
 def _add_no_progress(parser: argparse.ArgumentParser) -> None:
@@ -392,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("candidate", metavar="CANDIDATE", help="checkpoint, fingerprint file, URL, hf:// or ORG/NAME[@REV] "
                          "(as for fingerprint PATH)")
     compare.add_argument("reference", metavar="REFERENCE", help="as CANDIDATE")
+    _add_hub(compare)
     compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
     compare.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
                          help=FAIL_ON_HELP)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -115,3 +116,52 @@ def test_the_run_reads_and_writes_no_folder_of_the_user(world):
     assert Path(os.environ["HF_HOME"]).is_relative_to(TEST_HOME) and Path.home().is_relative_to(TEST_HOME)
     assert not any(Path(default_directory()).is_relative_to(real) for real in REAL_USER_FOLDERS)
     assert folder_state(REAL_USER_FOLDERS) == REAL_USER_STATE  # nothing so far (the end of the run checks again)
+
+
+# -- folders as users hold them ---------------------------------------------------------------------------------
+
+
+def test_a_mistyped_local_path_never_goes_to_the_network(world, tmp_path, monkeypatch):
+    from provenance.remote import hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a request left the machine")
+
+    monkeypatch.setattr(hub, "hub_location", no_network)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fixtures").mkdir()
+    done = run_cli("audit", "fixtures/suspec", "--no-builtin", "--no-progress", "--fail-on", "derived")
+    assert done.returncode == 1
+    assert "fixtures/suspec: no such file or directory" in done.stderr and "--hub" in done.stderr
+    assert "hf://" not in done.stderr.split("write")[0]  # not read as hf://fixtures/suspec
+
+
+def test_a_folder_holding_a_fingerprint_is_read_as_that_fingerprint(world, tmp_path):
+    folder = tmp_path / "fpdir"
+    folder.mkdir()
+    made = run_cli("fingerprint", world["copy"], "-o", folder / "copy.safetensors", "--no-progress")
+    assert made.returncode == 0, made.stderr
+    gate = ("--refs", world["db"], "--no-builtin", "--no-progress", "--fail-on", "derived,identical,assembled", "--json")
+    as_file = run_cli("audit", folder / "copy.safetensors", *gate)
+    as_folder = run_cli("audit", folder, *gate)
+    assert as_file.returncode == as_folder.returncode == EXIT_FAIL_ON, as_folder.stderr
+    assert json.loads(as_folder.stdout)["verdict"] == json.loads(as_file.stdout)["verdict"] == "identical"
+    shutil.copy(folder / "copy.safetensors", folder / "second.safetensors")
+    two = run_cli("audit", folder, *gate)
+    assert two.returncode == 1 and "2 fingerprint files" in two.stderr and "second.safetensors" in two.stderr
+
+
+def test_scan_of_a_folder_of_model_folders_scans_each_model(world, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("base", "other"):
+        shutil.copytree(world[name], models / name)
+    (models / "notes").mkdir()
+    out = tmp_path / "out.jsonl"
+    done = run_cli("scan", models, "-o", out, "--workers", "0", "--refs", world["db"], "--no-builtin",
+                   "--fail-on", "identical")
+    assert done.returncode == EXIT_FAIL_ON, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["candidate"] for r in records) == [str(models / "base"), str(models / "other")]
+    assert all(r["status"] == "ok" for r in records)
+    assert "scanning its 2 model folders; 1 sub-folders without weights left out" in done.stderr

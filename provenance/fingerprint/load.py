@@ -13,13 +13,14 @@ from ..model import Checkpoint
 from ..remote import is_remote
 from .build import build_fingerprint
 from .cache import FingerprintCache, cache_key, disabled_by_environment
-from .store import Fingerprint, is_fingerprint_file, load_fingerprint
+from .store import Fingerprint, fingerprint_file_at, load_fingerprint
 
 
 def fingerprint_for(path: str | Path, on_tensor: Callable[[int, int], None] | None = None,
                     cache: bool = True) -> Fingerprint:
-    if not is_remote(path) and is_fingerprint_file(Path(path)):
-        return load_fingerprint(Path(path))
+    saved = None if is_remote(path) else fingerprint_file_at(Path(path))  # a fingerprint file, or a folder of one
+    if saved is not None:
+        return load_fingerprint(saved)
     return fingerprint_checkpoint(path, on_tensor=on_tensor, cache=cache)
 
 
