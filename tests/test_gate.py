@@ -34,6 +34,7 @@ def world(tmp_path_factory):
     for name, seed in (("base", 0), ("other", 7)):
         model, _ = llama_model(seed, **TINY)
         model.save_pretrained(root / name)
+    _byte_level_tokenizer().save(str(root / "base" / "tokenizer.json"))
     shutil.copytree(root / "base", root / "copy")
     db = root / "refs.sqlite"
     added = run_cli("refs", "--refs", db, "add", root / "base", "--name", "base", "--no-progress")
@@ -41,6 +42,19 @@ def world(tmp_path_factory):
     Registry(root / "empty.sqlite", create=True).close()
     return {"root": root, "db": str(db), "empty": str(root / "empty.sqlite"), "base": str(root / "base"), "copy": str(root / "copy"),
             "other": str(root / "other")}
+
+
+def _byte_level_tokenizer():
+    """A small byte-level BPE tokenizer (trained in milliseconds on two sentences)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 20 + ["weights and their origin"],
+                                  trainer)
+    return tokenizer
 
 
 class _ClosedPipe(io.StringIO):
@@ -165,3 +179,82 @@ def test_scan_of_a_folder_of_model_folders_scans_each_model(world, tmp_path):
     assert sorted(r["candidate"] for r in records) == [str(models / "base"), str(models / "other")]
     assert all(r["status"] == "ok" for r in records)
     assert "scanning its 2 model folders; 1 sub-folders without weights left out" in done.stderr
+
+
+# -- honest scope in every output -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def builtin_audit(world, tmp_path_factory):
+    """`other` (hidden 32: no built-in reference has a tensor of its shapes) audited with the built-in references
+    and the database, with a Markdown and an HTML report."""
+    folder = tmp_path_factory.mktemp("reports")
+    done = run_cli("audit", world["other"], "--refs", world["db"], "--no-progress", "--json",
+                   "--report", folder / "r.md")
+    assert done.returncode == 0, done.stderr
+    html = run_cli("audit", world["other"], "--refs", world["db"], "--no-progress", "--report", folder / "r.html")
+    return json.loads(done.stdout), (folder / "r.md").read_text(), (folder / "r.html").read_text(), html.stdout
+
+
+def test_a_signal_that_could_not_run_says_not_compared_never_p_1(builtin_audit):
+    report, markdown, html, terminal = builtin_audit
+    smol = next(r for r in report["references"] if r["reference"] == "SmolLM2-135M-Instruct")
+    assert smol["strongest_evidence"]["compared"] is False and smol["strongest_evidence"]["p_value"] is None
+    assert smol["strongest_evidence"]["detail"].startswith("not compared")
+    assert smol["confidence"] < 0.5  # nothing measured: "no relation" is not a confident finding
+    assert "not compared" in terminal and "p = 1," not in terminal
+    assert "layer weights: not compared" in markdown and "could not be compared" in markdown
+    assert "layer weights: not compared" in html
+
+
+def test_every_output_states_the_scope_of_the_audit(builtin_audit):
+    report, markdown, html, terminal = builtin_audit
+    scope = report["scope"]
+    assert scope["builtin_weights"] == 2 and scope["database_compared"] == scope["database_total"] == 1
+    assert scope["references_compared"] == 3 and scope["builtin_architectures"] >= 1
+    assert scope["not_comparable"] == 2 and scope["catalog_not_in_database"] > 0
+    assert any("distillation" in line for line in scope["cannot_see"])
+    for text in (" ".join(t.split()) for t in (markdown, html, terminal)):  # the terminal wraps lines
+        assert "distillation" in text and "API wrappers" in text
+        assert "not mean that the model is original" in text or "not that the model is original" in text
+    assert "compared with 3 references" in markdown and "compared with 3 references" in terminal
+
+
+def test_an_exact_tokenizer_match_with_a_reference_is_named(world):
+    done = run_cli("audit", world["copy"], "--refs", world["db"], "--no-builtin", "--no-progress", "--json")
+    best = json.loads(done.stdout)["tokenizers"][0]
+    assert best["reference"] == "base" and best["identical"] is True
+
+
+SIGNAL_EXPLANATIONS = {  # what each explanation must say, and must not, about the signal it explains (English)
+    "final_norm.weight (by id)": ("final norm", "embedding"),
+    "embed.weight (by id)": ("embedding rows aligned by token id", "head"),
+    "lm_head.weight (by id)": ("output-head rows", "embedding"),
+    "residual-space Gram matrices (rotation-invariant identity check)": ("deterministic check", "screening"),
+    "per-layer std curve (screening only)": ("screening signal", "deterministic"),
+    "vocabulary overlap (screening only)": ("screening signal", "deterministic"),
+}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_every_explanation_text_is_rendered_and_fits_its_signal(lang):
+    from types import SimpleNamespace
+
+    from provenance.compare.results import Evidence
+    from provenance.report.audit_report import _evidence
+    from provenance.report.i18n import load_strings
+    from provenance.report.markdown import say
+
+    t = load_strings(lang)
+    evidence = [Evidence(signal, 0.5, None, "detail", decisive=False) for signal in SIGNAL_EXPLANATIONS]
+    evidence.append(Evidence.not_compared("layer weights (sketch correlation, norms folded)", "no shapes match"))
+    rows = _evidence(SimpleNamespace(evidence=evidence, verdict="unrelated", abstained=False), t)
+    assert len(rows) == len(evidence)  # all context-only and without a p-value: the order is kept
+    for e, row in zip(evidence, rows):
+        said = " ".join(str(say(p)) for p in (row["name"], row["what"], row["meaning"]) if p is not None)
+        assert "{" not in said and "}" not in said, said  # every placeholder filled
+        if lang == "en" and e.signal in SIGNAL_EXPLANATIONS:
+            must, must_not = SIGNAL_EXPLANATIONS[e.signal]
+            assert must in said and must_not not in said, (e.signal, said)
+        if not e.compared:
+            assert row["value"] == t["na"] and row["meaning"].template == t["p_explain"]["not_compared"]

@@ -16,6 +16,7 @@ from typing import Any
 from ..compare import Comparison
 from ..fingerprint import Fingerprint
 from .rows import AuditRow
+from .scope import Scope
 from .shortlist import Screen
 
 
@@ -56,6 +57,7 @@ class AuditResult(Sequence):
     vocabulary_source: str  # where the candidate's vocabulary was read from, as a report may show it
     best_match: BestMatch | None  # the best row whose weights were compared, with its report details
     reproducibility: Reproducibility
+    scope: Scope | None = None  # how many references were compared, what the audit cannot see (scope.py)
 
     def __getitem__(self, index):
         return self.rows[index]
