@@ -237,6 +237,19 @@ def _cmd_refs(args: argparse.Namespace) -> int:
     from .registry import Registry, default_path
 
     writes = args.refs_command in ("add", "import", "sync")  # only these create a database (in an existing folder)
+    path = Path(args.refs or default_path())
+    given = bool(args.refs or os.environ.get("PROVENANCE_REFS"))
+    if not writes and not given and not path.exists():  # a fresh machine: nothing was mistyped
+        return _no_database_yet(args, path)
+    if args.refs_command == "sync" and not args.list:
+        # lazy: refs_sync (10 ms), only for refs sync
+        from .refs_sync import OFFLINE_HINT, offline_requested
+
+        if offline_requested(args.offline):  # before a database is created for nothing
+            print(f"provenance: refs sync: offline (--offline or HF_HUB_OFFLINE): nothing to do; {OFFLINE_HINT}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+    created = writes and not path.exists()
     if writes:
         # The default location is the tool's own folder, created on first use; a path the user gave
         # (--refs, $PROVENANCE_REFS) must be in an existing folder unless --create says otherwise.
@@ -274,7 +287,12 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             # lazy: the hub client, only for refs sync
             from .refs_sync import run_sync_command
 
-            return run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list)
+            code = run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list)
+            if created and not registry.names():
+                registry.close()
+                _remove_database_files(registry.path)  # a failed first sync leaves no empty database behind
+                print(f"refs sync: no reference was added; {registry.path} was not kept", file=sys.stderr)
+            return code
         elif args.refs_command == "remove":
             registry.remove(args.name)
             print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
@@ -291,6 +309,25 @@ def _cmd_refs(args: argparse.Namespace) -> int:
                           f"added {e.added}")
                 print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
     return EXIT_OK
+
+
+def _no_database_yet(args: argparse.Namespace, path: Path) -> int:
+    """`refs list` (and remove, export) before any database exists at the default place: say how to make one."""
+    how = ("`provenance refs add PATH --name NAME` (one model), `refs import BUNDLE` (references made elsewhere) "
+           "or `refs sync` (the catalog's open base models, from the hub) creates it; audits use the built-in "
+           "references meanwhile")
+    if args.refs_command == "list":
+        if args.json:
+            print(json.dumps({"schema": "provenance.refs-list/1", "path": str(path), "revision": 0, "references": []},
+                             indent=2))
+        print(f"provenance: no reference database yet (it would be {path}); {how}", file=sys.stderr)
+        return EXIT_OK
+    raise UnreadablePathError(path, f"no reference database yet; {how}")
+
+
+def _remove_database_files(path: Path) -> None:
+    for extra in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
 
 
 def _size_limit(text: str):
@@ -456,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     refs_sync.add_argument("--all", action="store_true", help="every catalog model, whatever its size")
     refs_sync.add_argument("--catalog", metavar="FILE", help="a catalog file (default: provenance/references/catalog.json)")
     refs_sync.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
+    refs_sync.add_argument("--offline", action="store_true",
+                           help="say at once that a sync needs the hub, and stop (as HF_HUB_OFFLINE=1 does)")
     for action in (refs_add, refs_list, refs_remove, refs_export, refs_import, refs_sync):
         # --refs after the action too (`refs list --refs DB`); SUPPRESS keeps a value given before the action.
         action.add_argument("--refs", metavar="DB", default=argparse.SUPPRESS, help=REFS_HELP)

@@ -2,7 +2,7 @@
 
 HOME, XDG_*, HF_HOME and TORCH_HOME point into one temporary folder for the
 whole run (set when this file is imported), and the run fails if the user's
-own provenance data or cache folder changed during it.
+own provenance data folder (the reference database) changed during it.
 
 The fingerprint cache (provenance/fingerprint/cache.py) points to a folder of
 this run's temporary directory, never the user's: a checkpoint fingerprinted
@@ -36,15 +36,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.
 # -- the user's folders are never written ------------------------------------------------------------------------
 # HOME, the XDG folders and the Hugging Face and torch caches point into one temporary folder for the whole run,
 # set here, at import, because huggingface_hub reads HF_HOME when it is first imported (test modules import it at
-# collection, before any fixture runs). Subprocesses inherit them. The real data and cache folders of provenance
-# are listed now and again at the end: a run that changed them fails (`pytest_sessionfinish`, and
+# collection, before any fixture runs). Subprocesses inherit them. The real data folder of provenance is listed
+# now and again at the end: a run that changed it fails (`pytest_sessionfinish`, and
 # tests/test_gate.py checks it during the run).
 
 def _real_folders() -> tuple[Path, ...]:
+    """The user's provenance data folder (the reference database). The cache folder is redirected too, but not
+    watched: on a machine shared by several users of one account, their own runs fill it legitimately."""
     home = Path(os.environ.get("HOME") or Path.home())
     data = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return data / "provenance", cache / "provenance"
+    return (data / "provenance",)
 
 
 def folder_state(folders: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
@@ -72,7 +73,7 @@ for _name in ("PROVENANCE_REFS", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORM
 
 def pytest_sessionfinish(session, exitstatus):
     if folder_state(REAL_USER_FOLDERS) != REAL_USER_STATE:
-        print(f"\nconftest: the test run changed the user's own folders {', '.join(map(str, REAL_USER_FOLDERS))}")
+        print(f"\nconftest: the test run changed the user's own folder {', '.join(map(str, REAL_USER_FOLDERS))}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -258,3 +258,35 @@ def test_every_explanation_text_is_rendered_and_fits_its_signal(lang):
             assert must in said and must_not not in said, (e.signal, said)
         if not e.compared:
             assert row["value"] == t["na"] and row["meaning"].template == t["p_explain"]["not_compared"]
+
+
+# -- offline behaviour stated once ------------------------------------------------------------------------------
+
+
+def _catalog(path: Path, count: int = 3) -> Path:
+    models = [{"name": f"m{i}", "repo": f"org/m{i}", "params": 1000, "bytes": 4000, "family": "llama"} for i in range(count)]
+    path.write_text(json.dumps({"schema": "provenance.catalog/1", "models": models}))
+    return path
+
+
+def test_refs_sync_offline_stops_at_the_first_network_failure_and_leaves_no_database(tmp_path, monkeypatch):
+    catalog, db = _catalog(tmp_path / "catalog.json"), tmp_path / "refs.sqlite"
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: connection refused
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    done = run_cli("refs", "--refs", db, "sync", "--catalog", catalog)
+    assert done.returncode == 1
+    assert done.stderr.count("stopped: the hub cannot be reached") == 1 and "failed:" not in done.stderr
+    assert "HF_HUB_OFFLINE" in done.stderr and "--offline" in done.stderr
+    assert not db.exists() and not list(tmp_path.glob("refs.sqlite*"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = run_cli("refs", "--refs", db, "sync", "--catalog", catalog)
+    assert offline.returncode == 1 and len(offline.stderr.strip().splitlines()) == 1 and not db.exists()
+
+
+def test_first_refs_list_says_there_is_no_database_yet():
+    from provenance.registry import default_path
+
+    assert not default_path().exists()  # the run's own data folder (tests/conftest.py) holds no database
+    done = run_cli("refs", "list")
+    assert done.returncode == 0 and "no reference database yet" in done.stderr and "refs add" in done.stderr
+    assert "check the spelling" not in done.stderr and not default_path().exists()
