@@ -22,6 +22,7 @@ from .console import closed_pipe_safe_stdout
 from .errors import ProvenanceError, UnreadablePathError
 from .gate import (EXIT_CANDIDATE_ERRORS, EXIT_ERROR, EXIT_FAIL_ON, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
                    FAIL_ON_NAMES, audit_trips, exit_codes_help, parse_fail_on)
+from .outputs import check_output
 from .progress import tensor_progress, wanted
 from .remote import is_remote
 from .remote.locate import LOCATION_HELP, locate
@@ -93,6 +94,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    check_output(args.output, "fingerprint")  # before the work (provenance/outputs.py)
     args.path = _require_path(args.path, revision=args.revision, hub=args.hub)
     saved = _saved_fingerprint(args.path)
     if saved is not None:
@@ -195,6 +197,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print("provenance audit: error: --lang chooses the language of the --report file; give --report FILE too",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.report:
+        check_output(args.report, "report")  # before the work, not after it (provenance/outputs.py)
     args.candidate = _require_path(args.candidate, revision=args.revision, hub=args.hub)
     # lazy: numpy, scipy and torch, only for audit
     from .audit import audit_to_json, run_audit
@@ -268,6 +272,7 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
                   file=sys.stderr)
         elif args.refs_command == "export":
+            check_output(args.output, "bundle")
             # lazy: zipfile and the bundle code, only for refs export
             from .registry.bundles import export_bundle
 
@@ -359,6 +364,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if args.tasks_per_worker is not None and args.tasks_per_worker < 1:
         print("provenance scan: error: --tasks-per-worker must be 1 or more", file=sys.stderr)
         return EXIT_USAGE
+    check_output(args.output, "scan output")  # provenance/outputs.py
     candidates = list(args.candidates)
     if args.from_file:
         candidates += read_candidate_list(args.from_file)

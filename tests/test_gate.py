@@ -290,3 +290,34 @@ def test_first_refs_list_says_there_is_no_database_yet():
     done = run_cli("refs", "list")
     assert done.returncode == 0 and "no reference database yet" in done.stderr and "refs add" in done.stderr
     assert "check the spelling" not in done.stderr and not default_path().exists()
+
+
+# -- terminal habits --------------------------------------------------------------------------------------------
+
+
+def test_model_card_output_is_read_by_huggingface_hub(world):
+    from huggingface_hub import ModelCard
+
+    done = run_cli("audit", world["copy"], "--refs", world["db"], "--no-builtin", "--no-progress", "--model-card")
+    assert done.returncode == 0, done.stderr
+    card = ModelCard(done.stdout + "\n# the model\n")
+    assert card.data.base_model == "base"  # the measured parent, read as metadata, not lost before the `---`
+    assert "the model" in card.text
+
+
+def test_every_output_is_checked_writable_before_the_work_by_one_rule(world, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    missing = tmp_path / "no-such-model"  # read after the output check: its error would come second
+    runs = {"fingerprint": ("fingerprint", missing, "-o", blocker / "x.safetensors"),
+            "report": ("audit", missing, "--report", blocker / "r.html"),
+            "scan output": ("scan", missing, "-o", blocker / "out.jsonl", "--workers", "0"),
+            "bundle": ("refs", "--refs", world["db"], "export", blocker / "b.zip")}
+    for what, args in runs.items():
+        done = run_cli(*args)
+        assert done.returncode == 1, (what, done.stderr)
+        assert f"cannot write the {what} in folder {blocker}" in done.stderr, done.stderr
+        assert str(missing) not in done.stderr.replace(str(blocker), "")
+    nested = tmp_path / "new" / "folder" / "r.md"  # a missing folder is made, for every output alike
+    done = run_cli("audit", world["copy"], "--refs", world["db"], "--no-builtin", "--no-progress", "--report", nested)
+    assert done.returncode == 0 and nested.is_file()
