@@ -18,10 +18,11 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .console import closed_pipe_safe_stdout
+from .console import closed_pipe_safe_stdout, paint, quiet_stderr
 from .errors import ProvenanceError, UnreadablePathError
-from .gate import (EXIT_CANDIDATE_ERRORS, EXIT_ERROR, EXIT_FAIL_ON, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
-                   FAIL_ON_NAMES, audit_trips, exit_codes_help, parse_fail_on)
+from .cli_help import add_verbosity, command
+from .gate import (ACCUSING_VERDICTS, EXIT_CANDIDATE_ERRORS, EXIT_ERROR, EXIT_FAIL_ON, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                   FAIL_ON_NAMES, audit_abstained, audit_trips, exit_codes_help, parse_fail_on)
 from .outputs import check_output
 from .progress import tensor_progress, wanted
 from .remote import is_remote
@@ -228,12 +229,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.model_card and not args.json:
         print(render_front_matter(lineage, args.candidate))
     else:
-        print(json.dumps(report, indent=2) if args.json else render_audit(report))
+        print(json.dumps(report, indent=2) if args.json else _coloured_verdict(render_audit(report), report))
     hits = audit_trips(args.fail_on, report)
     if hits:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
+
+
+def _coloured_verdict(text: str, report: dict) -> str:
+    """The audit's first line (its verdict) in colour on a terminal: red for an accusation, yellow when abstained."""
+    first, newline, rest = text.partition("\n")
+    accused = report.get("verdict") in ACCUSING_VERDICTS and not audit_abstained(report)
+    colour = "yellow" if audit_abstained(report) else "red" if accused else "green"
+    return paint(first, colour) + newline + rest
 
 
 def _cmd_refs(args: argparse.Namespace) -> int:
@@ -402,6 +411,18 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_env(args: argparse.Namespace) -> int:
+    from huggingface_hub import constants  # lazy: huggingface_hub (100 ms), only for env
+
+    from .environment import environment_report, render_environment  # lazy: only for env
+    from .fingerprint.cache import default_directory  # lazy: the cache module loads numpy and torch
+    from .registry import default_path  # lazy: sqlite3 and the database code
+
+    report = environment_report(default_path(), default_directory(), str(constants.HF_HUB_CACHE), None)
+    print(json.dumps(report, indent=2) if args.json else render_environment(report))
+    return EXIT_OK
+
+
 def _add_location(parser: argparse.ArgumentParser, dest: str, metavar: str, local_only: bool = False) -> None:
     """A PATH argument (LOCATION_HELP lists what it may be) and --revision for a repo id or hf:// location."""
 
@@ -429,22 +450,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.",
                                      epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"provenance {__version__}")
+    add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    inspect = commands.add_parser("inspect", help="describe a checkpoint: format, architecture, tensor roles, claims")
+    inspect = command(commands, "inspect", help="describe a checkpoint: format, architecture, tensor roles, claims")
     _add_location(inspect, "path", "PATH", local_only=True)
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inspect.add_argument("--no-hash", action="store_true", help="skip the sha256 of each file (faster on large files)")
     inspect.set_defaults(handler=_cmd_inspect)
 
-    fingerprint = commands.add_parser("fingerprint", help="compute a checkpoint's fingerprint once, to compare many times")
+    fingerprint = command(commands, "fingerprint", help="compute a checkpoint's fingerprint once, to compare many times")
     _add_location(fingerprint, "path", "PATH")
     fingerprint.add_argument("-o", "--output", required=True, metavar="OUT", help="fingerprint file to write (.safetensors)")
     _add_no_progress(fingerprint)
     fingerprint.set_defaults(handler=_cmd_fingerprint)
 
-    compare = commands.add_parser("compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
+    compare = command(commands, "compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
     compare.add_argument("candidate", metavar="CANDIDATE", help="checkpoint, fingerprint file, URL, hf:// or ORG/NAME[@REV] "
                          "(as for fingerprint PATH)")
     compare.add_argument("reference", metavar="REFERENCE", help="as CANDIDATE")
@@ -455,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_no_progress(compare)
     compare.set_defaults(handler=_cmd_compare)
 
-    audit = commands.add_parser("audit", help="compare a candidate with every reference model and rank the explanations")
+    audit = command(commands, "audit", help="compare a candidate with every reference model and rank the explanations")
     _add_location(audit, "candidate", "CANDIDATE")
     audit.add_argument("--refs", metavar="DB", help="reference database (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)")
     audit.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
@@ -471,27 +493,27 @@ def build_parser() -> argparse.ArgumentParser:
                             "lineage calls for, beside what the files claim (with --json: a model_card field)")
     audit.set_defaults(handler=_cmd_audit)
 
-    refs = commands.add_parser("refs", help="manage the reference database")
+    refs = command(commands, "refs", help="manage the reference database")
     refs.add_argument("--refs", metavar="DB", help=REFS_HELP)
     refs_commands = refs.add_subparsers(dest="refs_command", metavar="ACTION")
     refs_commands.required = True
-    refs_add = refs_commands.add_parser("add", help="fingerprint PATH and store it under NAME")
+    refs_add = command(refs_commands, "add", full_name="refs add", help="fingerprint PATH and store it under NAME")
     _add_location(refs_add, "path", "PATH")
     refs_add.add_argument("--name", required=True)
     refs_add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
     _add_no_progress(refs_add)
-    refs_list = refs_commands.add_parser("list", help="list the references")
+    refs_list = command(refs_commands, "list", full_name="refs list", help="list the references")
     refs_list.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.refs-list/1)")
-    refs_remove = refs_commands.add_parser("remove", help="remove the reference NAME")
+    refs_remove = command(refs_commands, "remove", full_name="refs remove", help="remove the reference NAME")
     refs_remove.add_argument("name", metavar="NAME")
-    refs_export = refs_commands.add_parser("export", help="write references (fingerprints, no weights) to a bundle file")
+    refs_export = command(refs_commands, "export", full_name="refs export", help="write references (fingerprints, no weights) to a bundle file")
     refs_export.add_argument("output", metavar="OUT", help="bundle file to write (a .zip; replaced atomically)")
     refs_export.add_argument("--name", dest="names", action="append", metavar="NAME",
                              help="export only this reference (repeat --name for several; default: all)")
-    refs_import = refs_commands.add_parser("import", help="add every reference of a bundle (all or none)")
+    refs_import = command(refs_commands, "import", full_name="refs import", help="add every reference of a bundle (all or none)")
     refs_import.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
     refs_import.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
-    refs_sync = refs_commands.add_parser("sync", help="fingerprint the catalog's open base models (range reads from the "
+    refs_sync = command(refs_commands, "sync", full_name="refs sync", help="fingerprint the catalog's open base models (range reads from the "
                                          "hub, HF_ENDPOINT) into the database; resumable")
     refs_sync.add_argument("--only", action="extend", nargs="+", metavar="NAME", help="only these catalog names or repo ids")
     refs_sync.add_argument("--max-size", type=_size_limit, metavar="SIZE",
@@ -509,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="create the database's folder if it does not exist (default: the folder must exist)")
     refs.set_defaults(handler=_cmd_refs, create=False)
 
-    scan = commands.add_parser("scan", help="audit many candidates in parallel, one JSON line each (resumable)")
+    scan = command(commands, "scan", help="audit many candidates in parallel, one JSON line each (resumable)")
     scan.add_argument("candidates", nargs="*", metavar="CANDIDATE", help="checkpoint or fingerprint file")
     scan.add_argument("--from", dest="from_file", metavar="FILE",
                       help="read candidates from FILE, one per line (blank lines and # comments skipped; - for stdin)")
@@ -529,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
                       help=FAIL_ON_HELP + " (scan: if any candidate reaches one)")
     scan.set_defaults(handler=_cmd_scan)
+
+    env = command(commands, "env", help="show versions, the folders provenance reads and writes, and what is installed")
+    env.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.env/1)")
+    env.set_defaults(handler=_cmd_env)
     return parser
 
 
@@ -551,8 +577,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    quiet, verbose = getattr(args, "quiet", 0), getattr(args, "verbose", 0)
+    if quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     try:
-        with closed_pipe_safe_stdout():  # `| head` must not turn an accusation (exit 3) into a pass
+        # `| head` must not turn an accusation (exit 3) into a pass; -q keeps errors and the --fail-on line only
+        with closed_pipe_safe_stdout(), quiet_stderr(bool(quiet)):
             return args.handler(args)
     except KeyboardInterrupt:
         print(f"provenance: interrupted (exit {EXIT_INTERRUPTED})", file=sys.stderr)
@@ -560,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # a closed stderr: the outcome is unknown to the reader, never a pass
         return EXIT_ERROR
     except Exception as exc:  # one line for the user; the traceback on request
-        if os.environ.get("PROVENANCE_DEBUG") == "1":
+        if os.environ.get("PROVENANCE_DEBUG") == "1" or verbose:
             traceback.print_exc()
         print(_error_line(exc), file=sys.stderr)
         return EXIT_ERROR

@@ -28,6 +28,7 @@ EXIT_CODES = (
 )
 
 VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
+ACCUSING_VERDICTS = VERDICTS[:3]  # a claim that the weights come from the reference
 # Beyond the verdicts: `abstained` (the best explanation could not be decided, or there was nothing to
 # compare with) and `error` (scan: a candidate could not be audited; audit and compare exit 1 on an error).
 FAIL_ON_NAMES = VERDICTS + ("abstained", "error")
@@ -62,6 +63,6 @@ def audit_trips(fail_on: frozenset[str] | set[str], report: dict[str, Any]) -> l
     return hits
 
 
-__all__ = ["EXIT_CANDIDATE_ERRORS", "EXIT_CODES", "EXIT_ERROR", "EXIT_FAIL_ON", "EXIT_INTERRUPTED", "EXIT_OK",
+__all__ = ["ACCUSING_VERDICTS", "EXIT_CANDIDATE_ERRORS", "EXIT_CODES", "EXIT_ERROR", "EXIT_FAIL_ON", "EXIT_INTERRUPTED", "EXIT_OK",
            "EXIT_USAGE", "FAIL_ON_NAMES", "VERDICTS", "audit_abstained", "audit_trips", "exit_codes_help",
            "parse_fail_on"]

@@ -321,3 +321,49 @@ def test_every_output_is_checked_writable_before_the_work_by_one_rule(world, tmp
     nested = tmp_path / "new" / "folder" / "r.md"  # a missing folder is made, for every output alike
     done = run_cli("audit", world["copy"], "--refs", world["db"], "--no-builtin", "--no-progress", "--report", nested)
     assert done.returncode == 0 and nested.is_file()
+
+
+def test_quiet_verbose_and_colour_follow_the_usual_conventions(world, tmp_path):
+    args = ("audit", world["copy"], "--refs", world["db"], "--no-builtin", "--fail-on", "identical",
+            "--report", tmp_path / "r.md")
+    loud = run_cli(*args)
+    assert "wrote report" in loud.stderr
+    quiet = run_cli("-q", *args)
+    assert quiet.returncode == EXIT_FAIL_ON and quiet.stderr.strip().splitlines() == [
+        "provenance: --fail-on: identical vs base (exit 3)"]
+    assert run_cli(*args, "-q").stderr == quiet.stderr  # after the command too, as pip and ruff take it
+    assert "Traceback" in run_cli("-v", "inspect", tmp_path / "absent", env={**os.environ, "PROVENANCE_DEBUG": ""}).stderr
+    plain = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    assert "\033[" not in run_cli(*args, env=plain).stdout  # not a terminal: no colour
+    assert run_cli(*args, env={**plain, "FORCE_COLOR": "1"}).stdout.startswith("\033[31mverdict: IDENTICAL")
+    assert "\033[" not in run_cli(*args, env={**plain, "FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
+
+
+def test_help_has_a_description_and_examples_for_every_command_and_lists_exit_codes():
+    import subprocess
+    import sys
+
+    from provenance.cli_help import EXAMPLES
+    from provenance.gate import EXIT_CODES
+
+    top = run_cli("--help").stdout
+    assert all(f"  {code:<4}" in top for code, _ in EXIT_CODES)
+    commands = ["inspect", "fingerprint", "compare", "audit", "refs", "scan", "env", "refs add", "refs list",
+                "refs remove", "refs export", "refs import", "refs sync"]
+    for name in commands:
+        shown = run_cli(*name.split(), "--help").stdout
+        assert "examples:\n  provenance " in shown and EXAMPLES[name][0] in shown, name
+        assert "-q, --quiet" in shown and "-v, --verbose" in shown
+    module = subprocess.run([sys.executable, "-m", "provenance", "--version"], capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout.startswith("provenance ")
+
+
+def test_env_names_versions_and_the_folders_in_use():
+    from provenance.registry import default_path
+
+    done = run_cli("env", "--json")
+    report = json.loads(done.stdout)
+    assert report["schema"] == "provenance.env/1" and report["packages"]["torch"].startswith("2.")
+    assert report["paths"]["reference_database"] == {"path": str(default_path()), "exists": default_path().exists()}
+    assert "SmolLM2-135M-Instruct.fp.safetensors" in report["builtin_references"]
+    assert "fingerprint cache:" in run_cli("env").stdout
