@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .config import load_config
 from .console import closed_pipe_safe_stdout, paint, quiet_stderr
 from .errors import ProvenanceError, UnreadablePathError
 from .cli_help import add_verbosity, command
@@ -29,6 +30,7 @@ from .remote import is_remote
 from .remote.locate import LOCATION_HELP, locate
 
 DEFAULT_SCAN_TIMEOUT = 3600.0  # seconds per candidate: generous (a 70B checkpoint on a slow disk), but bounded
+CI_FORMATS = ("github", "junit", "sarif")  # provenance/report/ci_formats.py
 FAIL_ON_HELP = (f"comma-separated names that make the exit code 3, any case: {', '.join(FAIL_ON_NAMES)} "
                 "(abstained: no decision was reached; error: scan, a candidate could not be audited), "
                 "e.g. identical,derived,assembled")
@@ -203,7 +205,6 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     args.candidate = _require_path(args.candidate, revision=args.revision, hub=args.hub)
     # lazy: numpy, scipy and torch, only for audit
     from .audit import audit_to_json, run_audit
-    from .report.audit_text import render_audit
 
     registry = _reference_database(args.refs)  # before the fingerprinting: a mistyped --refs fails at once
     try:
@@ -229,12 +230,36 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.model_card and not args.json:
         print(render_front_matter(lineage, args.candidate))
     else:
-        print(json.dumps(report, indent=2) if args.json else _coloured_verdict(render_audit(report), report))
+        print(_audit_output(args, report))
     hits = audit_trips(args.fail_on, report)
     if hits:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
+
+
+def _audit_output(args: argparse.Namespace, report: dict) -> str:
+    """The audit on stdout: --format text (coloured on a terminal), json (or --json), github, junit or sarif."""
+    if args.json or args.format == "json":
+        return json.dumps(report, indent=2)
+    if args.format in CI_FORMATS:
+        # lazy: the CI renderers (xml.etree), only with --format
+        from .report.ci_formats import audit_result, render
+
+        return render(args.format, [audit_result(args.candidate, report, args.fail_on)])
+    from .report.audit_text import render_audit  # lazy: the report package, only for audit
+
+    return _coloured_verdict(render_audit(report), report)
+
+
+def _scan_output(fmt: str, summary, fail_on: frozenset[str]) -> str:
+    """`scan --format`: every requested candidate's latest outcome as GitHub annotations, JUnit or SARIF."""
+    # lazy: the CI renderers (xml.etree), only with --format
+    from .report.ci_formats import audit_result, error_result, render
+
+    return render(fmt, [error_result(candidate, outcome.error or "", fail_on) if outcome.status == "error"
+                        else audit_result(candidate, outcome.report, fail_on)
+                        for candidate, outcome in summary.outcomes.items()])
 
 
 def _coloured_verdict(text: str, report: dict) -> str:
@@ -398,6 +423,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     run = executor(args.workers, args.ray or None, use_ray=args.ray is not None, settings=settings, **recycle)
     summary = scan(candidates, args.output, run, retry_errors=args.retry_errors, progress=True)
     print(summary.render(), file=sys.stderr)
+    if args.format:
+        print(_scan_output(args.format, summary, args.fail_on))
     hits = summary.hits(args.fail_on)
     if hits:
         why = ", ".join(summary.outcomes[hits[0]].tripped(args.fail_on))
@@ -418,7 +445,9 @@ def _cmd_env(args: argparse.Namespace) -> int:
     from .fingerprint.cache import default_directory  # lazy: the cache module loads numpy and torch
     from .registry import default_path  # lazy: sqlite3 and the database code
 
-    report = environment_report(default_path(), default_directory(), str(constants.HF_HUB_CACHE), None)
+    config = load_config().path
+    report = environment_report(default_path(), default_directory(), str(constants.HF_HUB_CACHE),
+                                str(config) if config else None)
     print(json.dumps(report, indent=2) if args.json else render_environment(report))
     return EXIT_OK
 
@@ -482,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--refs", metavar="DB", help="reference database (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)")
     audit.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
     audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
+    audit.add_argument("--format", choices=("text",) + ("json",) + CI_FORMATS, default="text",
+                       help="stdout as text (default), json (as --json), github (workflow annotations), junit "
+                            "(JUnit XML) or sarif (SARIF 2.1.0, for code scanning)")
     _add_no_progress(audit)
     audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
                        help=FAIL_ON_HELP)
@@ -545,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run on Ray: a local instance, or the cluster at ADDRESS (needs the `ray` extra)")
     scan.add_argument("--timeout", type=float, default=DEFAULT_SCAN_TIMEOUT, metavar="SECONDS",
                       help=f"seconds one candidate may take before it becomes an error line (default {DEFAULT_SCAN_TIMEOUT:g})")
+    scan.add_argument("--format", choices=CI_FORMATS,
+                      help="also print every candidate's outcome on stdout as github (workflow annotations), junit "
+                           "(JUnit XML) or sarif (SARIF 2.1.0)")
     scan.add_argument("--retry-errors", action="store_true", help="audit again the candidates whose line is an error")
     scan.add_argument("--tasks-per-worker", type=int, metavar="N",
                       help="replace each worker process after N candidates (default 32)")
@@ -556,6 +591,21 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.env/1)")
     env.set_defaults(handler=_cmd_env)
     return parser
+
+
+def _apply_project_config(args: argparse.Namespace) -> None:
+    """Defaults from [tool.provenance] (provenance/config.py) for what the command line left unsaid."""
+    if args.command not in ("audit", "scan", "compare", "refs"):
+        return
+    config = load_config()
+    if config.path is None:
+        return
+    if config.refs and getattr(args, "refs", "given") is None and not os.environ.get("PROVENANCE_REFS"):
+        args.refs = config.refs
+    if config.builtin is False and hasattr(args, "no_builtin"):
+        args.no_builtin = True
+    if config.fail_on and hasattr(args, "fail_on") and not args.fail_on:
+        args.fail_on = config.fail_on
 
 
 def _error_line(exc: BaseException) -> str:
@@ -578,6 +628,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     quiet, verbose = getattr(args, "quiet", 0), getattr(args, "verbose", 0)
+    try:
+        _apply_project_config(args)
+    except ProvenanceError as exc:
+        print(_error_line(exc), file=sys.stderr)
+        return EXIT_ERROR
     if quiet and hasattr(args, "no_progress"):
         args.no_progress = True
     try:

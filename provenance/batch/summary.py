@@ -15,15 +15,17 @@ class Outcome:
 
     status: str
     verdict: str | None = None  # best explanation
-    report: dict = field(default_factory=dict)  # the audit's references only: what `audit --fail-on` checks
+    report: dict = field(default_factory=dict)  # the audit's verdict and rows: what `audit --fail-on` checks
+    error: str | None = None  # why the candidate could not be audited
 
     @classmethod
     def of(cls, record: dict) -> "Outcome":
         if record.get("status") != "ok":
-            return cls("error")
+            return cls("error", error=str(record.get("error") or "unknown error"))
         report = record.get("audit") or {}
         rows = [{k: r.get(k) for k in ("verdict", "reference", "abstained")} for r in report.get("references", [])]
-        return cls("ok", report.get("verdict"), {"references": rows})
+        kept = {k: report.get(k) for k in ("verdict", "best_reference", "summary")}
+        return cls("ok", report.get("verdict"), {**kept, "references": rows})
 
     def tripped(self, fail_on: set[str]) -> list[str]:
         """'VERDICT vs REFERENCE', 'abstained' or 'error' for what this outcome reached of `fail_on`."""
