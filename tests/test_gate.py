@@ -432,3 +432,73 @@ def test_tool_provenance_in_pyproject_sets_the_database_references_and_fail_on(w
     (project / "pyproject.toml").write_text('[tool.provenance]\nfail_on = "derived"\n')
     bad = run_cli("audit", world["copy"])
     assert bad.returncode == 1 and "unknown key(s) fail_on" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+# -- the CI integrations: the GitHub Action and the pre-commit hook, run end to end -----------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(folder: Path, *args: str) -> str:
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", *args], cwd=folder, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def pull_request(world, tmp_path):
+    """A repository whose last commit adds a copy of `base` under models/copy (the change a pull request makes)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("models\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "base")
+    base = _git(repo, "rev-parse", "HEAD")
+    shutil.copytree(world["copy"], repo / "models" / "copy")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "add a model")
+    return repo, base
+
+
+@pytest.mark.slow
+def test_the_github_action_steps_audit_the_changed_models_and_fail(world, pull_request, tmp_path):
+    import subprocess
+
+    import yaml
+
+    repo, base = pull_request
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    steps = {step["name"]: step for step in action["runs"]["steps"]}
+    assert all("${{" not in step["run"] for step in steps.values())  # inputs reach scripts as variables only
+    assert steps["Install provenance"]["if"] == "inputs.install == 'true'"
+    audit = steps["Audit the changed models"]
+    assert set(audit["env"]) == {"FAIL_ON", "REFS", "BASE"}
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "FAIL_ON": "identical", "REFS": world["db"], "BASE": base, "RUNNER_TEMP": str(tmp_path),
+           "GITHUB_STEP_SUMMARY": str(summary)}
+    done = subprocess.run(["bash", "-c", audit["run"]], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_FAIL_ON, done.stderr
+    assert done.stdout.startswith("::error file=models/copy,title=provenance%3A identical::")
+    assert "identical copy of base" in summary.read_text()
+
+
+@pytest.mark.slow
+def test_the_pre_commit_hook_runs_through_try_repo(world, pull_request, tmp_path):
+    import subprocess
+
+    if shutil.which("pre-commit") is None:
+        pytest.skip("pre-commit is not installed (the test extra)")
+    repo, _ = pull_request
+    (repo / "pyproject.toml").write_text(f'[tool.provenance]\nrefs = "{world["db"]}"\nbuiltin = false\n')
+    hooks = tmp_path / "hooks"  # the hook repository at this checkout's HEAD, as pre-commit would fetch it
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(hooks)], check=True, capture_output=True)
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home")}
+    run = ["pre-commit", "try-repo", str(hooks), "provenance-audit", "--verbose", "--files"]
+    caught = subprocess.run([*run, "models/copy/model.safetensors", "models/copy/config.json"], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert caught.returncode != 0 and "--fail-on: identical vs " in caught.stdout, caught.stdout[-2000:]
+    passed = subprocess.run([*run, "README.md"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0, passed.stdout[-2000:]
