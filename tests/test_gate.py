@@ -502,3 +502,48 @@ def test_the_pre_commit_hook_runs_through_try_repo(world, pull_request, tmp_path
     assert caught.returncode != 0 and "--fail-on: identical vs " in caught.stdout, caught.stdout[-2000:]
     passed = subprocess.run([*run, "README.md"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert passed.returncode == 0, passed.stdout[-2000:]
+
+
+# -- installable as users install tools -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_built_wheel_installs_into_a_fresh_venv_and_audits(world, tmp_path):
+    """`python -m build`, then a pipx-style install of the wheel alone into a new venv: the built-in references,
+    schemas and strings must come with it. The venv sees this environment's libraries (torch and the rest, not
+    provenance) through a .pth line, so nothing is downloaded."""
+    import site
+    import subprocess
+    import sys
+    import sysconfig
+
+    pytest.importorskip("build")
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "tests", "bench", "fixtures", "build", "*.egg-info",
+                                                                 "__pycache__", ".venv", "report.html"))
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"),
+                            str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("provenance-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # this checkout is neither installed nor run
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                                "--no-index", "--quiet", str(wheel)], env=env, capture_output=True, text=True,
+                               timeout=300)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    # after the install: pip would otherwise take this environment's own (editable) provenance as installed
+    libraries = [p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if Path(p).is_dir()]
+    (Path(purelib) / "provenance-test-libraries.pth").write_text("\n".join(libraries) + "\n")
+    where = subprocess.run([str(python), "-c", "import provenance; print(provenance.__file__)"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert where.stdout.strip().startswith(purelib), where.stdout + where.stderr
+    done = subprocess.run([str(venv / "bin" / "provenance"), "audit", world["copy"], "--refs", world["db"],
+                           "--no-progress", "--json", "--fail-on", "identical"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_FAIL_ON, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert {"SmolLM2-135M-Instruct", "all-MiniLM-L6-v2", "base"} <= {r["reference"] for r in report["references"]}
