@@ -207,6 +207,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit_to_json, run_audit
 
     registry = _reference_database(args.refs)  # before the fingerprinting: a mistyped --refs fails at once
+    _note_unread_model_folders(args.candidate)
     try:
         candidate = _fingerprint_for(args.candidate, args)
         audit = run_audit(candidate, registry, include_builtin=not args.no_builtin, candidate_path=args.candidate,
@@ -236,6 +237,18 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
+
+
+def _note_unread_model_folders(candidate: str) -> None:
+    """A folder holding weights and model sub-folders: the audit reads its own weights only; say which it leaves."""
+    # lazy: the batch package, only for a folder given to audit
+    from .batch.folders import model_subfolders
+
+    models, _ = model_subfolders(Path(candidate)) if not is_remote(candidate) else ([], 0)
+    if models:
+        names = ", ".join(os.path.basename(m) for m in models[:5]) + (" ..." if len(models) > 5 else "")
+        print(f"provenance: note: {candidate} also holds {len(models)} model folders ({names}), which this audit does "
+              f"not read; `provenance scan {candidate} -o OUT.jsonl` audits each", file=sys.stderr)
 
 
 def _audit_output(args: argparse.Namespace, report: dict) -> str:
@@ -408,7 +421,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     candidates, expansions = expand_model_folders(candidates)
     for expansion in expansions:  # provenance/batch/folders.py
         left_out = f"; {expansion.skipped} sub-folders without weights left out" if expansion.skipped else ""
-        print(f"scan: {expansion.folder} holds no weights itself: scanning its {len(expansion.models)} model "
+        print(f"scan: {expansion.folder} holds model folders: scanning its {len(expansion.models)} model "
               f"folders{left_out}", file=sys.stderr)
     if args.timeout is not None and args.timeout <= 0:
         print("provenance scan: error: --timeout must be a positive number of seconds", file=sys.stderr)

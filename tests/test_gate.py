@@ -179,6 +179,10 @@ def test_scan_of_a_folder_of_model_folders_scans_each_model(world, tmp_path):
     assert sorted(r["candidate"] for r in records) == [str(models / "base"), str(models / "other")]
     assert all(r["status"] == "ok" for r in records)
     assert "scanning its 2 model folders; 1 sub-folders without weights left out" in done.stderr
+    shutil.copy(Path(world["copy"]) / "model.safetensors", models / "loose.safetensors")  # a lone weights file too
+    audited = run_cli("audit", models, "--refs", world["db"], "--no-builtin", "--no-progress")
+    assert "also holds 2 model folders (base, other), which this audit does not read" in audited.stderr
+    assert f"provenance scan {models} -o OUT.jsonl" in audited.stderr
 
 
 # -- honest scope in every output -------------------------------------------------------------------------------
