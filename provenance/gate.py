@@ -44,7 +44,7 @@ def parse_fail_on(text: str | None, allowed: tuple[str, ...] = FAIL_ON_NAMES) ->
     chosen = frozenset(name.strip().lower() for name in (text or "").split(",") if name.strip())
     unknown = chosen - set(allowed)
     if unknown:
-        raise ValueError(f"unknown name(s) in --fail-on: {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
+        raise ValueError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
     return chosen
 
 
