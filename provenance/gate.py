@@ -31,7 +31,10 @@ VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated
 ACCUSING_VERDICTS = VERDICTS[:3]  # a claim that the weights come from the reference
 # Beyond the verdicts: `abstained` (the best explanation could not be decided, or there was nothing to
 # compare with) and `error` (scan: a candidate could not be audited; audit and compare exit 1 on an error).
-FAIL_ON_NAMES = VERDICTS + ("abstained", "error")
+# The lineage results that find a claim false (audit/lineage_check.py FAILING, where the audit reports a
+# `lineage` object): a gate fails on them like on a verdict. Without a lineage result they never trip.
+LINEAGE_FAIL_ON = ("undeclared-parent", "wrong-parent", "wrong-relation")
+FAIL_ON_NAMES = VERDICTS + ("abstained", "error") + LINEAGE_FAIL_ON
 
 
 def exit_codes_help() -> str:
@@ -60,9 +63,12 @@ def audit_trips(fail_on: frozenset[str] | set[str], report: dict[str, Any]) -> l
             if not r.get("abstained") and r.get("verdict") in fail_on]
     if "abstained" in fail_on and audit_abstained(report):
         hits.append("abstained")
+    lineage = report.get("lineage") if isinstance(report.get("lineage"), dict) else {}
+    if lineage.get("result") in fail_on:  # declared against detected lineage
+        hits.append(f"lineage {lineage['result']}")
     return hits
 
 
 __all__ = ["ACCUSING_VERDICTS", "EXIT_CANDIDATE_ERRORS", "EXIT_CODES", "EXIT_ERROR", "EXIT_FAIL_ON", "EXIT_INTERRUPTED", "EXIT_OK",
-           "EXIT_USAGE", "FAIL_ON_NAMES", "VERDICTS", "audit_abstained", "audit_trips", "exit_codes_help",
+           "EXIT_USAGE", "FAIL_ON_NAMES", "LINEAGE_FAIL_ON", "VERDICTS", "audit_abstained", "audit_trips", "exit_codes_help",
            "parse_fail_on"]

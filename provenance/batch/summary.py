@@ -24,7 +24,7 @@ class Outcome:
             return cls("error", error=str(record.get("error") or "unknown error"))
         report = record.get("audit") or {}
         rows = [{k: r.get(k) for k in ("verdict", "reference", "abstained")} for r in report.get("references", [])]
-        kept = {k: report.get(k) for k in ("verdict", "best_reference", "summary")}
+        kept = {k: report.get(k) for k in ("verdict", "best_reference", "summary", "lineage")}
         return cls("ok", report.get("verdict"), {**kept, "references": rows})
 
     def tripped(self, fail_on: set[str]) -> list[str]:
