@@ -79,6 +79,23 @@ def test_closed_pipe_never_turns_an_accusation_into_a_pass(world):
     assert _main_with_closed_stdout(*args[:-2]) == 0  # nothing to fail on: the lost output is no error
 
 
+@pytest.mark.slow
+def test_a_real_closed_pipe_keeps_the_exit_code(world):
+    """The script itself, its stdout a pipe whose reader is gone (`| true`): no 'Exception ignored', no 0 or 120."""
+    import subprocess
+    import sys
+
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run([sys.executable, "-m", "provenance", "audit", world["copy"], "--refs", world["db"],
+                               "--no-builtin", "--no-progress", "--fail-on", "identical"], stdout=writer,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(writer)
+    assert done.returncode == EXIT_FAIL_ON and "Exception ignored" not in done.stderr, done.stderr
+
+
 def test_scan_exits_4_when_a_candidate_could_not_be_audited(world, tmp_path):
     missing = tmp_path / "absent"
     done = run_cli("scan", missing, tmp_path / "absent2", "-o", tmp_path / "out.jsonl", "--workers", "0",
