@@ -224,6 +224,9 @@ def test_a_signal_that_could_not_run_says_not_compared_never_p_1(builtin_audit):
     assert smol["strongest_evidence"]["detail"].startswith("not compared")
     assert smol["confidence"] < 0.5  # nothing measured: "no relation" is not a confident finding
     assert "not compared" in terminal and "p = 1," not in terminal
+    smol_fingerprint = ROOT / "provenance" / "references" / "SmolLM2-135M-Instruct.fp.safetensors"
+    compared = run_cli("compare", report["candidate"]["path"], smol_fingerprint, "--no-progress").stdout
+    assert "norms folded): not compared: none of the candidate's 2 layers" in " ".join(compared.split())
     assert "layer weights: not compared" in markdown and "could not be compared" in markdown
     assert "layer weights: not compared" in html
 
