@@ -4,7 +4,9 @@ Order of the rules (thresholds and their reasons: `thresholds.py`):
 1. every stored tensor bit-identical to a reference tensor -> `identical`;
 2. no decisive signal below the accusation bar (1e-12, corrected) ->
    `same-architecture` or `unrelated`, abstaining when something is
-   significant without reaching the bar;
+   significant without reaching the bar; when no weight signal could run
+   at all (no tensor of matching shape), the verdict speaks of the
+   architecture only, with confidence 0 (CONFIDENCE_NOTHING_COMPARED);
 3. the bar is met; with a coherent map of at least two matched layers that
    repeats or reorders reference layers, or that leaves other layers with no
    relation at all -> `assembled`;
