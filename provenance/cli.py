@@ -19,7 +19,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from . import __version__
+from .config import load_config
+from .console import closed_pipe_safe_stdout, paint, quiet_stderr
 from .errors import ProvenanceError, UnreadablePathError
+from .cli_help import add_verbosity, command
+from .gate import (ACCUSING_VERDICTS, EXIT_CANDIDATE_ERRORS, EXIT_ERROR, EXIT_FAIL_ON, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                   FAIL_ON_NAMES, audit_abstained, audit_trips, exit_codes_help, parse_fail_on)
+from .outputs import check_output
 from .progress import tensor_progress, wanted
 from .remote import is_remote
 from .remote.budget import DEADLINE_HELP, DEFAULT_DEADLINE, deadline_scope
@@ -27,18 +33,21 @@ from .remote.locate import LOCATION_HELP, locate
 from .remote.scratch import exit_on_sigterm
 from .visible_text import clean
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FAIL_ON = 0, 1, 2, 3
 DEFAULT_SCAN_TIMEOUT = 3600.0  # seconds per candidate: generous (a 70B checkpoint on a slow disk), but bounded
+CI_FORMATS = ("github", "junit", "sarif")  # provenance/report/ci_formats.py
+FAIL_ON_HELP = (f"comma-separated names that make the exit code 3, any case: {', '.join(FAIL_ON_NAMES)} "
+                "(abstained: no decision was reached; error: scan, a candidate could not be audited), "
+                "e.g. identical,derived,assembled")
 REFS_HELP = "reference database path (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)"
 
 
-def _require_path(path: str, remote_ok: bool = True, revision: str | None = None) -> str:
+def _require_path(path: str, remote_ok: bool = True, revision: str | None = None, hub: bool = False) -> str:
     """Resolve a PATH before the heavy imports: local path, URL, hf:// or repo id ORG/NAME (see remote/locate.py).
 
     Returns the location to read; how a repo id was resolved is said on stderr.
     """
 
-    found = locate(path, revision, local_only=not remote_ok)
+    found = locate(path, revision, local_only=not remote_ok, hub=hub)
     if is_remote(found.location) and not remote_ok:
         raise UnreadablePathError(path, "this command reads local files only; fingerprint, compare and audit accept URLs")
     if found.note:
@@ -57,14 +66,13 @@ def _fingerprint_for(path: str, args: argparse.Namespace):
 
 
 def _saved_fingerprint(path: str):
-    """The fingerprint saved at PATH, or None when PATH is a checkpoint (or a URL)."""
+    """The fingerprint saved at PATH (or in the folder PATH), or None when PATH is a checkpoint (or a URL)."""
 
     # lazy: the fingerprint package loads numpy and torch
-    from .fingerprint.store import is_fingerprint_file, load_fingerprint
+    from .fingerprint.store import fingerprint_file_at, load_fingerprint
 
-    if is_remote(path) or not is_fingerprint_file(Path(path)):
-        return None
-    return load_fingerprint(path)
+    saved = None if is_remote(path) else fingerprint_file_at(Path(path))  # a fingerprint file, or a folder of one
+    return None if saved is None else load_fingerprint(saved)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -93,7 +101,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    args.path = _require_path(args.path, revision=args.revision)
+    check_output(args.output, "fingerprint")  # before the work (provenance/outputs.py)
+    args.path = _require_path(args.path, revision=args.revision, hub=args.hub)
     saved = _saved_fingerprint(args.path)
     if saved is not None:
 
@@ -114,8 +123,8 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    args.candidate = _require_path(args.candidate)
-    args.reference = _require_path(args.reference)
+    args.candidate = _require_path(args.candidate, hub=args.hub)
+    args.reference = _require_path(args.reference, hub=args.hub)
     # lazy: the readers (formats/) load torch
     from .formats.tokenizer import tokenizer_only_folder
 
@@ -134,6 +143,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2) if args.json else render_comparison(report))
     if args.fail_on and not report["abstained"] and report["verdict"] in args.fail_on:
         print(f"provenance: --fail-on: {report['verdict']} vs {args.reference} (exit 3)", file=sys.stderr)
+        return EXIT_FAIL_ON
+    if "abstained" in args.fail_on and report["abstained"]:
+        print(f"provenance: --fail-on: abstained vs {args.reference} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
     return EXIT_OK
 
@@ -155,11 +167,6 @@ def _compare_tokenizers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
-# --fail-on also takes the lineage results that find a claim false (audit/lineage_check.py FAILING; audit only)
-LINEAGE_FAIL_ON = ("undeclared-parent", "wrong-parent", "wrong-relation")
-
-
 def _report_path(text: str) -> str:
     """--report FILE: .html or .md, checked before any work (a usage error otherwise)."""
     # lazy: jinja2 and the report code, only when --report is given
@@ -172,15 +179,12 @@ def _report_path(text: str) -> str:
     return text
 
 
-def _parse_fail_on(text: str | None) -> set[str]:
-    if not text:
-        return set()
-    chosen = {v.strip() for v in text.split(",") if v.strip()}
-    unknown = chosen - set(VERDICTS) - set(LINEAGE_FAIL_ON)
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; "
-                                         f"choose from {', '.join(VERDICTS + LINEAGE_FAIL_ON)}")
-    return chosen
+def _parse_fail_on(text: str | None) -> frozenset[str]:
+    """--fail-on NAMES (provenance/gate.py: the verdicts, abstained, error; any case)."""
+    try:
+        return parse_fail_on(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _reference_database(given: str | None):
@@ -195,25 +199,21 @@ def _reference_database(given: str | None):
     return Registry(path, create=False) if path.exists() else None
 
 
-def _fail_on_hits(fail_on: set[str], references: list[dict]) -> list[str]:
-    """'VERDICT vs REFERENCE' for every non-abstained row whose verdict is in fail_on."""
-    return [f"{r['verdict']} vs {r['reference']}" for r in references
-            if not r["abstained"] and r["verdict"] in fail_on]
-
-
 def _cmd_audit(args: argparse.Namespace) -> int:
     if args.lang and not args.report:  # --report/--lang: provenance/report/write.py
         print("provenance audit: error: --lang chooses the language of the --report file; give --report FILE too",
               file=sys.stderr)
         return EXIT_USAGE
-    args.candidate = _require_path(args.candidate, revision=args.revision)
+    if args.report:
+        check_output(args.report, "report")  # before the work, not after it (provenance/outputs.py)
+    args.candidate = _require_path(args.candidate, revision=args.revision, hub=args.hub)
     # lazy: numpy, scipy and torch, only for audit
     from .audit import audit_to_json, run_audit
-    from .report.audit_text import render_audit
 
     if args.attest and is_remote(args.candidate):
         raise UnreadablePathError(args.candidate, "--attest hashes the candidate's files: give a local path")
     registry = _reference_database(args.refs)  # before the fingerprinting: a mistyped --refs fails at once
+    _note_unread_model_folders(args.candidate)
     try:
         candidate = _fingerprint_for(args.candidate, args)
         audit = run_audit(candidate, registry, include_builtin=not args.no_builtin, candidate_path=args.candidate,
@@ -243,10 +243,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.model_card and not args.json:
         print(render_front_matter(lineage, args.candidate))
     else:
-        print(json.dumps(report, indent=2) if args.json else render_audit(report))
-    hits = _fail_on_hits(args.fail_on, report["references"])
-    if (report.get("lineage") or {}).get("result") in args.fail_on:  # declared against detected lineage
-        hits.append(f"lineage {report['lineage']['result']}")
+        print(_audit_output(args, report))
+    hits = audit_trips(args.fail_on, report)
     if hits:
         print(f"provenance: --fail-on: {', '.join(hits)} (exit 3)", file=sys.stderr)
         return EXIT_FAIL_ON
@@ -285,11 +283,68 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _note_unread_model_folders(candidate: str) -> None:
+    """A folder holding weights and model sub-folders: the audit reads its own weights only; say which it leaves."""
+    # lazy: the batch package, only for a folder given to audit
+    from .batch.folders import model_subfolders
+
+    models, _ = model_subfolders(Path(candidate)) if not is_remote(candidate) else ([], 0)
+    if models:
+        names = ", ".join(os.path.basename(m) for m in models[:5]) + (" ..." if len(models) > 5 else "")
+        print(f"provenance: note: {candidate} also holds {len(models)} model folders ({names}), which this audit does "
+              f"not read; `provenance scan {candidate} -o OUT.jsonl` audits each", file=sys.stderr)
+
+
+def _audit_output(args: argparse.Namespace, report: dict) -> str:
+    """The audit on stdout: --format text (coloured on a terminal), json (or --json), github, junit or sarif."""
+    if args.json or args.format == "json":
+        return json.dumps(report, indent=2)
+    if args.format in CI_FORMATS:
+        # lazy: the CI renderers (xml.etree), only with --format
+        from .report.ci_formats import audit_result, render
+
+        return render(args.format, [audit_result(args.candidate, report, args.fail_on)])
+    from .report.audit_text import render_audit  # lazy: the report package, only for audit
+
+    return _coloured_verdict(render_audit(report), report)
+
+
+def _scan_output(fmt: str, summary, fail_on: frozenset[str]) -> str:
+    """`scan --format`: every requested candidate's latest outcome as GitHub annotations, JUnit or SARIF."""
+    # lazy: the CI renderers (xml.etree), only with --format
+    from .report.ci_formats import audit_result, error_result, render
+
+    return render(fmt, [error_result(candidate, outcome.error or "", fail_on) if outcome.status == "error"
+                        else audit_result(candidate, outcome.report, fail_on)
+                        for candidate, outcome in summary.outcomes.items()])
+
+
+def _coloured_verdict(text: str, report: dict) -> str:
+    """The audit's first line (its verdict) in colour on a terminal: red for an accusation, yellow when abstained."""
+    first, newline, rest = text.partition("\n")
+    accused = report.get("verdict") in ACCUSING_VERDICTS and not audit_abstained(report)
+    colour = "yellow" if audit_abstained(report) else "red" if accused else "green"
+    return paint(first, colour) + newline + rest
+
+
 def _cmd_refs(args: argparse.Namespace) -> int:
     # lazy: sqlite3 and the database code, only for refs
     from .registry import Registry, default_path
 
     writes = args.refs_command in ("add", "import", "sync")  # only these create a database (in an existing folder)
+    path = Path(args.refs or default_path())
+    given = bool(args.refs or os.environ.get("PROVENANCE_REFS"))
+    if not writes and not given and not path.exists():  # a fresh machine: nothing was mistyped
+        return _no_database_yet(args, path)
+    if args.refs_command == "sync" and not args.list:
+        # lazy: refs_sync (10 ms), only for refs sync
+        from .refs_sync import OFFLINE_HINT, offline_requested
+
+        if offline_requested(args.offline):  # before a database is created for nothing
+            print(f"provenance: refs sync: offline (--offline or HF_HUB_OFFLINE): nothing to do; {OFFLINE_HINT}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+    created = writes and not path.exists()
     if writes:
         # The default location is the tool's own folder, created on first use; a path the user gave
         # (--refs, $PROVENANCE_REFS) must be in an existing folder unless --create says otherwise.
@@ -302,12 +357,13 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             # lazy: numpy (screening signatures)
             from .audit.shortlist import add_reference
 
-            args.path = _require_path(args.path, revision=args.revision)
+            args.path = _require_path(args.path, revision=args.revision, hub=args.hub)
             registry.check_new_name(args.name, replace=args.replace)  # before the fingerprinting, not after it
             entry = add_reference(registry, args.name, _fingerprint_for(args.path, args), replace=args.replace)
             print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
                   file=sys.stderr)
         elif args.refs_command == "export":
+            check_output(args.output, "bundle")
             # lazy: zipfile and the bundle code, only for refs export
             from .registry.bundles import export_bundle
 
@@ -327,8 +383,13 @@ def _cmd_refs(args: argparse.Namespace) -> int:
             # lazy: the hub client, only for refs sync
             from .refs_sync import run_sync_command
 
-            return run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list,
+            code = run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list,
                                     args.model_deadline)
+            if created and not registry.names():
+                registry.close()
+                _remove_database_files(registry.path)  # a failed first sync leaves no empty database behind
+                print(f"refs sync: no reference was added; {registry.path} was not kept", file=sys.stderr)
+            return code
         elif args.refs_command == "remove":
             registry.remove(args.name)
             print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
@@ -347,6 +408,25 @@ def _cmd_refs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _no_database_yet(args: argparse.Namespace, path: Path) -> int:
+    """`refs list` (and remove, export) before any database exists at the default place: say how to make one."""
+    how = ("`provenance refs add PATH --name NAME` (one model), `refs import BUNDLE` (references made elsewhere) "
+           "or `refs sync` (the catalog's open base models, from the hub) creates it; audits use the built-in "
+           "references meanwhile")
+    if args.refs_command == "list":
+        if args.json:
+            print(json.dumps({"schema": "provenance.refs-list/1", "path": str(path), "revision": 0, "references": []},
+                             indent=2))
+        print(f"provenance: no reference database yet (it would be {path}); {how}", file=sys.stderr)
+        return EXIT_OK
+    raise UnreadablePathError(path, f"no reference database yet; {how}")
+
+
+def _remove_database_files(path: Path) -> None:
+    for extra in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{extra}").unlink(missing_ok=True)
+
+
 def _size_limit(text: str):
     # lazy: refs_sync (10 ms), only when --max-size is given
     from .refs_sync import parse_size
@@ -360,20 +440,11 @@ def _size_limit(text: str):
 _RAY_ADDRESS = r"^(auto|local|ray://\S+|\[?[\w.:-]+\]?:\d+)$"
 
 
-def _parse_scan_fail_on(text: str | None) -> set[str]:
-    """Like audit's --fail-on, plus `error`: a candidate that could not be audited."""
-    chosen = {v.strip() for v in (text or "").split(",") if v.strip()}
-    unknown = chosen - set(VERDICTS) - {"error"}
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown verdict(s) in --fail-on: {', '.join(sorted(unknown))}; "
-                                         f"choose from {', '.join(VERDICTS)}, error")
-    return chosen
-
-
 def _cmd_scan(args: argparse.Namespace) -> int:
 
     # lazy: the batch package (27 ms; multiprocessing), only for scan
     from .batch import AuditSettings, executor, read_candidate_list, scan
+    from .batch.folders import expand_model_folders
 
     if args.ray and not re.match(_RAY_ADDRESS, args.ray):
         print(f"provenance scan: error: --ray ADDRESS must be auto, HOST:PORT or ray://HOST:PORT, not {args.ray!r} "
@@ -385,12 +456,18 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if args.tasks_per_worker is not None and args.tasks_per_worker < 1:
         print("provenance scan: error: --tasks-per-worker must be 1 or more", file=sys.stderr)
         return EXIT_USAGE
+    check_output(args.output, "scan output")  # provenance/outputs.py
     candidates = list(args.candidates)
     if args.from_file:
         candidates += read_candidate_list(args.from_file)
     elif not candidates:
         print("provenance scan: error: give CANDIDATE arguments or --from FILE", file=sys.stderr)
         return EXIT_USAGE
+    candidates, expansions = expand_model_folders(candidates)
+    for expansion in expansions:  # provenance/batch/folders.py
+        left_out = f"; {expansion.skipped} sub-folders without weights left out" if expansion.skipped else ""
+        print(f"scan: {expansion.folder} holds model folders: scanning its {len(expansion.models)} model "
+              f"folders{left_out}", file=sys.stderr)
     if args.timeout is not None and args.timeout <= 0:
         print("provenance scan: error: --timeout must be a positive number of seconds", file=sys.stderr)
         return EXIT_USAGE
@@ -404,12 +481,32 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     run = executor(args.workers, args.ray or None, use_ray=args.ray is not None, settings=settings, **recycle)
     summary = scan(candidates, args.output, run, retry_errors=args.retry_errors, progress=True)
     print(summary.render(), file=sys.stderr)
+    if args.format:
+        print(_scan_output(args.format, summary, args.fail_on))
     hits = summary.hits(args.fail_on)
     if hits:
         why = ", ".join(summary.outcomes[hits[0]].tripped(args.fail_on))
         print(f"scan: {len(hits)} candidates reached a --fail-on verdict ({', '.join(sorted(args.fail_on))}), "
               f"first: {hits[0]} ({why})", file=sys.stderr)
         return EXIT_FAIL_ON
+    if summary.errors:
+        print(f"scan: {summary.errors} candidates could not be audited (exit {EXIT_CANDIDATE_ERRORS}; their lines in "
+              f"{args.output} say why)", file=sys.stderr)
+        return EXIT_CANDIDATE_ERRORS
+    return EXIT_OK
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from huggingface_hub import constants  # lazy: huggingface_hub (100 ms), only for env
+
+    from .environment import environment_report, render_environment  # lazy: only for env
+    from .fingerprint.cache import default_directory  # lazy: the cache module loads numpy and torch
+    from .registry import default_path  # lazy: sqlite3 and the database code
+
+    config = load_config().path
+    report = environment_report(default_path(), default_directory(), str(constants.HF_HUB_CACHE),
+                                str(config) if config else None)
+    print(json.dumps(report, indent=2) if args.json else render_environment(report))
     return EXIT_OK
 
 
@@ -418,6 +515,14 @@ def _add_location(parser: argparse.ArgumentParser, dest: str, metavar: str, loca
 
     parser.add_argument(dest, metavar=metavar, help=LOCATION_HELP + ("; read from local files only" if local_only else ""))
     parser.add_argument("--revision", metavar="REV", help="branch, tag or commit of a repo id ORG/NAME or hf:// location")
+    if not local_only:
+        _add_hub(parser)
+
+
+def _add_hub(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hub", action="store_true", help="read a repo id ORG/NAME that is neither a local path nor in "
+                        "the local Hugging Face cache from the hub (without it, such a name is a missing local path "
+                        "and nothing goes to the network; hf://ORG/NAME always reads the hub)")
 
 
 def _add_deadline(parser: argparse.ArgumentParser, dest: str = "deadline", help: str = DEADLINE_HELP) -> None:
@@ -443,45 +548,50 @@ def _add_no_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.")
+    parser = argparse.ArgumentParser(prog="provenance", description="Audit where a model checkpoint's weights come from.",
+                                     epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"provenance {__version__}")
+    add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    inspect = commands.add_parser("inspect", help="describe a checkpoint: format, architecture, tensor roles, claims")
+    inspect = command(commands, "inspect", help="describe a checkpoint: format, architecture, tensor roles, claims")
     _add_location(inspect, "path", "PATH", local_only=True)
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     inspect.add_argument("--no-hash", action="store_true", help="skip the sha256 of each file (faster on large files)")
     inspect.set_defaults(handler=_cmd_inspect)
 
-    fingerprint = commands.add_parser("fingerprint", help="compute a checkpoint's fingerprint once, to compare many times")
+    fingerprint = command(commands, "fingerprint", help="compute a checkpoint's fingerprint once, to compare many times")
     _add_location(fingerprint, "path", "PATH")
     fingerprint.add_argument("-o", "--output", required=True, metavar="OUT", help="fingerprint file to write (.safetensors)")
     _add_no_progress(fingerprint)
     _add_deadline(fingerprint)
     fingerprint.set_defaults(handler=_cmd_fingerprint)
 
-    compare = commands.add_parser("compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
+    compare = command(commands, "compare", help="verdict on whether CANDIDATE's weights come from REFERENCE")
     compare.add_argument("candidate", metavar="CANDIDATE", help="checkpoint, fingerprint file, URL, hf:// or ORG/NAME[@REV] "
                          "(as for fingerprint PATH)")
     compare.add_argument("reference", metavar="REFERENCE", help="as CANDIDATE")
+    _add_hub(compare)
     compare.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.compare/1)")
     compare.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
-                         help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled")
+                         help=FAIL_ON_HELP)
     _add_no_progress(compare)
     _add_deadline(compare)
     compare.set_defaults(handler=_cmd_compare)
 
-    audit = commands.add_parser("audit", help="compare a candidate with every reference model and rank the explanations")
+    audit = command(commands, "audit", help="compare a candidate with every reference model and rank the explanations")
     _add_location(audit, "candidate", "CANDIDATE")
     audit.add_argument("--refs", metavar="DB", help="reference database (default: $PROVENANCE_REFS or ~/.local/share/provenance/refs.sqlite)")
     audit.add_argument("--no-builtin", action="store_true", help="leave out the built-in references")
     audit.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.audit/1)")
+    audit.add_argument("--format", choices=("text",) + ("json",) + CI_FORMATS, default="text",
+                       help="stdout as text (default), json (as --json), github (workflow annotations), junit "
+                            "(JUnit XML) or sarif (SARIF 2.1.0, for code scanning)")
     _add_no_progress(audit)
     _add_deadline(audit)
     audit.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
-                       help="comma-separated verdicts that make the exit code 3, e.g. identical,derived,assembled; "
-                            "or lineage results: undeclared-parent,wrong-parent,wrong-relation")
+                       help=FAIL_ON_HELP)
     audit.add_argument("--report", type=_report_path, metavar="FILE",
                        help="also write a report for people: FILE.html (self-contained page) or FILE.md (for pull requests)")
     audit.add_argument("--lang", choices=("en", "zh"), help="language of the --report file: en (default) or zh (Chinese)")
@@ -493,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the references, the verdict and the lineage result; check it with `provenance verify`")
     audit.set_defaults(handler=_cmd_audit)
 
-    verify = commands.add_parser("verify", help="check an `audit --attest` statement: PATH's files unchanged, the audit "
+    verify = command(commands, "verify", help="check an `audit --attest` statement: PATH's files unchanged, the audit "
                                                 "reproduced (exit 1 with the difference otherwise)")
     verify.add_argument("attestation", metavar="OUT.json", help="the statement `audit --attest` wrote")
     verify.add_argument("path", metavar="PATH", help="the local checkpoint the statement is about")
@@ -501,28 +611,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_no_progress(verify)
     verify.set_defaults(handler=_cmd_verify)
 
-    refs = commands.add_parser("refs", help="manage the reference database")
+    refs = command(commands, "refs", help="manage the reference database")
     refs.add_argument("--refs", metavar="DB", help=REFS_HELP)
     refs_commands = refs.add_subparsers(dest="refs_command", metavar="ACTION")
     refs_commands.required = True
-    refs_add = refs_commands.add_parser("add", help="fingerprint PATH and store it under NAME")
+    refs_add = command(refs_commands, "add", full_name="refs add", help="fingerprint PATH and store it under NAME")
     _add_location(refs_add, "path", "PATH")
     refs_add.add_argument("--name", required=True)
     refs_add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
     _add_no_progress(refs_add)
     _add_deadline(refs_add)
-    refs_list = refs_commands.add_parser("list", help="list the references")
+    refs_list = command(refs_commands, "list", full_name="refs list", help="list the references")
     refs_list.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.refs-list/1)")
-    refs_remove = refs_commands.add_parser("remove", help="remove the reference NAME")
+    refs_remove = command(refs_commands, "remove", full_name="refs remove", help="remove the reference NAME")
     refs_remove.add_argument("name", metavar="NAME")
-    refs_export = refs_commands.add_parser("export", help="write references (fingerprints, no weights) to a bundle file")
+    refs_export = command(refs_commands, "export", full_name="refs export", help="write references (fingerprints, no weights) to a bundle file")
     refs_export.add_argument("output", metavar="OUT", help="bundle file to write (a .zip; replaced atomically)")
     refs_export.add_argument("--name", dest="names", action="append", metavar="NAME",
                              help="export only this reference (repeat --name for several; default: all)")
-    refs_import = refs_commands.add_parser("import", help="add every reference of a bundle (all or none)")
+    refs_import = command(refs_commands, "import", full_name="refs import", help="add every reference of a bundle (all or none)")
     refs_import.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
     refs_import.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
-    refs_sync = refs_commands.add_parser("sync", help="fingerprint the catalog's open base models (range reads from the "
+    refs_sync = command(refs_commands, "sync", full_name="refs sync", help="fingerprint the catalog's open base models (range reads from the "
                                          "hub, HF_ENDPOINT) into the database; resumable")
     refs_sync.add_argument("--only", action="extend", nargs="+", metavar="NAME", help="only these catalog names or repo ids")
     refs_sync.add_argument("--max-size", type=_size_limit, metavar="SIZE",
@@ -532,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     refs_sync.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
     _add_deadline(refs_sync, "model_deadline", "seconds each model may take (default "
                   f"{DEFAULT_DEADLINE:g}, or PROVENANCE_REMOTE_DEADLINE); a model over it fails and the sync goes on")
+    refs_sync.add_argument("--offline", action="store_true",
+                           help="say at once that a sync needs the hub, and stop (as HF_HUB_OFFLINE=1 does)")
     for action in (refs_add, refs_list, refs_remove, refs_export, refs_import, refs_sync):
         # --refs after the action too (`refs list --refs DB`); SUPPRESS keeps a value given before the action.
         action.add_argument("--refs", metavar="DB", default=argparse.SUPPRESS, help=REFS_HELP)
@@ -540,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="create the database's folder if it does not exist (default: the folder must exist)")
     refs.set_defaults(handler=_cmd_refs, create=False)
 
-    scan = commands.add_parser("scan", help="audit many candidates in parallel, one JSON line each (resumable)")
+    scan = command(commands, "scan", help="audit many candidates in parallel, one JSON line each (resumable)")
     scan.add_argument("candidates", nargs="*", metavar="CANDIDATE", help="checkpoint or fingerprint file")
     scan.add_argument("--from", dest="from_file", metavar="FILE",
                       help="read candidates from FILE, one per line (blank lines and # comments skipped; - for stdin)")
@@ -554,13 +666,35 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run on Ray: a local instance, or the cluster at ADDRESS (needs the `ray` extra)")
     scan.add_argument("--timeout", type=float, default=DEFAULT_SCAN_TIMEOUT, metavar="SECONDS",
                       help=f"seconds one candidate may take before it becomes an error line (default {DEFAULT_SCAN_TIMEOUT:g})")
+    scan.add_argument("--format", choices=CI_FORMATS,
+                      help="also print every candidate's outcome on stdout as github (workflow annotations), junit "
+                           "(JUnit XML) or sarif (SARIF 2.1.0)")
     scan.add_argument("--retry-errors", action="store_true", help="audit again the candidates whose line is an error")
     scan.add_argument("--tasks-per-worker", type=int, metavar="N",
                       help="replace each worker process after N candidates (default 32)")
-    scan.add_argument("--fail-on", type=_parse_scan_fail_on, default=set(), metavar="VERDICTS",
-                      help="comma-separated verdicts (or `error`) that make the exit code 3 if any candidate reaches one")
+    scan.add_argument("--fail-on", type=_parse_fail_on, default=set(), metavar="VERDICTS",
+                      help=FAIL_ON_HELP + " (scan: if any candidate reaches one)")
     scan.set_defaults(handler=_cmd_scan)
+
+    env = command(commands, "env", help="show versions, the folders provenance reads and writes, and what is installed")
+    env.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.env/1)")
+    env.set_defaults(handler=_cmd_env)
     return parser
+
+
+def _apply_project_config(args: argparse.Namespace) -> None:
+    """Defaults from [tool.provenance] (provenance/config.py) for what the command line left unsaid."""
+    if args.command not in ("audit", "scan", "compare", "refs"):
+        return
+    config = load_config()
+    if config.path is None:
+        return
+    if config.refs and getattr(args, "refs", "given") is None and not os.environ.get("PROVENANCE_REFS"):
+        args.refs = config.refs
+    if config.builtin is False and hasattr(args, "no_builtin"):
+        args.no_builtin = True
+    if config.fail_on and hasattr(args, "fail_on") and not args.fail_on:
+        args.fail_on = config.fail_on
 
 
 def _error_line(exc: BaseException) -> str:
@@ -582,18 +716,28 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    quiet, verbose = getattr(args, "quiet", 0), getattr(args, "verbose", 0)
+    try:
+        _apply_project_config(args)
+    except ProvenanceError as exc:
+        print(_error_line(exc), file=sys.stderr)
+        return EXIT_ERROR
     if args.command != "scan":  # scan's pool has its own way of stopping workers
         exit_on_sigterm()  # a SIGTERM runs the cleanups (temporary folders) like an error would
+    if quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     try:
-        with deadline_scope(args.deadline) if hasattr(args, "deadline") else nullcontext():
+        # `| head` must not turn an accusation (exit 3) into a pass; -q keeps errors and the --fail-on line only
+        with closed_pipe_safe_stdout(), quiet_stderr(bool(quiet)), \
+                (deadline_scope(args.deadline) if hasattr(args, "deadline") else nullcontext()):
             return args.handler(args)
     except KeyboardInterrupt:
-        print("provenance: interrupted", file=sys.stderr)
+        print(f"provenance: interrupted (exit {EXIT_INTERRUPTED})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # a closed stderr: the outcome is unknown to the reader, never a pass
         return EXIT_ERROR
-    except BrokenPipeError:
-        return EXIT_OK
     except Exception as exc:  # one line for the user; the traceback on request
-        if os.environ.get("PROVENANCE_DEBUG") == "1":
+        if os.environ.get("PROVENANCE_DEBUG") == "1" or verbose:
             traceback.print_exc()
         print(_error_line(exc), file=sys.stderr)
         return EXIT_ERROR

@@ -58,3 +58,7 @@ class ArchitectureError(ProvenanceError):
 
 class ScanError(ProvenanceError):
     """A problem with a scan itself (provenance/batch/): the candidate list, the output file, the executor."""
+
+
+class OutputPathError(ProvenanceError):
+    """An output file (fingerprint, report, scan lines, bundle) cannot be written where it was asked for."""

@@ -25,7 +25,9 @@ read and time.
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -151,6 +153,7 @@ class SyncSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str | None = None  # the network failure that ended the sync early (the hub cannot be reached)
 
     @property
     def bytes_read(self) -> int:
@@ -203,6 +206,9 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
         except Exception as exc:  # one model's failure is reported; the sync goes on (KeyboardInterrupt stops it)
             problem = str(exc) if isinstance(exc, ProvenanceError) else clean(f"unexpected {type(exc).__name__}: {exc}")
             summary.failed.append((model.name, problem))
+            if network_failure(exc):  # every other model would fail the same way: say it once and stop
+                summary.stopped = problem
+                break
             say(f"{prefix}: failed: {problem}")
             continue
         remote = fingerprint.meta.get("remote") or {}
@@ -215,6 +221,37 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
             + f" in {seconds:.1f} s")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def network_failure(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a failure to reach the hub at all: no network, a name that does not
+    resolve, a refused or timed-out connection, or huggingface_hub's offline mode; an HTTP answer is not one."""
+    # lazy: huggingface_hub's errors, only once a sync has failed
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, OfflineModeIsEnabled)):
+            return True
+        # the HTTP client's own transport errors (httpx's ConnectError, ConnectTimeout ...), by name: the client
+        # huggingface_hub uses is its choice, and which one is installed differs between its versions
+        if any(kind.__name__ in TRANSPORT_ERRORS for kind in type(exc).__mro__):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+TRANSPORT_ERRORS = ("TransportError", "NetworkError", "ConnectError", "ConnectTimeout", "TimeoutException")
+
+
+OFFLINE_HINT = ("refs sync reads the hub; on a machine without network, leave it out (audits use the built-in "
+                "references and any database you have), or import a bundle made elsewhere with `refs import`")
+
+
+def offline_requested(flag: bool) -> bool:
+    """--offline, or huggingface_hub's own HF_HUB_OFFLINE set to a true value."""
+    return flag or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def list_selection(chosen: list[CatalogModel], left: list[tuple[CatalogModel, str]]) -> str:
@@ -240,5 +277,9 @@ def run_sync_command(registry, catalog: str | None, only: list[str] | None, limi
         print(line, file=sys.stderr, flush=True)
 
     summary = sync(registry, chosen, say, model_seconds)
+    if summary.stopped:
+        print(f"refs sync: stopped: the hub cannot be reached ({summary.stopped}); nothing more was tried "
+              f"(--offline or HF_HUB_OFFLINE=1 says so at once: {OFFLINE_HINT})", file=sys.stderr)
+        return 1
     print(f"{summary.render()}; database {registry.path} (revision {registry.revision})", file=sys.stderr)
     return 1 if summary.failed else 0

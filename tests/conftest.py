@@ -1,4 +1,8 @@
-"""Shared test setup: one fingerprint cache per test run, shared fixtures built once per run.
+"""Shared test setup: the user's folders out of reach, one fingerprint cache per run, fixtures built once per run.
+
+HOME, XDG_*, HF_HOME and TORCH_HOME point into one temporary folder for the
+whole run (set when this file is imported), and the run fails if the user's
+own provenance data folder (the reference database) changed during it.
 
 The fingerprint cache (provenance/fingerprint/cache.py) points to a folder of
 this run's temporary directory, never the user's: a checkpoint fingerprinted
@@ -17,13 +21,60 @@ whichever one the environment has installed: PYTHONPATH starts with it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+# -- the user's folders are never written ------------------------------------------------------------------------
+# HOME, the XDG folders and the Hugging Face and torch caches point into one temporary folder for the whole run,
+# set here, at import, because huggingface_hub reads HF_HOME when it is first imported (test modules import it at
+# collection, before any fixture runs). Subprocesses inherit them. The real data folder of provenance is listed
+# now and again at the end: a run that changed it fails (`pytest_sessionfinish`, and
+# tests/test_gate.py checks it during the run).
+
+def _real_folders() -> tuple[Path, ...]:
+    """The user's provenance data folder (the reference database). The cache folder is redirected too, but not
+    watched: on a machine shared by several users of one account, their own runs fill it legitimately."""
+    home = Path(os.environ.get("HOME") or Path.home())
+    data = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return (data / "provenance",)
+
+
+def folder_state(folders: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
+    """Every file under `folders` with its size and modification time (empty for a folder that does not exist)."""
+    state = {}
+    for folder in folders:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            stat = path.stat()
+            state[str(path)] = (stat.st_size, stat.st_mtime_ns)
+        state[str(folder)] = (folder.exists(), 0)
+    return state
+
+
+REAL_USER_FOLDERS = _real_folders()
+REAL_USER_STATE = folder_state(REAL_USER_FOLDERS)
+TEST_HOME = Path(tempfile.mkdtemp(prefix="provenance-test-home-"))
+atexit.register(shutil.rmtree, TEST_HOME, True)
+for _name, _sub in (("HOME", "home"), ("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache"),
+                    ("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state"), ("HF_HOME", "hf"),
+                    ("TORCH_HOME", "torch")):
+    os.environ[_name] = str(TEST_HOME / _sub)
+for _name in ("PROVENANCE_REFS", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE"):
+    os.environ.pop(_name, None)  # each would override the folders above
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if folder_state(REAL_USER_FOLDERS) != REAL_USER_STATE:
+        print(f"\nconftest: the test run changed the user's own folder {', '.join(map(str, REAL_USER_FOLDERS))}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", autouse=True)

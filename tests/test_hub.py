@@ -101,16 +101,16 @@ def test_repo_id_resolves_to_the_cache_snapshot(cache):
         found = locate(text, revision)
         assert Path(found.location) == snapshot, text
         assert "cache folder" in found.note
-    missing = locate("org/base@v2")
+    missing = locate("org/base@v2", hub=True)
     assert missing.location == "hf://org/base@v2"
     assert "no snapshot for revision 'v2'" in missing.note and "main" in missing.note and "v1" in missing.note
 
 
 def test_side_files_only_and_absent_repos_go_to_the_hub(cache):
-    found = locate("org/configonly")
+    found = locate("org/configonly", hub=True)
     assert found.location == "hf://org/configonly"
     assert "holds no weights file" in found.note
-    absent = locate("org/absent")
+    absent = locate("org/absent", hub=True)
     assert absent.location == "hf://org/absent" and str(cache) in absent.note
 
 
@@ -162,11 +162,11 @@ def test_cli_audits_a_repo_id_from_a_cache_folder_in_a_fresh_process(served, loc
 
 def test_cli_repo_id_not_cached_is_read_from_the_hub(cache, hub, local_base, tmp_path, capsys):
     out = tmp_path / "hub.fp.safetensors"
-    assert main(["fingerprint", "org/base", "--revision", "v9", "-o", str(out)]) == 1
+    assert main(["fingerprint", "org/base", "--hub", "--revision", "v9", "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert "no snapshot for revision 'v9'" in err and "reading hf://org/base@v9" in err and "HTTP 404" in err
     shutil.rmtree(cache / "models--org--base")
-    assert main(["fingerprint", "org/base", "-o", str(out)]) == 0
+    assert main(["fingerprint", "org/base", "--hub", "-o", str(out)]) == 0
     assert "it is not in the Hugging Face cache folder" in capsys.readouterr().err
     fp = load_fingerprint(out)
     assert fp.meta["variant"] == "remote"

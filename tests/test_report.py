@@ -238,12 +238,14 @@ def test_bad_extension_and_lang_without_report_are_usage_errors(pair, tmp_path, 
     assert _audit(str(derived), "--report", str(tmp_path / "r.html"), "--lang", "fr") == 2
 
 
-def test_missing_folder_is_one_line_error(pair, tmp_path, capsys):
+def test_unwritable_folder_is_one_line_error(pair, tmp_path, capsys):
+    """A missing folder is made (one rule for every output: provenance/outputs.py); one that cannot be is an error."""
     _, derived, refs = pair
-    out = tmp_path / "no-such-folder" / "report.html"
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "report.html"
     assert _audit(str(derived), "--refs", str(refs), "--no-builtin", "--report", str(out)) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not exist" in err[0] and str(out) in err[0]
+    assert len(err) == 1 and "cannot write the report" in err[0] and str(out) in err[0]
 
 
 def test_report_write_is_atomic(tmp_path, monkeypatch):

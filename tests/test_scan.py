@@ -14,6 +14,7 @@ import pytest
 from provenance import batch as scan
 from provenance import cli
 from provenance.fingerprint.load import fingerprint_for
+from provenance.gate import EXIT_CANDIDATE_ERRORS
 from provenance.audit.shortlist import add_reference
 from provenance.registry import Registry
 
@@ -95,7 +96,7 @@ def pool_scan(corpus):
     listing.write_text("# candidates\n\n" + "\n".join(corpus["candidates"][:4]) + "\n  \n" + corpus["candidates"][0] + "\n")
     code = cli.main(["scan", *corpus["candidates"][4:], "--from", str(listing), "-o", str(out),
                      "--refs", corpus["db"], "--workers", "2"])
-    assert code == 0
+    assert code == EXIT_CANDIDATE_ERRORS  # the corrupt and the missing candidate became error lines
     return out
 
 
@@ -135,6 +136,7 @@ def test_rerun_skips_everything_and_fail_on(corpus, pool_scan, capsys):
     assert pool_scan.read_bytes() == before
     assert cli.main(["scan", *corpus["ok"], "-o", str(pool_scan), "--refs", corpus["db"], "--fail-on", "error"]) == 0
     assert cli.main(["scan", *corpus["candidates"], "-o", str(pool_scan), "--refs", corpus["db"], "--fail-on", "error"]) == 3
+    assert cli.main(["scan", *corpus["candidates"], "-o", str(pool_scan), "--refs", corpus["db"]]) == EXIT_CANDIDATE_ERRORS
 
 
 class _CountingFingerprints:

@@ -17,6 +17,7 @@ from ..compare import Comparison
 from ..fingerprint import Fingerprint
 from .lineage_check import LineageCheck
 from .rows import AuditRow
+from .scope import Scope
 from .shortlist import Screen
 
 
@@ -58,6 +59,7 @@ class AuditResult(Sequence):
     best_match: BestMatch | None  # the best row whose weights were compared, with its report details
     reproducibility: Reproducibility
     lineage: LineageCheck | None = None  # declared against detected lineage (lineage_check.py)
+    scope: Scope | None = None  # how many references were compared, what the audit cannot see (scope.py)
 
     def __getitem__(self, index):
         return self.rows[index]

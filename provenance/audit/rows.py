@@ -27,8 +27,9 @@ class AuditRow:
 
     def strongest(self) -> dict[str, Any] | None:
         decisive = [e for e in self.result.evidence if e.decisive and e.log10p is not None]
-        if not decisive:
-            return None
+        if not decisive:  # a signal that could not run says so, rather than nothing
+            skipped = [e for e in self.result.evidence if not e.compared]
+            return skipped[0].to_dict() if skipped else None
         return min(decisive, key=lambda e: e.log10p).to_dict()
 
 

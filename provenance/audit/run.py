@@ -27,6 +27,7 @@ from .lineage_check import check_lineage, declared_references
 from .quant_source import check_best_source
 from .result import AuditResult, BestMatch, Reproducibility
 from .rows import AuditRow, rank_key
+from .scope import audit_scope
 from .shortlist import screen_registry
 from .tokenizer_references import match_tokenizers, vocabulary_brief
 
@@ -69,8 +70,10 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
     candidate_path = _label(candidate) if candidate_path is None else str(candidate_path)
     rows: list[AuditRow] = []
     best = _BestWeights()
+    vocabularies: list[dict[str, Any]] = []  # the compared references' own tokenizers, matched like published ones
     if include_builtin:
         for name, reference in builtin_references():
+            vocabularies.extend(_reference_tokenizer(name, reference))
             rows.append(best.offer(AuditRow(name, "built-in", compare_fingerprints(candidate, reference),
                                             source=_source_path(reference)), reference))
     screening = None
@@ -85,21 +88,30 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
         names = screening.shortlist if screen else [e.name for e in registry.entries()]
         for name in names:
             reference = registry.fingerprint(name)
+            vocabularies.extend(_reference_tokenizer(name, reference))
             rows.append(best.offer(AuditRow(name, str(registry.path), compare_fingerprints(candidate, reference),
                                             source=_source_path(reference)), reference))
     if include_builtin:  # architecture-only references (config shapes, no weights): config_references.py
         rows.extend(architecture_rows(candidate))
     rows.sort(key=rank_key)
     builtin_used = any(r.origin.startswith("built-in") for r in rows)
+    scope = audit_scope(rows, registry.names() if registry is not None else None)
     return AuditResult(
         candidate_path=candidate_path, candidate=candidate, rows=tuple(rows), screening=screening,
         database={"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
-        tokenizers=tuple(match_tokenizers(candidate.meta.get("vocabulary"))),
+        tokenizers=tuple(match_tokenizers(candidate.meta.get("vocabulary"), exact=tuple(vocabularies))),
         vocabulary_source=vocabulary_source(candidate, candidate_path),
         best_match=_best_match(candidate, best, candidate_path),
         reproducibility=Reproducibility(candidate_files(candidate_path, candidate, hash_files),
                                         builtin_file_hashes() if hash_files and builtin_used else None, versions()),
-        lineage=check_lineage(candidate, rows, check_best_source(candidate, candidate_path, rows)))
+        lineage=check_lineage(candidate, rows, check_best_source(candidate, candidate_path, rows)),
+        scope=scope)
+
+
+def _reference_tokenizer(name: str, reference: Fingerprint) -> list[dict[str, Any]]:
+    """A weights reference's recorded vocabulary as a tokenizer reference (an exact copy of it is then named)."""
+    vocabulary = reference.meta.get("vocabulary")
+    return [{"name": name, "signature": vocabulary}] if isinstance(vocabulary, dict) and vocabulary else []
 
 
 def _source_path(reference: Fingerprint) -> str:
@@ -132,4 +144,6 @@ def audit_to_json(result: AuditResult) -> dict[str, Any]:
         "screening": result.screening.to_dict() if result.screening is not None else None,
         # declared against detected lineage (lineage_check.py): result is one of five words
         "lineage": result.lineage.to_dict() if result.lineage is not None else None,
+        # what was covered and what a weights audit cannot see (scope.py)
+        "scope": result.scope.to_dict() if result.scope is not None else None,
     }

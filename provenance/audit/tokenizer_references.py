@@ -35,6 +35,10 @@ def tokenizer_references() -> tuple[dict[str, Any], ...]:
     return tuple(data.get("tokenizers", []))
 
 
+def _exact_match(vocabulary: dict[str, Any], signature: dict[str, Any]) -> bool:
+    return any(vocabulary.get(key) and vocabulary.get(key) == signature.get(key) for key in ("vocab_sha256", "merges_sha256"))
+
+
 def _jaccard(a: list[int] | None, b: list[int] | None) -> float | None:
     """MinHash estimate of the Jaccard similarity of two token-string sets (same hash functions on both sides)."""
     if not a or not b or len(a) != len(b):
@@ -43,13 +47,15 @@ def _jaccard(a: list[int] | None, b: list[int] | None) -> float | None:
 
 
 def match_tokenizers(vocabulary: dict[str, Any] | None, references: tuple[dict[str, Any], ...] | None = None,
-                     limit: int = 3) -> list[dict[str, Any]]:
-    """The tokenizer references closest to a fingerprint's vocabulary signature, best first."""
+                     limit: int = 3, exact: tuple[dict[str, Any], ...] = ()) -> list[dict[str, Any]]:
+    """The tokenizer references closest to a fingerprint's vocabulary signature, best first. `exact`: more
+    references (the weights references' own vocabularies) that count only when they match exactly (the same
+    token list, or the same merges), so that a byte-identical copy of a reference's tokenizer is named."""
     if not vocabulary:
         return []
     references = tokenizer_references() if references is None else references
     found = []
-    for ref in references:
+    for ref in references + tuple(r for r in exact if _exact_match(vocabulary, r.get("signature") or {})):
         sig = ref.get("signature") or {}
         identical = bool(vocabulary.get("vocab_sha256")) and vocabulary.get("vocab_sha256") == sig.get("vocab_sha256")
         same_merges = bool(vocabulary.get("merges_sha256")) and vocabulary.get("merges_sha256") == sig.get("merges_sha256")

@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..gate import audit_trips
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -13,22 +15,23 @@ class Outcome:
 
     status: str
     verdict: str | None = None  # best explanation
-    reached: frozenset = frozenset()  # verdicts of non-abstained reference rows, as `audit --fail-on` checks
-    rows: tuple = ()  # (verdict, reference) of those rows, to say which one tripped --fail-on
+    report: dict = field(default_factory=dict)  # the audit's verdict and rows: what `audit --fail-on` checks
+    error: str | None = None  # why the candidate could not be audited
 
     @classmethod
     def of(cls, record: dict) -> "Outcome":
         if record.get("status") != "ok":
-            return cls("error")
+            return cls("error", error=str(record.get("error") or "unknown error"))
         report = record.get("audit") or {}
-        rows = tuple((r["verdict"], r.get("reference")) for r in report.get("references", []) if not r.get("abstained"))
-        return cls("ok", report.get("verdict"), frozenset(v for v, _ in rows), rows)
+        rows = [{k: r.get(k) for k in ("verdict", "reference", "abstained")} for r in report.get("references", [])]
+        kept = {k: report.get(k) for k in ("verdict", "best_reference", "summary", "lineage")}
+        return cls("ok", report.get("verdict"), {**kept, "references": rows})
 
     def tripped(self, fail_on: set[str]) -> list[str]:
-        """'VERDICT vs REFERENCE' (or 'error') for what this outcome reached of `fail_on`."""
+        """'VERDICT vs REFERENCE', 'abstained' or 'error' for what this outcome reached of `fail_on`."""
         if self.status == "error":
             return ["error"] if "error" in fail_on else []
-        return [f"{verdict} vs {reference}" for verdict, reference in self.rows if verdict in fail_on]
+        return audit_trips(fail_on, self.report)
 
 
 @dataclass
@@ -50,8 +53,7 @@ class ScanSummary:
 
     def hits(self, fail_on: set[str]) -> list[str]:
         """Requested candidates that reached a verdict in fail_on (`error` counts error records)."""
-        return [c for c, o in self.outcomes.items()
-                if (o.status == "error" and "error" in fail_on) or (o.reached & fail_on)]
+        return [c for c, o in self.outcomes.items() if o.tripped(fail_on)]
 
     def render(self) -> str:
         verdicts = ", ".join(f"{v} {n}" for v, n in sorted(self.verdicts().items(), key=lambda i: (-i[1], str(i[0]))))

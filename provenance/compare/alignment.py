@@ -125,6 +125,10 @@ def layer_evidence(rows: list[LayerMatch], reference_layers: int, what: str, on:
     reference layers searched and then over the candidate's layers. `what` names the compared samples."""
     if not rows:
         return []
+    if not any(r.roles or r.via != "none" for r in rows):
+        return [Evidence.not_compared(f"layer weights ({what}, norms folded)",
+                                      f"none of the candidate's {len(rows)} layers has a reference layer with "
+                                      f"tensors of the same shapes ({reference_layers} reference layers)")]
     matched = sum(1 for r in rows if r.reference_layer is not None)
     best = min(rows, key=lambda r: r.log10_p)
     strongest = layer_evidence_log10p(rows)

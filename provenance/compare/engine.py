@@ -416,7 +416,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                               for g in globals_),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
         init_like_shared=statistics and _init_like(cand, shared_keys),
-        explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref))
+        explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref),
+        weights_compared=any(e.decisive and e.log10p is not None for e in evidence) or bool(exact and exact.pairs))
     verdict, confidence, abstained, summary = decide(inputs, notes)
     if verdict == "identical" and sampled:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen

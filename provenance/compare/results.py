@@ -15,12 +15,19 @@ class Evidence:
     log10p: float | None
     detail: str
     decisive: bool = True
+    compared: bool = True  # False: the signal could not run (nothing of matching shape); no value, no p-value
 
     def to_dict(self) -> dict[str, Any]:
-        return {"signal": self.signal, "value": round(float(self.value), 6),
-                "p_value": None if self.log10p is None else p_from_log10(self.log10p),
-                "log10_p": None if self.log10p is None else round(float(self.log10p), 2),
-                "detail": self.detail, "decisive": self.decisive}
+        found = {"signal": self.signal, "value": round(float(self.value), 6),
+                 "p_value": None if self.log10p is None else p_from_log10(self.log10p),
+                 "log10_p": None if self.log10p is None else round(float(self.log10p), 2),
+                 "detail": self.detail, "decisive": self.decisive}
+        return found if self.compared else {**found, "compared": False}
+
+    @classmethod
+    def not_compared(cls, signal: str, why: str) -> "Evidence":
+        """A signal that could not run: it shows "not compared" and why, never a p-value of 1."""
+        return cls(signal, 0.0, None, f"not compared: {why}", decisive=False, compared=False)
 
 
 @dataclass
@@ -66,3 +73,9 @@ class Comparison:
     # {"similarity": mean sketch correlation over shared roles, "log10_p": Fisher-combined
     # log10 p before the Bonferroni correction, "roles": roles compared (0: not compared)}.
     layer_matrix: dict[str, list[list[float]]] | None = None
+
+    @property
+    def weights_compared(self) -> bool:
+        """False when every weight signal was "not compared" (no tensor of matching shape), so nothing was measured."""
+        return any(e.compared and e.log10p is not None for e in self.evidence) or not any(
+            not e.compared for e in self.evidence)

@@ -118,6 +118,12 @@ def confidence_for_accusation(strongest_log10p: float, coverage: float) -> float
     return round(max(0.0, min(1.0, margin * max(0.0, min(1.0, coverage)))), 3)
 
 
+# When no decisive weight signal could run at all (no tensor of the candidate has a reference tensor of the same
+# shape), "no weight relation" rests on nothing measured: its confidence is 0, not the 1.0 a null-like p-value
+# earns. The verdict then speaks of the architecture only, and the evidence says "not compared".
+CONFIDENCE_NOTHING_COMPARED = 0.0
+
+
 def confidence_for_no_relation(strongest_log10p: float) -> float:
     """How firmly "no weight relation" stands: 1.0 when the strongest signal is null-like (p >= 0.01),
     falling linearly to 0 at the accusation bar."""

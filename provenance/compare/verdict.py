@@ -4,7 +4,9 @@ Order of the rules (thresholds and their reasons: `thresholds.py`):
 1. every stored tensor bit-identical to a reference tensor -> `identical`;
 2. no decisive signal below the accusation bar (1e-12, corrected) ->
    `same-architecture` or `unrelated`, abstaining when something is
-   significant without reaching the bar;
+   significant without reaching the bar; when no weight signal could run
+   at all (no tensor of matching shape), the verdict speaks of the
+   architecture only, with confidence 0 (CONFIDENCE_NOTHING_COMPARED);
 3. the bar is met; with a coherent map of at least two matched layers that
    repeats or reorders reference layers, or that leaves other layers with no
    relation at all -> `assembled`;
@@ -27,7 +29,8 @@ from enum import Enum
 from .results import LayerMatch
 from .stats import format_p
 from .thresholds import (ACCUSATION_LOG10P, ASSEMBLED_MIN_LAYERS, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P,
-                         NULL_LIKE_LOG10P, confidence_for_accusation, confidence_for_no_relation)
+                         NULL_LIKE_LOG10P, CONFIDENCE_NOTHING_COMPARED, confidence_for_accusation,
+                         confidence_for_no_relation)
 
 
 
@@ -68,6 +71,7 @@ class DecisionInputs:
     init_like_shared: bool = False  # the shared non-layer tensors look like untrained initialisation
     explained_by: list[str] = field(default_factory=list)  # transforms the identity needed (permutations, rescalings)
     emptied: list[str] = field(default_factory=list)  # canonical keys zero-sized in the candidate, not in the reference
+    weights_compared: bool = True  # some decisive weight signal ran (False: nothing of matching shape to compare)
 
 
 def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bool, str]:
@@ -82,6 +86,13 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
         if abstained:
             notes.append(f"accusation withheld: the strongest signal reaches {format_p(strongest)} after correction, "
                          f"short of the bar of {format_p(ACCUSATION_LOG10P)} every accusing verdict needs")
+        if not inputs.weights_compared:
+            notes.append("no weight signal could run (no tensor of matching shape): the verdict rests on the "
+                         "architecture alone, and says nothing about where the weights come from")
+            verdict = Verdict.SAME_ARCHITECTURE if inputs.match_kind != "different" else Verdict.UNRELATED
+            how = "matches" if verdict == Verdict.SAME_ARCHITECTURE else "does not match"
+            return (verdict, CONFIDENCE_NOTHING_COMPARED, False,
+                    f"the architecture {how} the reference; the weights were not compared (no tensor of matching shape)")
         confidence = confidence_for_no_relation(strongest)
         if inputs.match_kind != "different":
             return (Verdict.SAME_ARCHITECTURE, confidence, abstained,

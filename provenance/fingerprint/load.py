@@ -23,7 +23,7 @@ from ..remote import is_remote
 from ..remote.budget import default_deadline
 from .build import build_fingerprint
 from .cache import FingerprintCache, cache_key, disabled_by_environment
-from .store import MIXED_FILE, Fingerprint, file_fingerprint_kind, fingerprint_kind, load_fingerprint
+from .store import MIXED_FILE, Fingerprint, file_fingerprint_kind, fingerprint_file_at, fingerprint_kind, load_fingerprint
 
 
 NOT_WEIGHTS = ("is a provenance fingerprint, not model weights (a fingerprint is used as one when its own local "
@@ -32,8 +32,9 @@ NOT_WEIGHTS = ("is a provenance fingerprint, not model weights (a fingerprint is
 
 def fingerprint_for(path: str | Path, on_tensor: Callable[[int, int], None] | None = None,
                     cache: bool = True) -> Fingerprint:
-    if not is_remote(path) and file_fingerprint_kind(Path(path)) == "fingerprint":
-        return load_fingerprint(Path(path))
+    saved = None if is_remote(path) else fingerprint_file_at(Path(path))  # a fingerprint file, or a folder of one
+    if saved is not None:
+        return load_fingerprint(saved)
     return fingerprint_checkpoint(path, on_tensor=on_tensor, cache=cache)
 
 

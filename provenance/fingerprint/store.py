@@ -195,6 +195,32 @@ def _newer_schema(raw: Any) -> bool:
         return False
 
 
+WEIGHT_LIKE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def fingerprint_file_at(path: Path) -> Path | None:
+    """The fingerprint file PATH names: PATH itself, or the one a folder holds in place of weights.
+
+    A folder whose only weights-like files are fingerprints (`provenance fingerprint M -o fpdir/m.safetensors`)
+    is read as that fingerprint, never as a checkpoint of one tensor file; several are an error naming them.
+    """
+    if is_fingerprint_file(path):
+        return path
+    if not path.is_dir():
+        return None
+    try:
+        files = sorted(p for p in path.iterdir() if p.name.lower().endswith(WEIGHT_LIKE_SUFFIXES) and p.is_file())
+    except OSError:
+        return None  # the checkpoint reader reports an unreadable folder
+    fingerprints = [p for p in files if is_fingerprint_file(p)]
+    if not fingerprints or len(fingerprints) < len(files):
+        return None
+    if len(fingerprints) > 1:
+        raise UnreadablePathError(path, f"holds {len(fingerprints)} fingerprint files and no weights; pass one of "
+                                        f"them: {', '.join(p.name for p in fingerprints[:5])}")
+    return fingerprints[0]
+
+
 def load_fingerprint(path: str | Path) -> Fingerprint:
     # lazy: the checkpoint reader's module imports torch; fingerprint files are read and written with numpy only
     from ..formats.safetensors_format import read_safetensors_header

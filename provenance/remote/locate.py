@@ -13,10 +13,14 @@ The order, and why:
    HF_HUB_CACHE and HF_HOME); a snapshot for the revision (a branch or tag
    in `refs/`, or a commit hash or its prefix; `main` when none is given)
    that holds a weights file is used as a local folder;
-4. otherwise the repo id becomes hf://ORG/NAME[@REVISION], read by range
-   requests, and the reason it was not found locally is returned, for the
-   command line to say on stderr. A cache snapshot holding only side files
-   (config.json and tokenizer, as other tools' downloads leave) does not count.
+4. otherwise, only when the caller allows the hub (`hub=True`: the command
+   line's `--hub`), the repo id becomes hf://ORG/NAME[@REVISION], read by
+   range requests, and the reason it was not found locally is returned, for
+   the command line to say on stderr. Without it, the name is a missing
+   local path: a mistyped `fixtures/suspec` has the shape of a repo id, and
+   the name of a private folder must not leave the machine in a request.
+   A cache snapshot holding only side files (config.json and tokenizer,
+   as other tools' downloads leave) does not count.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "optimizer.bin", "scheduler.
 LOCATION_HELP = ("a checkpoint folder or weights file (.safetensors/.bin/.pt/.gguf), a fingerprint file, a Hugging "
                  "Face cache folder (models--ORG--NAME), an http(s):// URL, hf://ORG/NAME[@REV][/FILE.gguf], or a "
                  "repo id ORG/NAME[@REV] (the local Hugging Face cache first, else the hub by range requests; "
-                 "an existing local path of that name wins)")
+                 "an existing local path of that name wins; the hub only with --hub)")
 
 
 class RevisionError(UnreadablePathError):
@@ -61,7 +65,7 @@ def repo_id_parts(text: str) -> tuple[str, str | None] | None:
     return match["repo"], match["revision"]
 
 
-def locate(text: str, revision: str | None = None, local_only: bool = False) -> Located:
+def locate(text: str, revision: str | None = None, local_only: bool = False, hub: bool = False) -> Located:
     """Resolve one PATH argument (see the module docstring); raises UnreadablePathError with the reason."""
     if not text.strip():
         raise UnreadablePathError(None, f"an empty PATH {text!r} names nothing (write '.' for the current folder)")
@@ -93,6 +97,9 @@ def locate(text: str, revision: str | None = None, local_only: bool = False) -> 
     if local_only:
         raise UnreadablePathError(text, f"not a local path, and {why}; this command reads local files only "
                                         f"(fingerprint, compare and audit read {remote} by range requests)")
+    if not hub:
+        raise UnreadablePathError(text, f"no such file or directory, and as a repo id {why}; nothing was sent to "
+                                        f"the hub (to read it from there, write {remote} or add --hub)")
     return Located(remote, f"{text}: {why}; reading {remote} from the hub by range requests")
 
 

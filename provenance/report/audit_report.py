@@ -76,9 +76,17 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 # --- p-values in words ------------------------------------------------------------------------------
 
-def p_phrase(log10p: float | None, decisive: bool, t: dict[str, Any]) -> Phrase:
-    """The sentence that tells a non-specialist what a p-value (or its absence) means."""
+# Checks without a p-value that are not screening signals: deterministic identity checks (compare/engine.py).
+IDENTITY_CHECKS = ("residual-space Gram matrices (rotation-invariant identity check)",)
+
+
+def p_phrase(log10p: float | None, decisive: bool, t: dict[str, Any], signal: str = "", compared: bool = True) -> Phrase:
+    """The sentence that tells a non-specialist what a p-value (or its absence) means for `signal`."""
     ex = t["p_explain"]
+    if not compared:
+        return Phrase(ex["not_compared"])
+    if log10p is None and signal in IDENTITY_CHECKS:
+        return Phrase(ex["identity_check"])
     if log10p is None:
         return Phrase(ex["exact"] if decisive else ex["screening"])
     if not math.isfinite(log10p) or log10p < P_FLOOR_LOG10:
@@ -119,9 +127,11 @@ def signal_phrases(signal: str, t: dict[str, Any]) -> tuple[Phrase, Phrase | Non
     if signal in known:
         name, what = known[signal]
         return Phrase(name), Phrase(what)
-    if signal.endswith(" (by id)"):
+    by_id = re.fullmatch(r"(?P<name>(?P<role>[\w]+)\.[\w.]+) \(by id(?P<rest>[^)]*)\)", signal)
+    if by_id:  # what the tensor is: its role (embedding rows by token id, the final norm's weights ...)
         name, what = known["by_id"]
-        return Phrase(name, {"name": signal.removesuffix(" (by id)")}), Phrase(what)
+        detail = t["by_id_roles"].get(by_id["role"], "")
+        return Phrase(name, {"name": by_id["name"] + by_id["rest"]}), Phrase(what, {"detail": detail})
     return Phrase("{name}", {"name": signal}), None
 
 
@@ -142,8 +152,9 @@ def _evidence(result, t: dict[str, Any]) -> list[dict[str, Any]]:
     ranked = sorted(result.evidence, key=lambda e: (not e.decisive, e.log10p if e.log10p is not None else 0.0))
     for e in ranked:
         name, what = signal_phrases(e.signal, t)
-        rows.append({"name": name, "what": what, "value": f"{float(e.value):.4g}", "p": p_text(e.log10p),
-                     "meaning": p_phrase(e.log10p, e.decisive, t), "decisive": e.decisive,
+        rows.append({"name": name, "what": what, "value": f"{float(e.value):.4g}" if e.compared else t["na"],
+                     "p": p_text(e.log10p), "meaning": p_phrase(e.log10p, e.decisive, t, e.signal, e.compared),
+                     "decisive": e.decisive,
                      "decides": decides(e, result), "detail": e.detail})
     return rows
 
@@ -163,7 +174,7 @@ def _headline(rows, t: dict[str, Any]) -> dict[str, Any]:
         sentence = Phrase(t["verdict"][verdict], {"reference": best.reference})
     else:
         sentence = Phrase(t["verdict"]["none"])
-        key = verdict if _is_weights(best) else "architecture"
+        key = (verdict if result.weights_compared else "not_compared") if _is_weights(best) else "architecture"
         closest = Phrase(t["closest"].get(key, t["closest"]["other"]),
                          {"reference": best.reference, "verdict": t["verdicts"].get(verdict, verdict)})
     return {"sentence": sentence, "closest": closest, "verdict": verdict, "confidence": f"{result.confidence:.2f}",
@@ -356,6 +367,7 @@ def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | Non
                         "confidence": f"{r.result.confidence:.2f}", "abstained": r.result.abstained,
                         "summary": r.result.summary, "strongest": _strongest(r, t)} for k, r in enumerate(rows, start=1)],
         "screening": _screening(audit, t),
+        "scope": _scope(audit, t),
         "notes": audit.notes,
         "repro": {"candidate": repro.candidate, "tool": dict(repro.tool),
                   "database": dict(audit.database) if audit.database is not None else None,
@@ -363,6 +375,22 @@ def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | Non
                   # argv[0] is where the program lies on this machine; the command is what the user typed after it
                   "command": shlex.join(["provenance", *(list(argv) if argv is not None else sys.argv)[1:]])},
     }
+
+
+def _scope(audit: AuditResult, t: dict[str, Any]) -> list[Phrase]:
+    """What the audit compared and what it cannot see (provenance/audit/scope.py), one sentence each."""
+    if audit.scope is None:
+        return []
+    s, words = audit.scope, t["scope"]
+    said = [Phrase(words["compared" if audit.database is not None else "compared_builtin"],
+                   {"weights": s.weights_compared, "builtin": s.builtin_weights,
+                                       "database": s.database_compared, "database_total": s.database_total,
+                                       "architectures": s.builtin_architectures})]
+    if s.not_comparable:
+        said.append(Phrase(words["not_comparable"], {"count": s.not_comparable}))
+    if s.catalog_missing:
+        said.append(Phrase(words["catalog"], {"missing": s.catalog_missing}))
+    return said + [Phrase(words["not_original"]), Phrase(words["cannot_see"])]
 
 
 def _screening(audit: AuditResult, t: dict[str, Any]) -> Phrase | None:
@@ -384,8 +412,9 @@ def _origin_label(origin: str, t: dict[str, Any]) -> str:
 
 def _strongest(row, t: dict[str, Any]) -> dict[str, Any] | None:
     decisive = [e for e in row.result.evidence if e.decisive and e.log10p is not None]
-    if not decisive:
-        return None
+    if not decisive:  # a signal that could not run says so ("not compared"), never a p-value
+        skipped = [e for e in row.result.evidence if not e.compared]
+        return {"name": signal_phrases(skipped[0].signal, t)[0], "p": t["not_compared"]} if skipped else None
     e = min(decisive, key=lambda e: e.log10p)
     name, _ = signal_phrases(e.signal, t)
     return {"name": name, "p": p_inline(e.log10p)}

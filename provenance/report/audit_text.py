@@ -45,6 +45,8 @@ def render_audit(report: dict[str, Any], width: int | None = None) -> str:
                           f"{s['not_compared']} not compared (outside the screening shortlist)", width))
     if "tokenizers" in report:
         lines.extend(wrap(tokenizer_line(report["tokenizers"], report["candidate"].get("vocabulary")), width))
+    for line in scope_lines(report["scope"]) if report.get("scope") else ():  # audit/scope.py
+        lines.extend(wrap(line, width))
     return "\n".join(lines)
 
 
@@ -59,3 +61,19 @@ def lineage_lines(lineage: dict[str, Any] | None, width: int) -> list[str]:
     if lineage.get("settle"):
         lines.extend(wrap(f"to settle it: {clean(lineage['settle'], 200)}", width, indent=2))
     return lines
+
+
+def scope_lines(scope: dict[str, Any]) -> list[str]:
+    """The scope in plain English, for the terminal (the reports word it through report/strings/)."""
+    database = (f"{scope['database_compared']} of the {scope['database_total']} in the database"
+                if scope["database_total"] else "no database")
+    catalog = ("" if scope["catalog_not_in_database"] is None else
+               f"; {scope['catalog_not_in_database']} open base models of the catalog are not in the database "
+               "(`provenance refs sync` adds them)")
+    return [f"scope: weights compared with {scope['references_compared']} references ({scope['builtin_weights']} "
+            f"built-in, {database}), architectures with {scope['builtin_architectures']} published "
+            f"configurations{catalog}",
+            *([f"scope: {scope['not_comparable']} of those references hold no tensor of the candidate's shapes: "
+               "their weights could not be compared at all"] if scope.get("not_comparable") else []),
+            "scope: \"no reference explains these weights\" means none of these references does, not that the model "
+            "is original; a weights audit cannot see " + "; ".join(scope["cannot_see"])]

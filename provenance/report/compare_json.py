@@ -48,7 +48,8 @@ def render_comparison(report: dict[str, Any], width: int | None = None) -> str:
     lines.append("evidence:")
     ranked = sorted(report["evidence"], key=lambda e: (not e["decisive"], e["log10_p"] if e["log10_p"] is not None else 0))
     for e in ranked[:10]:
-        body = wrap(f"{e['signal']}: {e['value']:.4g}  {e['detail']}", width - 4)
+        value = "" if e.get("compared") is False else f"{e['value']:.4g}  "  # "not compared": no value to show
+        body = wrap(f"{e['signal']}: {value}{e['detail']}", width - 4)
         lines += ["  - " + body[0]] + ["    " + line for line in body[1:]]
     mapped = [r for r in report["layers"] if r["reference_layer"] is not None]
     if report["layers"]:

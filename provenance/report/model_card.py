@@ -106,16 +106,18 @@ AGREEMENT_TEXT = {
 
 
 def render_front_matter(lineage: ModelCardLineage, candidate_path: str) -> str:
-    """The YAML front matter, with comments: what was measured, what the files claim, whether they agree."""
-    lines = [f"# provenance audit --model-card {clean(candidate_path, 200)}"]
+    """The YAML front matter, with comments: what was measured, what the files claim, whether they agree.
+
+    The comments are inside the `---` block (YAML comments), so the text starts with `---` as a model card
+    must for huggingface_hub's `ModelCard` (and the Hub) to read its metadata."""
+    lines = ["---", f"# provenance audit --model-card {clean(candidate_path, 200)}"]
     if lineage.verdict:
         lines.append(f"# measured: {lineage.verdict} of {', '.join(clean(r, 80) for r in lineage.references)}")
     lines.extend(f"# {c}" for c in lineage.comments)
     if lineage.claims:
         lines.append("# the files claim (unverified):")
-        lines.extend(f"#   {c['where']}: {c['value']}" for c in lineage.claims)
+        lines.extend(f"#   {clean(c['where'], 80)}: {clean(c['value'], 300)}" for c in lineage.claims)
     lines.append(f"# {AGREEMENT_TEXT[lineage.agreement]}")
-    lines.append("---")
     if len(lineage.base_model) == 1:
         lines.append(f"base_model: {_yaml_scalar(lineage.base_model[0])}")
     elif lineage.base_model:
