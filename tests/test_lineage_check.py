@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from provenance.audit import AuditRow
 from provenance.audit.lineage_check import FAILING, RESULTS, check_lineage, found_relation, settle_command
-from provenance.cli import LINEAGE_FAIL_ON, main
+from provenance.cli import main
+from provenance.gate import LINEAGE_FAIL_ON
 from provenance.compare import Comparison
 from provenance.fingerprint import Fingerprint
 from provenance.fingerprint.load import fingerprint_for

@@ -203,10 +203,12 @@ def fingerprint_file_at(path: Path) -> Path | None:
 
     A folder whose only weights-like files are fingerprints (`provenance fingerprint M -o fpdir/m.safetensors`)
     is read as that fingerprint, never as a checkpoint of one tensor file; several are an error naming them.
+    A folder laid out as a checkpoint (it has a config.json) is not: a fingerprint there stands where weights
+    are expected, and the checkpoint reader names it as such (`load.refuse_local_fingerprints`).
     """
     if is_fingerprint_file(path):
         return path
-    if not path.is_dir():
+    if not path.is_dir() or (path / "config.json").exists():
         return None
     try:
         files = sorted(p for p in path.iterdir() if p.name.lower().endswith(WEIGHT_LIKE_SUFFIXES) and p.is_file())
