@@ -40,12 +40,13 @@ from ..fingerprint import Fingerprint, Part
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .generic import compare_generic
+from .invariant import anchor_gram_error, place_by_responses, response_evidence, responses_identical
 from .results import Comparison, Evidence, LayerMatch
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p
-from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
+from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, confidence_for_accusation, storage_tolerance
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
@@ -357,6 +358,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     rows, ref_layer_count, layer_matrix = layer_map(cand, ref, view)
     unit_matches = _place_by_units(cand, ref, rows, units) if units is not None else []
     grams = _place_by_grams(cand, ref, rows) if Part.GRAM in shared else []
+    responses = place_by_responses(cand, ref, rows) if Part.ANCHOR_RESPONSES in shared else None
     _hold_to_storage(cand, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
@@ -375,6 +377,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence(
             "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
             f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
+    evidence.extend(response_evidence(responses) if responses is not None else [])
     globals_ = global_tensors(cand, ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
     anchors = anchor_embeddings(cand, ref)
     evidence.extend(non_layer_evidence(globals_, anchors,
@@ -406,6 +409,17 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                                   "every layer equals the reference layer up to a rotation of the residual basis "
                                   "(the units' inner products agree to the storage rounding)", evidence, rows, [],
                                   match_kind, False, notes, layer_matrix=layer_matrix)
+
+    if (responses is not None and not exact_all and match_kind == "same-shapes" and strongest <= ACCUSATION_LOG10P
+            and not emptied_roles(cand, ref)):
+        tolerance = max(max((storage_tolerance(r.get("dtype")) for r in cand.tensors.values()), default=0.0),
+                        SIGNATURE_PRECISION)
+        if responses_identical(responses, rows, tolerance, anchor_gram_error(cand, ref)):
+            return Comparison(Verdict.IDENTICAL, confidence_for_accusation(strongest, 1.0),
+                              "every layer equals the reference layer up to a rotation of the residual basis and a "
+                              "permutation of MLP units and attention heads (each unit's responses to the anchor tokens "
+                              "agree to the signatures' precision)", evidence, rows, [], match_kind, False, notes,
+                              layer_matrix=layer_matrix)
 
     shared_keys = [g.name for g in globals_ if g.log10p <= LAYER_MATCH_LOG10P]
     inputs = DecisionInputs(

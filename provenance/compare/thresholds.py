@@ -45,6 +45,20 @@ ASSEMBLED_MIN_LAYERS = 2
 # conflicting evidence, and the tool abstains rather than accuse.
 DERIVED_MIN_LAYER_SHARE = 0.5
 
+# Anchor-token responses (`invariant.py`): a candidate unit is a *near copy* of
+# its matched reference unit when their held-out responses correlate at 0.8 or
+# more (and no other unit chose the same partner). Reason: on 16 or more
+# held-out values two unrelated whitened profiles reach 0.8 with probability
+# about 1e-8 after the best of thousands of partners was chosen on the other
+# half, while a copy changed by fine-tune-sized noise (5% of each weight's
+# scale) stays above 0.95. Independent models share token semantics, which
+# raises that rate by an amount no symmetry bounds; the per-unit rate bound
+# the binomial test assumes is 1e-2, far above the largest rate the null
+# suite shows (README), so an accusation needs hundreds of near copies in a
+# trained-size layer (or most units of a small one).
+NEAR_COPY_CORRELATION = 0.8
+NEAR_COPY_RATE_BOUND = 1e-2
+
 # Relative RMS difference that storage alone explains, by stored dtype (safetensors,
 # PyTorch and GGUF names). Reason for each: float32 rounds at 2^-24 (6e-8
 # relative), float16 at 2^-11 and bfloat16 at 2^-8 (half an ulp at most, about
