@@ -6,7 +6,8 @@ layers, applies the corrections for every comparison a p-value was chosen
 from, runs the identity checks, and hands the result to the decision rules
 (`verdict.py`; thresholds and their reasons in `thresholds.py`):
 - layers: per candidate layer, the most similar reference layer by sketch
-  correlation (Fisher over roles), Bonferroni over the reference layers; the
+  correlation (one sign-flip test per layer over every role's per-dimension
+  sums), Bonferroni over the reference layers; the
   layer evidence is the strongest layer, Bonferroni over the candidate's layers;
 - layers with no direct match: permuted MLP units (held-out unit matching on
   whitened signatures) and a rotated residual basis (Gram matrices under a
@@ -389,7 +390,10 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                                  decisive=False))
     evidence.extend(vocabulary_evidence(vocabulary_overlap(cand, ref)))
 
-    strongest = strongest_decisive(evidence)
+    examined = {"MLP unit matching": bool(unit_matches), "residual-space Gram": bool(grams),
+                "anchor-token responses": responses is not None and bool(responses.tested)}
+    reported = {name for name in examined if any(e.signal.startswith(name) for e in evidence)}
+    strongest = strongest_decisive(evidence, sum(1 for name, ran in examined.items() if ran and name not in reported))
     exact_all = exact is not None and _every_tensor_exact(cand, ref, exact, evidence)
 
     if Part.GRAM in shared and not exact_all and match_kind == "same-shapes" and not _layers_identical(rows):

@@ -22,8 +22,10 @@ LAYER_MATCH_LOG10P = -6.0
 # Every accusing verdict (identical, derived, assembled) needs one decisive
 # signal below 1e-12 after correction for the comparisons it was chosen from.
 # Reason: the null suite checks tail rates down to 1e-4 with 10^4 draws, and
-# the tests' far tails rest on approximations (self-normalised sums, Fisher's
-# method over roles); the bar keeps eight orders of magnitude between what is
+# the tests' far tails rest on approximations (self-normalised sums referred to
+# Student's t, the stated per-unit bound of the anchor-response test); the
+# number of decisive signals examined is corrected for, whether or not each
+# one is reported (`alignment.strongest_decisive`); the bar keeps eight orders of magnitude between what is
 # measured and what accuses, enough for 10^4 references times 10^4 audits
 # with an expected false accusation count below 1e-4 under a correct null.
 # Copies and derivatives reach 1e-300 on 135M-parameter models, so the
@@ -35,9 +37,14 @@ ACCUSATION_LOG10P = -12.0
 # after the accusation bar is met, that part of a model comes from elsewhere.
 NULL_LIKE_LOG10P = -2.0
 
-# `assembled` needs a coherent map of at least this many matched layers, each
-# below the accusation bar: one strong layer alone never makes a second source
-# (a single spurious or transplanted layer is not an assembly).
+# `assembled` needs a map of at least this many matched layers (each below the
+# layer bar, LAYER_MATCH_LOG10P, corrected), of which at least one also passes
+# the accusation bar on its own (corrected over the candidate's layers too):
+# then a map that repeats or reorders reference layers is `assembled`. A
+# second source (layers in order, the rest with no relation) needs at least
+# this many layers past the accusation bar. One strong layer alone never
+# makes an assembly (a single spurious or transplanted layer is not one).
+# This is what `verdict.decide` checks.
 ASSEMBLED_MIN_LAYERS = 2
 
 # `derived` through the layers needs at least this share of the candidate's

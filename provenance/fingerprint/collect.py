@@ -51,6 +51,7 @@ class Collected:
     made: set[Part] = field(default_factory=set)
     dtypes: dict[str, str] = field(default_factory=dict)  # stored name -> stored dtype
     generic: GenericSketches | None = None  # stored tensors no role map fits (see generic.py)
+    responses_to: torch.Tensor | None = None  # (anchors, hidden): rows units are projected on (`read_response_basis`)
 
     @classmethod
     def start(cls, checkpoint: Checkpoint, allowed: frozenset[Part]) -> "Collected":
