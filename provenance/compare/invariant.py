@@ -31,6 +31,7 @@ against a binomial tail at that rate. Copies reach nearly every unit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ from scipy import stats as st
 from ..fingerprint import Fingerprint, Part
 from .results import Evidence, LayerMatch
 from .stats import LOG10P_FLOOR, bonferroni_log10p, format_p, standardise, whiten
-from .thresholds import LAYER_MATCH_LOG10P, NEAR_COPY_CORRELATION, NEAR_COPY_RATE_BOUND
+from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, NEAR_COPY_CORRELATION, NEAR_COPY_RATE_BOUND
 
 # The unit groups compared: each lists the roles whose responses describe one unit together.
 GROUPS = {"MLP units": ("mlp.up", "mlp.down"), "value rows": ("attn.v",), "output columns": ("attn.o",)}
@@ -260,7 +261,8 @@ class ResponsePlacement:
 
 
 def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> ResponsePlacement:
-    """Layers no earlier step placed, tested through anchor-token responses; places those below the layer bar.
+    """Layers no earlier step placed, or placed short of the accusation bar, tested through anchor-token responses;
+    places (or places again) those whose corrected p-value is below the layer bar and below what placed them.
 
     Same depth: each layer against the layer in its place (a disguised copy
     keeps its layers where they were), Bonferroni over the layers tested, and
@@ -269,7 +271,7 @@ def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatc
     of its units, then in full against the best, Bonferroni over the
     reference layers searched and the layers tested.
     """
-    still = [r for r in rows if r.reference_layer is None]
+    still = [r for r in rows if r.reference_layer is None or r.log10_p > ACCUSATION_LOG10P]
     layers_r = int(ref.architecture.get("num_layers") or 0)
     if not still or not layers_r:
         return ResponsePlacement([], None)
@@ -285,12 +287,14 @@ def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatc
             best = min(quick, key=lambda m: m.log10p, default=None)
             found, searched = (tables.match(i, best.layer_r) if best is not None else None), layers_r
         if found is not None:
-            tested.append((found, found.log10p + np.log10(searched)))
+            tested.append((found, found.log10p + math.log10(searched)))
     tested = [(m, bonferroni_log10p(p, len(tested))) for m, p in tested]
     pooled = pooled_log10p([m for m, _ in tested]) if same_depth and tested else None
     placement = ResponsePlacement(tested, pooled)
     for match, corrected in placement.placed:
-        rows[match.layer_c].place(match.layer_r, match.correlation, corrected, {}, VIA)
+        row = rows[match.layer_c]
+        if row.reference_layer is None or corrected < row.log10_p:
+            row.place(match.layer_r, match.correlation, corrected, {}, VIA)
     return placement
 
 
@@ -307,7 +311,7 @@ def response_evidence(placement: ResponsePlacement) -> list[Evidence]:
         near, units = sum(m.near_copies for m, _ in tested), sum(m.units for m, _ in tested)
         found.append(Evidence(
             SIGNAL, float(np.median([m.correlation for m, _ in tested])), placement.pooled,
-            f"every unplaced layer in its own place ({len(tested)} layers), one test: {near} of {units} units are near "
+            f"every layer not already placed past the bar, in its own place ({len(tested)} layers), one test: {near} of {units} units are near "
             f"copies of a reference unit (held-out response correlation >= {NEAR_COPY_CORRELATION} on "
             f"{tested[0][0].tokens // 2} anchor tokens not used to match them), {format_p(placement.pooled)} "
             f"against a per-unit rate of {NEAR_COPY_RATE_BOUND:g} for independent models"))
