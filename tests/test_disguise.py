@@ -149,3 +149,54 @@ def test_sign_count_reaches_far_below_the_t_approximation_for_a_copy():
     assert sum_or_count_log10p(np.abs(rng.standard_normal(64))) < -17  # every dimension agrees: 2^-64, halved
     uniform = [sum_or_count_log10p(rng.standard_normal(64)) for _ in range(400)]
     assert 0.02 <= np.mean(np.asarray(uniform) < np.log10(0.05)) <= 0.09
+
+
+def _pruned(state: dict[str, torch.Tensor], keep_dims: np.ndarray, keep_units: np.ndarray) -> dict[str, torch.Tensor]:
+    """Width pruning: a subset of residual dimensions (every matrix's residual side) and of MLP units."""
+    dims, units = torch.from_numpy(keep_dims), torch.from_numpy(keep_units)
+    out = {}
+    for name, v in state.items():
+        if name.endswith("norm.weight"):
+            v = v[dims]
+        elif name.endswith(("o_proj.weight", "down_proj.weight")):
+            v = v[dims]
+        elif name.endswith(("proj.weight", "embed_tokens.weight", "lm_head.weight")):
+            v = v[:, dims]
+        if name.endswith(("gate_proj.weight", "up_proj.weight")):
+            v = v[units]
+        elif name.endswith("down_proj.weight"):
+            v = v[:, units]
+        out[name] = v
+    return out
+
+
+def test_structural_edits_are_named(tmp_path):
+    state, config = _state(0)
+    base = fingerprint_for(_save(tmp_path / "base", state, config))
+    rng = np.random.default_rng(3)
+    keep_dims = np.sort(rng.choice(64, 56, replace=False))
+    keep_units = np.sort(rng.choice(128, 96, replace=False))
+    pruned_config = {**config, "hidden_size": 56, "head_dim": 16, "intermediate_size": 96}
+    pruned = fingerprint_for(_save(tmp_path / "pruned", _pruned(state, keep_dims, keep_units), pruned_config))
+    result = compare_fingerprints(pruned, base)
+    assert result.verdict == "derived", result.summary
+    assert "width-pruned: 56 of 64 residual dimensions, 96 of 128 MLP units" in result.summary
+
+    pooled = dict(state)  # two KV groups averaged into one (GQA -> MQA), queries kept
+    for i in range(CONFIG["num_hidden_layers"]):
+        for role in ("k_proj", "v_proj"):
+            key = f"model.layers.{i}.self_attn.{role}.weight"
+            pooled[key] = state[key].reshape(2, 16, 64).mean(dim=0)
+    mqa = fingerprint_for(_save(tmp_path / "mqa", pooled, {**config, "num_key_value_heads": 1}))
+    result = compare_fingerprints(mqa, base)
+    assert result.verdict == "derived", result.summary
+    assert "key/value heads pooled: 1 KV heads where the reference has 2" in result.summary
+
+    generator = torch.Generator().manual_seed(5)
+    replaced = {**state, "model.embed_tokens.weight": 0.02 * torch.randn(300, 64, generator=generator, dtype=torch.float64),
+                "lm_head.weight": 0.02 * torch.randn(300, 64, generator=generator, dtype=torch.float64)}
+    path = _save(tmp_path / "vocab", replaced, {**config, "vocab_size": 300})
+    (path / "tokenizer.json").write_text(json.dumps(_tokenizer(300)))
+    result = compare_fingerprints(fingerprint_for(path), base)
+    assert result.verdict == "derived", result.summary
+    assert "vocabulary replaced: 300 tokens where the reference has 256" in result.summary

@@ -40,6 +40,7 @@ import numpy as np
 from ..fingerprint import Fingerprint, Part
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
+from .edits import name_edits
 from .generic import compare_generic
 from .invariant import anchor_gram_error, place_by_responses, response_evidence, responses_identical
 from .results import Comparison, Evidence, LayerMatch
@@ -318,6 +319,13 @@ def _layers_identical(rows: list[LayerMatch]) -> bool:
         for r in rows)
 
 
+def _same_widths(arch_c: dict, arch_r: dict) -> bool:
+    """No width differs where both architectures state it: a role whose shape changed (pooled KV heads, pruned
+    units) is not compared in place, so its absence from the differences must not read as equality."""
+    fields = ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "head_dim")
+    return all(arch_c.get(f) == arch_r.get(f) for f in fields if arch_c.get(f) is not None and arch_r.get(f) is not None)
+
+
 def _init_like(cand: Fingerprint, keys: list[str]) -> bool:
     """Whether the named tensors look like untrained initialisation: near-Gaussian (|excess kurtosis| < 0.3,
     |skew| < 0.1) with a standard deviation within 30% of a common initialiser scale (0.02, 1/sqrt(width) or 1)."""
@@ -421,15 +429,15 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         if responses_identical(responses, rows, tolerance, anchor_gram_error(cand, ref)):
             return Comparison(Verdict.IDENTICAL, confidence_for_accusation(strongest, 1.0),
                               "every layer equals the reference layer up to a rotation of the residual basis and a "
-                              "permutation of MLP units and attention heads (each unit's responses to the anchor tokens "
-                              "agree to the signatures' precision)", evidence, rows, [], match_kind, False, notes,
-                              layer_matrix=layer_matrix)
+                              "permutation of MLP units and attention heads (each unit's responses to the anchor tokens, "
+                              "and the anchor embeddings' inner products, agree to the signatures' precision)",
+                              evidence, rows, [], match_kind, False, notes, layer_matrix=layer_matrix)
 
     shared_keys = [g.name for g in globals_ if g.log10p <= LAYER_MATCH_LOG10P]
     inputs = DecisionInputs(
         rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
         reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
-        layers_identical=_layers_identical(rows),
+        layers_identical=_layers_identical(rows) and _same_widths(arch_c, arch_r),
         globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
                               for g in globals_),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
@@ -446,6 +454,11 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
+    if verdict in ACCUSING:
+        embedding_p = [g.log10p for g in globals_ if g.name.split(".")[0] in ("embed", "lm_head")]
+        embedding_p += [anchors.log10p] if anchors is not None else []
+        edits = name_edits(arch_c, arch_r, rows, min(embedding_p) if embedding_p else None)
+        summary = f"{summary}; {'; '.join(edits)}" if edits else summary
     renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
     return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
                       layer_matrix=layer_matrix)
