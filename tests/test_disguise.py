@@ -12,6 +12,7 @@ stays calibrated when a model's roles are aligned with each other.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import torch
@@ -200,3 +201,28 @@ def test_structural_edits_are_named(tmp_path):
     result = compare_fingerprints(fingerprint_for(path), base)
     assert result.verdict == "derived", result.summary
     assert "vocabulary replaced: 300 tokens where the reference has 256" in result.summary
+
+
+def test_shared_initialisation_is_named_not_taken_for_copying(tmp_path):
+    """Two teams start from the default initialisation under seed 42 and train independently (updates 1.5 times
+    the initial weights' size): same-architecture, naming the seed. A model changed from the first one's trained
+    weights keeps the first one's changes: still derived, saying the weights cannot tell the two stories apart."""
+    start, config = _state(42)
+    start = {k: v if k.endswith("norm.weight") else llama_model(42, **CONFIG)[0].state_dict()[k].double()
+             for k, v in start.items()}
+
+    def trained(state, seed, size=1.5):
+        generator = torch.Generator().manual_seed(seed)
+        return {k: v + size * v.norm() / math.sqrt(v.numel()) * torch.randn(v.shape, generator=generator, dtype=v.dtype)
+                if v.dim() == 2 else v for k, v in state.items()}
+
+    first, second = trained(start, 1), trained(start, 2)
+    a = fingerprint_for(_save(tmp_path / "a", first, config))
+    b = fingerprint_for(_save(tmp_path / "b", second, config))
+    result = compare_fingerprints(a, b)
+    assert result.verdict == "same-architecture", result.summary
+    assert "seed 42" in result.summary and any("shared initialisation" in note for note in result.notes)
+    changed = fingerprint_for(_save(tmp_path / "c", trained(first, 3, size=2.0), config))
+    result = compare_fingerprints(changed, a)
+    assert result.verdict == "derived", result.summary
+    assert any("cannot tell these apart" in note for note in result.notes)

@@ -42,13 +42,16 @@ from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, 
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
 from .edits import name_edits
 from .generic import compare_generic
+from .initialisation import describe as describe_initialisation
+from .initialisation import shared_initialisation, weak_relation
 from .invariant import anchor_gram_error, place_by_responses, response_evidence, responses_identical
 from .results import Comparison, Evidence, LayerMatch
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p
-from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, confidence_for_accusation, storage_tolerance
+from .thresholds import (ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, confidence_for_accusation, confidence_for_no_relation,
+                         storage_tolerance)
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
@@ -454,6 +457,15 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
+    if verdict == "derived" and match_kind == "same-shapes" and weak_relation([r.similarity for r in matched]):
+        found = shared_initialisation(cand, ref)
+        if found is not None:
+            notes.append(describe_initialisation(found))
+            if not found.changes_related:
+                verdict, abstained = Verdict.SAME_ARCHITECTURE, False
+                confidence = confidence_for_no_relation(found.changes_log10p)
+                summary = (f"the two models share the default initialisation under seed {found.seed} and nothing "
+                           "else: what each changed from it shows no relation")
     if verdict in ACCUSING:
         embedding_p = [g.log10p for g in globals_ if g.name.split(".")[0] in ("embed", "lm_head")]
         embedding_p += [anchors.log10p] if anchors is not None else []
