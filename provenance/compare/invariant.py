@@ -266,7 +266,9 @@ def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatc
 
     Same depth: each layer against the layer in its place (a disguised copy
     keeps its layers where they were), Bonferroni over the layers tested, and
-    one pooled test over them (a map fixed in advance: no correction).
+    one pooled test over them (a map fixed in advance: no correction); on a
+    sample of SEARCH_UNITS units per group first, and on every unit only when
+    the sample's pooled test passes the layer bar (both are valid tests).
     Different depths: each layer against every reference layer on a sample
     of its units, then in full against the best, Bonferroni over the
     reference layers searched and the layers tested.
@@ -277,6 +279,13 @@ def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatc
         return ResponsePlacement([], None)
     tables = ResponseTables(cand, ref)
     same_depth = len(rows) == layers_r
+    # Same depth: a sample of units first; only when the sample shows a relation is every unit matched (an
+    # unrelated pair, the common case in an audit, then costs a sample per layer).
+    quick = ([m for m in (tables.match(r.candidate_layer, r.candidate_layer, sample=SEARCH_UNITS) for r in still)
+              if m is not None] if same_depth else [])
+    if same_depth and pooled_log10p(quick) >= LAYER_MATCH_LOG10P:
+        tested = [(m, bonferroni_log10p(m.log10p, len(quick))) for m in quick]
+        return ResponsePlacement(tested, pooled_log10p(quick))
     tested: list[tuple[ResponseMatch, float]] = []
     for row in still:
         i = row.candidate_layer
@@ -311,9 +320,9 @@ def response_evidence(placement: ResponsePlacement) -> list[Evidence]:
         near, units = sum(m.near_copies for m, _ in tested), sum(m.units for m, _ in tested)
         found.append(Evidence(
             SIGNAL, float(np.median([m.correlation for m, _ in tested])), placement.pooled,
-            f"every layer not already placed past the bar, in its own place ({len(tested)} layers), one test: {near} of {units} units are near "
-            f"copies of a reference unit (held-out response correlation >= {NEAR_COPY_CORRELATION} on "
-            f"{tested[0][0].tokens // 2} anchor tokens not used to match them), {format_p(placement.pooled)} "
+            f"every layer not already placed past the bar, in its own place ({len(tested)} layers), one test: "
+            f"{near} of {units} units are near copies of a reference unit (held-out response correlation >= "
+            f"{NEAR_COPY_CORRELATION} on {tested[0][0].tokens // 2} anchor tokens not used to match them), {format_p(placement.pooled)} "
             f"against a per-unit rate of {NEAR_COPY_RATE_BOUND:g} for independent models"))
     if placement.placed:
         match, corrected = min(placement.placed, key=lambda item: item[1])

@@ -167,6 +167,8 @@ def anchor_responses(values: torch.Tensor, role: str, scale: torch.Tensor | None
     if reads and scale is not None and scale.shape[0] == width:
         directions = directions * scale[:, None]
     units = values.shape[0] if reads else values.shape[1]
+    if units == 0 or width == 0:  # a zero-sized matrix has no units to describe
+        return None
     parts = []
     for start in range(0, units, RESPONSE_CHUNK):
         stop = min(start + RESPONSE_CHUNK, units)

@@ -3,10 +3,12 @@
 Stored tensors are read (and hashed) on a background thread, one ahead of
 this one (`Checkpoint.iter_canonical`); each canonical tensor is then reduced
 in its stored dtype, in chunks (`tensor_pass`: value hash, statistics, unit
-projections fused), and its sketch, row sample, anchor rows, unit signatures,
-residual-space Gram matrices and anchor-token responses are taken while it is in memory. Tensors no
-role fits are hashed too, so that a copy with opaque names is recognised as
-the same set of stored tensors.
+projections fused), and its sketch, row sample, anchor rows, unit
+signatures, residual-space Gram matrices and anchor-token responses are
+taken while it is in memory (the embedding's anchor rows, which the
+responses need, are read before the pass). Tensors no role fits are hashed
+too, so that a copy with opaque names is recognised as the same set of
+stored tensors.
 """
 
 from __future__ import annotations
