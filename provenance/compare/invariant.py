@@ -158,8 +158,8 @@ def _scaled_error(parts_c: list[np.ndarray], parts_r: list[np.ndarray], partner:
         scales.append(scale)
     if len(scales) == 2:  # up rows times s, down columns divided by s: the product is one
         errors.append(float(np.max(np.abs(scales[0] * scales[1] - 1.0))) if len(scales[0]) else 0.0)
-    elif scales:
-        errors.append(float(np.max(np.abs(scales[0] - 1.0))) if len(scales[0]) else 0.0)
+    # A value row's scale pairs with output columns of another group (with permuted heads, which ones is not
+    # known here), so a single-role group's scales are left unchecked: the identity holds up to them.
     return max(errors)
 
 
