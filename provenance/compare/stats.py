@@ -87,8 +87,12 @@ def sign_count_log10p(sums: np.ndarray) -> float:
 
 
 def sum_or_count_log10p(sums: np.ndarray) -> float:
-    """The stronger of the self-normalised sum and the sign count, Bonferroni over the two."""
-    return min(0.0, min(sign_flip_log10p(sums), sign_count_log10p(sums)) + math.log10(2.0))
+    """The stronger of the self-normalised sum and the sign count, Bonferroni over the two; where that reaches
+    one (both p >= 0.5) the sum's own p-value, which is then at least 0.5 too (no test at a level below 0.5
+    changes)."""
+    by_sum = sign_flip_log10p(sums)
+    combined = min(by_sum, sign_count_log10p(sums)) + math.log10(2.0)
+    return combined if combined < 0 else by_sum
 
 
 def standardise(rows: np.ndarray) -> np.ndarray:
