@@ -450,14 +450,17 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     if verdict == "identical" and sampled:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
+    init_like = False
     if verdict == "derived" and matched and statistics:
         keys = [f"layers.{r.candidate_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
         ref_keys = [f"layers.{r.reference_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
-        if _init_like(cand, keys) and _init_like(ref, ref_keys):
+        init_like = _init_like(cand, keys) and _init_like(ref, ref_keys)
+        if init_like:
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
-    if verdict == "derived" and match_kind == "same-shapes" and weak_relation([r.similarity for r in matched]):
+    if (verdict == "derived" and match_kind == "same-shapes"
+            and (init_like or weak_relation([r.similarity for r in matched]))):
         found = shared_initialisation(cand, ref)
         if found is not None:
             notes.append(describe_initialisation(found))

@@ -107,5 +107,6 @@ def _p(log10p: float) -> str:
 
 def weak_relation(similarities: list[float]) -> bool:
     """Whether matched layers correlate weakly enough (mean below 0.5) that a shared initialisation might explain
-    them; a fine-tune or a quantized copy correlates near 1 and is not checked (regenerating costs time)."""
+    them; a fine-tune or a quantized copy correlates near 1 and is not checked (regenerating costs time) unless
+    both models' weights still look like an initialisation (the engine checks that too)."""
     return bool(similarities) and float(np.mean(similarities)) < 0.5
