@@ -25,6 +25,8 @@ from provenance.compare.stats import sum_or_count_log10p
 from provenance.fingerprint import Part
 from provenance.fingerprint.load import fingerprint_for
 
+from bench.zoo.transforms import prune_width
+
 from .builders import llama_model
 
 CONFIG = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -152,33 +154,11 @@ def test_sign_count_reaches_far_below_the_t_approximation_for_a_copy():
     assert 0.02 <= np.mean(np.asarray(uniform) < np.log10(0.05)) <= 0.09
 
 
-def _pruned(state: dict[str, torch.Tensor], keep_dims: np.ndarray, keep_units: np.ndarray) -> dict[str, torch.Tensor]:
-    """Width pruning: a subset of residual dimensions (every matrix's residual side) and of MLP units."""
-    dims, units = torch.from_numpy(keep_dims), torch.from_numpy(keep_units)
-    out = {}
-    for name, v in state.items():
-        if name.endswith("norm.weight"):
-            v = v[dims]
-        elif name.endswith(("o_proj.weight", "down_proj.weight")):
-            v = v[dims]
-        elif name.endswith(("proj.weight", "embed_tokens.weight", "lm_head.weight")):
-            v = v[:, dims]
-        if name.endswith(("gate_proj.weight", "up_proj.weight")):
-            v = v[units]
-        elif name.endswith("down_proj.weight"):
-            v = v[:, units]
-        out[name] = v
-    return out
-
-
 def test_structural_edits_are_named(tmp_path):
     state, config = _state(0)
     base = fingerprint_for(_save(tmp_path / "base", state, config))
-    rng = np.random.default_rng(3)
-    keep_dims = np.sort(rng.choice(64, 56, replace=False))
-    keep_units = np.sort(rng.choice(128, 96, replace=False))
-    pruned_config = {**config, "hidden_size": 56, "head_dim": 16, "intermediate_size": 96}
-    pruned = fingerprint_for(_save(tmp_path / "pruned", _pruned(state, keep_dims, keep_units), pruned_config))
+    pruned_config, pruned_state = prune_width(config, state, 56, 96, seed=3)  # the zoo's width pruning
+    pruned = fingerprint_for(_save(tmp_path / "pruned", pruned_state, pruned_config))
     result = compare_fingerprints(pruned, base)
     assert result.verdict == "derived", result.summary
     assert "width-pruned: 56 of 64 residual dimensions, 96 of 128 MLP units" in result.summary
