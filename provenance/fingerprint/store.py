@@ -171,8 +171,6 @@ def file_fingerprint_kind(path: Path) -> str | None:
 
 MIXED_FILE = ("holds fingerprint metadata and arrays that are not a fingerprint's (model weights?); a file is "
               "either a fingerprint or a checkpoint, so it is refused")
-# Array kinds a fingerprint file holds: those of ARRAY_DIMS, and `generic/` samples (fingerprint/generic.py).
-FINGERPRINT_ARRAY_KINDS = frozenset({"sketch", "gram", "units", "anchors", "rows", "rowunits", "generic"})
 
 
 def fingerprint_kind(metadata: dict[str, Any], names: Iterable[str]) -> str | None:
@@ -391,6 +389,8 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
 # Array kinds the comparison reads, by name prefix, and their number of dimensions.
 ARRAY_DIMS = {"sketch": 1, "gram": 1, "units": 2, "anchors": 2, "rows": 2, "rowunits": 2, "responses": 2}
 ARRAY_DTYPES = {"F16", "F32", "F64"}
+# Array kinds a fingerprint file holds: those of ARRAY_DIMS, and `generic/` samples (fingerprint/generic.py).
+FINGERPRINT_ARRAY_KINDS = frozenset(ARRAY_DIMS) | {"generic"}
 
 
 def _array_problem(meta: dict[str, Any], arrays: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:
