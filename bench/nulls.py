@@ -237,20 +237,6 @@ def unit_tails(records: list[dict], specs: list[M.ModelSpec]) -> list[dict]:
     return rows
 
 
-def near_copy_rate(records: list[dict]) -> dict:
-    """The per-unit near-copy rate of the anchor-response test over every layer in its place (the engine's stated
-    bound, `thresholds.NEAR_COPY_RATE_BOUND`, must sit far above it), and the largest rate of one layer."""
-    near = units = 0
-    worst = 0.0
-    for record in records:
-        for signal, _, where in record["draws"]:
-            if signal == "anchor responses, layer in place":
-                found, total = (int(x) for x in where.split()[1].split("/"))
-                near, units = near + found, units + total
-                worst = max(worst, found / max(total, 1))
-    return {"near_copies": near, "units": units, "rate": near / units if units else None, "largest_layer_rate": worst}
-
-
 def verdict_summary(records: list[dict], specs: list[M.ModelSpec]) -> dict:
     found = {}
     for view in ("local", "remote"):
@@ -306,11 +292,6 @@ def markdown(result: dict) -> str:
     for row in result["unit_matching_tails"]:
         lines.append(f"| {row['group']} | {row['scope']} | {row['draws']} | {row['share_below_1e-6']:.4f} | "
                      f"{row['share_below_1e-12']:.4f} | 1e{row['min_log10p']:.1f} |")
-    near = result.get("anchor_response_near_copies") or {}
-    if near.get("units"):
-        lines += ["", f"Anchor-token responses, every layer in its place: {near['near_copies']} near copies among "
-                  f"{near['units']} units (rate {near['rate']:.2e}; largest in one layer {near['largest_layer_rate']:.2e}); "
-                  "the binomial test assumes a rate of at most 1e-2 (`thresholds.NEAR_COPY_RATE_BOUND`)."]
     if result.get("ablation"):
         lines += ["", "Structure ablation (LLaMA hidden 256, 6 layers, same depth; unit matching of layer i with layer i, "
                   "the engine's same-depth test):", "",
@@ -400,7 +381,6 @@ def main(argv: list[str] | None = None) -> int:
         "pool_pairs": len(pool_pairs), "command": "python bench/nulls.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "signals": tail_table(dict(sorted(values.items()))),
         "unit_matching_tails": unit_tails(records, specs),
-        "anchor_response_near_copies": near_copy_rate(records),
         "verdicts": verdict_summary(records, specs),
         "ablation": ablation,
         "specs": [s.to_dict() for s in specs],

@@ -266,9 +266,7 @@ def test_zero_sized_role_is_not_identical(world, tmp_path, capsys):
     code, out, err = _cli(capsys, "compare", str(cand), str(world["llama"]), "--json")
     assert code == 0, err
     report = json.loads(out)
-    # hidden 32: the per-layer sign-flip test over residual dimensions cannot reach the accusation bar (2^-32 at
-    # best), so the copy is not accused; what matters here is that it is never `identical` and says why
-    assert report["verdict"] != "identical"
+    assert report["verdict"] == "derived"
     assert any("layers.1.mlp.down.weight" in note and "zero-sized" in note for note in report["notes"])
     code, out, _ = _cli(capsys, "audit", str(cand), "--refs", str(world["db"]), "--no-builtin", "--json")
     assert json.loads(out)["references"][0]["verdict"] != "identical"

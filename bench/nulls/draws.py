@@ -16,8 +16,6 @@ names below and their return types stay:
 - `signals.anchor_embeddings` (`.log10p`): anchor rows by token string;
 - `signals.gram_layer_tests` (`.log10p`, `.cluster_sums`, `.pooled_log10p`): the rotation-invariant
   Gram test of every layer pair, and at equal depth the test pooled over every layer in its place;
-- `invariant.ResponseTables` (`.match(i, j)`: `.log10p`, `.near_copies`, `.units`), `invariant.pooled_log10p`:
-  anchor-token responses of every layer in its place, and at equal depth pooled over them;
 - `views.row_layer_view`, `views.row_clusters`: the row-sample layer map;
   `views.row_unit_matching`: sampled units of a remote side against a local one;
   `compare_fingerprints` with a remote side (which compares row samples): non-layer
@@ -31,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from provenance.compare import compare_fingerprints
-from provenance.compare import invariant as I
 from provenance.compare import signals as S
 from provenance.compare import views as R
 from provenance.fingerprint import Fingerprint, Part
@@ -88,18 +85,6 @@ def gram_tests(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     return draws
 
 
-def anchor_responses(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
-    """Anchor-token responses of each layer in its place (what the engine tests at equal depth), and pooled;
-    `where` carries the near copies and units, from which the per-unit near-copy rate is measured."""
-    tables = I.ResponseTables(cand, ref)
-    matches = [m for m in (tables.match(i, i) for i in range(min(_layers(cand), _layers(ref)))) if m is not None]
-    draws = [Draw("anchor responses, layer in place", float(m.log10p), f"{m.layer_c},{m.layer_r} {m.near_copies}/{m.units}")
-             for m in matches]
-    if matches and _layers(cand) == _layers(ref):
-        draws.append(Draw("anchor responses pooled, equal depth", float(I.pooled_log10p(matches)), "identity map"))
-    return draws
-
-
 def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     return [Draw("global tensors", float(g.log10p), g.name) for g in S.global_tensors(cand, ref)]
 
@@ -144,7 +129,7 @@ def remote_global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
             if "(by id" in e.signal and e.log10p is not None]
 
 
-PAIR_SIGNALS = (layer_sketch, unit_matching, gram_tests, anchor_responses, global_tensors, anchor_rows, remote_layer_rows, remote_unit_matching,
+PAIR_SIGNALS = (layer_sketch, unit_matching, gram_tests, global_tensors, anchor_rows, remote_layer_rows, remote_unit_matching,
                 remote_global_tensors)
 # One draw (or a few) per pair, cheap: also run over every compatible pair of the pool.
 POOL_SIGNALS = (global_tensors, anchor_rows)

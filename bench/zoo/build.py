@@ -363,25 +363,6 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
         derive(zoo, f"{base}-evasion-stack", base, {"t": "evasion-stack", "seeds": [35, 36, 37]}, checked(stack, strict=False))
         zoo.case("evasion-stack", f"{base}-evasion-stack", base, "identical",
                  note="MLP and head permutations, norm rescaling, bf16 cast and Yi renaming together")
-    if fam == "llama":  # issue 22: compositions of disguises, and structural edits the explanation must name
-        def disguised(f: str, p: dict, s: dict, noise: float = 0.0) -> dict:
-            s = T.rescale_pairs(p, T.permute_heads(f, p, T.permute_mlp(f, p, T.rotate_residual(p, s, 34), 35), 36)[0], 38)
-            return {"state": T.add_noise(s, noise, 41) if noise else s}
-        derive(zoo, f"{base}-disguised", base, {"t": "rotate-perm-heads-rescale", "seeds": [34, 35, 36, 38]},
-               checked(disguised))
-        zoo.case("disguise-exact", f"{base}-disguised", base, "identical",
-                 note="norms folded, residual basis rotated, MLP units, KV groups and heads permuted, q/k, v/o, up/down rescaled")
-        derive(zoo, f"{base}-disguised-noise", base, {"t": "rotate-perm-heads-rescale-noise", "seeds": [34, 35, 36, 38],
-                                                      "noise": 0.05}, lambda f, p, s: disguised(f, p, s, 0.05))
-        zoo.case("disguise-change", f"{base}-disguised-noise", base, "derived",
-                 note="the same disguise, then Gaussian noise of 5% of each tensor's std")
-        derive(zoo, f"{base}-width-pruned", base, {"t": "prune-width", "hidden": 112, "units": 256, "seed": 39},
-               lambda f, p, s: dict(zip(("params", "state"), T.prune_width(p, s, 112, 256, 39))))
-        zoo.case("width-prune", f"{base}-width-pruned", base, "derived",
-                 note="112 of 128 residual dimensions and 256 of 344 MLP units kept (random), no healing")
-        derive(zoo, f"{base}-mqa", base, {"t": "pool-kv-heads"},
-               lambda f, p, s: dict(zip(("params", "state"), T.pool_kv_heads(p, s))))
-        zoo.case("kv-pool", f"{base}-mqa", base, "derived", note="each layer's 2 KV heads averaged into 1 (GQA -> MQA)")
     for fraction in (NOISE_LADDER if full else (0.25,)):
         label = f"noise-{int(round(fraction * 100)):03d}"
         derive(zoo, f"{base}-{label}", base, {"t": "noise", "fraction": fraction, "seed": 40},

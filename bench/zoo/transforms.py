@@ -258,41 +258,6 @@ def rotate_residual(params: dict, state: Tensors, seed: int) -> Tensors:
     return {k: result[k].float().contiguous() for k in state}
 
 
-def prune_width(params: dict, state: Tensors, keep_hidden: int, keep_units: int, seed: int) -> tuple[dict, Tensors]:
-    """LLaMA only: keep `keep_hidden` residual dimensions (every matrix's residual side, norms, embeddings) and
-    `keep_units` MLP units, chosen at random (the selection of Minitron-style width pruning, without its healing).
-    The head dimension is kept, so attention is unchanged apart from the dropped residual dimensions."""
-    g = _generator(seed)
-    hidden, units = params["hidden_size"], params["intermediate_size"]
-    dims = torch.sort(torch.randperm(hidden, generator=g)[:keep_hidden]).values
-    kept = torch.sort(torch.randperm(units, generator=g)[:keep_units]).values
-    result = {}
-    for key, value in state.items():
-        if key.endswith("norm.weight"):
-            value = value[dims]
-        elif key.endswith(("o_proj.weight", "down_proj.weight")):
-            value = value[dims]
-        elif key.endswith(("proj.weight", "embed_tokens.weight", "lm_head.weight")):
-            value = value[:, dims]
-        if key.endswith(("gate_proj.weight", "up_proj.weight")):
-            value = value[kept]
-        elif key.endswith("down_proj.weight"):
-            value = value[:, kept]
-        result[key] = value.contiguous()
-    head_dim = params["hidden_size"] // params["num_attention_heads"]
-    return {**params, "hidden_size": keep_hidden, "intermediate_size": keep_units, "head_dim": head_dim}, result
-
-
-def pool_kv_heads(params: dict, state: Tensors) -> tuple[dict, Tensors]:
-    """LLaMA only: every layer's key and value heads averaged into one (GQA -> MQA, as a conversion would)."""
-    kv, head_dim = params["num_key_value_heads"], params["hidden_size"] // params["num_attention_heads"]
-    result = dict(state)
-    for key, value in state.items():
-        if key.endswith(("k_proj.weight", "v_proj.weight")):
-            result[key] = value.reshape(kv, head_dim, value.shape[1]).mean(dim=0).contiguous()
-    return {**params, "num_key_value_heads": 1}, result
-
-
 # --- noise, layers, experts -----------------------------------------------------------------------
 
 def add_noise(state: Tensors, fraction: float, seed: int) -> Tensors:

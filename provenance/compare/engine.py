@@ -6,8 +6,7 @@ layers, applies the corrections for every comparison a p-value was chosen
 from, runs the identity checks, and hands the result to the decision rules
 (`verdict.py`; thresholds and their reasons in `thresholds.py`):
 - layers: per candidate layer, the most similar reference layer by sketch
-  correlation (one sign-flip test per layer over every role's per-dimension
-  sums), Bonferroni over the reference layers; the
+  correlation (Fisher over roles), Bonferroni over the reference layers; the
   layer evidence is the strongest layer, Bonferroni over the candidate's layers;
 - layers with no direct match: permuted MLP units (held-out unit matching on
   whitened signatures) and a rotated residual basis (Gram matrices under a
@@ -40,18 +39,13 @@ import numpy as np
 from ..fingerprint import Fingerprint, Part
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
-from .edits import name_edits
 from .generic import compare_generic
-from .initialisation import describe as describe_initialisation
-from .initialisation import shared_initialisation, weak_relation
-from .invariant import anchor_gram_error, place_by_responses, response_evidence, responses_identical
 from .results import Comparison, Evidence, LayerMatch
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p
-from .thresholds import (ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, confidence_for_accusation, confidence_for_no_relation,
-                         storage_tolerance)
+from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
@@ -322,13 +316,6 @@ def _layers_identical(rows: list[LayerMatch]) -> bool:
         for r in rows)
 
 
-def _same_widths(arch_c: dict, arch_r: dict) -> bool:
-    """No width differs where both architectures state it: a role whose shape changed (pooled KV heads, pruned
-    units) is not compared in place, so its absence from the differences must not read as equality."""
-    fields = ("hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "head_dim")
-    return all(arch_c.get(f) == arch_r.get(f) for f in fields if arch_c.get(f) is not None and arch_r.get(f) is not None)
-
-
 def _init_like(cand: Fingerprint, keys: list[str]) -> bool:
     """Whether the named tensors look like untrained initialisation: near-Gaussian (|excess kurtosis| < 0.3,
     |skew| < 0.1) with a standard deviation within 30% of a common initialiser scale (0.02, 1/sqrt(width) or 1)."""
@@ -370,7 +357,6 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     rows, ref_layer_count, layer_matrix = layer_map(cand, ref, view)
     unit_matches = _place_by_units(cand, ref, rows, units) if units is not None else []
     grams = _place_by_grams(cand, ref, rows) if Part.GRAM in shared else []
-    responses = place_by_responses(cand, ref, rows) if Part.ANCHOR_RESPONSES in shared else None
     _hold_to_storage(cand, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
@@ -389,7 +375,6 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence(
             "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
             f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
-    evidence.extend(response_evidence(responses) if responses is not None else [])
     globals_ = global_tensors(cand, ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
     anchors = anchor_embeddings(cand, ref)
     evidence.extend(non_layer_evidence(globals_, anchors,
@@ -401,10 +386,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                                  decisive=False))
     evidence.extend(vocabulary_evidence(vocabulary_overlap(cand, ref)))
 
-    examined = {"MLP unit matching": bool(unit_matches), "residual-space Gram": bool(grams),
-                "anchor-token responses": responses is not None and bool(responses.tested)}
-    reported = {name for name in examined if any(e.signal.startswith(name) for e in evidence)}
-    strongest = strongest_decisive(evidence, sum(1 for name, ran in examined.items() if ran and name not in reported))
+    strongest = strongest_decisive(evidence)
     exact_all = exact is not None and _every_tensor_exact(cand, ref, exact, evidence)
 
     if Part.GRAM in shared and not exact_all and match_kind == "same-shapes" and not _layers_identical(rows):
@@ -425,22 +407,11 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                                   "(the units' inner products agree to the storage rounding)", evidence, rows, [],
                                   match_kind, False, notes, layer_matrix=layer_matrix)
 
-    if (responses is not None and not exact_all and match_kind == "same-shapes" and strongest <= ACCUSATION_LOG10P
-            and not emptied_roles(cand, ref)):
-        tolerance = max(max((storage_tolerance(r.get("dtype")) for r in cand.tensors.values()), default=0.0),
-                        SIGNATURE_PRECISION)
-        if responses_identical(responses, rows, tolerance, anchor_gram_error(cand, ref)):
-            return Comparison(Verdict.IDENTICAL, confidence_for_accusation(strongest, 1.0),
-                              "every layer equals the reference layer up to a rotation of the residual basis and a "
-                              "permutation of MLP units and attention heads (each unit's responses to the anchor tokens, "
-                              "and the anchor embeddings' inner products, agree to the signatures' precision)",
-                              evidence, rows, [], match_kind, False, notes, layer_matrix=layer_matrix)
-
     shared_keys = [g.name for g in globals_ if g.log10p <= LAYER_MATCH_LOG10P]
     inputs = DecisionInputs(
         rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
         reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
-        layers_identical=_layers_identical(rows) and _same_widths(arch_c, arch_r),
+        layers_identical=_layers_identical(rows),
         globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
                               for g in globals_),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
@@ -451,30 +422,13 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     if verdict == "identical" and sampled:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
-    init_like = False
     if verdict == "derived" and matched and statistics:
         keys = [f"layers.{r.candidate_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
         ref_keys = [f"layers.{r.reference_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
-        init_like = _init_like(cand, keys) and _init_like(ref, ref_keys)
-        if init_like:
+        if _init_like(cand, keys) and _init_like(ref, ref_keys):
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
-    if (verdict == "derived" and match_kind == "same-shapes"
-            and (init_like or weak_relation([r.similarity for r in matched]))):
-        found = shared_initialisation(cand, ref)
-        if found is not None:
-            notes.append(describe_initialisation(found))
-            if not found.changes_related:
-                verdict, abstained = Verdict.SAME_ARCHITECTURE, False
-                confidence = confidence_for_no_relation(found.changes_log10p)
-                summary = (f"the two models share the default initialisation under seed {found.seed} and nothing "
-                           "else: what each changed from it shows no relation")
-    if verdict in ACCUSING:
-        embedding_p = [g.log10p for g in globals_ if g.name.split(".")[0] in ("embed", "lm_head")]
-        embedding_p += [anchors.log10p] if anchors is not None else []
-        edits = name_edits(arch_c, arch_r, rows, min(embedding_p) if embedding_p else None)
-        summary = f"{summary}; {'; '.join(edits)}" if edits else summary
     renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
     return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
                       layer_matrix=layer_matrix)

@@ -3,8 +3,7 @@
 - `layer_similarity`: for every candidate layer i and reference layer j, the
   correlation of the sketches of each shared role (norm weights folded into
   the matrices that follow them, so rescaling between a norm and the next
-  linear layer changes nothing), tested as one sign-flip statistic per layer
-  pair that sums every role's contribution per residual dimension;
+  linear layer changes nothing), combined over roles with Fisher's method;
 - `unit_matching`: MLP units matched on half of their signature projections,
   then tested on the other half, which survives any permutation of units
   (the idea of Zhu et al., "Independence Tests for Language Models", 2025,
@@ -27,8 +26,8 @@ from scipy.optimize import linear_sum_assignment
 from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL, CanonicalKey, norm_scale
 from ..fingerprint import Fingerprint, Part, array_name
 from ..fingerprint.sketch import sketch_positions
-from .stats import (LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise,
-                    sum_or_count_log10p, whiten, whitening_transform)
+from .stats import (LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise, whiten,
+                    whitening_transform)
 
 FOLDED_NORMS = set(PRECEDING_NORM.values())
 
@@ -97,32 +96,19 @@ def layer_view(fp: Fingerprint, sample: Callable = sketch_sample, columns: Calla
 @dataclass(frozen=True)
 class LayerSimilarity:
     similarity: np.ndarray  # (Lc, Lr) mean correlation over shared roles
-    log10p: np.ndarray  # (Lc, Lr) one-sided log10 p of the layer's sign-flip test over residual dimensions
+    log10p: np.ndarray  # (Lc, Lr) Fisher-combined one-sided log10 p
     roles: np.ndarray  # (Lc, Lr) number of roles compared
     rel_errors: dict[tuple[int, int], dict[str, float]]  # per layer pair: relative difference of each role
 
 
 def layer_similarity(cand: LayerView, ref: LayerView,
                      clusters: Callable[[tuple[int, ...], str], np.ndarray] | None = None) -> LayerSimilarity:
-    """One sign-flip test per layer pair over every role it shares.
-
-    Each role's products of centred samples are summed per residual
-    dimension (`clusters(shape, role)`: default `sketch_clusters`; remote
-    comparisons pass the row sample's), scaled to unit norm over the
-    dimensions, and added across roles: flipping a residual dimension of one
-    model flips that dimension's contribution of every role at once, so the
-    per-dimension totals have random signs under the null however the roles
-    of a model are aligned with each other (q with k, v with o, up with down,
-    as trained models are). The self-normalised sum of the totals
-    (`stats.sign_flip_log10p`), or the exact sign count where nearly every
-    dimension is positive (`stats.sum_or_count_log10p`), is the layer's
-    p-value; Fisher's method across roles, which assumed them independent
-    (simulated: at correlation 0.5 a nominal 1e-6 is 4.8e-6), is not used.
-    """
+    """`clusters(shape, role)` gives the cluster of each sampled value (default: `sketch_clusters`, the
+    residual dimension of each sketch position; remote comparisons pass the row sample's)."""
     lc, lr = cand.layers, ref.layers
     sim = np.zeros((lc, lr))
+    sum_log = np.zeros((lc, lr))
     count = np.zeros((lc, lr), dtype=int)
-    totals: dict[tuple[int, int], np.ndarray] = {}
     rel: dict[tuple[int, int], dict[str, float]] = {}
     roles = sorted({name for _, name in cand.sketches} & {name for _, name in ref.sketches})
     # A norm folded into the matrices after it is compared through them: rescaling
@@ -143,54 +129,26 @@ def layer_similarity(cand: LayerView, ref: LayerView,
             a = np.stack([cand.sketches[(i, role)] for i in ci])
             b = np.stack([ref.sketches[(j, role)] for j in rj])
             r = correlation_matrix(a, b)
-            matrix = len(shape) == 2
-            sums = dimension_sums(a, b, (clusters or sketch_clusters)(shape, role)) if matrix else None
+            logp = clustered_log10p_matrix(a, b, (clusters or sketch_clusters)(shape, role))
             diff = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1) / np.maximum(np.linalg.norm(b, axis=-1)[None, :], 1e-30)
+            matrix = len(shape) == 2
             for x, i in enumerate(ci):
                 for y, j in enumerate(rj):
                     # Norm weights of different layers of one model correlate
                     # (shared outlier dimensions), so only matrices decide which
                     # layer matches which; norms still enter the identity check.
-                    if sums is not None:
+                    if matrix:
                         sim[i, j] += r[x, y]
+                        sum_log[i, j] += logp[x, y]
                         count[i, j] += 1
-                        _add_role(totals, (i, j), sums[x, y])
                     if role not in FOLDED_NORMS or not folded_norms_compared:
                         rel.setdefault((i, j), {})[role] = float(diff[x, y])
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_sim = np.where(count > 0, sim / np.maximum(count, 1), 0.0)
-    log10p = np.zeros((lc, lr))
-    for (i, j), total in totals.items():
-        log10p[i, j] = sum_or_count_log10p(total)
-    return LayerSimilarity(mean_sim, np.maximum(log10p, LOG10P_FLOOR), count, rel)
-
-
-def _add_role(totals: dict[tuple[int, int], np.ndarray], pair: tuple[int, int], sums: np.ndarray) -> None:
-    """Add one role's per-dimension sums, scaled to unit norm (a sign-invariant scale), to a layer pair's totals."""
-    scale = float(np.linalg.norm(sums))
-    if scale == 0:
-        return
-    found = totals.get(pair)
-    if found is None or found.shape[0] < sums.shape[0]:
-        grown = np.zeros(sums.shape[0] if found is None else max(found.shape[0], sums.shape[0]))
-        if found is not None:
-            grown[:found.shape[0]] = found
-        totals[pair] = found = grown
-    found[:sums.shape[0]] += sums / scale
-
-
-def dimension_sums(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """(rows of a, rows of b, residual dimensions): products of the centred rows summed per cluster index."""
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    clusters = np.asarray(clusters, dtype=np.int64)
-    width = int(clusters.max()) + 1 if clusters.size else 0
-    order = np.argsort(clusters, kind="stable")
-    sorted_clusters = clusters[order]
-    starts = np.flatnonzero(np.r_[True, sorted_clusters[1:] != sorted_clusters[:-1]])
-    out = np.zeros((a.shape[0], b.shape[0], width))
-    out[:, :, sorted_clusters[starts]] = np.add.reduceat(a[:, None, order] * b[None, :, order], starts, axis=-1)
-    return out
+    statistic = -2.0 * np.log(10.0) * sum_log
+    log10p = np.where(count > 0, st.chi2.logsf(statistic, 2 * np.maximum(count, 1)) / np.log(10.0), 0.0)
+    log10p = np.maximum(log10p, LOG10P_FLOOR)
+    return LayerSimilarity(mean_sim, log10p, count, rel)
 
 
 def sketch_clusters(shape: tuple[int, ...], role: str = "") -> np.ndarray:

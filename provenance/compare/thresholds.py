@@ -22,10 +22,8 @@ LAYER_MATCH_LOG10P = -6.0
 # Every accusing verdict (identical, derived, assembled) needs one decisive
 # signal below 1e-12 after correction for the comparisons it was chosen from.
 # Reason: the null suite checks tail rates down to 1e-4 with 10^4 draws, and
-# the tests' far tails rest on approximations (self-normalised sums referred to
-# Student's t, the stated per-unit bound of the anchor-response test); the
-# number of decisive signals examined is corrected for, whether or not each
-# one is reported (`alignment.strongest_decisive`); the bar keeps eight orders of magnitude between what is
+# the tests' far tails rest on approximations (self-normalised sums, Fisher's
+# method over roles); the bar keeps eight orders of magnitude between what is
 # measured and what accuses, enough for 10^4 references times 10^4 audits
 # with an expected false accusation count below 1e-4 under a correct null.
 # Copies and derivatives reach 1e-300 on 135M-parameter models, so the
@@ -37,34 +35,15 @@ ACCUSATION_LOG10P = -12.0
 # after the accusation bar is met, that part of a model comes from elsewhere.
 NULL_LIKE_LOG10P = -2.0
 
-# `assembled` needs a map of at least this many matched layers (each below the
-# layer bar, LAYER_MATCH_LOG10P, corrected), of which at least one also passes
-# the accusation bar on its own (corrected over the candidate's layers too):
-# then a map that repeats or reorders reference layers is `assembled`. A
-# second source (layers in order, the rest with no relation) needs at least
-# this many layers past the accusation bar. One strong layer alone never
-# makes an assembly (a single spurious or transplanted layer is not one).
-# This is what `verdict.decide` checks.
+# `assembled` needs a coherent map of at least this many matched layers, each
+# below the accusation bar: one strong layer alone never makes a second source
+# (a single spurious or transplanted layer is not an assembly).
 ASSEMBLED_MIN_LAYERS = 2
 
 # `derived` through the layers needs at least this share of the candidate's
 # layers matched; fewer matched layers with no null-like remainder is weak or
 # conflicting evidence, and the tool abstains rather than accuse.
 DERIVED_MIN_LAYER_SHARE = 0.5
-
-# Anchor-token responses (`invariant.py`): a candidate unit is a *near copy* of
-# its matched reference unit when their held-out responses correlate at 0.8 or
-# more (and no other unit chose the same partner). Reason: on 16 or more
-# held-out values two unrelated whitened profiles reach 0.8 with probability
-# about 1e-8 after the best of thousands of partners was chosen on the other
-# half, while a copy changed by fine-tune-sized noise (5% of each weight's
-# scale) stays above 0.95. Independent models share token semantics, which
-# raises that rate by an amount no symmetry bounds; the per-unit rate bound
-# the binomial test assumes is 1e-2, far above the largest rate the null
-# suite shows (README), so an accusation needs hundreds of near copies in a
-# trained-size layer (or most units of a small one).
-NEAR_COPY_CORRELATION = 0.8
-NEAR_COPY_RATE_BOUND = 1e-2
 
 # Relative RMS difference that storage alone explains, by stored dtype (safetensors,
 # PyTorch and GGUF names). Reason for each: float32 rounds at 2^-24 (6e-8

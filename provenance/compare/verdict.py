@@ -81,10 +81,6 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
     matched = [r for r in rows if r.reference_layer is not None]
     if inputs.exact_all and not inputs.emptied:
         return Verdict.IDENTICAL, 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
-    if inputs.emptied:
-        named = ", ".join(inputs.emptied[:5]) + (f" and {len(inputs.emptied) - 5} more" if len(inputs.emptied) > 5 else "")
-        notes.append(f"not identical: {len(inputs.emptied)} canonical tensor(s) of the candidate are zero-sized where "
-                     f"the reference's hold values ({named}): a pruned copy at best")
     if strongest > ACCUSATION_LOG10P:
         abstained = strongest < LAYER_MATCH_LOG10P
         if abstained:
@@ -135,6 +131,10 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
             "weight signals are weak or conflicting: the tool abstains rather than accuse"
     if n and 0 < len(matched) < n and not null_layers:
         notes.append(f"{n - len(matched)} layers are only weakly related; they may be heavily modified")
+    if inputs.emptied:
+        named = ", ".join(inputs.emptied[:5]) + (f" and {len(inputs.emptied) - 5} more" if len(inputs.emptied) > 5 else "")
+        notes.append(f"not identical: {len(inputs.emptied)} canonical tensor(s) of the candidate are zero-sized where "
+                     f"the reference's hold values ({named}): a pruned copy at best")
     if (inputs.layers_identical and inputs.globals_identical and inputs.same_vocabulary and not inputs.emptied
             and len(matched) == n == inputs.reference_layers):
         how = f"after {', '.join(inputs.explained_by)}, " if inputs.explained_by else ""

@@ -14,9 +14,7 @@ fingerprint. Shared steps:
 - `add_norm`: a norm weight's scale, kept for the matrices after it;
 - `add_rows`: what a matrix's rows give, from whichever rows were read: its
   row sample, the anchor tokens' rows (embedding, output head) and, where
-  the source allows, the sampled `mlp.up` rows' unit signatures;
-- `read_response_basis`: the embedding's anchor rows read before the pass,
-  so that each layer's units can be projected on them (`add_responses`).
+  the source allows, the sampled `mlp.up` rows' unit signatures.
 """
 
 from __future__ import annotations
@@ -30,8 +28,7 @@ import torch
 from ..formats.tokenizer import Vocabulary, load_vocabulary
 from ..model import Checkpoint
 from .generic import GenericSketches
-from .parts import (PRECEDING_NORM_OF, RESPONSE_ANCHORS, anchor_responses, anchor_tokens, norm_scale, response_basis,
-                    unit_signature)
+from .parts import PRECEDING_NORM_OF, anchor_tokens, norm_scale, unit_signature
 from .sketch import row_sample, row_sample_rows
 from .store import Part, array_name
 
@@ -51,7 +48,6 @@ class Collected:
     made: set[Part] = field(default_factory=set)
     dtypes: dict[str, str] = field(default_factory=dict)  # stored name -> stored dtype
     generic: GenericSketches | None = None  # stored tensors no role map fits (see generic.py)
-    responses_to: torch.Tensor | None = None  # (anchors, hidden): rows units are projected on (`read_response_basis`)
 
     @classmethod
     def start(cls, checkpoint: Checkpoint, allowed: frozenset[Part]) -> "Collected":
@@ -125,27 +121,3 @@ class Collected:
             signature = unit_signature(sampled, key.role, self.norm_before(key))
             if signature is not None:
                 self.put(Part.SAMPLED_UNIT_SIGNATURES, signature, key.layer, key.role)
-
-    def read_response_basis(self) -> None:
-        """Read the embedding's first anchor rows (before the pass: the embedding is read last, largest first)."""
-        if Part.ANCHOR_RESPONSES not in self.allowed or not self.anchors:
-            return
-        embedding = next((a for a in self.checkpoint.roles.assignments
-                          if a.key.role == "embed" and a.key.param == "weight" and a.key.layer is None
-                          and a.key.expert is None and len(a.shape) == 2), None)
-        if embedding is None:
-            return
-        ids = self.anchor_ids(embedding.shape[0])[:RESPONSE_ANCHORS]
-        if embedding.transform.is_identity:
-            rows = self.checkpoint.files.source.read_rows(embedding.source, ids)
-        else:
-            rows = self.checkpoint.read(embedding.key)[torch.from_numpy(ids)]
-        self.responses_to = response_basis(rows, self.checkpoint.architecture.norm_type)
-
-    def add_responses(self, key, values: torch.Tensor) -> None:
-        """A layer matrix's units' responses to the anchor rows (`parts.anchor_responses`), if it has such units."""
-        if self.responses_to is None or key.layer is None or key.expert is not None or key.param != "weight":
-            return
-        responses = anchor_responses(values, key.role, self.norm_before(key), self.responses_to)
-        if responses is not None:
-            self.put(Part.ANCHOR_RESPONSES, responses, key.layer, key.role)

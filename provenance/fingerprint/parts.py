@@ -1,8 +1,8 @@
 """Pieces of a fingerprint shared by every reading (whole tensors or row blocks).
 
-Anchor tokens and the vocabulary's signature, the unit signatures,
-residual-space Gram matrices and anchor-token responses of one matrix, and
-the directions units are projected on. `whole.py` (whole tensors) and `row_blocks.py` (row blocks read by
+Anchor tokens and the vocabulary's signature, the unit signatures and
+residual-space Gram matrices of one matrix, and the directions units are
+projected on. `whole.py` (whole tensors) and `row_blocks.py` (row blocks read by
 range requests) both use them, so a signal is computed one way whatever
 the source.
 """
@@ -21,9 +21,8 @@ from ..architectures.roles import norm_scale
 from ..formats.tokenizer import Vocabulary
 from .sketch import UNIT_PROJECTIONS, projection
 
-__all__ = ["ANCHOR_COUNT", "PRECEDING_NORM_OF", "RESPONSE_ANCHORS", "RESPONSE_ROLES", "WRITES_RESIDUAL", "SIGNATURE_WIDTH",
-           "anchor_responses", "anchor_tokens", "minhash", "norm_scale", "residual_gram", "response_basis", "unit_basis",
-           "unit_signature", "vocabulary_meta"]
+__all__ = ["ANCHOR_COUNT", "PRECEDING_NORM_OF", "WRITES_RESIDUAL", "SIGNATURE_WIDTH", "anchor_tokens", "minhash",
+           "norm_scale", "residual_gram", "unit_basis", "unit_signature", "vocabulary_meta"]
 
 ANCHOR_COUNT = 512
 DOWN_PROJECTIONS = 16
@@ -123,56 +122,3 @@ def unit_basis(role: str, width: int, scale: torch.Tensor | None) -> torch.Tenso
     if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == width:
         basis = basis * scale[:, None]
     return basis
-
-
-# Anchor-token responses: each unit's inner product with the embedding rows of the first RESPONSE_ANCHORS anchor
-# tokens (as the norm before a layer sees them). Units of the MLP (up rows, down columns) and of attention values
-# (v rows, o columns): the pairs whose units a permutation moves together.
-RESPONSE_ANCHORS = 32
-RESPONSE_ROLES = ("mlp.up", "mlp.down", "attn.v", "attn.o")
-RESPONSE_CHUNK = 4096  # units per product, so no float32 copy of a whole matrix is made
-FLOAT16_MAX = 65504.0
-
-
-def response_basis(rows: torch.Tensor, norm_type: str | None) -> torch.Tensor | None:
-    """The anchor tokens' embedding rows as a norm sees them: centred for LayerNorm, scaled to unit RMS.
-
-    A rotation of the residual basis (with the norms' weights folded into the
-    matrices after them) rotates these rows and every unit alike, so their
-    inner products do not change; neither does a permutation of the units.
-    """
-    rows = rows[:RESPONSE_ANCHORS].to(torch.float32)
-    if rows.shape[0] == 0:
-        return None
-    if norm_type == "layernorm":
-        rows = rows - rows.mean(dim=1, keepdim=True)
-    rms = rows.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
-    return torch.nan_to_num(rows / rms, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def anchor_responses(values: torch.Tensor, role: str, scale: torch.Tensor | None,
-                     basis: torch.Tensor | None) -> np.ndarray | None:
-    """(units, anchors) float16: each unit's inner product with each anchor row of `response_basis`.
-
-    Units are rows for matrices reading the residual stream (the norm before
-    them folded in) and columns for those writing to it, as in `unit_signature`.
-    """
-    if role not in RESPONSE_ROLES or basis is None or values.dim() != 2:
-        return None
-    reads = role in PRECEDING_NORM_OF
-    width = values.shape[1] if reads else values.shape[0]
-    if basis.shape[1] != width:
-        return None
-    directions = basis.t()
-    if reads and scale is not None and scale.shape[0] == width:
-        directions = directions * scale[:, None]
-    units = values.shape[0] if reads else values.shape[1]
-    if units == 0 or width == 0:  # a zero-sized matrix has no units to describe
-        return None
-    parts = []
-    for start in range(0, units, RESPONSE_CHUNK):
-        stop = min(start + RESPONSE_CHUNK, units)
-        block = values[start:stop] if reads else values[:, start:stop].t()
-        parts.append(torch.nan_to_num(block.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0) @ directions)
-    found = torch.cat(parts).clamp(-FLOAT16_MAX, FLOAT16_MAX)
-    return found.to(torch.float16).numpy()

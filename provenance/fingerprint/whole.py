@@ -3,12 +3,10 @@
 Stored tensors are read (and hashed) on a background thread, one ahead of
 this one (`Checkpoint.iter_canonical`); each canonical tensor is then reduced
 in its stored dtype, in chunks (`tensor_pass`: value hash, statistics, unit
-projections fused), and its sketch, row sample, anchor rows, unit
-signatures, residual-space Gram matrices and anchor-token responses are
-taken while it is in memory (the embedding's anchor rows, which the
-responses need, are read before the pass). Tensors no role fits are hashed
-too, so that a copy with opaque names is recognised as the same set of
-stored tensors.
+projections fused), and its sketch, row sample, anchor rows, unit signatures
+and residual-space Gram matrices are taken while it is in memory. Tensors no
+role fits are hashed too, so that a copy with opaque names is recognised as
+the same set of stored tensors.
 """
 
 from __future__ import annotations
@@ -75,7 +73,6 @@ def _pass(collected: Collected, on_tensor: Callable[[int, int], None] | None, ex
         collected.generic.add(info, stored)
 
     # Tensors are read into two reused buffers: everything kept below is a copy.
-    collected.read_response_basis()
     canonical = checkpoint.iter_canonical(small_first=True, on_stored=hash_stored, prefetch=True, reuse_buffers=True)
     for done, (assignment, tensor) in enumerate(canonical, start=1):
         key = assignment.key
@@ -106,7 +103,6 @@ def _pass(collected: Collected, on_tensor: Callable[[int, int], None] | None, ex
         if values.dim() == 1:
             collected.add_norm(key, as_float(values))
         if matrix:
-            collected.add_responses(key, values)
             if done_pass.projections is not None:
                 collected.put(Part.UNIT_SIGNATURES, done_pass.projections.to(torch.float16).numpy(), key.layer, key.role)
             if key.role in PRECEDING_NORM_OF or key.role in WRITES_RESIDUAL:
