@@ -90,8 +90,8 @@ class ReferenceEntry:
 def fingerprint_to_bytes(fingerprint) -> bytes:
     from safetensors.numpy import save  # lazy: numpy (80 ms), which refs list and refs remove do not need
 
-    arrays = {k: v for k, v in fingerprint.arrays.items()}
-    return save(arrays, metadata={"provenance": json.dumps(fingerprint.meta, sort_keys=True)})
+    arrays, metadata = fingerprint.file_contents()
+    return save(arrays, metadata=metadata)
 
 
 def fingerprint_from_bytes(data: bytes, where: str):
