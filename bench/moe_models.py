@@ -170,6 +170,46 @@ def write_moe(path: Path, spec: MoeSpec, edit: MoeEdit = MoeEdit(), dtype: torch
     return path
 
 
+def dense_layer(spec: MoeSpec, width: int):
+    """A `layer_override` for `write_moe` and `write_dense`: the layer's experts and router replaced by one
+    dense MLP of `width` units (Qwen2 names)."""
+    def override(layer: int, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        prefix = f"model.layers.{layer}."
+        out = {k: v for k, v in tensors.items() if ".mlp." not in k}
+        for part, values in dense_mlp(spec, layer, width).items():
+            out[f"{prefix}mlp.{part}_proj.weight"] = values
+        return out
+    return override
+
+
+def upcycled_layer(spec: MoeSpec, width: int, noise: float = 0.0, shuffle: bool = False):
+    """A `layer_override` for `write_moe`: the experts split from the dense MLP of `dense_layer(spec, width)`
+    (expert e takes units e*w..(e+1)*w-1 of it, w = width / experts; `shuffle`: a random partition instead),
+    each changed by relative `noise`; the router is new."""
+    def override(layer: int, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        dense = dense_mlp(spec, layer, width)
+        generator = torch.Generator().manual_seed(layer + 17)
+        order = torch.randperm(width, generator=generator) if shuffle else torch.arange(width)
+        prefix = f"model.layers.{layer}.mlp.experts."
+        out = dict(tensors)
+        for expert, units in enumerate(order.reshape(spec.experts, -1)):
+            parts = {"gate_proj": dense["gate"][units], "up_proj": dense["up"][units], "down_proj": dense["down"][:, units]}
+            for part, values in parts.items():
+                out[f"{prefix}{expert}.{part}.weight"] = values + noise * values.std() * torch.randn(
+                    values.shape, generator=generator)
+        return out
+    return override
+
+
+def write_dense(path: Path, spec: MoeSpec, width: int, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """The dense model `spec`'s attention and embeddings with one MLP of `width` units per layer (Qwen2 names)."""
+    write_moe(path, spec, dtype=dtype, layer_override=dense_layer(spec, width))
+    (path / "config.json").write_text(json.dumps({
+        **{k: v for k, v in config(spec).items() if "expert" not in k},
+        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "intermediate_size": width}))
+    return path
+
+
 def spec_named(name: str, **changes) -> MoeSpec:
     """The reduced-width specs of the bench (`FRONTIER`), with changes (e.g. fewer layers)."""
     return replace(FRONTIER[name], **changes)
