@@ -6,9 +6,9 @@ tensor was the rule: 153,890 requests for a 200,000-tensor MoE. Here every
 range of a batch of reads is sorted by offset and merged into spans: ranges
 closer than GAP_BYTES, and than the length of the range joining, make one
 span (the gap is fetched and dropped: at 100 MB/s 64 KiB cost under a
-millisecond, far less than a request's round trip; and the bytes fetched stay
-under twice the bytes wanted, so a row sample still reads a small share of a
-large matrix), and
+millisecond, far less than a request's round trip; and, gaps under
+SMALL_GAP = 1 KiB apart, the bytes fetched stay under twice the bytes wanted,
+so a row sample still reads a small share of a large matrix), and
 no span grows past SPAN_BYTES unless one range alone is larger (a tensor read
 whole). Spans are fetched WAVE at a time (`RemoteFile.read_ranges`, which
 keeps them in flight concurrently); a read is handed back as soon as all its
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 GAP_BYTES = 64 * 1024
+SMALL_GAP = 1024
 SPAN_BYTES = 8 * 1024 * 1024
 WAVE = 8  # spans fetched at once (the HTTP layer's concurrency)
 
@@ -38,8 +39,9 @@ def plan_spans(reads: list[Read], gap: int = GAP_BYTES, span: int = SPAN_BYTES) 
     """The merged spans covering every range of `reads`, in file order."""
     spans: list[list[int]] = []
     for start, end in sorted(r for read in reads for r in read.ranges if r[1] > r[0]):
-        # a gap is fetched only when no longer than the range it brings in: at most twice the useful bytes
-        if spans and start - spans[-1][1] <= min(gap, end - start) and max(end, spans[-1][1]) - spans[-1][0] <= span:
+        # a gap is fetched only when no longer than the range it brings in (at most twice the useful bytes),
+        # or than SMALL_GAP (a request's own headers cost about a kilobyte)
+        if spans and start - spans[-1][1] <= min(gap, max(SMALL_GAP, end - start)) and max(end, spans[-1][1]) - spans[-1][0] <= span:
             spans[-1][1] = max(spans[-1][1], end)
         else:
             spans.append([start, end])
