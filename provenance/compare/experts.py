@@ -43,7 +43,7 @@ from ..architectures.roles import CanonicalKey
 from ..fingerprint import Fingerprint, Part, array_name
 from .results import Evidence, LayerMatch
 from .signals import unit_matching
-from .stats import bonferroni_log10p, clustered_log10p, correlation_matrix, format_p
+from .stats import bonferroni_log10p, clustered_log10p, correlation_matrix, format_p, sign_flip_log10p
 from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
 from .views import SampleView
 
@@ -139,10 +139,6 @@ def _expert_signatures(fp: Fingerprint, layer: int, experts: list[int], roles: l
     return np.stack(rows) if rows else None
 
 
-def _pair_log10p(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> float:
-    return clustered_log10p(a, b, clusters)[1]
-
-
 def _shared_expert(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Experts, re: Experts,
                    view: SampleView) -> tuple[str | None, float]:
     """What became of the shared expert (a phrase or None) and the largest relative difference of its roles."""
@@ -162,7 +158,7 @@ def _shared_expert(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Expe
         if a is None or b is None:
             return None, 0.0
         worst = max(worst, float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)))
-        strongest = min(strongest, _pair_log10p(a, b, view.clusters(tuple(shape_c), role)))
+        strongest = min(strongest, clustered_log10p(a, b, view.clusters(tuple(shape_c), role))[1])
     return ("shared expert matched" if strongest < LAYER_MATCH_LOG10P else "shared expert not matched"), worst
 
 
@@ -182,10 +178,15 @@ def match_experts(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Exper
         return None
     clusters = np.concatenate([view.clusters(shape, role) for role, shape in roles])
     rows, partners = linear_sum_assignment(-correlation_matrix(a, b))
+    # every assigned pair's clustered test at once (stats.clustered_log10p, one pair per row)
+    _, inverse = np.unique(clusters, return_inverse=True)
+    ca, cb = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    products = ca[rows] * cb[partners]
+    sums = [np.bincount(inverse, weights=line) for line in products]
     pairs, strongest = [], 0.0
     errors = np.ones(len(experts_c))
-    for x, y in zip(rows, partners):
-        corrected = bonferroni_log10p(_pair_log10p(a[x], b[y], clusters), len(experts_r))
+    for k, (x, y) in enumerate(zip(rows, partners)):
+        corrected = bonferroni_log10p(sign_flip_log10p(sums[k]), len(experts_r))
         if corrected < LAYER_MATCH_LOG10P:
             pairs.append((experts_c[x], experts_r[y]))
             errors[x] = float(np.linalg.norm(a[x] - b[y]) / max(np.linalg.norm(b[y]), 1e-30))
