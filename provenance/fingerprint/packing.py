@@ -176,7 +176,7 @@ def encode_table(records: list[dict[str, Any]], prefix: str) -> tuple[dict[str, 
                 leftovers[row][name] = value
     if any(leftovers):
         arrays.update(_strings_arrays(f"{prefix}{LEFTOVER}",
-                                      [json.dumps(v, sort_keys=True) if v else None for v in leftovers]))
+                                      [json.dumps(v) if v else None for v in leftovers]))
         description["leftovers"] = True
     return description, arrays
 
