@@ -326,7 +326,7 @@ def compare_experts(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
                 if found.log10p < LAYER_MATCH_LOG10P:
                     row.via = f"{row.via}; {found.description}"
             else:
-                row.via = f"{row.via}; MoE layer against a dense MLP"
+                row.via = f"{row.via}; MoE layer against a layer without experts (its units not placed)"
     edits = Counter([m.describe() for m in matches]
                     + [u.description for u in upcycled if u.log10p < LAYER_MATCH_LOG10P])
     permuted_only = bool(matches) and not upcycled and all(
