@@ -37,13 +37,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats as st
 from scipy.optimize import linear_sum_assignment
 
 from ..architectures.roles import CanonicalKey
 from ..fingerprint import Fingerprint, Part, array_name
 from .results import Evidence, LayerMatch
 from .signals import unit_matching
-from .stats import bonferroni_log10p, clustered_log10p, correlation_matrix, format_p, sign_flip_log10p
+from .stats import LOG10P_FLOOR, bonferroni_log10p, clustered_log10p, correlation_matrix, format_p
 from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
 from .views import SampleView
 
@@ -162,6 +163,21 @@ def _shared_expert(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Expe
     return ("shared expert matched" if strongest < LAYER_MATCH_LOG10P else "shared expert not matched"), worst
 
 
+def _assigned_pairs_log10p(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """`stats.clustered_log10p` of each row of `a` with the same row of `b`, all at once (a layer of 256
+    experts has 256 assigned pairs): per-cluster sums of centred products, then the sign-flip t test."""
+    _, inverse = np.unique(clusters, return_inverse=True)
+    one_hot = np.zeros((len(inverse), int(inverse.max()) + 1))
+    one_hot[np.arange(len(inverse)), inverse] = 1.0
+    sums = ((a - a.mean(axis=1, keepdims=True)) * (b - b.mean(axis=1, keepdims=True))) @ one_hot
+    count = np.count_nonzero(sums, axis=1)
+    scale = np.sqrt((sums * sums).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(scale > 0, sums.sum(axis=1) / scale, 0.0)
+    log10p = np.maximum(st.t.logsf(z, np.maximum(count - 1, 1)) / np.log(10.0), LOG10P_FLOOR)
+    return np.where((count >= 3) & (scale > 0), log10p, 0.0)
+
+
 def match_experts(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Experts, re: Experts,
                   view: SampleView) -> ExpertMatch | None:
     """The experts of two MoE layers matched as a set; None when their shapes differ or samples are missing."""
@@ -178,15 +194,11 @@ def match_experts(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Exper
         return None
     clusters = np.concatenate([view.clusters(shape, role) for role, shape in roles])
     rows, partners = linear_sum_assignment(-correlation_matrix(a, b))
-    # every assigned pair's clustered test at once (stats.clustered_log10p, one pair per row)
-    _, inverse = np.unique(clusters, return_inverse=True)
-    ca, cb = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
-    products = ca[rows] * cb[partners]
-    sums = [np.bincount(inverse, weights=line) for line in products]
+    log10ps = _assigned_pairs_log10p(a[rows], b[partners], clusters)
     pairs, strongest = [], 0.0
     errors = np.ones(len(experts_c))
     for k, (x, y) in enumerate(zip(rows, partners)):
-        corrected = bonferroni_log10p(sign_flip_log10p(sums[k]), len(experts_r))
+        corrected = bonferroni_log10p(float(log10ps[k]), len(experts_r))
         if corrected < LAYER_MATCH_LOG10P:
             pairs.append((experts_c[x], experts_r[y]))
             errors[x] = float(np.linalg.norm(a[x] - b[y]) / max(np.linalg.norm(b[y]), 1e-30))
