@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import struct
 
 import numpy as np
@@ -11,6 +12,7 @@ from safetensors.numpy import save_file
 
 from bench.moe_models import MoeSpec, write_moe
 from provenance.errors import CorruptFileError
+from provenance.registry import Registry, RegistryError
 from provenance.fingerprint import build_fingerprint
 from provenance.fingerprint.packing import decode_table, encode_table, pack, unpack
 from provenance.fingerprint.store import Fingerprint, load_fingerprint
@@ -82,3 +84,14 @@ def test_a_damaged_table_is_one_clear_error(tmp_path):
         load_fingerprint(path)
     meta2, arrays2 = unpack(json.loads(json.dumps(meta)), pack(fingerprint.meta, fingerprint.arrays)[1])
     assert meta2 == fingerprint.meta
+
+
+def test_a_fingerprint_over_sqlites_value_limit_is_one_clear_error(tmp_path):
+    fingerprint = Fingerprint(
+        meta={"schema": "provenance.fingerprint/4", "architecture": {"num_layers": 1}, "source": {"path": "x"},
+              "tensors": {}},
+        arrays={"sketch/embed.weight": np.zeros(4096, dtype=np.float32)})
+    with Registry(tmp_path / "refs.sqlite") as registry:
+        registry._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # SQLite's 1e9 bytes, scaled down
+        with pytest.raises(RegistryError, match="over SQLite's 10000-byte limit"):
+            registry.add("big", fingerprint)
