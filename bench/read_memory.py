@@ -484,10 +484,11 @@ def write_header_caps(out: Path) -> dict[str, tuple[str, Path, str]]:
 
     with Checkpoint.open(write_model_dir(out / "tiny", tiny_state())) as checkpoint:
         fingerprint = build_fingerprint(checkpoint)
-    text = json.dumps(fingerprint.meta)
-    meta = dict(fingerprint.meta, pad="x" * (MAX_META_BYTES - len(text) - 100))
+    arrays, metadata = fingerprint.file_contents()
+    text = metadata["provenance"]
+    meta = dict(json.loads(text), pad="x" * (MAX_META_BYTES - len(text) - 100))
     path = out / "meta_cap.fp.safetensors"
-    save_file(fingerprint.arrays, str(path), metadata={"provenance": json.dumps(meta)})
+    save_file(arrays, str(path), metadata={"provenance": json.dumps(meta)})
     cases["fingerprint metadata"] = ("fingerprint", path, f"{len(json.dumps(meta)) / 1e6:.1f} MB metadata")
     return cases
 

@@ -9,7 +9,9 @@ connection). Routes:
   `hf_hub_download` needs (X-Repo-Commit, ETag, Content-Length) and GET,
   as huggingface_hub's `hf_hub_url` spells it.
 GET honours a single `Range: bytes=A-B` (206 with Content-Range), else sends
-the whole file. `served[path]` counts body bytes sent per file; `fail[path]`
+the whole file. `RangeServer(root, latency=0.05, bandwidth=100e6)` models a
+network for benchmarks: 50 ms before each file request is answered, and one
+100 MB/s link that every body shares. `served[path]` counts body bytes sent per file; `fail[path]`
 forces a status (403, 404, 503...); a path in `drop_once` gets half its body
 and then a closed connection, once; a path in `ignore_range` gets the whole
 file whatever Range asked for. A repository registered with a token
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 CHUNK = 1 << 20
+THROTTLED_CHUNK = 64 << 10  # smaller blocks under a bandwidth cap, so concurrent bodies interleave
 
 
 @dataclass
@@ -49,6 +53,9 @@ class ServerState:
     fail: dict[str, int] = field(default_factory=dict)
     drop_once: set[str] = field(default_factory=set)
     ignore_range: set[str] = field(default_factory=set)  # answer these with 200 and the whole file
+    latency: float = 0.0  # seconds added before answering each file request (a network's round trip)
+    bandwidth: float | None = None  # bytes per second all file bodies share (None: as fast as the machine)
+    sending: threading.Lock = field(default_factory=threading.Lock)  # one body block on the shared link at a time
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -148,6 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
             drop = not head and key in state.drop_once
             if drop:
                 state.drop_once.discard(key)
+        if state.latency:
+            time.sleep(state.latency)
         if forced:
             return self._status(forced, {"X-Error-Code": "EntryNotFound"} if forced == 404 else {})
         if not path.is_file():
@@ -177,9 +186,12 @@ class _Handler(BaseHTTPRequestHandler):
             handle.seek(start)
             position = start
             while position < limit:
-                block = handle.read(min(CHUNK, limit - position))
+                block = handle.read(min(CHUNK if state.bandwidth is None else THROTTLED_CHUNK, limit - position))
                 if not block:
                     break
+                if state.bandwidth is not None:  # the shared link: blocks go out one after another, at its rate
+                    with state.sending:
+                        time.sleep(len(block) / state.bandwidth)
                 self.wfile.write(block)
                 position += len(block)
                 with state.lock:
@@ -193,8 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
 class RangeServer:
     """`with RangeServer(root) as server:` serves root on 127.0.0.1; `server.url(rel)`, `server.endpoint`."""
 
-    def __init__(self, root: Path, port: int = 0):
-        self.state = ServerState(Path(root))
+    def __init__(self, root: Path, port: int = 0, latency: float = 0.0, bandwidth: float | None = None):
+        self.state = ServerState(Path(root), latency=latency, bandwidth=bandwidth)
         handler = type("Handler", (_Handler,), {"state": self.state})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
@@ -215,6 +227,11 @@ class RangeServer:
         with self.state.lock:
             return sum(n for key, n in self.state.served.items() if key.startswith(prefix))
 
+    def requests(self, prefix: str = "") -> int:
+        """File requests answered (HEAD and GET) for paths starting with `prefix`."""
+        with self.state.lock:
+            return sum(n for key, n in self.state.requests.items() if key.startswith(prefix))
+
     def reset_counts(self) -> None:
         with self.state.lock:
             self.state.served.clear()
@@ -234,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python tests/range_server.py --repo ORG/NAME=FOLDER ... [--port N]`: serve folders as a hub until Ctrl-C."""
     import argparse
     import hashlib
-    import time
 
     parser = argparse.ArgumentParser(description="Serve local folders as a Hugging Face-compatible hub on 127.0.0.1.")
     parser.add_argument("--repo", action="append", default=[], metavar="ORG/NAME=FOLDER", help="a repository (repeatable)")

@@ -50,7 +50,7 @@ def test_fingerprint_roundtrip_and_same_verdict_either_way(base, tmp_path):
         fingerprint = build_fingerprint(checkpoint)
     saved = fingerprint.save(tmp_path / "base.fp.safetensors")
     loaded = load_fingerprint(saved)
-    assert loaded.meta["schema"] == "provenance.fingerprint/3"
+    assert loaded.meta["schema"] == "provenance.fingerprint/4"
     assert set(loaded.arrays) == set(fingerprint.arrays)
     for verdict_pair in [(path, saved), (saved, path), (saved, saved)]:
         assert _compare(*verdict_pair).verdict == "identical"

@@ -8,6 +8,8 @@ reconcile the declared architecture with the shapes.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +60,18 @@ class RoleMap:
         return [a for a in self.assignments if a.how == "inferred"]
 
 
-def _score(family: Family, names: list[str]) -> int:
-    return sum(1 for name in names if family.match(name) is not None)
+# A name's numeric components (layer, expert): family rules match them as ${layer} and ${expert}, never as literals.
+NUMBER_COMPONENT = re.compile(r"(?<=\.)\d+(?=\.)")
+
+
+def name_shapes(names: list[str]) -> Counter[str]:
+    """The names with their numeric components set to 0, counted: a 30,000-tensor MoE has a few dozen, so
+    scoring every family on them is as exact and far cheaper than on every name."""
+    return Counter(NUMBER_COMPONENT.sub("0", name) for name in names)
+
+
+def _score(family: Family, shapes: Counter[str]) -> int:
+    return sum(count for shape, count in shapes.items() if family.match(shape) is not None)
 
 
 def choose_family(names: list[str], config: dict[str, Any] | None, gguf_arch: str | None) -> tuple[Family | None, str | None, str]:
@@ -70,7 +82,8 @@ def choose_family(names: list[str], config: dict[str, Any] | None, gguf_arch: st
         family = table.raw.get("family_by_architecture", {}).get(gguf_arch)
         return table, family, f"GGUF general.architecture = {gguf_arch!r}"
     candidates = [f for f in families.values() if not f.is_gguf]
-    scores = {f.name: _score(f, names) for f in candidates}
+    shapes = name_shapes(names)
+    scores = {f.name: _score(f, shapes) for f in candidates}
     best = max(scores.values(), default=0)
     # A declaration several families share (model_type "chatglm") goes to the one whose names match best.
     declared_families = families_for_config(config)

@@ -14,7 +14,11 @@ from, runs the identity checks, and hands the result to the decision rules
 - `identical`: every layer in place and every difference within the rounding
   of the candidate's stored dtype, after undoing permuted units or heads and
   function-preserving rescalings (norm into linear, q/k, v/o, up/down,
-  LayerNorm weight with its bias), or every tensor bit-identical.
+  LayerNorm weight with its bias), or every tensor bit-identical;
+- mixture-of-experts layers (`experts.py`): experts matched as a set
+  (permuted, a subset kept, added, the shared expert), or placed among a
+  dense model's MLP units (upcycling); the layer's MLP is then held to every
+  expert, and the edit is named in the layer map and the summary.
 
 Every step reads only what both fingerprints hold (`fingerprint.Part`;
 `shared = cand.parts & ref.parts`), so one flow serves fingerprints built
@@ -39,6 +43,7 @@ import numpy as np
 from ..fingerprint import Fingerprint, Part
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
+from .experts import compare_experts, experts_identical
 from .generic import compare_generic
 from .results import Comparison, Evidence, LayerMatch
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
@@ -363,9 +368,13 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         _explain_by_sampled_units(cand, ref, rows)
     elif not view.sampled:  # the other transforms are checked against differences measured on sketches
         explained_by = _explain_differences(cand, ref, rows, shared)
+    experts = compare_experts(cand, ref, rows, view)
+    if experts.permuted_only:
+        explained_by.add("matching permuted experts")
     matched = [r for r in rows if r.reference_layer is not None]
     layer_strongest = layer_evidence_log10p(rows)
     evidence.extend(layer_evidence(rows, ref_layer_count, view.what, on=view.on))
+    evidence.extend(experts.evidence)
     evidence.extend(_unit_evidence(unit_matches, units) if units is not None else [])
     for i, j, corrected, similarity in grams:
         if corrected >= LAYER_MATCH_LOG10P:
@@ -389,7 +398,9 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     strongest = strongest_decisive(evidence)
     exact_all = exact is not None and _every_tensor_exact(cand, ref, exact, evidence)
 
-    if Part.GRAM in shared and not exact_all and match_kind == "same-shapes" and not _layers_identical(rows):
+    # (Gram matrices are kept for dense layers only: a rotated copy's experts must agree as matched above.)
+    if (Part.GRAM in shared and not exact_all and match_kind == "same-shapes" and not _layers_identical(rows)
+            and not experts.permuted_only and experts_identical(rows)):
         rotation_errors = rotation_identity_errors(cand, ref)
         if rotation_errors is not None:
             tolerance = max(storage_tolerance(r.get("dtype")) for r in cand.tensors.values()) if cand.tensors else 0.0
@@ -429,6 +440,9 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
+    if verdict in ACCUSING and experts.edits and not exact_all:
+        shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
+        summary = f"{summary}; experts: {shown}"
     renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
     return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
                       layer_matrix=layer_matrix)

@@ -32,6 +32,13 @@ from .parts import PRECEDING_NORM_OF, anchor_tokens, norm_scale, unit_signature
 from .sketch import row_sample, row_sample_rows
 from .store import Part, array_name
 
+EXPERT_UNITS = 32  # units per expert whose signatures are kept (evenly spaced over the expert's units)
+
+
+def expert_unit_rows(units: int) -> np.ndarray:
+    """Which of an expert's `units` rows have their signatures kept: up to EXPERT_UNITS, evenly spaced."""
+    return np.unique(np.linspace(0, units - 1, min(units, EXPERT_UNITS)).round().astype(np.int64))
+
 
 @dataclass
 class Collected:
@@ -109,6 +116,16 @@ class Collected:
         if self.wants_anchors(key):
             wanted = np.union1d(wanted, self.anchor_ids(shape[0]))
         return wanted
+
+    def add_expert_units(self, key, units: int, take: Callable[[np.ndarray], torch.Tensor]) -> None:
+        """Signatures of up to EXPERT_UNITS evenly spaced units of an expert's `mlp.up` (`take(rows)` gives
+        those rows in float32): `units/<layer>/experts.<e>.mlp.up`, what `compare/experts.py` places among
+        another model's MLP units (an MoE upcycled from a dense model). 2 KiB per expert."""
+        if key.role != "mlp.up" or key.param != "weight" or key.layer is None or key.expert is None:
+            return
+        signature = unit_signature(take(expert_unit_rows(units)), key.role, self.norm_before(key))
+        if signature is not None:
+            self.put(Part.UNIT_SIGNATURES, signature, key.layer, f"experts.{key.expert}.{key.role}")
 
     def add_rows(self, key, record_key: str, shape: tuple[int, ...], take: Callable[[np.ndarray], torch.Tensor]) -> None:
         """What a matrix's rows give; `take(rows)` returns those canonical rows (in the order given) in float32."""

@@ -5,7 +5,7 @@ What is read, per canonical tensor:
   and statistics and `sketch/<key>` = the whole vector (the `VECTORS` part),
   so norms can be folded into the matrices after them at comparison time;
 - matrices: the rows of the row sample (`sketch.row_sample_rows`, 4 blocks
-  of 8 consecutive rows, i.e. 4 range requests) plus, for the embedding and
+  of 8 consecutive rows, i.e. at most 4 ranges, merged with near ones) plus, for the embedding and
   output head, the anchor tokens' rows; from them `Collected.add_rows` makes
   the row sample, the anchor rows and the sampled `mlp.up` rows' unit
   signatures, exactly as a whole-tensor reading makes them from whole
@@ -14,14 +14,14 @@ What is read, per canonical tensor:
   canonical rows are stored columns, are read whole, which is noted;
 - larger tensors: a record only.
 Nothing else: no hash, statistics or sketch of a matrix, no unit signature of
-a whole matrix, no Gram matrix. The source's `concurrency` says how many reads
-to keep in flight.
+a whole matrix, no Gram matrix. The reads go to the source in two batches
+(vectors, then every matrix's rows: `TensorSource.read_many`), which a remote
+source groups into few large range requests (`remote/coalesce.py`).
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -96,10 +96,9 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
         if on_tensor:
             on_tensor(done, len(assignments))
 
-    # 1-D tensors, whole, several at a time; each stored tensor is read once.
+    # 1-D tensors, whole, all in one grouped read (`TensorSource.read_many`); each stored tensor is read once.
     names = list(dict.fromkeys(a.source for a in vectors))
-    with ThreadPoolExecutor(max_workers=source.concurrency) as pool:
-        stored_vectors = dict(zip(names, pool.map(source.read_tensor, names)))
+    stored_vectors = {names[index]: tensor for index, tensor in source.read_many([(name, None) for name in names])}
     for name, tensor in stored_vectors.items():
         collected.stored_hashes[name] = value_hash(tensor)
     for assignment in vectors:
@@ -116,9 +115,6 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
         tick()
     del stored_vectors
 
-    def fetch(assignment) -> torch.Tensor:
-        wanted, mapping = plans[id(assignment)]
-        return source.read_rows(assignment.source, mapping[wanted]).to(torch.float32)
 
     def add_matrix(assignment, wanted: np.ndarray, rows: torch.Tensor) -> None:
         record_key = collected.record_key(assignment)
@@ -127,10 +123,12 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
                            lambda ids: rows[torch.from_numpy(np.searchsorted(wanted, ids))])
         tick()
 
+    # the row samples of every matrix in one grouped read: near blocks of many tensors share a range request
     planned_matrices = [a for a in matrices if id(a) in plans]
-    with ThreadPoolExecutor(max_workers=max(1, source.concurrency // 2)) as pool:
-        for assignment, rows in zip(planned_matrices, pool.map(fetch, planned_matrices)):
-            add_matrix(assignment, plans[id(assignment)][0], rows)
+    reads = [(a.source, plans[id(a)][1][plans[id(a)][0]]) for a in planned_matrices]
+    for index, rows in source.read_many(reads):
+        assignment = planned_matrices[index]
+        add_matrix(assignment, plans[id(assignment)][0], rows.to(torch.float32))
     for assignment in whole:
         values = apply_transform(source.read_tensor(assignment.source), assignment.transform, heads,
                                  infos[assignment.source].file).to(torch.float32)

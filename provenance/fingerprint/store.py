@@ -24,6 +24,16 @@ deterministic sample of 65,536 values per tensor (`tensor_pass.sample_statistics
 samples and signatures are as in schema 2, and schema-2 files load and
 compare as they are (their statistics describe every value).
 
+Schema 4 changed only the file layout (`packing.py`): the per-tensor
+records (`tensors`, `stored_tensors`, `renamed_tensors`, `generic.tensors`)
+are column arrays `table/...` instead of JSON, and arrays of one kind, dtype
+and shape are stacked (`stack/...`). Loading undoes both, so the metadata
+and arrays a comparison sees are those of schema 3, and files of schemas 1-3
+load as before. The JSON no longer grows with the tensor count: the 16 MiB
+cap on it is no longer reached by any checkpoint (a 1,000,000-tensor one
+included), and the per-tensor bytes are bounded by the 2 GiB file cap
+(about 24 KiB of arrays per matrix: some 85,000 matrices at full width).
+
 safetensors keeps the file free of code (no pickle) and lets us reuse the
 validated header reader. Writes are atomic: a temporary file (`.NAME.*.tmp`,
 which nothing takes for a fingerprint) is written, flushed to disk and renamed
@@ -51,17 +61,20 @@ from safetensors.numpy import load_file, save_file
 from ..architectures.descriptor import Architecture
 from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
+from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, unpack
 
-FINGERPRINT_SCHEMA = "provenance.fingerprint/3"
+FINGERPRINT_SCHEMA = "provenance.fingerprint/4"
 SKETCH_SIZE = 2048  # values kept per 2-D tensor (`sketch.sketch_positions`)
 FULL_VECTOR_LIMIT = 16384  # 1-D tensors up to this length are kept whole
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+PACKED_VERSION = 4  # from this schema on, records are column arrays and arrays are stacked (`packing.py`)
 # Schema versions whose tensor hashes are sha256 of float32 values (not comparable with ours).
 SHA256_HASH_VERSIONS = (1,)
 # A LLaMA-7B fingerprint is 53 MB; a 405B-parameter model's would be under 1 GB.
 MAX_FINGERPRINT_BYTES = 2 * 1024 ** 3
 MAX_LAYERS = 65_536  # architecture numbers drive loops in the comparison
-# The metadata JSON: about 200 KB for LLaMA-7B (tensor records, 512 anchor tokens).
+# The metadata JSON: a few KB since schema 4 (512 anchor tokens; tensor records are arrays). A schema-3
+# file held ~600 bytes per tensor in it: about 200 KB for LLaMA-7B.
 MAX_META_BYTES = 16 * 1024 * 1024
 
 
@@ -136,13 +149,33 @@ class Fingerprint:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
+    def file_contents(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """The arrays and the safetensors metadata of this fingerprint's file.
+
+        Schema 4 and later in the packed layout; a fingerprint read from an older file is written back as
+        it was (its schema number says what its hashes and statistics are, and older readers read it).
+        """
+        meta, arrays = (pack(self.meta, self.arrays) if schema_version(self.meta) >= PACKED_VERSION
+                        else (self.meta, self.arrays))
+        arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        return arrays, {"provenance": json.dumps(meta, sort_keys=True)}
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        arrays, metadata = self.file_contents()
         with replacing(path) as temporary:
-            arrays = {k: np.ascontiguousarray(v) for k, v in self.arrays.items()}
-            save_file(arrays, str(temporary), metadata={"provenance": json.dumps(self.meta, sort_keys=True)})
+            save_file(arrays, str(temporary), metadata=metadata)
         return path
+
+
+def schema_version(meta: dict[str, Any]) -> int:
+    """The version number of a fingerprint's schema (0 when it has none)."""
+    schema = meta.get("schema")
+    try:
+        return int(schema.rsplit("/", 1)[1]) if isinstance(schema, str) else 0
+    except ValueError:
+        return 0
 
 
 def is_fingerprint_file(path: Path) -> bool:
@@ -257,12 +290,24 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
         raise UnsupportedError(path, f"fingerprint schema version {version} is newer than this tool reads ({SCHEMA_VERSION}); upgrade provenance")
     if fingerprint_kind(metadata, [info.name for info in infos]) == "mixed":
         raise CorruptFileError(path, MIXED_FILE)
+    header = {info.name: (info.dtype, info.shape) for info in infos}
+    arrays: dict[str, np.ndarray] = {}
+    if version >= PACKED_VERSION:  # the records are arrays: read them, then check what they hold
+        problem = _header_problem(header)
+        if problem is not None:
+            raise CorruptFileError(path, f"fingerprint {problem}")
+        arrays = _read_arrays(path)
+        try:
+            meta, arrays = unpack(meta, arrays)
+        except PackingError as exc:
+            raise CorruptFileError(path, f"fingerprint {exc}") from exc
+        header = {name: (NUMPY_DTYPES.get(a.dtype.str, a.dtype.str), a.shape) for name, a in arrays.items()}
     for key in ("architecture", "tensors", "source"):
         if not isinstance(meta.get(key), dict):
             raise CorruptFileError(path, f"fingerprint metadata lacks its {_short(key)} section")
     problem = _meta_problem(meta)
     if problem is None:
-        problem = _array_problem(meta, {info.name: (info.dtype, info.shape) for info in infos})
+        problem = _array_problem(meta, header)
     if problem is not None:
         raise CorruptFileError(path, f"fingerprint {problem}")
     if version in SHA256_HASH_VERSIONS:
@@ -270,14 +315,19 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
             f"a schema-{version} fingerprint (from provenance {_short(meta.get('tool_version'))}): its tensor hashes "
             "(sha256) match none made by this version, so bit-identical tensors are not recognised against it; "
             "rebuild it with `provenance fingerprint CHECKPOINT -o FILE`"]
+    if version < PACKED_VERSION:
+        arrays = _read_arrays(path)
+    return Fingerprint(meta=meta, arrays=arrays)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
-        arrays = load_file(str(path))
+        return load_file(str(path))
     except MemoryError:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [repr(exc)])[0]
         raise CorruptFileError(path, f"fingerprint arrays cannot be read: {first}") from exc
-    return Fingerprint(meta=meta, arrays=arrays)
 
 
 # --------------------------------------------------------------------------- validation of untrusted fingerprints
@@ -384,8 +434,22 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
 # Array kinds the comparison reads, by name prefix, and their number of dimensions.
 ARRAY_DIMS = {"sketch": 1, "gram": 1, "units": 2, "anchors": 2, "rows": 2, "rowunits": 2}
 ARRAY_DTYPES = {"F16", "F32", "F64"}
-# Array kinds a fingerprint file holds: those of ARRAY_DIMS, and `generic/` samples (fingerprint/generic.py).
-FINGERPRINT_ARRAY_KINDS = frozenset(ARRAY_DIMS) | {"generic"}
+PACKING_DTYPES = {"I64", "U8", "F64"}  # record tables and the name tables of stacks (schema 4)
+NUMPY_DTYPES = {"<f2": "F16", "<f4": "F32", "<f8": "F64", "<i8": "I64", "|u1": "U8"}
+
+
+def _header_problem(arrays: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:
+    """The first array of a schema-4 file whose dtype its layout does not allow, or None (before anything is read)."""
+    for name, (dtype, shape) in arrays.items():
+        table = name.startswith(TABLE_PREFIX) or name.startswith(STACK_PREFIX) and name.count("/") > 1
+        if dtype not in (PACKING_DTYPES if table else ARRAY_DTYPES):
+            return f"array {_short(name)} has dtype {dtype}, expected {'I64, U8 or F64' if table else 'F16, F32 or F64'}"
+        if name.startswith(STACK_PREFIX) and name.count("/") == 1 and len(shape) < 2:
+            return f"array {_short(name)} has shape {list(shape)}, expected a stack of arrays"
+    return None
+# Array kinds a fingerprint file holds: those of ARRAY_DIMS, `generic/` samples (fingerprint/generic.py), and
+# schema 4's record tables and stacks (packing.py), whose unpacked arrays `_array_problem` checks like the rest.
+FINGERPRINT_ARRAY_KINDS = frozenset(ARRAY_DIMS) | {"generic", TABLE_PREFIX.rstrip("/"), STACK_PREFIX.rstrip("/")}
 
 
 def _array_problem(meta: dict[str, Any], arrays: dict[str, tuple[str, tuple[int, ...]]]) -> str | None:

@@ -102,6 +102,8 @@ def _pass(collected: Collected, on_tensor: Callable[[int, int], None] | None, ex
             collected.add_rows(key, record_key, shape, partial(_take_rows, values, as_float))
         if values.dim() == 1:
             collected.add_norm(key, as_float(values))
+        if key.expert is not None and values.dim() == 2:
+            collected.add_expert_units(key, shape[0], partial(_take_rows, values, as_float))
         if matrix:
             if done_pass.projections is not None:
                 collected.put(Part.UNIT_SIGNATURES, done_pass.projections.to(torch.float16).numpy(), key.layer, key.role)

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -91,6 +91,13 @@ class TensorSource(ABC):
         if tensor.dim() < 2:
             raise ValueError(f"{name}: rows of a {tensor.dim()}-D tensor")
         return tensor.reshape(-1, tensor.shape[-1])[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
+
+    def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Many reads at once: each (name, rows as for `read_rows`, or None for the whole tensor), handed back as
+        (its index in `reads`, the tensor) in any order. Remote sources group them into few range requests
+        (`remote.coalesce`); this default reads them one by one."""
+        for index, (name, rows) in enumerate(reads):
+            yield index, self.read_tensor(name) if rows is None else self.read_rows(name, rows)
 
     def transfers(self) -> TransferCounts | None:
         """The counters of the transport this source reads through, now; None for local files."""

@@ -90,8 +90,8 @@ class ReferenceEntry:
 def fingerprint_to_bytes(fingerprint) -> bytes:
     from safetensors.numpy import save  # lazy: numpy (80 ms), which refs list and refs remove do not need
 
-    arrays = {k: v for k, v in fingerprint.arrays.items()}
-    return save(arrays, metadata={"provenance": json.dumps(fingerprint.meta, sort_keys=True)})
+    arrays, metadata = fingerprint.file_contents()
+    return save(arrays, metadata=metadata)
 
 
 def fingerprint_from_bytes(data: bytes, where: str):
@@ -214,6 +214,13 @@ class Registry:
         """The refs row and screening signature of one reference (ready before taking the write lock)."""
         self.check_name(name)
         blob = fingerprint_to_bytes(fingerprint)
+        # SQLite's own cap on one value (1,000,000,000 bytes unless compiled otherwise): a fingerprint of a
+        # ~90,000-tensor MoE can pass it; say so in one line instead of failing inside the insert.
+        limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        if len(blob) > limit:
+            raise RegistryError(self.path, f"the fingerprint of {name!r} is {len(blob)} bytes, over SQLite's "
+                                           f"{limit}-byte limit on one value: it cannot be stored in the database "
+                                           "(compare against its fingerprint file instead)")
         meta = fingerprint.meta
         entry = (name, "weights", (meta.get("family") or {}).get("name"), json.dumps(meta["architecture"]),
                  json.dumps(meta["source"]), meta.get("tool_version", __version__), meta["schema"],

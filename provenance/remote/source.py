@@ -3,8 +3,9 @@
 A remote `.safetensors` file is read as: 8 bytes (the header length, checked
 against the cap and the file size), the header (validated by the same code as
 a local file: `formats.safetensors_format.parse_safetensors_header`), then
-only the byte ranges asked for: whole tensors (`read_tensor`, used for 1-D
-tensors) or rows (`read_rows`, contiguous rows cost one range each).
+only the byte ranges asked for: whole tensors (`read_tensor`) or rows
+(`read_rows`, contiguous rows cost one range each), or many of both at once
+(`read_many`: grouped into few large range requests by `coalesce.py`).
 
 A sharded checkpoint is its index `.json` plus the shards it names, which
 must be plain file names beside the index (no folders, no other hosts), like
@@ -17,7 +18,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from ..formats.limits import MAX_JSON_BYTES, DuplicateKeyError, reject_duplicate
 from ..formats.multi import MultiFileSource, checked_weight_map, open_shards
 from ..formats.safetensors_format import (check_header_length, parse_safetensors_header, tensor_from_bytes,
                                           torch_dtype_for)
+from .coalesce import Read, fetch_coalesced
 from .http import CONCURRENCY, TRANSFERS, RemoteFile
 
 
@@ -125,6 +127,32 @@ class RemoteSafetensorsFile(RemoteSource, TensorSource):
         block = _decode(data, dtype, info.dtype, (len(unique), columns))
         return block[torch.from_numpy(np.searchsorted(unique, rows))]
 
+    def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Whole tensors (rows None) and rows, grouped into few range requests (`coalesce.fetch_coalesced`)."""
+        plans = []
+        for name, rows in reads:
+            info = self._by_name[name]
+            begin, end = self._offsets[name]
+            base = self._data_start + begin
+            if rows is None:
+                plans.append((Read(((base, self._data_start + end),)), None, info.shape))
+                continue
+            if len(info.shape) < 2:
+                raise ValueError(f"{name}: rows of a {len(info.shape)}-D tensor")
+            columns = info.shape[-1]
+            row_bytes = columns * torch.empty((), dtype=self._dtype(info)).element_size()
+            unique, runs = row_runs(name, rows, math.prod(info.shape[:-1]))
+            plans.append((Read(tuple((base + a * row_bytes, base + b * row_bytes) for a, b in runs)),
+                          (unique, np.asarray(rows, dtype=np.int64)), (len(unique), columns)))
+        for index, data in fetch_coalesced([plan[0] for plan in plans], self.file.read_ranges):
+            name = reads[index][0]
+            _, picked, shape = plans[index]
+            tensor = _decode(data, self._dtype(self._by_name[name]), self._by_name[name].dtype, tuple(shape))
+            if picked is not None:
+                unique, rows = picked
+                tensor = tensor[torch.from_numpy(np.searchsorted(unique, rows))]
+            yield index, tensor
+
     @property
     def header_bytes(self) -> int:
         """Bytes fetched before any tensor data: the length prefix and the header."""
@@ -152,6 +180,16 @@ class RemoteShardedSource(RemoteSource, MultiFileSource):
     def read_rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
         return self._holder[name].read_rows(name, rows)
 
+    def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Each shard's reads grouped into its own few range requests."""
+        by_shard: dict[int, list[int]] = {}
+        for index, (name, _) in enumerate(reads):
+            by_shard.setdefault(id(self._holder[name]), []).append(index)
+        for indices in by_shard.values():
+            shard = self._holder[reads[indices[0]][0]]
+            for position, tensor in shard.read_many([reads[i] for i in indices]):
+                yield indices[position], tensor
+
     @property
     def header_bytes(self) -> int:
         return sum(shard.header_bytes for shard in self.shards)
@@ -167,6 +205,13 @@ def read_row_bytes(file: RemoteFile, name: str, rows: np.ndarray, total_rows: in
 
     Consecutive rows make one range; ranges are fetched concurrently (`RemoteFile.read_ranges`).
     """
+    unique, runs = row_runs(name, rows, total_rows)
+    blobs = file.read_ranges([(base + a * row_bytes, base + b * row_bytes) for a, b in runs])
+    return unique, b"".join(blobs)
+
+
+def row_runs(name: str, rows: np.ndarray, total_rows: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The sorted distinct rows asked for, and the runs [a, b) of consecutive ones (one range each)."""
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= total_rows):
         raise IndexError(f"{name}: row outside 0..{total_rows - 1}")
@@ -177,8 +222,7 @@ def read_row_bytes(file: RemoteFile, name: str, rows: np.ndarray, total_rows: in
             runs[-1] = (runs[-1][0], row + 1)
         else:
             runs.append((row, row + 1))
-    blobs = file.read_ranges([(base + a * row_bytes, base + b * row_bytes) for a, b in runs])
-    return unique, b"".join(blobs)
+    return unique, runs
 
 
 def _decode(data: bytes, dtype: torch.dtype, name: str, shape: tuple[int, ...]) -> torch.Tensor:

@@ -15,11 +15,17 @@ from .corpus import Corpus, Run
 def add_fingerprint_cases(c: Corpus) -> None:
     from safetensors.numpy import load_file, save_file
 
-    good = c.good_fingerprint
-    arrays = load_file(str(good))
     from provenance.formats.safetensors_format import read_safetensors_header
 
-    meta = json.loads(read_safetensors_header(good)[1]["provenance"])
+    from provenance.fingerprint.store import load_fingerprint
+
+    good = c.good_fingerprint
+    # The cases below damage the metadata and arrays as a comparison sees them, written in the schema-3
+    # layout (records in JSON, one array per name), which still loads; the packed layout's own cases follow.
+    packed_arrays = load_file(str(good))
+    unpacked = load_fingerprint(good)
+    arrays = dict(unpacked.arrays)
+    meta = {**unpacked.meta, "schema": "provenance.fingerprint/3"}
 
     def write(name: str, meta_text: str | None, new_arrays: dict | None = None) -> Path:
         path = c.path(f"fp/{name}.fp.safetensors")
@@ -82,6 +88,18 @@ def add_fingerprint_cases(c: Corpus) -> None:
 
     p = write("metadata_over_cap", json.dumps({**meta, "pad": "x" * (16 * 1024 * 1024)}))
     c.add("fingerprint/metadata_over_16MiB", "16 MiB of metadata", runs(p, "over the 16777216 limit"))
+
+    packed_meta = read_safetensors_header(good)[1]["provenance"]
+    offsets = next(k for k in packed_arrays if k.startswith("table/") and k.endswith("/offsets"))
+    far = packed_arrays[offsets].copy()
+    far[-1] += 1 << 40
+    p = write("table_offsets", packed_meta, {**packed_arrays, offsets: far})
+    c.add("fingerprint/packed_table_offsets", "a record table's string offsets point past its bytes",
+          runs(p, "offsets do not cut its bytes"))
+
+    stack = next(k for k in packed_arrays if k.startswith("stack/") and k.count("/") == 1)
+    p = write("stack_rows", packed_meta, {**packed_arrays, stack: packed_arrays[stack][:1]})
+    c.add("fingerprint/packed_stack_rows", "a stack of arrays with fewer rows than names", runs(p, "rows for"))
 
 
 def add_database_cases(c: Corpus) -> None:
