@@ -50,6 +50,9 @@ assert "torch" not in sys.modules
 with safe_open(sys.argv[1], "np") as handle:
     base_meta = json.loads(handle.metadata()["provenance"])
 base_arrays = load_file(sys.argv[1])
+# a schema-4 file holds its records and arrays packed (fingerprint/packing.py): a Fingerprint holds them unpacked
+from provenance.fingerprint.packing import unpack
+base_meta, base_arrays = unpack(base_meta, base_arrays)
 target, mode = sys.argv[2], sys.argv[3]
 
 def variant(label, value):

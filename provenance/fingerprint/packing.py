@@ -289,7 +289,8 @@ def unpack_tables(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[s
         raise PackingError("tables is not a list")
     known = {tuple(p): p for p in TABLE_PATHS}
     for entry in described:
-        path = tuple(entry.get("path") or ()) if isinstance(entry, dict) else ()
+        raw_path = entry.get("path") if isinstance(entry, dict) else None
+        path = tuple(raw_path) if isinstance(raw_path, list) and all(isinstance(k, str) for k in raw_path) else ()
         if path not in known or not isinstance(entry.get("prefix"), str) or not entry["prefix"].startswith(TABLE_PREFIX):
             raise PackingError(f"a table has the unknown place {path!r}")
         records = decode_table(entry, arrays, entry["prefix"])

@@ -301,6 +301,9 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
             meta, arrays = unpack(meta, arrays)
         except PackingError as exc:
             raise CorruptFileError(path, f"fingerprint {exc}") from exc
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            # hostile tables can be malformed in more ways than `unpack` names; each is a corrupt file, never a crash
+            raise CorruptFileError(path, f"fingerprint tables do not decode ({type(exc).__name__}: {exc})") from exc
         header = {name: (NUMPY_DTYPES.get(a.dtype.str, a.dtype.str), a.shape) for name, a in arrays.items()}
     for key in ("architecture", "tensors", "source"):
         if not isinstance(meta.get(key), dict):
