@@ -31,7 +31,7 @@ from .inspection import sha256_file
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 # A TypeURI naming this predicate (the in-toto spec asks for a URI the producer controls; it is never fetched).
-PREDICATE_TYPE = "https://github.com/provenance-audit/provenance/attestation/v1"
+PREDICATE_TYPE = "urn:provenance:attestation:audit:v1"
 PREDICATE_SCHEMA = "provenance.attestation/1"
 MAX_SUBJECT_FILES = 10_000  # a model folder holds tens of files; more means PATH is not one model
 
