@@ -15,6 +15,8 @@ and what the reads fetched (`transfers`, `transfer_report`).
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
@@ -95,9 +97,24 @@ class TensorSource(ABC):
     def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
         """Many reads at once: each (name, rows as for `read_rows`, or None for the whole tensor), handed back as
         (its index in `reads`, the tensor) in any order. Remote sources group them into few range requests
-        (`remote.coalesce`); this default reads them one by one."""
-        for index, (name, rows) in enumerate(reads):
-            yield index, self.read_tensor(name) if rows is None else self.read_rows(name, rows)
+        (`remote.coalesce`); this default reads them one by one, keeping `concurrency` reads in flight (a remote
+        GGUF file's row reads, say), never more: memory stays at that many tensors."""
+        def one(index: int) -> tuple[int, torch.Tensor]:
+            name, rows = reads[index]
+            return index, self.read_tensor(name) if rows is None else self.read_rows(name, rows)
+
+        if self.concurrency <= 1:
+            for index in range(len(reads)):
+                yield one(index)
+            return
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            pending: deque = deque()
+            for index in range(len(reads)):
+                pending.append(pool.submit(one, index))
+                if len(pending) >= self.concurrency:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def transfers(self) -> TransferCounts | None:
         """The counters of the transport this source reads through, now; None for local files."""
