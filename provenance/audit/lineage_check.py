@@ -29,13 +29,13 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from ..compare.verdict import ACCUSING
 from ..formats.lineage import DeclaredLineage, declared_lineage
 from ..refs_sync import load_catalog
 from .rows import AuditRow
 
 RESULTS = ("consistent", "undeclared-parent", "wrong-parent", "wrong-relation", "unverifiable")
 FAILING = ("undeclared-parent", "wrong-parent", "wrong-relation")  # what `audit --fail-on` may gate on
-ACCUSING = ("identical", "derived", "assembled")
 BUILTIN_HUB_IDS = {
     "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
