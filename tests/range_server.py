@@ -17,7 +17,7 @@ and then a closed connection, once; a path in `ignore_range` gets the whole
 file whatever Range asked for. A repository registered with a token
 answers 401 to requests without `Authorization: Bearer <token>`.
 Run as a script (`python tests/range_server.py --repo ORG/NAME=FOLDER`), it
-serves folders as a hub until interrupted (the README's walk-through).
+serves folders as a hub until interrupted (the walk-through in docs/catalog.md).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ depends on no grouping. It reads the `generic/<stored name>` samples of
      evidence is reported as an abstention. `assembled` is never reached
      here: a layer map is what shows layers from several sources.
 
-Thresholds (log10 p; see the README for the measured null rates):
+Thresholds (log10 p; see docs/how-it-decides.md for the measured null rates):
 - MATCHED = -6: a pair counts as matched below 1e-6 after Bonferroni over
   the pairs tested (times k for a partner chosen by value); the layer engine's bar for a matched layer, so a model
   of N tested pairs has under 1e-6 chance of a single false match.

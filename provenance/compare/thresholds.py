@@ -6,7 +6,7 @@ layers a candidate layer was matched against, the candidate layers, the
 layers tested for permuted units), so picking the best of many never
 manufactures strength. The null calibration suite (`python bench/nulls.py`)
 measures the rates behind these numbers on independent pairs that carry the
-structure of trained LLMs; the README publishes its table.
+structure of trained LLMs; docs/accuracy.md publishes its table.
 """
 
 from __future__ import annotations
