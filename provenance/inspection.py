@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from .formats.lineage import lineage_claims
+from .hashing import sha256_file
 from .model import Checkpoint
 
 SCHEMA = "provenance.inspect/1"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inspect_checkpoint(checkpoint: Checkpoint, hash_files: bool = True) -> dict[str, Any]:
