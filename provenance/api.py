@@ -26,13 +26,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Union
 
-from .audit import AuditResult, audit_to_json, run_audit
+from .audit import AuditResult, run_audit
 from .compare import Comparison, compare_fingerprints
 from .errors import UnreadablePathError
 from .fingerprint.load import fingerprint_for
 from .fingerprint.store import Fingerprint
 from .registry import Registry
 from .remote import is_remote
+from .report.audit_json import audit_to_json
 from .report.compare_json import comparison_to_json
 from .visible_text import quoted
 

@@ -1,7 +1,7 @@
 """`provenance audit CANDIDATE`: compare a candidate with every reference model and rank the explanations.
 
 stdout carries the audit as text, `provenance.audit/1` JSON (built by
-`audit.audit_to_json`, which scan and the Python API share), CI formats or
+`report.audit_json`, which scan and the Python API share), CI formats or
 a model card's front matter; `--report` and `--attest` write files beside it.
 """
 
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.report, "report")  # before the work, not after it (provenance/outputs.py)
     args.candidate = require_path(args.candidate, revision=args.revision, hub=args.hub)
     # lazy: numpy, scipy and torch, only for audit
-    from ..audit import audit_to_json, run_audit
+    from ..audit import run_audit
+    from ..report.audit_json import audit_to_json
 
     if args.attest and is_remote(args.candidate):
         raise UnreadablePathError(args.candidate, "--attest hashes the candidate's files: give a local path")

@@ -23,8 +23,9 @@ def register(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     # lazy: the attestation and audit code load numpy and torch
     from ..attestation import VerificationError, build_predicate, check_audit, check_files, read_statement
-    from ..audit import audit_to_json, run_audit
+    from ..audit import run_audit
     from ..registry import Registry
+    from ..report.audit_json import audit_to_json
 
     statement = read_statement(args.attestation)
     path = require_path(args.path, remote_ok=False)
