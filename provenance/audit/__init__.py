@@ -9,8 +9,7 @@ screens every stored signature first); config-only references
 beyond the rows: details.py); its `provenance.audit/1` JSON (audit_json.py),
 the terminal text and the reports are rendered from it in `provenance/report/`.
 
-Calling `provenance.audit(...)` is the API function (provenance/api.py); this
-package is what `import provenance.audit` gives.
+The API function is `provenance.audit_model(...)` (provenance/api.py).
 """
 
 from .builtin import builtin_references
