@@ -44,7 +44,8 @@ def _folder(path: Path) -> dict[str, Any]:
 
 
 def environment_report(database: Path, cache: Path, hub_cache: str, config: str | None) -> dict[str, Any]:
-    """The `provenance.env/1` object; the caller passes the folders (it knows how each is chosen)."""
+    """The `provenance.env/1` object (schemas/env.schema.json); the caller passes the folders (it knows how each is
+    chosen)."""
     return {
         "schema": "provenance.env/1",
         "provenance": {"version": __version__, "location": str(PACKAGE)},
