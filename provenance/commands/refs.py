@@ -31,39 +31,39 @@ def register(commands) -> None:
     refs.add_argument("--refs", metavar="DB", help=REFS_HELP)
     actions = refs.add_subparsers(dest="refs_command", metavar="ACTION")
     actions.required = True
-    add = command(actions, "add", full_name="refs add", help="fingerprint PATH and store it under NAME")
-    add_location(add, "path", "PATH")
-    add.add_argument("--name", required=True)
-    add.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
-    add_no_progress(add)
-    add_deadline(add)
+    adding = command(actions, "add", full_name="refs add", help="fingerprint PATH and store it under NAME")
+    add_location(adding, "path", "PATH")
+    adding.add_argument("--name", required=True)
+    adding.add_argument("--replace", action="store_true", help="replace an existing reference of that name")
+    add_no_progress(adding)
+    add_deadline(adding)
     listing = command(actions, "list", full_name="refs list", help="list the references")
     listing.add_argument("--json", action="store_true", help="print one JSON object (schema provenance.refs-list/1)")
-    remove = command(actions, "remove", full_name="refs remove", help="remove the reference NAME")
-    remove.add_argument("name", metavar="NAME")
-    export = command(actions, "export", full_name="refs export", help="write references (fingerprints, no weights) to a bundle file")
-    export.add_argument("output", metavar="OUT", help="bundle file to write (a .zip; replaced atomically)")
-    export.add_argument("--name", dest="names", action="append", metavar="NAME",
-                        help="export only this reference (repeat --name for several; default: all)")
-    imports = command(actions, "import", full_name="refs import", help="add every reference of a bundle (all or none)")
-    imports.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
-    imports.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
-    sync = command(actions, "sync", full_name="refs sync", help="fingerprint the catalog's open base models (range reads from the "
-                                       "hub, HF_ENDPOINT) into the database; resumable")
-    sync.add_argument("--only", action="extend", nargs="+", metavar="NAME", help="only these catalog names or repo ids")
-    sync.add_argument("--max-size", type=size_limit, metavar="SIZE",
-                      help="leave out models over SIZE: parameters (15B, 500M) or checkpoint bytes (30GB); default 15B")
-    sync.add_argument("--all", action="store_true", help="every catalog model, whatever its size")
-    sync.add_argument("--catalog", metavar="FILE", help="a catalog file (default: provenance/references/catalog.json)")
-    sync.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
-    add_deadline(sync, "model_deadline", "seconds each model may take (default "
+    removing = command(actions, "remove", full_name="refs remove", help="remove the reference NAME")
+    removing.add_argument("name", metavar="NAME")
+    exporting = command(actions, "export", full_name="refs export", help="write references (fingerprints, no weights) to a bundle file")
+    exporting.add_argument("output", metavar="OUT", help="bundle file to write (a .zip; replaced atomically)")
+    exporting.add_argument("--name", dest="names", action="append", metavar="NAME",
+                           help="export only this reference (repeat --name for several; default: all)")
+    importing = command(actions, "import", full_name="refs import", help="add every reference of a bundle (all or none)")
+    importing.add_argument("bundle", metavar="BUNDLE", help="bundle file written by `refs export`")
+    importing.add_argument("--replace", action="store_true", help="overwrite references that have the same name")
+    syncing = command(actions, "sync", full_name="refs sync", help="fingerprint the catalog's open base models (range reads from "
+                                          "the hub, HF_ENDPOINT) into the database; resumable")
+    syncing.add_argument("--only", action="extend", nargs="+", metavar="NAME", help="only these catalog names or repo ids")
+    syncing.add_argument("--max-size", type=size_limit, metavar="SIZE",
+                         help="leave out models over SIZE: parameters (15B, 500M) or checkpoint bytes (30GB); default 15B")
+    syncing.add_argument("--all", action="store_true", help="every catalog model, whatever its size")
+    syncing.add_argument("--catalog", metavar="FILE", help="a catalog file (default: provenance/references/catalog.json)")
+    syncing.add_argument("--list", action="store_true", help="print the models a sync would take, then stop (no network)")
+    add_deadline(syncing, "model_deadline", "seconds each model may take (default "
                  f"{DEFAULT_DEADLINE:g}, or PROVENANCE_REMOTE_DEADLINE); a model over it fails and the sync goes on")
-    sync.add_argument("--offline", action="store_true",
-                      help="say at once that a sync needs the hub, and stop (as HF_HUB_OFFLINE=1 does)")
-    for action in (add, listing, remove, export, imports, sync):
+    syncing.add_argument("--offline", action="store_true",
+                         help="say at once that a sync needs the hub, and stop (as HF_HUB_OFFLINE=1 does)")
+    for action in (adding, listing, removing, exporting, importing, syncing):
         # --refs after the action too (`refs list --refs DB`); SUPPRESS keeps a value given before the action.
         action.add_argument("--refs", metavar="DB", default=argparse.SUPPRESS, help=REFS_HELP)
-    for action in (add, imports, sync):
+    for action in (adding, importing, syncing):
         action.add_argument("--create", action="store_true",
                             help="create the database's folder if it does not exist (default: the folder must exist)")
     refs.set_defaults(handler=run, create=False)
@@ -105,57 +105,78 @@ def run(args: argparse.Namespace) -> int:
     else:
         registry = Registry(args.refs or default_path(), create=False)
     with registry:
-        if args.refs_command == "add":
-            # lazy: numpy (screening signatures)
-            from ..audit.shortlist import add_reference
+        return ACTIONS[args.refs_command](args, registry, created)
 
-            args.path = require_path(args.path, revision=args.revision, hub=args.hub)
-            registry.check_new_name(args.name, replace=args.replace)  # before the fingerprinting, not after it
-            entry = add_reference(registry, args.name, fingerprint_with_progress(args.path, args), replace=args.replace)
-            print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
-                  file=sys.stderr)
-        elif args.refs_command == "export":
-            check_output(args.output, "bundle")
-            # lazy: zipfile and the bundle code, only for refs export
-            from ..registry.bundles import export_bundle
 
-            result = export_bundle(registry, args.output, args.names)
-            print(f"exported {len(result.names)} references from {registry.path} (revision {result.revision}) "
-                  f"to {result.path}", file=sys.stderr)
-        elif args.refs_command == "import":
-            # lazy: numpy (screening signatures), only for refs import
-            from ..audit.shortlist import signature_blob
-            from ..registry.bundles import import_bundle
+def add(args: argparse.Namespace, registry, created: bool) -> int:
+    # lazy: numpy (screening signatures)
+    from ..audit.shortlist import add_reference
 
-            require_path(args.bundle, remote_ok=False)
-            result = import_bundle(registry, args.bundle, replace=args.replace, signer=signature_blob)
-            print(f"imported {len(result.names)} references from {result.path} into {registry.path} "
-                  f"(revision {result.revision})", file=sys.stderr)
-        elif args.refs_command == "sync":  # provenance/commands/refs_sync.py
-            # lazy: the hub client, only for refs sync
-            from .refs_sync import run_sync_command
-
-            code = run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list,
-                                    args.model_deadline)
-            if created and not registry.names():
-                registry.close()
-                remove_database_files(registry.path)  # a failed first sync leaves no empty database behind
-                print(f"refs sync: no reference was added; {registry.path} was not kept", file=sys.stderr)
-            return code
-        elif args.refs_command == "remove":
-            registry.remove(args.name)
-            print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
-        else:
-            entries = registry.entries()
-            if args.json:
-                print(json.dumps(refs_list_json(registry.path, registry.revision, entries), indent=2))
-            else:
-                for e in entries:
-                    arch = e.architecture
-                    print(f"{clean(e.name, 200):<32} {clean(e.family or '?', 60):<12} layers={arch.get('num_layers')} hidden={arch.get('hidden_size')} "
-                          f"added {e.added}")
-                print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
+    args.path = require_path(args.path, revision=args.revision, hub=args.hub)
+    registry.check_new_name(args.name, replace=args.replace)  # before the fingerprinting, not after it
+    entry = add_reference(registry, args.name, fingerprint_with_progress(args.path, args), replace=args.replace)
+    print(f"added {entry.name} ({entry.family or 'unknown family'}) to {registry.path} (revision {registry.revision})",
+          file=sys.stderr)
     return EXIT_OK
+
+
+def export(args: argparse.Namespace, registry, created: bool) -> int:
+    check_output(args.output, "bundle")
+    # lazy: zipfile and the bundle code, only for refs export
+    from ..registry.bundles import export_bundle
+
+    result = export_bundle(registry, args.output, args.names)
+    print(f"exported {len(result.names)} references from {registry.path} (revision {result.revision}) "
+          f"to {result.path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def import_(args: argparse.Namespace, registry, created: bool) -> int:
+    # lazy: numpy (screening signatures), only for refs import
+    from ..audit.shortlist import signature_blob
+    from ..registry.bundles import import_bundle
+
+    require_path(args.bundle, remote_ok=False)
+    result = import_bundle(registry, args.bundle, replace=args.replace, signer=signature_blob)
+    print(f"imported {len(result.names)} references from {result.path} into {registry.path} "
+          f"(revision {result.revision})", file=sys.stderr)
+    return EXIT_OK
+
+
+def sync(args: argparse.Namespace, registry, created: bool) -> int:
+    """provenance/commands/refs_sync.py; a failed first sync leaves no empty database behind."""
+    # lazy: the hub client, only for refs sync
+    from .refs_sync import run_sync_command
+
+    code = run_sync_command(registry, args.catalog, args.only, args.max_size, args.all, args.list,
+                            args.model_deadline)
+    if created and not registry.names():
+        registry.close()
+        remove_database_files(registry.path)
+        print(f"refs sync: no reference was added; {registry.path} was not kept", file=sys.stderr)
+    return code
+
+
+def remove(args: argparse.Namespace, registry, created: bool) -> int:
+    registry.remove(args.name)
+    print(f"removed {args.name} from {registry.path} (revision {registry.revision})", file=sys.stderr)
+    return EXIT_OK
+
+
+def list_(args: argparse.Namespace, registry, created: bool) -> int:
+    entries = registry.entries()
+    if args.json:
+        print(json.dumps(refs_list_json(registry.path, registry.revision, entries), indent=2))
+        return EXIT_OK
+    for e in entries:
+        arch = e.architecture
+        print(f"{clean(e.name, 200):<32} {clean(e.family or '?', 60):<12} layers={arch.get('num_layers')} hidden={arch.get('hidden_size')} "
+              f"added {e.added}")
+    print(f"{len(entries)} references in {registry.path} (revision {registry.revision})", file=sys.stderr)
+    return EXIT_OK
+
+
+ACTIONS = {"add": add, "export": export, "import": import_, "sync": sync, "remove": remove, "list": list_}
 
 
 def refs_list_json(path: str | Path, revision: int, entries: list) -> dict[str, Any]:
