@@ -36,11 +36,12 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from provenance.audit import audit_to_json, run_audit  # noqa: E402
+from provenance.audit import run_audit  # noqa: E402
 from provenance.audit.quant_source import compare_quantized  # noqa: E402
 from provenance.fingerprint.load import fingerprint_for  # noqa: E402
 from provenance.real_models import real_model_path  # noqa: E402
 from provenance.model import Checkpoint  # noqa: E402
+from provenance.report.audit_json import audit_to_json  # noqa: E402
 from tests.test_real_compare import HF_NAMES, _export  # noqa: E402
 
 

@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
 
-    from provenance.refs_sync import load_catalog, run_sync_command, select, sync
+    from provenance.commands.refs_sync import run_sync_command, sync
+    from provenance.registry.catalog import load_catalog, select
     from provenance.registry import Registry
 
     chosen, _ = select(load_catalog(), args.only, None, False)

@@ -305,7 +305,8 @@ def fresh_process_caches() -> None:
 
 
 def timed_audit(candidate, db: Path, screen: bool = True, builtin: bool = False) -> dict:
-    from provenance.audit import audit_to_json, run_audit
+    from provenance.audit import run_audit
+    from provenance.report.audit_json import audit_to_json
     from provenance.registry import Registry
 
     fresh_process_caches()

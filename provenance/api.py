@@ -1,9 +1,10 @@
-"""The Python API: `provenance.compare(a, b)`, `provenance.audit(path, refs=...)`, `provenance.fingerprint(path)`.
+"""The Python API: `provenance.compare_models(a, b)`, `provenance.audit_model(path, refs=...)`,
+`provenance.fingerprint_model(path)`.
 
     import provenance
-    fp = provenance.fingerprint("path/to/checkpoint")            # a Fingerprint (save it with fp.save(...))
-    result = provenance.compare("candidate", "reference")       # a Comparison: .verdict, .confidence, .evidence
-    rows = provenance.audit("candidate", refs="refs.sqlite")    # AuditResult: its AuditRows, most serious first
+    fp = provenance.fingerprint_model("path/to/checkpoint")        # a Fingerprint (save it with fp.save(...))
+    result = provenance.compare_models("candidate", "reference")  # a Comparison: .verdict, .confidence, .evidence
+    rows = provenance.audit_model("candidate", refs="refs.sqlite")  # AuditResult: its AuditRows, most serious first
     print(rows[0].reference, rows[0].result.verdict)
 
 Each function takes what the command line takes (a checkpoint folder, a
@@ -19,20 +20,26 @@ of the wrong type, or an empty path, is an `UnreadablePathError` too). The JSON
 objects of the command line are one call away: `compare_json` and
 `audit_json` below. Heavy libraries (torch, numpy) are imported with this
 module, which `import provenance` leaves out until the first call.
+
+The functions were once called `compare`, `audit` and `fingerprint`, the
+names of the subpackages too; `provenance.api.compare` and the other two
+still work, with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
-from .audit import AuditResult, audit_to_json, run_audit
+from .audit import AuditResult, run_audit
 from .compare import Comparison, compare_fingerprints
 from .errors import UnreadablePathError
 from .fingerprint.load import fingerprint_for
 from .fingerprint.store import Fingerprint
 from .registry import Registry
 from .remote import is_remote
+from .report.audit_json import audit_to_json
 from .report.compare_json import comparison_to_json
 from .visible_text import quoted
 
@@ -56,20 +63,20 @@ def _require_exists(path: str | Path) -> None:
         raise UnreadablePathError(path, "no such file or directory")
 
 
-def fingerprint(path: str | Path) -> Fingerprint:
+def fingerprint_model(path: str | Path) -> Fingerprint:
     """The fingerprint of a checkpoint (or the saved fingerprint at `path`): a `Fingerprint`."""
     return _as_fingerprint(path)
 
 
-def compare(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> Comparison:
+def compare_models(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> Comparison:
     """Whether `candidate`'s weights come from `reference`: a `Comparison` (`.verdict` is one of identical,
     derived, assembled, same-architecture, unrelated; `.abstained`, `.confidence`, `.evidence`, `.layers`:
     `LayerMatch` rows)."""
     return compare_fingerprints(_as_fingerprint(candidate), _as_fingerprint(reference))
 
 
-def audit(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True,
-          hash_files: bool = False) -> AuditResult:
+def audit_model(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True,
+                hash_files: bool = False) -> AuditResult:
     """`candidate` against the built-in references and, with `refs`, a reference database (a path that must
     exist, or an open `Registry`): an `AuditResult`, which reads as the `AuditRow` list, most serious explanation
     first. `hash_files` also takes the sha256 of the candidate's files, for a report's reproducibility section."""
@@ -95,7 +102,7 @@ def compare_json(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> 
 def audit_json(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True
                ) -> dict[str, Any]:
     """The `provenance audit --json` object (schema provenance.audit/1)."""
-    return audit_to_json(audit(candidate, refs, include_builtin=include_builtin))
+    return audit_to_json(audit_model(candidate, refs, include_builtin=include_builtin))
 
 
 def _label(source: PathOrFingerprint, fp) -> str:
@@ -103,3 +110,27 @@ def _label(source: PathOrFingerprint, fp) -> str:
     if isinstance(source, (str, Path)):
         return str(source)
     return str(fp.meta.get("source", {}).get("path") or "<fingerprint>")
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"provenance.api.{old} is deprecated: call provenance.{new} (provenance.{old} is the subpackage)",
+                  DeprecationWarning, stacklevel=3)
+
+
+def fingerprint(path: str | Path) -> Fingerprint:
+    """Deprecated name of `fingerprint_model`."""
+    _renamed("fingerprint", "fingerprint_model")
+    return fingerprint_model(path)
+
+
+def compare(candidate: PathOrFingerprint, reference: PathOrFingerprint) -> Comparison:
+    """Deprecated name of `compare_models`."""
+    _renamed("compare", "compare_models")
+    return compare_models(candidate, reference)
+
+
+def audit(candidate: PathOrFingerprint, refs: str | Path | Any | None = None, include_builtin: bool = True,
+          hash_files: bool = False) -> AuditResult:
+    """Deprecated name of `audit_model`."""
+    _renamed("audit", "audit_model")
+    return audit_model(candidate, refs, include_builtin=include_builtin, hash_files=hash_files)

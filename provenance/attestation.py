@@ -27,7 +27,7 @@ from . import __version__
 from .atomic_files import replacing
 from .audit.lineage_check import hub_id
 from .errors import CorruptFileError, ProvenanceError, UnreadablePathError
-from .inspection import sha256_file
+from .hashing import sha256_file
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 # A TypeURI naming this predicate (the in-toto spec asks for a URI the producer controls; it is never fetched).

@@ -1,7 +1,8 @@
 """What `--help` shows beyond the options: a one-line description and worked examples for every command.
 
-Kept apart from cli.py so that the command line's wording is in one place
-and cli.py stays argument handling only. The examples are real commands:
+The examples of every command are kept together here, so that the command
+line's wording reads in one place; each command module (provenance/commands/)
+makes its parser with `command`. The examples are real commands:
 tests/test_gate.py checks that every command's help has some.
 """
 

@@ -62,3 +62,11 @@ class ScanError(ProvenanceError):
 
 class OutputPathError(ProvenanceError):
     """An output file (fingerprint, report, scan lines, bundle) cannot be written where it was asked for."""
+
+
+class UsageError(ProvenanceError):
+    """The command line asks for something that cannot be done as given (exit 2); `command` names the command."""
+
+    def __init__(self, command: str, problem: str):
+        self.command = command
+        super().__init__(None, problem)

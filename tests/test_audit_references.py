@@ -21,11 +21,12 @@ from provenance.audit import config_references as ar
 from provenance.audit import tokenizer_references as tr
 from provenance.architectures.families import all_families
 from provenance.architectures.mapping import map_checkpoint
-from provenance.audit import SEVERITY, audit_to_json, run_audit
+from provenance.audit import SEVERITY, run_audit
 from provenance.fingerprint import Fingerprint
 from provenance.fingerprint.load import fingerprint_for
 from provenance.formats.base import TensorInfo
 from provenance.formats.tokenizer import from_tokenizer_json
+from provenance.report.audit_json import audit_to_json
 from provenance.report.audit_text import render_audit
 from tests.builders import BUILDERS, HEAD_DIM, HEADS, HIDDEN, INTER, KV, LAYERS, VOCAB
 

@@ -17,7 +17,7 @@ import pytest
 
 from provenance.architectures.families import all_families
 from provenance.audit import config_references as ar
-from provenance.refs_sync import list_selection, load_catalog
+from provenance.registry.catalog import list_selection, load_catalog
 
 DEQUANTIZE_SCHEMES = {"fp8", "mxfp4"}
 

@@ -370,7 +370,7 @@ def test_weights_with_fingerprint_metadata_are_refused_as_file_and_as_folder(dis
         with pytest.raises(CorruptFileError, match="fingerprint metadata and arrays that are not a fingerprint's"):
             fingerprint_for(named, cache=False)
     with pytest.raises(ProvenanceError, match="model.safetensors"):
-        api.compare(str(mixed), str(models / "base"))
+        api.compare_models(str(mixed), str(models / "base"))
 
 
 def test_fingerprint_given_where_weights_are_expected_is_named(disguised):
@@ -394,9 +394,9 @@ def test_error_messages_are_one_visible_bounded_line():
 def test_api_wrong_types_and_empty_path_raise_the_documented_error(tmp_path, capsys):
     for bad in (123, None, b"model.safetensors"):
         with pytest.raises(ProvenanceError, match="expected a path"):
-            api.fingerprint(bad)
+            api.fingerprint_model(bad)
     with pytest.raises(UnreadablePathError, match="empty"):
-        api.fingerprint("")
+        api.fingerprint_model("")
     assert main(["fingerprint", "", "-o", str(tmp_path / "x.fp.safetensors")]) == 1
     assert "empty" in capsys.readouterr().err
 

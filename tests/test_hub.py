@@ -277,7 +277,7 @@ def test_remote_gguf_header_past_the_first_read_and_truncated_files(hf_state, gg
 
 # -- reference catalog and refs sync -----------------------------------------------------------------------------
 
-from provenance.refs_sync import DEFAULT_MAX_PARAMS, load_catalog, parse_size  # noqa: E402
+from provenance.registry.catalog import DEFAULT_MAX_PARAMS, load_catalog, parse_size  # noqa: E402
 from provenance.registry import Registry  # noqa: E402
 
 

@@ -15,7 +15,7 @@ import torch
 
 from provenance.architectures.roles import CanonicalKey
 from provenance.errors import UnreadablePathError
-from provenance.inspection import inspect_checkpoint
+from provenance.commands.inspect import inspect_checkpoint
 from provenance.model import Checkpoint
 from provenance.real_models import real_model_path
 

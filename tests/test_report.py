@@ -141,7 +141,7 @@ def test_the_report_renders_the_audit_result_without_reading_or_computing(pair, 
 
     import provenance.audit.builtin
     import provenance.compare.signals
-    import provenance.inspection
+    import provenance.hashing
     from provenance.audit import AuditResult, run_audit
     from provenance.fingerprint.load import fingerprint_for
     from provenance.registry import Registry
@@ -163,7 +163,7 @@ def test_the_report_renders_the_audit_result_without_reading_or_computing(pair, 
         raise AssertionError("the report computed or read something")
 
     for module, name in ((provenance.compare.signals, "layer_view"), (provenance.compare.signals, "vocabulary_overlap"),
-                         (provenance.inspection, "sha256_file"), (provenance.audit.builtin, "builtin_references"),
+                         (provenance.hashing, "sha256_file"), (provenance.audit.builtin, "builtin_references"),
                          (provenance.audit.builtin, "builtin_file_hashes"), (Registry, "fingerprint")):
         monkeypatch.setattr(module, name, forbidden)
     context = build_report(audit, argv=["provenance", "audit", "x"])
@@ -181,7 +181,7 @@ def test_report_modules_import_nothing_that_reads_or_measures():
     import ast
 
     banned = ("provenance.compare.signals", "provenance.compare.stats", "provenance.compare.engine",
-              "provenance.inspection", "provenance.formats", "provenance.registry", "provenance.fingerprint.load",
+              "provenance.commands", "provenance.hashing", "provenance.formats", "provenance.registry", "provenance.fingerprint.load",
               "provenance.fingerprint.build", "provenance.audit.builtin", "provenance.audit.details",
               "provenance.audit.run", "provenance.remote")
     found = []

@@ -74,6 +74,7 @@ def test_every_json_output_follows_its_schema(world, capsys):
         tokens = ["x", "y", "z"] + (["w"] if name == "a" else [])
         (folder / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": {t: i for i, t in enumerate(tokens)}}}))
     outputs.append(("tokenizer-compare", json.loads(_run(capsys, "compare", str(root / "tok-a"), str(root / "tok-b"), "--json"))))
+    outputs.append(("env", json.loads(_run(capsys, "env", "--json"))))
     assert {name for name, _ in outputs} == set(schemas.NAMES)
     for name, instance in outputs:
         schemas.validate(instance, name)  # each schema pins its `schema` field with a const

@@ -20,11 +20,12 @@ import torch
 from bench.screening import scramble
 from bench.zoo import models as M
 from bench.zoo import transforms as T
-from provenance.audit import audit_to_json, run_audit
+from provenance.audit import run_audit
 from provenance.compare import compare_fingerprints
 from provenance.fingerprint import Fingerprint
 from provenance.fingerprint.load import fingerprint_for
 from provenance.registry import Registry, fingerprint_to_bytes
+from provenance.report.audit_json import audit_to_json
 from provenance.audit.shortlist import SIGNATURE_VERSION, add_reference, COMPONENTS, load_signatures, screen_registry, signature
 
 VOCAB = 200

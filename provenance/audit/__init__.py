@@ -6,17 +6,16 @@ screens every stored signature first); config-only references
 (config_references.py) add shape rows, tokenizer references
 (tokenizer_references.py) add tokenizer evidence; run.py ranks the rows
 (rows.py) into an `AuditResult` (result.py, with what the report shows
-beyond the rows: details.py) and writes the `provenance.audit/1` JSON; the
-terminal text and the reports are rendered from it in `provenance/report/`.
+beyond the rows: details.py); its `provenance.audit/1` JSON (audit_json.py),
+the terminal text and the reports are rendered from it in `provenance/report/`.
 
-Calling `provenance.audit(...)` is the API function (provenance/api.py); this
-package is what `import provenance.audit` gives.
+The API function is `provenance.audit_model(...)` (provenance/api.py).
 """
 
 from .builtin import builtin_references
-from .result import AuditResult, BestMatch, Reproducibility
+from .result import SCHEMA, AuditResult, BestMatch, Reproducibility
 from .rows import SEVERITY, SHAPE_RANK, AuditRow
-from .run import SCHEMA, audit_to_json, run_audit
+from .run import run_audit
 
 __all__ = ["SCHEMA", "SEVERITY", "SHAPE_RANK", "AuditResult", "AuditRow", "BestMatch", "Reproducibility",
-           "audit_to_json", "builtin_references", "run_audit"]
+           "builtin_references", "run_audit"]

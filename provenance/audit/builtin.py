@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 from ..errors import CorruptFileError
 from ..fingerprint import Fingerprint, load_fingerprint
-from ..inspection import sha256_file
+from ..hashing import sha256_file
 
 
 def reference_file(name: str):

@@ -24,7 +24,7 @@ from ..errors import ProvenanceError
 from ..fingerprint import Fingerprint
 from ..fingerprint.store import is_fingerprint_file
 from ..formats.checkpoint_files import open_checkpoint_files
-from ..inspection import sha256_file
+from ..hashing import sha256_file
 
 ROLE_ORDER = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..compare.verdict import ACCUSING
 from ..formats.lineage import DeclaredLineage, declared_lineage
-from ..refs_sync import load_catalog
+from ..registry.catalog import load_catalog
 from .rows import AuditRow
 
 RESULTS = ("consistent", "undeclared-parent", "wrong-parent", "wrong-relation", "unverifiable")

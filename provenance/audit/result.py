@@ -1,7 +1,7 @@
 """`AuditResult`: everything one audit found, typed, for the JSON, the terminal, the report and the model card.
 
-`run_audit` (run.py) returns it; the renderers in `provenance/report/` and
-`audit_to_json` only format it. It reads as the ranked list of `AuditRow`s
+`run_audit` (run.py) returns it; the renderers in `provenance/report/` (its
+JSON object in audit_json.py) only format it. It reads as the ranked list of `AuditRow`s
 (`result[0]`, `len(result)`, iteration), which is what the Python API
 documents, and carries beside them what was computed once for the report
 (`BestMatch`, `Reproducibility`).
@@ -19,6 +19,8 @@ from .lineage_check import LineageCheck
 from .rows import AuditRow
 from .scope import Scope
 from .shortlist import Screen
+
+SCHEMA = "provenance.audit/1"  # of its JSON output, report/audit_json.py
 
 
 @dataclass(frozen=True)

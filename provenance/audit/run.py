@@ -11,7 +11,8 @@ are set against the rows (lineage_check.py), with a bit-exact re-quantization
 of the best reference when the candidate is a quantized GGUF and that
 reference's folder is on this machine (quant_source.py). What the report
 shows beyond the rows (details.py) is computed here too, once: the outputs
-only format the `AuditResult` (result.py).
+(the `provenance.audit/1` JSON of report/audit_json.py, the text, the
+reports) only format the `AuditResult` (result.py).
 """
 
 from __future__ import annotations
@@ -29,10 +30,7 @@ from .result import AuditResult, BestMatch, Reproducibility
 from .rows import AuditRow, rank_key
 from .scope import audit_scope
 from .shortlist import screen_registry
-from .tokenizer_references import match_tokenizers, vocabulary_brief
-
-SCHEMA = "provenance.audit/1"
-
+from .tokenizer_references import match_tokenizers
 
 class _BestWeights:
     """The best-ranked weights row seen so far and its reference's fingerprint (only that one is kept)."""
@@ -119,31 +117,3 @@ def _source_path(reference: Fingerprint) -> str:
     source = reference.meta.get("source")
     path = source.get("path") if isinstance(source, dict) else None
     return path if isinstance(path, str) else ""
-
-
-def audit_to_json(result: AuditResult) -> dict[str, Any]:
-    """The `provenance.audit/1` object."""
-    candidate, best = result.candidate, result.best
-    return {
-        "schema": SCHEMA,
-        "candidate": {"path": result.candidate_path, "format": candidate.meta["source"].get("format"),
-                      "architecture": candidate.architecture, "family": candidate.meta.get("family", {}).get("name"),
-                      "vocabulary": vocabulary_brief(candidate.meta.get("vocabulary"))},
-        "verdict": best.result.verdict if best else None,
-        "best_reference": best.reference if best else None,
-        "summary": best.result.summary if best else "no references to compare with",
-        "best_kind": best.kind if best else None,
-        "references": [{"reference": r.reference, "origin": r.origin, "verdict": r.result.verdict,
-                        "confidence": r.result.confidence, "abstained": r.result.abstained,
-                        "summary": r.result.summary, "strongest_evidence": r.strongest(), "kind": r.kind, **r.extra}
-                       for r in result.rows],
-        # Tokenizer evidence (tokenizer_references.py): never part of a weights verdict.
-        "tokenizers": list(result.tokenizers),
-        "database": dict(result.database) if result.database is not None else None,
-        # screening (shortlist.py): database references screened, and which were compared fully
-        "screening": result.screening.to_dict() if result.screening is not None else None,
-        # declared against detected lineage (lineage_check.py): result is one of five words
-        "lineage": result.lineage.to_dict() if result.lineage is not None else None,
-        # what was covered and what a weights audit cannot see (scope.py)
-        "scope": result.scope.to_dict() if result.scope is not None else None,
-    }

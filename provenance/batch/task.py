@@ -112,7 +112,8 @@ def audit_candidate(candidate: str, settings: AuditSettings) -> dict:
     started = time.monotonic()
     try:
         # lazy: numpy and torch load in the workers only (a forkserver has them preloaded), not in the coordinator
-        from ..audit import audit_to_json, run_audit
+        from ..audit import run_audit
+        from ..report.audit_json import audit_to_json
         from ..fingerprint.load import fingerprint_for
 
         if settings.cwd and os.path.isdir(settings.cwd):

@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnreadablePathError
 from .checkpoint_files import TOKENIZER_FILES
 from .limits import read_json_limited, read_text_capped
 
@@ -157,9 +156,8 @@ def load_vocabulary(tokenizer_paths: dict[str, Path], gguf_metadata: dict[str, A
     return None
 
 
-# --- comparing two folders that hold tokenizer files only (`provenance compare TOK_A TOK_B`) ---------
+# --- folders that hold tokenizer files only (`provenance compare TOK_A TOK_B`, compared in compare/tokenizers.py) ---
 
-TOKENIZER_COMPARE_SCHEMA = "provenance.tokenizer-compare/1"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt")
 
@@ -178,86 +176,3 @@ def tokenizer_only_folder(path: str | Path) -> dict[str, Path] | None:
         return None
     found = {name: folder / name for name in TOKENIZER_FILES if name in names}
     return found if any(name in found for name in _VOCABULARY_FILES) else None
-
-
-def compare_vocabularies(candidate: Vocabulary, reference: Vocabulary) -> dict[str, Any]:
-    """How the candidate's token strings relate to the reference's: identical, extended (the reference's
-    tokens at the same ids, plus more), pruned (a subset), reordered (same set, other ids), or overlapping."""
-    cand, ref = candidate.tokens, reference.tokens
-    cand_set, ref_set = set(cand), set(ref)
-    shared = len(cand_set & ref_set)
-    same_id = sum(1 for a, b in zip(cand, ref) if a == b)
-    if cand == ref:
-        relation = "identical"
-    elif len(cand) > len(ref) and cand[:len(ref)] == ref:
-        relation = "extended"
-    elif cand_set < ref_set:
-        relation = "pruned"
-    elif cand_set == ref_set:
-        relation = "reordered"
-    elif shared:
-        relation = "overlapping"
-    else:
-        relation = "disjoint"
-    merges = None
-    if candidate.merges_hash and reference.merges_hash:
-        merges = candidate.merges_hash == reference.merges_hash
-    return {
-        "relation": relation,
-        "shared_tokens": shared,
-        "share_of_candidate": round(shared / len(cand_set), 6) if cand_set else 0.0,
-        "share_of_reference": round(shared / len(ref_set), 6) if ref_set else 0.0,
-        "jaccard": round(shared / len(cand_set | ref_set), 6) if cand_set | ref_set else 0.0,
-        "same_id_share": round(same_id / max(len(cand), len(ref)), 6) if cand or ref else 0.0,
-        "same_merges": merges,
-    }
-
-
-def _vocabulary_side(path: str | Path) -> tuple[dict[str, Any], Vocabulary]:
-
-    files = tokenizer_only_folder(path) or {}
-    vocabulary = load_vocabulary(files, None, str(path))
-    if vocabulary is None:
-        raise UnreadablePathError(path, "holds tokenizer files but no vocabulary this tool reads "
-                                        "(tokenizer.json, vocab.json or vocab.txt)")
-    return {"path": str(path), "kind": vocabulary.kind, "size": len(vocabulary.tokens),
-            "files": sorted(files)}, vocabulary
-
-
-def compare_tokenizer_folders(candidate: str | Path, reference: str | Path) -> dict[str, Any]:
-    """The `provenance.tokenizer-compare/1` object for two tokenizer-only folders (JSON-ready).
-
-    Tokenizers are shared by independent models, so this relation is never a weights verdict."""
-    cand_side, cand_vocab = _vocabulary_side(candidate)
-    ref_side, ref_vocab = _vocabulary_side(reference)
-    result = compare_vocabularies(cand_vocab, ref_vocab)
-    return {"schema": TOKENIZER_COMPARE_SCHEMA, "candidate": cand_side, "reference": ref_side, **result,
-            "summary": _summary(result, cand_side["size"], ref_side["size"])}
-
-
-def _summary(result: dict[str, Any], cand_size: int, ref_size: int) -> str:
-    relation = result["relation"]
-    if relation == "identical":
-        text = f"the same {cand_size} token strings at the same ids"
-    elif relation == "extended":
-        text = f"the reference's {ref_size} tokens at the same ids, plus {cand_size - ref_size} added"
-    elif relation == "pruned":
-        text = f"a subset of the reference's tokens ({cand_size} of {ref_size})"
-    elif relation == "reordered":
-        text = f"the same {cand_size} token strings at other ids ({result['same_id_share']:.1%} at the same id)"
-    else:
-        text = (f"{result['shared_tokens']} token strings in common: {result['share_of_candidate']:.1%} of the "
-                f"candidate's, {result['share_of_reference']:.1%} of the reference's")
-    if result["same_merges"] is False and relation == "identical":
-        text += " (but different BPE merges)"
-    return text + "; shared tokenizers are common among independent models, so this is not a weights verdict"
-
-
-def render_tokenizer_comparison(report: dict[str, Any]) -> str:
-    cand, ref = report["candidate"], report["reference"]
-    return "\n".join([
-        f"tokenizers: {report['relation'].upper()}",
-        f"  {report['summary']}",
-        f"  candidate {cand['path']} ({cand['kind']}, {cand['size']} tokens) vs reference {ref['path']} "
-        f"({ref['kind']}, {ref['size']} tokens)",
-        f"  shared {report['shared_tokens']}, jaccard {report['jaccard']:.3f}, same id {report['same_id_share']:.1%}"])

@@ -1,4 +1,5 @@
-"""Renderers: terminal text (terminal.py), JSON (compare_json.py), and the audit report for people.
+"""Renderers: terminal text (terminal.py), the JSON objects of compare (compare_json.py), audit (audit_json.py) and
+two tokenizer folders (tokenizer_compare.py), and the audit report for people.
 
 The audit report (`provenance audit --report FILE.html|FILE.md [--lang zh]`):
 audit_report.py gathers its content, charts.py the geometry of its pictures,

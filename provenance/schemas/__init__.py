@@ -10,6 +10,7 @@
 | inspect.schema.json | `inspect --json` | provenance.inspect/1 |
 | tokenizer-compare.schema.json | `compare --json` of two tokenizer folders | provenance.tokenizer-compare/1 |
 | attestation.schema.json | `audit --attest OUT.json` (an in-toto Statement v1) | predicate.schema provenance.attestation/1 |
+| env.schema.json | `env --json` | provenance.env/1 |
 
 Each has an `$id` of the form `urn:provenance:schema:NAME/1`; the scan line
 refers to the audit schema by that id. `validate` checks an object with the
@@ -23,7 +24,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-NAMES = ("compare", "audit", "scan-line", "refs-list", "refs-bundle", "inspect", "tokenizer-compare", "attestation")
+NAMES = ("compare", "audit", "scan-line", "refs-list", "refs-bundle", "inspect", "tokenizer-compare", "attestation", "env")
 
 
 @lru_cache(maxsize=None)

@@ -1,27 +1,65 @@
-"""`provenance inspect`: what a checkpoint is, as a plain dictionary (JSON-ready)."""
+"""`provenance inspect PATH`: what a checkpoint (or a saved fingerprint) is, without fingerprinting it.
+
+Its output is the `provenance.inspect/1` object (schemas/inspect.schema.json),
+built here: `inspect_checkpoint` for a checkpoint, `describe_fingerprint`
+for a fingerprint file, which is never read as a checkpoint.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import argparse
+import json
 from collections import Counter
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .formats.lineage import lineage_claims
-from .model import Checkpoint
+from ..cli_help import command
+from ..gate import EXIT_OK
+from ..hashing import sha256_file
+from .inputs import require_path, saved_fingerprint
+from .options import add_location
+
+if TYPE_CHECKING:
+    from ..model import Checkpoint
 
 SCHEMA = "provenance.inspect/1"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def register(commands) -> None:
+    parser = command(commands, "inspect", help="describe a checkpoint: format, architecture, tensor roles, claims")
+    add_location(parser, "path", "PATH", local_only=True)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--no-hash", action="store_true", help="skip the sha256 of each file (faster on large files)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    args.path = require_path(args.path, remote_ok=False, revision=args.revision)
+    saved = saved_fingerprint(args.path)
+    if saved is not None:  # a fingerprint file: describe it, never read it as a checkpoint
+        # lazy: the terminal renderer, only for inspect
+        from ..report.terminal import render_fingerprint
+
+        report = describe_fingerprint(args.path, saved)
+        print(json.dumps(report, indent=2) if args.json else render_fingerprint(report))
+        return EXIT_OK
+    # lazy: the readers load torch
+    from ..model import Checkpoint
+    from ..report.terminal import render_inspect
+
+    with Checkpoint.open(args.path) as checkpoint:
+        report = inspect_checkpoint(checkpoint, hash_files=not args.no_hash)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_inspect(report))
+    return EXIT_OK
 
 
 def inspect_checkpoint(checkpoint: Checkpoint, hash_files: bool = True) -> dict[str, Any]:
+    """The `provenance.inspect/1` object of an open checkpoint (JSON-ready)."""
+    # lazy: the claim readers load the format readers (torch)
+    from ..formats.lineage import lineage_claims
+
     files = checkpoint.files
     stored_dtype = {info.name: info.dtype for info in checkpoint.infos}
     roles = []
