@@ -372,10 +372,12 @@ def test_help_has_a_description_and_examples_for_every_command_and_lists_exit_co
     import subprocess
     import sys
 
+    top = run_cli("--help").stdout
+    assert "exit codes:\n" in top
+
     from provenance.cli_help import EXAMPLES
     from provenance.gate import EXIT_CODES
 
-    top = run_cli("--help").stdout
     assert all(f"  {code:<4}" in top for code, _ in EXIT_CODES)
     commands = ["inspect", "fingerprint", "compare", "audit", "refs", "scan", "env", "refs add", "refs list",
                 "refs remove", "refs export", "refs import", "refs sync"]
@@ -574,8 +576,8 @@ def _libraries_wheel(folder: Path) -> Path:
 @pytest.mark.real
 def test_pipx_install_of_the_built_wheel_audits_the_demo_suspect(built_wheel, demo_suspect, tmp_path):
     """`pipx install` of the wheel `python -m build` makes (the `built_wheel` fixture), in a temporary PIPX_HOME,
-    then the installed `provenance audit` on the demo suspect with the built-in references only: they, the
-    schemas and the strings must come with the wheel. The suspect is the real one of scripts/make_suspect.py,
+    then `python -m provenance` in its venv and the installed `provenance audit` on the demo suspect with the
+    built-in references only: they, the schemas and the strings must come with the wheel. The suspect is the real one of scripts/make_suspect.py,
     made once per run by the `demo_suspect` fixture that tests/test_suspect.py shares (making it costs about
     20 s of CPU; a stand-in would not test what a user of the demo sees: `derived` of SmolLM2-135M-Instruct).
     Offline: pip gets `--no-index --no-deps`, and a first wheel holding one .pth line lends the new venv this
@@ -597,6 +599,9 @@ def test_pipx_install_of_the_built_wheel_audits_the_demo_suspect(built_wheel, de
     where = subprocess.run([str(venv_python), "-c", "import provenance; print(provenance.__file__)"], env=env,
                            cwd=tmp_path, capture_output=True, text=True)
     assert where.stdout.startswith(str(pipx_home / "venvs" / "provenance")), where.stdout + where.stderr
+    module = subprocess.run([str(venv_python), "-m", "provenance", "--version"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout.startswith("provenance "), module.stderr[-2000:]
     done = subprocess.run([str(bin_dir / "provenance"), "audit", str(demo_suspect), "--no-progress", "--json",
                            "--fail-on", "derived"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == EXIT_FAIL_ON, done.stderr[-2000:]
