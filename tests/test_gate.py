@@ -572,16 +572,37 @@ def _libraries_wheel(folder: Path) -> Path:
     return wheel
 
 
+def _pipx_shared_libraries(folder: Path) -> Path:
+    """pipx's shared pip as a machine that has used pipx before holds it (PIPX_SHARED_LIBS): a venv whose
+    site-packages has a copy of this environment's pip. Without it pipx runs ensurepip first, about 4 s of CPU
+    that tests pipx rather than the wheel."""
+    import subprocess
+    import sys
+
+    import pip
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    shutil.copytree(Path(pip.__file__).parent, next(folder.glob("lib/python*/site-packages")) / "pip")
+    script = folder / "bin" / "pip"
+    script.write_text(f"#!{folder / 'bin' / 'python'}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.real
 def test_pipx_install_of_the_built_wheel_audits_the_demo_suspect(built_wheel, demo_suspect, tmp_path):
-    """`pipx install` of the wheel `python -m build` makes (the `built_wheel` fixture), in a temporary PIPX_HOME,
+    """`pipx install` of the wheel `python -m build` makes (the `built_wheel` fixture) in a temporary PIPX_HOME,
     then `python -m provenance` in its venv and the installed `provenance audit` on the demo suspect with the
-    built-in references only: they, the schemas and the strings must come with the wheel. The suspect is the real one of scripts/make_suspect.py,
-    made once per run by the `demo_suspect` fixture that tests/test_suspect.py shares (making it costs about
-    20 s of CPU; a stand-in would not test what a user of the demo sees: `derived` of SmolLM2-135M-Instruct).
-    Offline: pip gets `--no-index --no-deps`, and a first wheel holding one .pth line lends the new venv this
-    environment's dependencies (torch and the rest); pipx's own pip is not upgraded (`--skip-maintenance`)."""
+    built-in references only: they, the schemas and the strings must come with the wheel.
+
+    The suspect is the real one of scripts/make_suspect.py, made once per run by the `demo_suspect` fixture
+    that tests/test_suspect.py shares: making it costs about 20 s of CPU, more than this test's budget on its
+    own, but a smaller stand-in would not test what a user of the demo sees (`derived` of
+    SmolLM2-135M-Instruct, exit 3 with `--fail-on derived`). Offline: pip gets `--no-index --no-deps`, and a
+    first wheel holding one .pth line lends the new venv this environment's dependencies (torch and the rest);
+    pipx's shared pip is this environment's, neither made nor upgraded (`_pipx_shared_libraries`,
+    `--skip-maintenance`)."""
     import subprocess
     import sys
 
@@ -590,6 +611,7 @@ def test_pipx_install_of_the_built_wheel_audits_the_demo_suspect(built_wheel, de
     pipx_home, bin_dir = tmp_path / "pipx", tmp_path / "bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PROVENANCE_REFS")}  # the checkout is not run
     env.update(PIPX_HOME=str(pipx_home), PIPX_BIN_DIR=str(bin_dir), PIPX_MAN_DIR=str(tmp_path / "man"),
+               PIPX_SHARED_LIBS=str(_pipx_shared_libraries(tmp_path / "pipx-shared")),
                XDG_DATA_HOME=str(tmp_path / "data"))  # no database at the default place: built-in references only
     installed = subprocess.run(["pipx", "install", "--skip-maintenance", "--python", sys.executable,
                                 "--preinstall", str(_libraries_wheel(tmp_path)), "--pip-args=--no-index --no-deps",
