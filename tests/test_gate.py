@@ -544,6 +544,23 @@ def test_the_pre_commit_hook_runs_through_try_repo(world, pull_request, tmp_path
                         "m/model.safetensors.index.json", "models/copy/config.json"]
 
 
+def test_the_readme_ci_recipe_is_the_action_and_the_hook_as_they_are():
+    """The quick start's YAML snippets name only inputs the Action has, and the hook's id and default args."""
+    import re
+
+    import yaml
+
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)]
+    action = yaml.safe_load((ROOT / "action.yml").read_text())
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    uses = [step for block in blocks if isinstance(block, list) for step in block
+            if str(step.get("uses", "")).split("@")[0].endswith("/provenance")]
+    assert uses and all(set(step.get("with") or {}) <= set(action["inputs"]) for step in uses)
+    assert any(step["with"].get("fail-on") == action["inputs"]["fail-on"]["default"] for step in uses)
+    hooks = [h for block in blocks if isinstance(block, dict) for repo in block.get("repos", []) for h in repo["hooks"]]
+    assert hooks and all(h["id"] == hook["id"] and h.get("args", hook["args"]) == hook["args"] for h in hooks)
+
+
 # -- installable as users install tools -------------------------------------------------------------------------
 
 
