@@ -9,8 +9,10 @@ from, runs the identity checks, and hands the result to the decision rules
   correlation (Fisher over roles), Bonferroni over the reference layers; the
   layer evidence is the strongest layer, Bonferroni over the candidate's layers;
 - layers with no direct match: permuted MLP units (held-out unit matching on
-  whitened signatures) and a rotated residual basis (Gram matrices under a
-  sign-flip null), each Bonferroni over the layers it tested;
+  whitened signatures), a rotated residual basis (Gram matrices under a
+  sign-flip null), each Bonferroni over the layers it tested, and both at
+  once (`unit_responses.py`: units matched through their responses to the
+  anchor tokens' embeddings, one pooled sign-flip test);
 - `identical`: every layer in place and every difference within the rounding
   of the candidate's stored dtype, after undoing permuted units or heads and
   function-preserving rescalings (norm into linear, q/k, v/o, up/down,
@@ -51,6 +53,8 @@ from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_t
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
+from .unit_responses import VIA as RESPONSES_VIA
+from .unit_responses import place_by_responses
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
@@ -362,6 +366,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     rows, ref_layer_count, layer_matrix = layer_map(cand, ref, view)
     unit_matches = _place_by_units(cand, ref, rows, units) if units is not None else []
     grams = _place_by_grams(cand, ref, rows) if Part.GRAM in shared else []
+    response_evidence = place_by_responses(cand, ref, rows) if Part.ANCHOR_RESPONSES in shared else []
     _hold_to_storage(cand, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
@@ -384,6 +389,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence(
             "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
             f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
+    evidence.extend(response_evidence)
     globals_ = global_tensors(cand, ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
     anchors = anchor_embeddings(cand, ref)
     evidence.extend(non_layer_evidence(globals_, anchors,
@@ -440,6 +446,9 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
+    if verdict in ACCUSING and any(r.via == RESPONSES_VIA for r in rows):
+        summary = (f"{summary}; its MLP units were found through their responses to shared anchor tokens, which a "
+                   "rotated residual basis and permuted units or heads do not change: such a disguise was applied")
     if verdict in ACCUSING and experts.edits and not exact_all:
         shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
         summary = f"{summary}; experts: {shown}"
