@@ -1,0 +1,99 @@
+"""Disguised copies: a rotated residual basis with permuted MLP units and heads is found, independent models are not.
+
+Models are the null suite's generated LLaMAs (`bench/nulls/models.py`: power-law spectra, massive residual
+dimensions, non-uniform norms, GQA) at a small width, disguised with the zoo's function-preserving transforms
+(`bench/zoo/transforms.py`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bench.nulls import models as M
+from bench.zoo import transforms as T
+from provenance.compare.engine import compare_fingerprints
+from provenance.compare.thresholds import ACCUSATION_LOG10P
+from provenance.compare.unit_responses import VIA, response_layers, response_test
+from provenance.fingerprint import Fingerprint, Part
+from provenance.fingerprint.load import fingerprint_for
+
+VOCAB = 1024
+
+
+def _spec(seed: int) -> M.ModelSpec:
+    return M.ModelSpec(name=f"d{seed}", group="disguise", family="llama", hidden=128, intermediate=256, heads=4,
+                       kv_heads=2, layers=2, vocab=VOCAB, tied=False, seed=seed, alpha=0.75, massive=3)
+
+
+def _save(path, state: dict[str, torch.Tensor], config: dict) -> Fingerprint:
+    path.mkdir(parents=True)
+    config = {k: v for k, v in config.items() if k != "_attn_implementation"} | {"torch_dtype": "float32"}
+    (path / "config.json").write_text(json.dumps(config, default=str))
+    (path / "tokenizer.json").write_text(json.dumps(M.tokenizer_json(VOCAB, "llama")))
+    save_file({k: v.float().contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+    return fingerprint_for(path)
+
+
+def _disguised(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """Norms folded and residual basis rotated, then MLP units, KV groups and query heads within groups permuted."""
+    state = T.rotate_residual(config, state, 5)
+    state = T.permute_mlp("llama", config, state, 6)
+    return T.permute_heads("llama", config, state, 7)[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("disguise")
+    state, config = M.generate_state(_spec(401))
+    disguised = _disguised(state, config)
+    other_state, other_config = M.generate_state(_spec(402))
+    return {"base": _save(root / "base", state, config),
+            "exact": _save(root / "exact", disguised, config),
+            "tuned": _save(root / "tuned", T.add_noise(disguised, 0.05, 8), config),
+            "other": _save(root / "other", other_state, other_config)}
+
+
+@pytest.mark.parametrize("name", ["exact", "tuned"])
+def test_rotated_permuted_copy_is_derived_through_the_units_anchor_responses(models, name):
+    result = compare_fingerprints(models[name], models["base"])
+    assert result.verdict == "derived", result.summary
+    found = [e for e in result.evidence if e.signal == VIA]
+    assert found and found[0].log10p < ACCUSATION_LOG10P
+    assert all(row.via == VIA for row in result.layers)
+    assert "rotated residual basis" in result.summary
+
+
+def test_the_disguise_hides_the_copy_from_every_other_signal(models):
+    """What the test adds: without the anchor responses, the same comparison finds nothing."""
+    cand, ref = models["tuned"], models["base"]
+    parts = sorted(p.value for p in cand.parts if p is not Part.ANCHOR_RESPONSES)
+    older = Fingerprint(meta={**cand.meta, "parts": parts},
+                        arrays={k: v for k, v in cand.arrays.items() if not k.startswith("responses/")})
+    assert compare_fingerprints(older, ref).verdict == "same-architecture"
+
+
+def test_independent_models_are_not_accused_and_their_pooled_test_is_null_like(models):
+    result = compare_fingerprints(models["other"], models["base"])
+    assert result.verdict in ("same-architecture", "unrelated"), result.summary
+    pooled = response_layers(models["other"], models["base"], [0, 1])
+    assert pooled is not None and pooled.pooled_log10p > -3
+
+
+def test_negating_candidate_units_flips_their_clusters_and_nothing_else(models):
+    """The null's mechanism: the pairing is sign-free, so negating a unit's up row and down column (a function-
+    preserving change, and one the null gives the same probability) flips its own c_u and no other."""
+    cand, ref = models["other"], models["base"]
+    before = response_test(cand, ref, 0, 0)
+    flipped = np.random.default_rng(0).random(before.clusters.size) < 0.5
+    sign = np.where(flipped, -1.0, 1.0).astype(np.float16)[:, None]
+    arrays = dict(cand.arrays)
+    for role in ("mlp.up", "mlp.down"):
+        name = f"responses/0/{role}"
+        arrays[name] = cand.arrays[name] * sign
+    after = response_test(Fingerprint(meta=cand.meta, arrays=arrays), ref, 0, 0)
+    assert np.allclose(after.clusters, np.where(flipped, -before.clusters, before.clusters))
