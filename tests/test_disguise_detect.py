@@ -1,4 +1,5 @@
-"""Disguised copies: a rotated residual basis with permuted MLP units and heads is found, independent models are not.
+"""Disguised copies: a rotated residual basis with permuted MLP units and heads is found, independent models are not;
+a shared initialisation is named beside `derived`; a dense MLP split into experts is never `identical`.
 
 Models are the null suite's generated LLaMAs (`bench/nulls/models.py`: power-law spectra, massive residual
 dimensions, non-uniform norms, GQA) at a small width, disguised with the zoo's function-preserving transforms
@@ -14,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from bench.moe_models import MoeSpec, upcycled_layer, write_dense, write_moe
 from bench.nulls import models as M
 from bench.zoo import transforms as T
 from provenance.compare.engine import compare_fingerprints
@@ -52,10 +54,32 @@ def models(tmp_path_factory):
     state, config = M.generate_state(_spec(401))
     disguised = _disguised(state, config)
     other_state, other_config = M.generate_state(_spec(402))
+    init = _hf_init(config)
     return {"base": _save(root / "base", state, config),
             "exact": _save(root / "exact", disguised, config),
             "tuned": _save(root / "tuned", T.add_noise(disguised, 0.05, 8), config),
-            "other": _save(root / "other", other_state, other_config)}
+            "finetune": _save(root / "finetune", T.add_noise(state, 0.05, 9), config),
+            "other": _save(root / "other", other_state, other_config),
+            "seed42-a": _save(root / "seed42-a", _trained_from(init, state), config),
+            "seed42-b": _save(root / "seed42-b", _trained_from(init, other_state), config)}
+
+
+def _hf_init(config: dict) -> dict[str, torch.Tensor]:
+    """transformers' own initialisation of this LLaMA after torch.manual_seed(42) (std 0.02, norms 1)."""
+    import transformers
+
+    torch.manual_seed(42)
+    settings = {k: config[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                       "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")}
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**settings))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _trained_from(init: dict[str, torch.Tensor], update: dict[str, torch.Tensor], scale: float = 1.5):
+    """A stand-in for training from `init`: an independent structured update `scale` times the init's norm per
+    matrix (norms take the update's values, as trained norms do)."""
+    return {k: v if init[k].dim() == 1 else init[k] + v / v.norm() * init[k].norm() * scale
+            for k, v in update.items()}
 
 
 @pytest.mark.parametrize("name", ["exact", "tuned"])
@@ -97,3 +121,28 @@ def test_negating_candidate_units_flips_their_clusters_and_nothing_else(models):
         arrays[name] = cand.arrays[name] * sign
     after = response_test(Fingerprint(meta=cand.meta, arrays=arrays), ref, 0, 0)
     assert np.allclose(after.clusters, np.where(flipped, -before.clusters, before.clusters))
+
+
+def test_a_shared_initialisation_is_named_as_such_beside_the_derived_verdict(models):
+    result = compare_fingerprints(models["seed42-b"], models["seed42-a"])
+    assert result.verdict == "derived", result.summary
+    assert any("shared random initialisation" in note and "cannot be told from a shared trained ancestor" in note
+               for note in result.notes)
+
+
+def test_a_fine_tune_gets_no_shared_initialisation_note(models):
+    result = compare_fingerprints(models["finetune"], models["base"])
+    assert result.verdict == "derived"
+    assert not any("initialisation" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.002])
+def test_a_dense_mlp_split_into_experts_is_never_identical(tmp_path, noise):
+    """Experts cut from a dense MLP (a new router, so not the same function), unchanged or changed below the
+    bfloat16 rounding: `derived` with the split named, never `identical` by the storage-rounding rule."""
+    spec = MoeSpec(layers=2, experts=4, hidden=64, expert_dim=32, vocab=128, shards=1, seed=3)
+    dense = fingerprint_for(write_dense(tmp_path / "dense", spec, 128))
+    split = fingerprint_for(write_moe(tmp_path / "split", spec, layer_override=upcycled_layer(spec, 128, noise=noise)))
+    result = compare_fingerprints(split, dense)
+    assert result.verdict == "derived", result.summary
+    assert "partition the reference's MLP units" in result.summary

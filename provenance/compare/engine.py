@@ -48,6 +48,7 @@ from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, 
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
 from .results import Comparison, Evidence, LayerMatch
+from .shared_init import shared_initialisation_note
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
@@ -446,6 +447,10 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
+        else:
+            shared_init = shared_initialisation_note(cand, ref, matched)
+            if shared_init is not None:
+                notes.append(shared_init)
     if verdict in ACCUSING and any(r.via == RESPONSES_VIA for r in rows):
         summary = (f"{summary}; its MLP units were found through their responses to shared anchor tokens, which a "
                    "rotated residual basis and permuted units or heads do not change: such a disguise was applied")
