@@ -59,6 +59,7 @@ from .unit_responses import place_by_responses
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
+GRAM_VIA = "residual-space Gram matrices (rotation-invariant)"
 # Gram entries are float32 inner products of float32 rows: equal models agree far below this.
 GRAM_PRECISION = 1e-4
 # Tensors of at most this many values (norms of tiny models, scalars) say nothing about copying when equal.
@@ -204,8 +205,7 @@ def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch])
                 i = row.candidate_layer
                 if (i, i) in tests.cluster_sums:
                     layer_p = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
-                    row.place(i, float(tests.similarity[i, i]), layer_p, {},
-                              "residual-space Gram matrices (rotation-invariant)")
+                    row.place(i, float(tests.similarity[i, i]), layer_p, {}, GRAM_VIA)
     elif tests is not None:
         for row in still:
             i = row.candidate_layer
@@ -215,8 +215,7 @@ def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch])
             corrected = bonferroni_log10p(float(tests.log10p[i, j]), tests.log10p.shape[1] * len(still))
             grams.append((i, j, corrected, float(tests.similarity[i, j])))
             if corrected < LAYER_MATCH_LOG10P:
-                row.place(j, float(tests.similarity[i, j]), corrected, {},
-                          "residual-space Gram matrices (rotation-invariant)")
+                row.place(j, float(tests.similarity[i, j]), corrected, {}, GRAM_VIA)
     return grams
 
 
@@ -367,7 +366,10 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     rows, ref_layer_count, layer_matrix = layer_map(cand, ref, view)
     unit_matches = _place_by_units(cand, ref, rows, units) if units is not None else []
     grams = _place_by_grams(cand, ref, rows) if Part.GRAM in shared else []
-    response_evidence = place_by_responses(cand, ref, rows) if Part.ANCHOR_RESPONSES in shared else []
+    # a rotated copy whose heads were permuted can give the Gram test a weak partial signal: the responses may do better
+    open_rows = [r for r in rows if r.reference_layer is None
+                 or (r.via == GRAM_VIA and r.reference_layer == r.candidate_layer)]
+    response_evidence = place_by_responses(cand, ref, rows, open_rows) if Part.ANCHOR_RESPONSES in shared else []
     _hold_to_storage(cand, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:

@@ -124,19 +124,20 @@ def response_layers(cand: Fingerprint, ref: Fingerprint, layers: list[int]) -> R
     return ResponseLayers(tests, corrected, pooled)
 
 
-def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> list[Evidence]:
-    """Layers no earlier step placed, tested in their own places; when the pooled test passes the layer-match bar,
-    every tested layer is placed (with its own corrected p-value) and one evidence entry states the pooled test."""
+def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
+                       open_rows: list[LayerMatch]) -> list[Evidence]:
+    """The layers of `open_rows` (unplaced, or placed in their own place by a weaker rotation test), tested in
+    their own places; when the pooled test passes the layer-match bar, each tested layer is placed with its own
+    corrected p-value where that is stronger than what placed it, and one evidence entry states the pooled test."""
     if len(rows) != int(ref.architecture.get("num_layers") or 0):
         return []  # different depths: not searched (a search over layer pairs costs a matching per pair)
-    still = [row for row in rows if row.reference_layer is None]
-    found = response_layers(cand, ref, [row.candidate_layer for row in still]) if still else None
+    found = response_layers(cand, ref, [row.candidate_layer for row in open_rows]) if open_rows else None
     if found is None or found.pooled_log10p >= LAYER_MATCH_LOG10P:
         return []
     by_layer = {t.layer_c: t for t in found.tests}
-    for row in still:
+    for row in open_rows:
         test = by_layer.get(row.candidate_layer)
-        if test is not None:
+        if test is not None and (row.reference_layer is None or found.corrected[test.layer_c] < row.log10_p):
             row.place(test.layer_r, test.similarity, found.corrected[test.layer_c], {}, VIA)
     similarity = float(np.mean([t.similarity for t in found.tests]))
     worst = max(t.rel_error for t in found.tests)
