@@ -89,7 +89,7 @@ def test_rotated_permuted_copy_is_derived_through_the_units_anchor_responses(mod
     found = [e for e in result.evidence if e.signal == VIA]
     assert found and found[0].log10p < ACCUSATION_LOG10P
     assert all(row.via == VIA for row in result.layers)
-    assert "rotated residual basis" in result.summary
+    assert "rotated residual basis" in result.summary and "the units were permuted" in result.summary
 
 
 def test_the_disguise_hides_the_copy_from_every_other_signal(models):

@@ -54,8 +54,7 @@ from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_t
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
-from .unit_responses import VIA as RESPONSES_VIA
-from .unit_responses import place_by_responses
+from .unit_responses import ResponsePlacement, place_by_responses
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
@@ -369,7 +368,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     # a rotated copy whose heads were permuted can give the Gram test a weak partial signal: the responses may do better
     open_rows = [r for r in rows if r.reference_layer is None
                  or (r.via == GRAM_VIA and r.reference_layer == r.candidate_layer)]
-    response_evidence = place_by_responses(cand, ref, rows, open_rows) if Part.ANCHOR_RESPONSES in shared else []
+    responses = (place_by_responses(cand, ref, rows, open_rows) if Part.ANCHOR_RESPONSES in shared
+                 else ResponsePlacement([]))
     _hold_to_storage(cand, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
@@ -392,7 +392,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence(
             "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
             f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
-    evidence.extend(response_evidence)
+    evidence.extend(responses.evidence)
     globals_ = global_tensors(cand, ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
     anchors = anchor_embeddings(cand, ref)
     evidence.extend(non_layer_evidence(globals_, anchors,
@@ -453,9 +453,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             shared_init = shared_initialisation_note(cand, ref, matched)
             if shared_init is not None:
                 notes.append(shared_init)
-    if verdict in ACCUSING and any(r.via == RESPONSES_VIA for r in rows):
-        summary = (f"{summary}; its MLP units were found through their responses to shared anchor tokens, which a "
-                   "rotated residual basis and permuted units or heads do not change: such a disguise was applied")
+    if verdict in ACCUSING and responses.summary() is not None:
+        summary = f"{summary}; {responses.summary()}"
     if verdict in ACCUSING and experts.edits and not exact_all:
         shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
         summary = f"{summary}; experts: {shown}"

@@ -58,6 +58,7 @@ class ResponseTest:
     log10p: float  # uncorrected sign-flip log10 p of this layer pair
     similarity: float  # mean of the matched pairs' correlation (up and down averaged)
     rel_error: float  # relative difference of the matched responses (an identity check on float16 values)
+    in_place: float  # share of candidate units paired with the reference unit of the same index
 
 
 def _shared_columns(cand: Fingerprint, ref: Fingerprint, width_c: int, width_r: int) -> tuple[list[int], list[int]]:
@@ -88,7 +89,8 @@ def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
     scores, matched = [], []
     for role in ROLES:
         a, b = arrays[role]
-        if a.shape[0] != up_c.shape[0] or b.shape[0] != up_r.shape[0] or max(cols_c) >= a.shape[1] or max(cols_r) >= b.shape[1]:
+        if (a.shape[0] != up_c.shape[0] or b.shape[0] != up_r.shape[0]
+                or max(cols_c) >= a.shape[1] or max(cols_r) >= b.shape[1]):
             return None
         a = standardise(a[:, cols_c].astype(np.float64))
         b = standardise(b[:, cols_r].astype(np.float64))
@@ -101,7 +103,9 @@ def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
     raw = [(arrays[role][0][:, cols_c].astype(np.float64), arrays[role][1][partner][:, cols_r].astype(np.float64))
            for role in ROLES]
     rel = float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in raw) / max(sum(np.sum(b * b) for _, b in raw), 1e-30)))
-    return ResponseTest(layer_c, layer_r, clusters, sign_flip_log10p(clusters), float(np.mean(clusters) / 2), rel)
+    in_place = float(np.mean(partner == rows))
+    return ResponseTest(layer_c, layer_r, clusters, sign_flip_log10p(clusters), float(np.mean(clusters) / 2), rel,
+                        in_place)
 
 
 @dataclass(frozen=True)
@@ -124,16 +128,33 @@ def response_layers(cand: Fingerprint, ref: Fingerprint, layers: list[int]) -> R
     return ResponseLayers(tests, corrected, pooled)
 
 
+@dataclass(frozen=True)
+class ResponsePlacement:
+    """What the test placed: its evidence entry (none when it placed nothing) and how many units kept their index."""
+
+    evidence: list[Evidence]
+    in_place: float | None = None  # mean share over the tested layers of units paired with their own index
+
+    def summary(self) -> str | None:
+        """The words the verdict's summary adds, saying only what the pairing shows."""
+        if self.in_place is None:
+            return None
+        order = ("most units sit at other indices: the units were permuted" if self.in_place < 0.5
+                 else "the units kept their indices")
+        return (f"MLP units matched through their responses to shared anchor tokens, which a rotated residual basis "
+                f"and permuted units or heads do not change ({order})")
+
+
 def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
-                       open_rows: list[LayerMatch]) -> list[Evidence]:
+                       open_rows: list[LayerMatch]) -> ResponsePlacement:
     """The layers of `open_rows` (unplaced, or placed in their own place by a weaker rotation test), tested in
     their own places; when the pooled test passes the layer-match bar, each tested layer is placed with its own
     corrected p-value where that is stronger than what placed it, and one evidence entry states the pooled test."""
     if len(rows) != int(ref.architecture.get("num_layers") or 0):
-        return []  # different depths: not searched (a search over layer pairs costs a matching per pair)
+        return ResponsePlacement([])  # different depths: not searched (each layer pair would cost a pairing)
     found = response_layers(cand, ref, [row.candidate_layer for row in open_rows]) if open_rows else None
     if found is None or found.pooled_log10p >= LAYER_MATCH_LOG10P:
-        return []
+        return ResponsePlacement([])
     by_layer = {t.layer_c: t for t in found.tests}
     for row in open_rows:
         test = by_layer.get(row.candidate_layer)
@@ -142,9 +163,12 @@ def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatc
     similarity = float(np.mean([t.similarity for t in found.tests]))
     worst = max(t.rel_error for t in found.tests)
     units = sum(t.clusters.size for t in found.tests)
-    return [Evidence(
+    in_place = float(np.mean([t.in_place for t in found.tests]))
+    return ResponsePlacement([Evidence(
         VIA, similarity, found.pooled_log10p,
         f"{len(found.tests)} layers in their own places, {units} MLP units each paired with the reference unit "
         f"whose responses to the shared anchor tokens' embeddings agree best (sign-free), one pooled sign-flip test: "
-        f"{format_p(found.pooled_log10p)}; matched responses differ by {worst:.2g} (relative, float16 values), "
-        "which a rotated residual basis or permuted units or heads do not change")]
+        f"{format_p(found.pooled_log10p)}; {in_place:.0%} of the units paired with the unit of their own index; "
+        f"matched responses differ by {worst:.2g} (relative, float16 values), which a rotated residual basis or "
+        "permuted units or heads do not change")], in_place)
+
