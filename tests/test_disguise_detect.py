@@ -146,3 +146,12 @@ def test_a_dense_mlp_split_into_experts_is_never_identical(tmp_path, noise):
     result = compare_fingerprints(split, dense)
     assert result.verdict == "derived", result.summary
     assert "partition the reference's MLP units" in result.summary
+
+
+def test_non_finite_responses_give_no_test_rather_than_a_nan_p_value(models):
+    cand = models["exact"]
+    arrays = dict(cand.arrays)
+    arrays["responses/0/mlp.up"] = cand.arrays["responses/0/mlp.up"].copy()
+    arrays["responses/0/mlp.up"][0, 0] = np.nan
+    assert response_test(Fingerprint(meta=cand.meta, arrays=arrays), models["base"], 0, 0) is None
+    assert response_test(cand, models["base"], 0, 0) is not None

@@ -82,6 +82,8 @@ def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
                      ref.part_array(Part.ANCHOR_RESPONSES, layer_r, role)) for role in ROLES}
     if any(a is None or b is None or a.ndim != 2 or b.ndim != 2 for a, b in arrays.values()):
         return None
+    if not all(np.isfinite(a).all() and np.isfinite(b).all() for a, b in arrays.values()):
+        return None  # a damaged or hostile fingerprint: no test rather than a NaN p-value
     up_c, up_r = arrays["mlp.up"]
     cols_c, cols_r = _shared_columns(cand, ref, up_c.shape[1], up_r.shape[1])
     if len(cols_c) < MIN_SHARED_ANCHORS:
