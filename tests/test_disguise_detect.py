@@ -1,5 +1,6 @@
 """Disguised copies: a rotated residual basis with permuted MLP units and heads is found, independent models are not;
-a shared initialisation is named beside `derived`; a dense MLP split into experts is never `identical`.
+a width-pruned copy is named; a shared initialisation is named beside `derived`; a dense MLP split into experts is
+never `identical`.
 
 Models are the null suite's generated LLaMAs (`bench/nulls/models.py`: power-law spectra, massive residual
 dimensions, non-uniform norms, GQA) at a small width, disguised with the zoo's function-preserving transforms
@@ -55,13 +56,36 @@ def models(tmp_path_factory):
     disguised = _disguised(state, config)
     other_state, other_config = M.generate_state(_spec(402))
     init = _hf_init(config)
+    pruned, pruned_config = _width_pruned(state, config)
     return {"base": _save(root / "base", state, config),
             "exact": _save(root / "exact", disguised, config),
             "tuned": _save(root / "tuned", T.add_noise(disguised, 0.05, 8), config),
             "finetune": _save(root / "finetune", T.add_noise(state, 0.05, 9), config),
             "other": _save(root / "other", other_state, other_config),
+            "pruned": _save(root / "pruned", T.add_noise(pruned, 0.02, 10), pruned_config),
             "seed42-a": _save(root / "seed42-a", _trained_from(init, state), config),
             "seed42-b": _save(root / "seed42-b", _trained_from(init, other_state), config)}
+
+
+def _width_pruned(state: dict[str, torch.Tensor], config: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """112 of the 128 residual dimensions and 192 of the 256 MLP units of every layer kept (head size kept)."""
+    rng = np.random.default_rng(11)
+    keep = torch.from_numpy(np.sort(rng.choice(128, 112, replace=False)))
+    units = torch.from_numpy(np.sort(rng.choice(256, 192, replace=False)))
+    pruned = {}
+    for key, value in state.items():
+        if key.endswith("norm.weight"):
+            value = value[keep]
+        elif key.endswith(("o_proj.weight", "down_proj.weight")):
+            value = value[keep]
+        else:  # embedding, output head and the matrices reading the residual stream
+            value = value[:, keep]
+        if key.endswith(("gate_proj.weight", "up_proj.weight")):
+            value = value[units]
+        elif key.endswith("down_proj.weight"):
+            value = value[:, units]
+        pruned[key] = value.contiguous()
+    return pruned, {**config, "hidden_size": 112, "intermediate_size": 192, "head_dim": 32}
 
 
 def _hf_init(config: dict) -> dict[str, torch.Tensor]:
@@ -155,3 +179,10 @@ def test_non_finite_responses_give_no_test_rather_than_a_nan_p_value(models):
     arrays["responses/0/mlp.up"][0, 0] = np.nan
     assert response_test(Fingerprint(meta=cand.meta, arrays=arrays), models["base"], 0, 0) is None
     assert response_test(cand, models["base"], 0, 0) is not None
+
+
+def test_a_width_pruned_copy_is_derived_and_the_pruning_named(models):
+    result = compare_fingerprints(models["pruned"], models["base"])
+    assert result.verdict == "derived", result.summary
+    assert "width-pruned: 112 of the reference's 128 residual dimensions" in result.summary
+    assert "width-pruned: 192 of the reference's 256 MLP units" in result.summary

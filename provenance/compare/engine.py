@@ -56,6 +56,7 @@ from .stats import bonferroni_log10p, format_p
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
 from .unit_responses import ResponsePlacement, place_by_responses
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
+from .width_edits import width_edits
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
 GRAM_VIA = "residual-space Gram matrices (rotation-invariant)"
@@ -455,6 +456,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                 notes.append(shared_init)
     if verdict in ACCUSING and responses.summary() is not None:
         summary = f"{summary}; {responses.summary()}"
+    if verdict in ACCUSING and matched and width_edits(arch_c, arch_r):
+        summary = f"{summary}; {', '.join(width_edits(arch_c, arch_r))}"
     if verdict in ACCUSING and experts.edits and not exact_all:
         shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
         summary = f"{summary}; experts: {shown}"
