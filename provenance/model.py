@@ -71,7 +71,9 @@ class Checkpoint:
         """Every canonical tensor with its values, reading each stored tensor once.
 
         With `small_first`, 1-D tensors (norms, biases) come before the rest, so
-        that a consumer can fold norm weights into the matrices that follow them.
+        that a consumer can fold norm weights into the matrices that follow them,
+        and the token embedding before the other matrices, so that its anchor
+        rows can probe the layers' units (`fingerprint.parts.anchor_responses`).
         `on_stored` sees each stored tensor as read, before it is split.
         With `prefetch`, stored tensors are read (and passed to `on_stored`) on a
         background thread while the consumer works on the previous one: at most
@@ -84,7 +86,10 @@ class Checkpoint:
         for assignment in self.roles.assignments:
             by_source[assignment.source].append(assignment)
         heads = self._heads()
-        infos = sorted(self.infos, key=lambda i: len(i.shape) > 1) if small_first else self.infos
+        def embeds(info: TensorInfo) -> bool:
+            return any(a.key.role == "embed" for a in by_source.get(info.name, ()))
+
+        infos = sorted(self.infos, key=lambda i: (len(i.shape) > 1, not embeds(i))) if small_first else self.infos
         plan = [(info, by_source[info.name]) for info in infos if by_source.get(info.name)]
         reads = (read_ahead(self.files.source, plan, on_stored, reuse_buffers) if prefetch
                  else self._read_in_turn(plan, on_stored))

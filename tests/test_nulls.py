@@ -98,6 +98,7 @@ def _not_anti_conservative(values: list[float], minimum: int) -> None:
     ("remote global tensors", 25),
     ("unit matching", 250), ("remote unit matching", 250),  # whitened (engine); sampled rows: one-to-one matching
     ("Gram (rotation) layer pair", 250),
+    ("anchor responses layer pair", 40),  # gated (LLaMA) pairs only
 ])
 def test_signal_is_not_anti_conservative(compared, signal, minimum):
     _not_anti_conservative(compared[1].get(signal, []), minimum)

@@ -16,6 +16,9 @@ names below and their return types stay:
 - `signals.anchor_embeddings` (`.log10p`): anchor rows by token string;
 - `signals.gram_layer_tests` (`.log10p`, `.cluster_sums`, `.pooled_log10p`): the rotation-invariant
   Gram test of every layer pair, and at equal depth the test pooled over every layer in its place;
+- `unit_responses.response_test` (`.log10p`, `.clusters`), `unit_responses.response_layers`
+  (`.pooled_log10p`): MLP units matched through their anchor-token responses (rotation- and
+  permutation-invariant), every layer pair, and at equal depth the test pooled over every layer in its place;
 - `views.row_layer_view`, `views.row_clusters`: the row-sample layer map;
   `views.row_unit_matching`: sampled units of a remote side against a local one;
   `compare_fingerprints` with a remote side (which compares row samples): non-layer
@@ -30,6 +33,7 @@ import numpy as np
 
 from provenance.compare import compare_fingerprints
 from provenance.compare import signals as S
+from provenance.compare import unit_responses as U
 from provenance.compare import views as R
 from provenance.fingerprint import Fingerprint, Part
 from provenance.fingerprint.store import ROW_READ_PARTS
@@ -85,6 +89,26 @@ def gram_tests(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     return draws
 
 
+def anchor_responses(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    """The units' anchor-response test of every layer pair (a draw per pair, uncorrected)."""
+    draws = []
+    for i in range(_layers(cand)):
+        for j in range(_layers(ref)):
+            found = U.response_test(cand, ref, i, j)
+            if found is not None:
+                draws.append(Draw("anchor responses layer pair", float(found.log10p), f"{i},{j}"))
+    return draws
+
+
+def anchor_responses_pooled(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
+    """At equal depth, the pooled test over every layer in its place: what the engine uses to place a rotated and
+    permuted copy, so an independent model must not pass it."""
+    layers = _layers(cand)
+    found = U.response_layers(cand, ref, list(range(layers))) if layers and layers == _layers(ref) else None
+    return [] if found is None else [Draw("anchor responses pooled, equal depth", float(found.pooled_log10p),
+                                          "identity map")]
+
+
 def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     return [Draw("global tensors", float(g.log10p), g.name) for g in S.global_tensors(cand, ref)]
 
@@ -129,10 +153,10 @@ def remote_global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
             if "(by id" in e.signal and e.log10p is not None]
 
 
-PAIR_SIGNALS = (layer_sketch, unit_matching, gram_tests, global_tensors, anchor_rows, remote_layer_rows, remote_unit_matching,
-                remote_global_tensors)
+PAIR_SIGNALS = (layer_sketch, unit_matching, gram_tests, anchor_responses, anchor_responses_pooled, global_tensors,
+                anchor_rows, remote_layer_rows, remote_unit_matching, remote_global_tensors)
 # One draw (or a few) per pair, cheap: also run over every compatible pair of the pool.
-POOL_SIGNALS = (global_tensors, anchor_rows)
+POOL_SIGNALS = (global_tensors, anchor_rows, anchor_responses_pooled)
 
 
 def verdicts(cand: Fingerprint, ref: Fingerprint) -> dict[str, dict]:

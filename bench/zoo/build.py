@@ -335,6 +335,18 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
                checked(lambda f, p, s: {"state": T.permute_heads(f, p, s, 32)[0]}))
         zoo.case("perm-heads", f"{base}-perm-heads", base, "identical",
                  note="attention heads permuted in every layer (with GQA, query heads move with their KV group)")
+    if fam == "llama":
+        def disguise(f: str, p: dict, s: dict) -> dict:
+            s = T.rotate_residual(p, s, 43)
+            s = T.permute_mlp(f, p, s, 44)
+            return {"state": T.permute_heads(f, p, s, 45)[0]}
+        derive(zoo, f"{base}-rotate-perm", base, {"t": "rotate-permute", "seeds": [43, 44, 45]}, checked(disguise))
+        zoo.case("rotate-permute", f"{base}-rotate-perm", base, "identical", acceptable=("derived",),
+                 note="norms folded, residual basis rotated, MLP units, KV groups and query heads within groups permuted")
+        derive(zoo, f"{base}-rotate-perm-noise", base, {"t": "rotate-permute-noise", "seeds": [43, 44, 45], "noise": 0.05},
+               lambda f, p, s: {"state": T.add_noise(disguise(f, p, s)["state"], 0.05, 46)})
+        zoo.case("rotate-permute-change", f"{base}-rotate-perm-noise", base, "derived",
+                 note="rotated and permuted as rotate-permute, then Gaussian noise of 5% of each tensor's std")
     derive(zoo, f"{base}-rescale", base, {"t": "rescale-norms", "seed": 33},
            checked(lambda f, p, s: {"state": T.rescale_norms(f, p, s, 33)}))
     zoo.case("rescale-norms", f"{base}-rescale", base, "identical",

@@ -9,8 +9,10 @@ from, runs the identity checks, and hands the result to the decision rules
   correlation (Fisher over roles), Bonferroni over the reference layers; the
   layer evidence is the strongest layer, Bonferroni over the candidate's layers;
 - layers with no direct match: permuted MLP units (held-out unit matching on
-  whitened signatures) and a rotated residual basis (Gram matrices under a
-  sign-flip null), each Bonferroni over the layers it tested;
+  whitened signatures), a rotated residual basis (Gram matrices under a
+  sign-flip null), each Bonferroni over the layers it tested, and both at
+  once (`unit_responses.py`: units matched through their responses to the
+  anchor tokens' embeddings, one pooled sign-flip test);
 - `identical`: every layer in place and every difference within the rounding
   of the candidate's stored dtype, after undoing permuted units or heads and
   function-preserving rescalings (norm into linear, q/k, v/o, up/down,
@@ -46,14 +48,18 @@ from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, 
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
 from .results import Comparison, Evidence, LayerMatch
+from .shared_init import shared_initialisation_note
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
+from .unit_responses import ResponsePlacement, place_by_responses
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
+from .width_edits import width_edits
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
+GRAM_VIA = "residual-space Gram matrices (rotation-invariant)"
 # Gram entries are float32 inner products of float32 rows: equal models agree far below this.
 GRAM_PRECISION = 1e-4
 # Tensors of at most this many values (norms of tiny models, scalars) say nothing about copying when equal.
@@ -199,8 +205,7 @@ def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch])
                 i = row.candidate_layer
                 if (i, i) in tests.cluster_sums:
                     layer_p = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
-                    row.place(i, float(tests.similarity[i, i]), layer_p, {},
-                              "residual-space Gram matrices (rotation-invariant)")
+                    row.place(i, float(tests.similarity[i, i]), layer_p, {}, GRAM_VIA)
     elif tests is not None:
         for row in still:
             i = row.candidate_layer
@@ -210,8 +215,7 @@ def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch])
             corrected = bonferroni_log10p(float(tests.log10p[i, j]), tests.log10p.shape[1] * len(still))
             grams.append((i, j, corrected, float(tests.similarity[i, j])))
             if corrected < LAYER_MATCH_LOG10P:
-                row.place(j, float(tests.similarity[i, j]), corrected, {},
-                          "residual-space Gram matrices (rotation-invariant)")
+                row.place(j, float(tests.similarity[i, j]), corrected, {}, GRAM_VIA)
     return grams
 
 
@@ -362,6 +366,11 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     rows, ref_layer_count, layer_matrix = layer_map(cand, ref, view)
     unit_matches = _place_by_units(cand, ref, rows, units) if units is not None else []
     grams = _place_by_grams(cand, ref, rows) if Part.GRAM in shared else []
+    # a rotated copy whose heads were permuted can give the Gram test a weak partial signal: the responses may do better
+    open_rows = [r for r in rows if r.reference_layer is None
+                 or (r.via == GRAM_VIA and r.reference_layer == r.candidate_layer)]
+    responses = (place_by_responses(cand, ref, rows, open_rows) if Part.ANCHOR_RESPONSES in shared
+                 else ResponsePlacement([]))
     _hold_to_storage(cand, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
@@ -384,6 +393,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         evidence.append(Evidence(
             "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
             f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
+    evidence.extend(responses.evidence)
     globals_ = global_tensors(cand, ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
     anchors = anchor_embeddings(cand, ref)
     evidence.extend(non_layer_evidence(globals_, anchors,
@@ -440,6 +450,14 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                          "are: a shared random initialisation (one seed and one init code, no shared training) would "
                          "also explain this relation")
+        else:
+            shared_init = shared_initialisation_note(cand, ref, matched)
+            if shared_init is not None:
+                notes.append(shared_init)
+    if verdict in ACCUSING and responses.summary() is not None:
+        summary = f"{summary}; {responses.summary()}"
+    if verdict in ACCUSING and matched and width_edits(arch_c, arch_r):
+        summary = f"{summary}; {', '.join(width_edits(arch_c, arch_r))}"
     if verdict in ACCUSING and experts.edits and not exact_all:
         shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
         summary = f"{summary}; experts: {shown}"

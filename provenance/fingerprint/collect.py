@@ -13,8 +13,9 @@ fingerprint. Shared steps:
   `VECTORS` part; others: `SKETCHES`);
 - `add_norm`: a norm weight's scale, kept for the matrices after it;
 - `add_rows`: what a matrix's rows give, from whichever rows were read: its
-  row sample, the anchor tokens' rows (embedding, output head) and, where
-  the source allows, the sampled `mlp.up` rows' unit signatures.
+  row sample, the anchor tokens' rows (embedding, output head; the
+  embedding's also kept as `probes` for the MLP units' anchor responses)
+  and, where the source allows, the sampled `mlp.up` rows' unit signatures.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from ..formats.tokenizer import Vocabulary, load_vocabulary
 from ..model import Checkpoint
 from .generic import GenericSketches
-from .parts import PRECEDING_NORM_OF, anchor_tokens, norm_scale, unit_signature
+from .parts import PRECEDING_NORM_OF, anchor_probes, anchor_tokens, norm_scale, unit_signature
 from .sketch import row_sample, row_sample_rows
 from .store import Part, array_name
 
@@ -55,6 +56,7 @@ class Collected:
     made: set[Part] = field(default_factory=set)
     dtypes: dict[str, str] = field(default_factory=dict)  # stored name -> stored dtype
     generic: GenericSketches | None = None  # stored tensors no role map fits (see generic.py)
+    probes: torch.Tensor | None = None  # the embedding's first anchor rows, as `parts.anchor_probes` makes them
 
     @classmethod
     def start(cls, checkpoint: Checkpoint, allowed: frozenset[Part]) -> "Collected":
@@ -132,7 +134,12 @@ class Collected:
         sampled = take(row_sample_rows(shape))
         self.put(Part.ROW_SAMPLES, row_sample(sampled, shape), record_key)
         if self.wants_anchors(key):
-            self.put(Part.ANCHORS, take(self.anchor_ids(shape[0])).to(torch.float16).numpy(), key.role)
+            ids = self.anchor_ids(shape[0])
+            rows = take(ids)
+            self.put(Part.ANCHORS, rows.to(torch.float16).numpy(), key.role)
+            # probes only when every anchor has a row, so that the responses' columns are the anchors in order
+            if key.role == "embed" and Part.ANCHOR_RESPONSES in self.allowed and len(ids) == len(self.anchors):
+                self.probes = anchor_probes(rows)
         if (Part.SAMPLED_UNIT_SIGNATURES in self.allowed and key.role == "mlp.up" and key.param == "weight"
                 and key.expert is None and key.layer is not None):
             signature = unit_signature(sampled, key.role, self.norm_before(key))

@@ -1,8 +1,8 @@
 """Pieces of a fingerprint shared by every reading (whole tensors or row blocks).
 
-Anchor tokens and the vocabulary's signature, the unit signatures and
-residual-space Gram matrices of one matrix, and the directions units are
-projected on. `whole.py` (whole tensors) and `row_blocks.py` (row blocks read by
+Anchor tokens and the vocabulary's signature, the unit signatures,
+residual-space Gram matrices and anchor-token responses of one matrix, and
+the directions units are projected on. `whole.py` (whole tensors) and `row_blocks.py` (row blocks read by
 range requests) both use them, so a signal is computed one way whatever
 the source.
 """
@@ -21,8 +21,9 @@ from ..architectures.roles import norm_scale
 from ..formats.tokenizer import Vocabulary
 from .sketch import UNIT_PROJECTIONS, projection
 
-__all__ = ["ANCHOR_COUNT", "PRECEDING_NORM_OF", "WRITES_RESIDUAL", "SIGNATURE_WIDTH", "anchor_tokens", "minhash",
-           "norm_scale", "residual_gram", "unit_basis", "unit_signature", "vocabulary_meta"]
+__all__ = ["ANCHOR_COUNT", "PRECEDING_NORM_OF", "RESPONSE_ANCHORS", "RESPONSE_ROLES", "WRITES_RESIDUAL", "SIGNATURE_WIDTH",
+           "anchor_probes", "anchor_responses", "anchor_tokens", "minhash", "norm_scale", "residual_gram", "unit_basis",
+           "unit_signature", "vocabulary_meta"]
 
 ANCHOR_COUNT = 512
 DOWN_PROJECTIONS = 16
@@ -122,3 +123,46 @@ def unit_basis(role: str, width: int, scale: torch.Tensor | None) -> torch.Tenso
     if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == width:
         basis = basis * scale[:, None]
     return basis
+
+
+# Anchor tokens whose embedding rows probe the MLP units (the first of the anchor order, so two vocabularies
+# sharing most strings probe with mostly the same tokens), and the roles probed: 2 x units x 32 float16 values
+# per layer (192 KiB for a layer of 1536 units).
+RESPONSE_ANCHORS = 32
+RESPONSE_ROLES = ("mlp.up", "mlp.down")
+
+
+def anchor_probes(rows: torch.Tensor) -> torch.Tensor:
+    """The probe vectors made of the first RESPONSE_ANCHORS anchor rows of the token embedding.
+
+    Each row is scaled to unit RMS (what an RMSNorm does before the first
+    layer), then the rows' mean is taken out (a direction every token shares
+    would make every unit's responses alike). Both steps commute with a
+    rotation of the residual basis, so a rotated copy's probes are the
+    original's rotated.
+    """
+    rows = rows[:RESPONSE_ANCHORS].to(torch.float64)
+    rms = rows.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-30)
+    rows = rows / rms
+    return (rows - rows.mean(dim=0, keepdim=True)).to(torch.float32)
+
+
+def anchor_responses(values: torch.Tensor, role: str, scale: torch.Tensor | None,
+                     probes: torch.Tensor) -> np.ndarray | None:
+    """Each unit's response to the anchor probes: units x probes, float16.
+
+    Units are rows for matrices reading the residual stream (with the norm
+    before them folded in) and columns for those writing to it. A rotation Q
+    of the residual basis (norms folded) maps a reading row w to w Q and each
+    probe p to p Q, so w . p is unchanged: the responses are invariant to
+    the rotation and move with the units when they are permuted.
+    """
+    if role not in RESPONSE_ROLES or values.dim() != 2:
+        return None
+    units = values if role in PRECEDING_NORM_OF else values.t()
+    if units.shape[1] != probes.shape[1]:
+        return None
+    probes = probes.t()
+    if role in PRECEDING_NORM_OF and scale is not None and scale.shape[0] == units.shape[1]:
+        probes = probes * scale.to(torch.float32)[:, None]  # (w * g) . p = w . (g * p): no copy of the matrix
+    return (units.to(torch.float32) @ probes).to(torch.float16).numpy()

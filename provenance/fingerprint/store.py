@@ -9,7 +9,10 @@ Layout (schema `provenance.fingerprint/3`):
   `vocabulary` (kind, size, hashes, special tokens, anchor token strings);
 - arrays: `sketch/<key>` (float32 values at shape-seeded positions; 1-D
   tensors whole), `units/<layer>/<role>` (float16 per-unit signatures of MLP
-  rows/columns), `anchors/<role>` (float16 embedding rows of anchor tokens).
+  rows/columns), `anchors/<role>` (float16 embedding rows of anchor tokens),
+  `responses/<layer>/<role>` (float16 responses of MLP units to the first
+  anchor tokens' embedding rows; absent from files made before it existed,
+  whose comparisons then skip the signal that reads it).
 
 Schema 2 changed only the tensor hashes (the fields keep the name "sha256"):
 XXH3-128 of the values in the first of f16/bf16/f32 that holds them
@@ -95,6 +98,7 @@ class Part(str, Enum):
     SAMPLED_UNIT_SIGNATURES = "sampled-unit-signatures"  # `rowunits/<layer>/mlp.up`: the sampled rows' signatures
     GRAM = "gram"  # `gram/<layer>/<role>`: residual-space Gram matrices
     ANCHORS = "anchors"  # `anchors/<role>`: embedding rows of anchor tokens
+    ANCHOR_RESPONSES = "anchor-responses"  # `responses/<layer>/<role>`: MLP units' responses to anchor embeddings
 
 
 # What a builder makes from whole tensors, and from row blocks read by range (the "remote" variant).
@@ -102,7 +106,8 @@ WHOLE_TENSOR_PARTS = frozenset(set(Part) - {Part.SAMPLED_UNIT_SIGNATURES})
 ROW_READ_PARTS = frozenset({Part.VECTORS, Part.ROW_SAMPLES, Part.SAMPLED_UNIT_SIGNATURES, Part.ANCHORS})
 # The array name prefix of each part stored as arrays.
 ARRAY_PREFIX = {Part.SKETCHES: "sketch", Part.VECTORS: "sketch", Part.ROW_SAMPLES: "rows", Part.UNIT_SIGNATURES: "units",
-                Part.SAMPLED_UNIT_SIGNATURES: "rowunits", Part.GRAM: "gram", Part.ANCHORS: "anchors"}
+                Part.SAMPLED_UNIT_SIGNATURES: "rowunits", Part.GRAM: "gram", Part.ANCHORS: "anchors",
+                Part.ANCHOR_RESPONSES: "responses"}
 
 
 def array_name(part: Part, *key: object) -> str:
@@ -435,7 +440,7 @@ def _meta_problem(meta: dict[str, Any]) -> str | None:
 
 
 # Array kinds the comparison reads, by name prefix, and their number of dimensions.
-ARRAY_DIMS = {"sketch": 1, "gram": 1, "units": 2, "anchors": 2, "rows": 2, "rowunits": 2}
+ARRAY_DIMS = {"sketch": 1, "gram": 1, "units": 2, "anchors": 2, "rows": 2, "rowunits": 2, "responses": 2}
 ARRAY_DTYPES = {"F16", "F32", "F64"}
 PACKING_DTYPES = {"I64", "U8", "F64"}  # record tables and the name tables of stacks (schema 4)
 NUMPY_DTYPES = {"<f2": "F16", "<f4": "F32", "<f8": "F64", "<i8": "I64", "|u1": "U8"}

@@ -3,8 +3,10 @@
 Stored tensors are read (and hashed) on a background thread, one ahead of
 this one (`Checkpoint.iter_canonical`); each canonical tensor is then reduced
 in its stored dtype, in chunks (`tensor_pass`: value hash, statistics, unit
-projections fused), and its sketch, row sample, anchor rows, unit signatures
-and residual-space Gram matrices are taken while it is in memory. Tensors no
+projections fused), and its sketch, row sample, anchor rows, unit signatures,
+residual-space Gram matrices and MLP units' anchor responses are taken while
+it is in memory (the embedding is read before the other matrices, so its
+anchor rows are there to probe them). Tensors no
 role fits are hashed too, so that a copy with opaque names is recognised as
 the same set of stored tensors.
 """
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from .collect import Collected
-from .parts import GRAM_UNITS, PRECEDING_NORM_OF, WRITES_RESIDUAL, residual_gram, unit_basis
+from .parts import GRAM_UNITS, PRECEDING_NORM_OF, RESPONSE_ROLES, WRITES_RESIDUAL, anchor_responses, residual_gram, unit_basis
 from .sketch import sketch_positions
 from .store import Part
 from .tensor_pass import tensor_pass, value_hash
@@ -112,6 +114,10 @@ def _pass(collected: Collected, on_tensor: Callable[[int, int], None] | None, ex
                 gram = residual_gram(as_float(head), key.role, scale)
                 if gram is not None:
                     collected.put(Part.GRAM, gram, key.layer, key.role)
+            if collected.probes is not None and key.role in RESPONSE_ROLES:
+                responses = anchor_responses(as_float(values), key.role, scale, collected.probes)
+                if responses is not None:
+                    collected.put(Part.ANCHOR_RESPONSES, responses, key.layer, key.role)
         del values, tensor
         if on_tensor:
             on_tensor(done, total)
