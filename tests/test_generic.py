@@ -23,7 +23,7 @@ from bench.zoo import diffusion as D
 from provenance.compare import compare_fingerprints
 from provenance.compare.generic import (MATCHED, compare_generic, generic_tensors, input_channel_clusters,
                                         pair_tensors)
-from provenance.compare.stats import LN10, clustered_log10p
+from provenance.compare.stats import clustered_log10p
 from provenance.fingerprint.load import fingerprint_for
 from provenance.fingerprint.sketch import sketch_positions
 
@@ -212,12 +212,3 @@ def test_a_corrupt_generic_record_fails_in_one_line(models):
     short["generic/conv_in.weight"] = short["generic/conv_in.weight"][:10]
     with pytest.raises(CorruptFileError, match="generic sample"):
         compare_fingerprints(Fingerprint(meta=fp.meta, arrays=short), fp)
-
-
-def test_generic_compare_is_quick(models):
-    import time
-
-    started = time.perf_counter()
-    compare(models, "unet-renamed-noisy", "unet")
-    assert time.perf_counter() - started < 5.0
-    assert LN10 > 2
