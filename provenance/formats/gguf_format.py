@@ -34,13 +34,10 @@ import numpy as np
 import torch
 
 from ..errors import CorruptFileError, UnsupportedError
+from .base import TensorInfo
 from .byte_reader import ByteReader, LocalFile
 from .gguf_header import read_gguf_header
-from .base import TensorInfo
 from .reader_source import ReaderSource
-
-# Metadata arrays longer than this are kept out of `metadata()` summaries.
-LARGE_ARRAY = 64
 
 # Types stored as plain values (no blocks): numpy type of each.
 PLAIN_TYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8, "I16": np.int16,

@@ -23,6 +23,7 @@ import shutil
 
 from ..errors import CorruptFileError
 from ..formats.checkpoint_files import CheckpointFiles
+from ..formats.gguf_format import GgufFile
 from ..formats.limits import MAX_JSON_BYTES, MAX_TEXT_BYTES
 from ..formats.quantized.dequantizing import with_dequantization
 from ..formats.safetensors_format import SafetensorsFile
@@ -53,8 +54,6 @@ def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
         where = plain_location(location)
     weights = where.sibling(where.weights)
     if where.weights.lower().endswith(".gguf"):
-        from ..formats.gguf_format import GgufFile  # lazy: it loads gguf (about 130 ms), for .gguf files only
-
         source = GgufFile(HttpFile(weights))
         shown = f"{where.shown}/{where.weights}" if where.shown.lower().startswith("hf://") else where.shown
         return CheckpointFiles(path=shown, source=source)  # type: ignore[arg-type]  # a URL, not a Path
