@@ -1,4 +1,4 @@
-"""A bounded walk over a GGUF header, checking every declared size before gguf's reader trusts it.
+"""The GGUF header parsed by a bounded walk: every declared size checked before anything trusts it.
 
 GGUF (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md): magic
 "GGUF", uint32 version, uint64 tensor count, uint64 key/value count, the
