@@ -427,3 +427,37 @@ def test_gguf_directory_and_cli_json(small_gguf, tmp_path):
     assert report["architecture"]["num_layers"] == LAYERS
     assert report["tensors"]["dtypes"] == {"Q8_0": 2 + 7 * LAYERS, "F32": 1 + 2 * LAYERS}
     assert any(c["value"] == "tiny-test-llama" for c in report["lineage_claims"])
+
+
+def _library_view(path: Path) -> tuple[dict, list]:
+    """Metadata and tensors as gguf's own reader gives them: the independent reading ours must equal."""
+    reader = gguf.GGUFReader(str(path), "r")
+    metadata = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("GGUF.")}
+    tensors = [(t.name, tuple(int(d) for d in reversed(t.shape.tolist())), t.tensor_type.name, int(t.n_bytes),
+                int(t.data_offset)) for t in reader.tensors]
+    return metadata, tensors
+
+
+def test_header_parse_equals_gguf_reader(small_gguf):
+    """The project's header parse gives what gguf.GGUFReader gives: every key's value, every tensor's layout."""
+    metadata, tensors = _library_view(small_gguf)
+    with GgufFile(small_gguf) as source:
+        assert source.metadata() == metadata
+        ours = [(i.name, i.shape, i.dtype, i.nbytes, source.data_layout(i.name)[0]) for i in source.tensor_infos()]
+    assert ours == tensors
+
+
+def test_real_gguf_header_parse_equals_gguf_reader():
+    """The same on the real SmolLM2 GGUF (49,152 tokens and merges in its metadata), when it is installed."""
+    from provenance.errors import UnreadablePathError
+    from provenance.real_models import real_model_path
+
+    try:
+        path = real_model_path("smollm2")
+    except UnreadablePathError as exc:
+        pytest.skip(f"SmolLM2 is not installed ({exc})")
+    metadata, tensors = _library_view(path)
+    with GgufFile(path) as source:
+        assert source.metadata() == metadata
+        ours = [(i.name, i.shape, i.dtype, i.nbytes, source.data_layout(i.name)[0]) for i in source.tensor_infos()]
+    assert ours == tensors

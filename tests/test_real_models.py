@@ -74,6 +74,13 @@ def test_smollm2_inspect(smollm2_report):
     assert all(c["verified"] is False for c in report["lineage_claims"])
 
 
+def _library_reader(checkpoint):
+    """gguf's own reader over the checkpoint's file: an independent reading of the same bytes."""
+    import gguf
+
+    return gguf.GGUFReader(str(checkpoint.files.source.path), "r")
+
+
 def _reduced_copy(reader, out: Path, layers: list[int]) -> Path:
     """The real file's tensor bytes for `layers` (renumbered 0..n-1), its model metadata, no tokenizer arrays.
 
@@ -118,7 +125,7 @@ def test_smollm2_matches_transformers_gguf_loader(smollm2, tmp_path):
     pytest.importorskip("accelerate", reason="transformers' GGUF loading needs accelerate")
     checkpoint = smollm2
     layers = [0, 17]
-    copy = _reduced_copy(checkpoint.files.source._reader, tmp_path / "smollm2-2layers.gguf", layers)
+    copy = _reduced_copy(_library_reader(checkpoint), tmp_path / "smollm2-2layers.gguf", layers)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=copy.name, dtype=torch.float32)
     theirs = {k: v.detach() for k, v in model.state_dict().items()}
     hf_names = {"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
@@ -145,7 +152,7 @@ def test_smollm2_every_layer_matches_transformers_reverse_permute(smollm2):
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
     processor = LlamaTensorProcessor(config={"num_attention_heads": 9, "num_key_value_heads": 3})
-    raw = {t.name: t for t in smollm2.files.source._reader.tensors}
+    raw = {t.name: t for t in _library_reader(smollm2).tensors}
     for layer in range(30):
         for role, part in (("attn.q", "attn_q"), ("attn.k", "attn_k")):
             name = f"blk.{layer}.{part}.weight"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import CorruptFileError, UnreadablePathError
 from .base import TensorSource
@@ -44,6 +44,11 @@ class CheckpointFiles:
     model_card: str | None = None
     lineage_paths: dict[str, Path] = field(default_factory=dict)  # adapter config, merge recipes (lineage.py)
     notes: list[str] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list, repr=False)  # run by close (temporary files)
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        """Run `cleanup` when the checkpoint is closed (after its source), e.g. to remove fetched side files."""
+        self.cleanups.append(cleanup)
 
     @property
     def format(self) -> str:
@@ -57,7 +62,11 @@ class CheckpointFiles:
         return list(dict.fromkeys(files))
 
     def close(self) -> None:
-        self.source.close()
+        try:
+            self.source.close()
+        finally:
+            while self.cleanups:
+                self.cleanups.pop()()
 
 
 def open_weights_file(path: Path) -> TensorSource:

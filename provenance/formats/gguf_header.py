@@ -1,4 +1,4 @@
-"""A bounded walk over a GGUF header, checking every declared size before gguf's reader trusts it.
+"""The GGUF header parsed by a bounded walk: every declared size checked before anything trusts it.
 
 GGUF (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md): magic
 "GGUF", uint32 version, uint64 tensor count, uint64 key/value count, the
@@ -8,30 +8,40 @@ dimension count, uint64 dimensions, uint32 ggml type and uint64 offset
 into the data section, which starts at the next multiple of the alignment
 (`general.alignment`, default 32).
 
-Hand-written because `gguf.GGUFReader` believes what the file says: a count
-of 2^60 key/value pairs makes it loop until the file runs out, a string
+Parsed here, not by `gguf.GGUFReader`: that reader needs a path or a
+memory map (impossible over HTTP), and it believes what the file says: a
+count of 2^60 key/value pairs makes it loop until the file runs out, a string
 length past the end is silently cut short (a truncated file can parse as a
 valid one), and it builds a few Python objects per metadata array element
 (~40 us and ~400 B each: one megabyte of uint8 array costs it 36 s and
-600 MB). This walk reads only lengths and counts, checks each against the
-bytes left in the file and the caps in `limits.py`, and checks each tensor
-the way llama.cpp's loader does (known type, whole blocks, data offsets
-contiguous and aligned, data inside the file). Only then is the reader run.
+600 MB). This walk checks every length and count against the bytes left in
+the file and the caps in `limits.py`, and each tensor the way llama.cpp's
+loader does (known type, whole blocks, data offsets contiguous and aligned,
+data inside the file); gguf's public tables (`GGMLQuantizationType`,
+`GGML_QUANT_SIZES`) name the types and their block sizes.
 
-A remote reader (`remote.gguf_source`) has only a prefix of the file: it calls
-`gguf_data_start(shown, prefix, file_size)`, which walks the same checks
-against the whole file's size and raises `HeaderIncomplete` with the number of
-bytes it needs when the header runs past the prefix.
+`read_gguf_header(reader)` fetches the header from a `ByteReader` (a local
+file or HTTP ranges alike) by growing prefixes: the first 512 KiB, then twice
+as much each time the walk says the header runs past what is at hand (it
+raises `HeaderIncomplete` with the bytes it needs, having checked everything
+before against the whole file's size), up to `MAX_GGUF_HEADER_BYTES`. The
+walk records where each metadata value is; `GgufHeader.metadata()` decodes
+them (numeric arrays as one block, strings as UTF-8) when first asked.
 """
 
 from __future__ import annotations
 
-import mmap
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .limits import MAX_GGUF_ARRAY, MAX_GGUF_ARRAY_TOTAL, MAX_GGUF_KV, MAX_GGUF_STRING, MAX_GGUF_STRINGS, MAX_TENSORS
+import numpy as np
+
+from ..errors import CorruptFileError, UnsupportedError
+from .byte_reader import ByteReader
+from .limits import (MAX_GGUF_ARRAY, MAX_GGUF_ARRAY_TOTAL, MAX_GGUF_HEADER_BYTES, MAX_GGUF_KV, MAX_GGUF_STRING,
+                     MAX_GGUF_STRINGS, MAX_TENSORS)
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)  # what gguf's reader handles; version 1 used 32-bit counts
@@ -41,6 +51,70 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 # GGUF value types: fixed-size scalars by type id (bytes per value), then STRING = 8, ARRAY = 9.
 SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 STRING, ARRAY, UINT32 = 8, 9, 4
+# numpy types of the scalar type ids, as gguf's reader decodes them (`GGUFReader.gguf_scalar_to_np`)
+SCALAR_NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
+                7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
+FIRST_READ = 512 << 10  # bytes of a header fetched first; more by doubling
+
+
+@dataclass(frozen=True)
+class GgufTensor:
+    """One tensor of the header: ggml order dimensions (innermost first), type, where its data is."""
+
+    name: str
+    dims: tuple[int, ...]
+    qtype: Any  # gguf.GGMLQuantizationType
+    offset: int  # from the start of the file
+    nbytes: int
+
+
+@dataclass
+class GgufHeader:
+    """A walked GGUF header: where the data starts, the tensors, and each metadata value's place in `raw`."""
+
+    shown: Any  # names the file in errors
+    raw: bytes  # the header's bytes (a prefix of the file)
+    order: str  # "<" or ">" (written on a big-endian machine)
+    data_start: int
+    tensors: list[GgufTensor]
+    fields: list[tuple[str, int, int]] = field(default_factory=list)  # (key, value type, offset of the value)
+
+    def metadata(self) -> dict[str, Any]:
+        """Every key/value pair decoded to Python values (strings strictly as UTF-8), as gguf's reader gives them."""
+        values: dict[str, Any] = {}
+        for key, kind, offset in self.fields:
+            if key.startswith("GGUF."):  # names gguf's reader keeps for its own pseudo-fields
+                continue
+            try:
+                values[key] = self._value(kind, offset)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise CorruptFileError(self.shown, f"metadata key {key!r} cannot be decoded: {exc}") from exc
+        return values
+
+    def _value(self, kind: int, offset: int) -> Any:
+        if kind in SCALAR_NUMPY:
+            return self._scalars(kind, offset, 1)[0]
+        if kind == STRING:
+            return self._strings(offset, 1)[0]
+        item, = struct.unpack_from(self.order + "I", self.raw, offset)
+        count, = struct.unpack_from(self.order + "Q", self.raw, offset + 4)
+        if item == STRING:
+            return self._strings(offset + 12, count)
+        return self._scalars(item, offset + 12, count)
+
+    def _scalars(self, kind: int, offset: int, count: int) -> list:
+        if not count:
+            return []
+        kind_type = np.dtype(SCALAR_NUMPY[kind]).newbyteorder(self.order)
+        return np.frombuffer(self.raw, dtype=kind_type, count=count, offset=offset).tolist()
+
+    def _strings(self, offset: int, count: int) -> list[str]:
+        raw, length_format, out = self.raw, self.order + "Q", []
+        for _ in range(count):
+            length, = struct.unpack_from(length_format, raw, offset)
+            out.append(str(raw[offset + 8:offset + 8 + length], "utf-8"))
+            offset += 8 + length
+        return out
 
 
 class HeaderIncomplete(Exception):
@@ -52,13 +126,13 @@ class HeaderIncomplete(Exception):
 
 
 class _Walk:
-    """A cursor over the mapped header that refuses to step past the end of the file.
+    """A cursor over the header's bytes that refuses to step past the end of the file.
 
     `size` is the whole file's size; `data` may hold only its first bytes
     (a remote prefix), in which case stepping past them raises HeaderIncomplete.
     """
 
-    def __init__(self, path: Path, data: mmap.mmap | bytes, order: str, size: int | None = None):
+    def __init__(self, path: Path, data: bytes, order: str, size: int | None = None):
         self.path, self.data, self.order, self.pos = path, data, order, 0
         self.available = len(data)
         self.size = len(data) if size is None else size
@@ -127,33 +201,33 @@ def _new_name(walk: _Walk, seen: set[str], label: str, what: str) -> str:
     return name
 
 
-def validate_gguf_header(path: Path) -> None:
-    """Raise a CorruptFileError/UnsupportedError naming the first problem; return if gguf may parse the file."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            if size < 24:
-                handle.seek(0)
-                _validate(path, handle.read())
-                return
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                _validate(path, mapped)
-    except OSError as exc:
-        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
+def read_gguf_header(reader: ByteReader) -> tuple[GgufHeader, int]:
+    """The walked header of the GGUF file `reader` reads, and the bytes fetched for it (by growing prefixes)."""
+    prefix = reader.read(0, FIRST_READ)
+    size = reader.size
+    while True:
+        try:
+            if len(prefix) < min(24, size):
+                raise HeaderIncomplete(min(24, size))
+            header = _validate(reader.path, prefix, size)
+            break
+        except HeaderIncomplete as more:
+            if more.needed > MAX_GGUF_HEADER_BYTES:
+                raise CorruptFileError(reader.path, f"GGUF header is over {more.needed} bytes, past the "
+                                                    f"{MAX_GGUF_HEADER_BYTES}-byte limit") from None
+            end = min(size, MAX_GGUF_HEADER_BYTES, max(more.needed, 2 * len(prefix)))
+            if end <= len(prefix):  # the file ended early (truncated since its size was read)
+                raise CorruptFileError(reader.path, f"file ends at byte {len(prefix)}, inside its GGUF header") from None
+            more_bytes = reader.read(len(prefix), end - len(prefix))
+            if not more_bytes:
+                raise CorruptFileError(reader.path, f"file ends at byte {len(prefix)}, inside its GGUF header")
+            prefix += more_bytes
+    fetched = len(prefix)
+    header.raw = prefix[:header.data_start] if len(prefix) > header.data_start else prefix
+    return header, fetched
 
 
-def gguf_data_start(shown: object, prefix: bytes, file_size: int) -> int:
-    """Check a GGUF header from the first bytes of a `file_size`-byte file; the offset where tensor data starts.
-
-    Raises HeaderIncomplete when `prefix` ends inside the header, and the
-    errors `validate_gguf_header` raises otherwise (`shown` names the file).
-    """
-    if len(prefix) < min(24, file_size):
-        raise HeaderIncomplete(min(24, file_size))
-    return _validate(shown, prefix, file_size)  # type: ignore[arg-type]
-
-
-def _validate(path: Path, data, size: int | None = None) -> int:
+def _validate(path: Path, data: bytes, size: int | None = None) -> GgufHeader:
     if len(data) < 4 or bytes(data[:4]) != GGUF_MAGIC:
         raise CorruptFileError(path, f"not a GGUF file: starts with {bytes(data[:4])!r}, expected {GGUF_MAGIC!r}")
     walk = _Walk(path, data, "<", size)
@@ -173,11 +247,13 @@ def _validate(path: Path, data, size: int | None = None) -> int:
         raise CorruptFileError(path, f"declares {kv_count} metadata keys, over the {MAX_GGUF_KV}-key limit")
 
     alignment = DEFAULT_ALIGNMENT
+    fields: list[tuple[str, int, int]] = []
     keys: set[str] = set()
     elements = strings = 0
     for index in range(kv_count):
         key = _new_name(walk, keys, f"metadata key {index}", "metadata key")
         kind = walk.unpack("I", f"type of metadata key {key!r}")
+        fields.append((key, kind, walk.pos))
         if kind in SCALAR_SIZES:
             if key == "general.alignment":
                 if kind != UINT32:
@@ -216,10 +292,11 @@ def _validate(path: Path, data, size: int | None = None) -> int:
         else:
             raise walk.fail(f"metadata key {key!r} has unknown value type {kind}")
 
-    return _validate_tensors(walk, tensor_count, alignment)
+    data_start, tensors = _validate_tensors(walk, tensor_count, alignment)
+    return GgufHeader(path, data, walk.order, data_start, tensors, fields)
 
 
-def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> int:
+def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> tuple[int, list[GgufTensor]]:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # lazy: gguf costs 125 ms, only for .gguf files
 
     tensors = []
@@ -246,12 +323,12 @@ def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> int:
         if (dims[0] if dims else 1) % block or numel % block:
             raise walk.fail(f"tensor {name!r} ({qtype.name}) has rows of {dims[0] if dims else 1} elements, not a "
                             f"multiple of its {block}-element blocks")
-        tensors.append((name, offset, numel // block * type_size))
+        tensors.append((name, tuple(dims), qtype, offset, numel // block * type_size))
 
     data_start = -(-walk.pos // alignment) * alignment
     data_size = walk.size - data_start
     expected = 0
-    for name, offset, nbytes in tensors:
+    for name, _, _, offset, nbytes in tensors:
         if offset != expected:  # llama.cpp's rule: tensors follow each other, each padded to the alignment
             raise walk.fail(f"tensor {name!r} has data offset {offset}, expected {expected} (tensor data must be "
                             f"contiguous, each tensor aligned to {alignment} bytes)")
@@ -259,4 +336,5 @@ def _validate_tensors(walk: _Walk, tensor_count: int, alignment: int) -> int:
             raise walk.fail(f"tensor {name!r} data [{offset}, {offset + nbytes}) runs past the end of the "
                             f"{max(data_size, 0)}-byte data section (truncated?)")
         expected = offset + -(-nbytes // alignment) * alignment
-    return data_start
+    return data_start, [GgufTensor(name, dims, qtype, data_start + offset, nbytes)
+                        for name, dims, qtype, offset, nbytes in tensors]

@@ -32,8 +32,8 @@ MAX_SHARDS = 10_000  # Llama-3.1-405B has 191 shards
 # The pickle (data.pkl) of a zip-format PyTorch file: a 7B model's is about 30 KB.
 # Each tensor in it costs ~30 bytes of pickle but ~1 KB once unpickled.
 MAX_PICKLE_BYTES = 16 * 1024 * 1024
-# GGUF metadata. Our reader (gguf_format) reads a numeric array as one block but
-# still makes two small arrays (~300 B) per string element, so string elements are
+# GGUF metadata. Our reader (gguf_header) reads a numeric array as one block but
+# still makes a Python string per string element, so string elements are
 # bounded: Gemma-3's tokenizer holds 262,144 token strings, LLaMA-3's 128,256
 # tokens plus 280,147 merges.
 MAX_GGUF_KV = 65_536
@@ -41,6 +41,9 @@ MAX_GGUF_ARRAY = 1 << 22  # elements in one metadata array
 MAX_GGUF_ARRAY_TOTAL = 1 << 23  # elements in all metadata arrays together
 MAX_GGUF_STRINGS = 1 << 21  # string elements in all metadata arrays together
 MAX_GGUF_STRING = 64 * 1024 * 1024  # one string (an embedded tokenizer.json can be ~10 MB)
+# The whole GGUF header (metadata and tensor infos), held in memory while it is parsed:
+# Gemma-3's 262,144-token vocabulary takes a few MB; this leaves ample room.
+MAX_GGUF_HEADER_BYTES = 256 * 1024 * 1024
 
 
 class DuplicateKeyError(ValueError):

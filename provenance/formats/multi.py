@@ -3,29 +3,41 @@
 The index (`*.index.json`, {"weight_map": {tensor: shard}}) is validated
 before any shard is opened: every shard must exist inside the checkpoint's
 directory, and the index must agree with what the shards hold.
+
+Shards may be local files or remote ones (`remote.checkpoint` opens them over
+HTTP ranges): reads go to the shard holding the tensor, many reads are
+grouped per shard, and what the shards' transport fetched is reported once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from ..errors import CorruptFileError, MissingShardError
-from .base import TensorInfo, TensorSource
+from .base import TensorInfo, TensorSource, TransferCounts
+from .byte_reader import transfer_report
 from .limits import MAX_SHARDS, MAX_TENSORS, read_json_limited, resolve_inside
 
 
 class MultiFileSource(TensorSource):
     """A checkpoint spread over shards; each tensor is read from its own shard."""
 
-    def __init__(self, path: Path, shards: list[TensorSource], format: str, index_path: Path | None = None,
-                 weight_map: dict[str, str] | None = None):
-        super().__init__(Path(path))
+    def __init__(self, path: Any, shards: list[TensorSource], format: str, index_path: Any = None,
+                 weight_map: dict[str, str] | None = None, index_entry: dict[str, Any] | None = None):
+        """`path` and `index_path` are local Paths, or remote files (whose str() names them in errors);
+        `index_entry` is how a fingerprint lists a remote index (name, url)."""
+        super().__init__(path if index_entry is not None else Path(path))
         self.format = format
         self.shards = shards
         self.index_path = index_path
+        self.index_entry = index_entry
+        if shards:
+            self.reads = shards[0].reads  # type: ignore[misc]  # the shards' transport: all local or all remote
+            self.concurrency = shards[0].concurrency  # type: ignore[misc]
         self._owner: dict[str, TensorSource] = {}
         self._infos: list[TensorInfo] = []
         for shard in shards:
@@ -58,6 +70,42 @@ class MultiFileSource(TensorSource):
 
     def read_tensor_into(self, name: str, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self._owner[name].read_tensor_into(name, buffer)
+
+    def read_rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
+        return self._owner[name].read_rows(name, rows)
+
+    def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Each shard's reads handed to that shard at once (a remote shard groups them into few range requests)."""
+        by_shard: dict[int, list[int]] = {}
+        for index, (name, _) in enumerate(reads):
+            by_shard.setdefault(id(self._owner[name]), []).append(index)
+        for indices in by_shard.values():
+            shard = self._owner[reads[indices[0]][0]]
+            for position, tensor in shard.read_many([reads[i] for i in indices]):
+                yield indices[position], tensor
+
+    def transfers(self) -> TransferCounts | None:
+        return self.shards[0].transfers() if self.shards else None
+
+    def transfer_report(self, since: TransferCounts) -> dict[str, Any]:
+        now = self.transfers()
+        entries = self._shard_entries()
+        if now is None or entries is None:
+            return {}
+        header_bytes = sum(getattr(shard, "header_bytes", 0) for shard in self.shards)
+        return transfer_report(since, now, header_bytes, sum(entry.get("bytes") or 0 for entry in entries))
+
+    def _shard_entries(self) -> list[dict[str, Any]] | None:
+        entries = [shard.file_entries() for shard in self.shards]
+        if not entries or any(entry is None for entry in entries):
+            return None
+        return [row for entry in entries for row in entry]  # type: ignore[union-attr]
+
+    def file_entries(self) -> list[dict[str, Any]] | None:
+        entries = self._shard_entries()
+        if entries is None:
+            return None
+        return ([self.index_entry] if self.index_entry is not None else []) + entries
 
     def metadata(self) -> dict[str, Any]:
         merged: dict[str, Any] = {}

@@ -6,18 +6,24 @@ header length N, N bytes of JSON mapping tensor names to
 section that follows), an optional "__metadata__" of string pairs, then the
 data. The byte buffer must be covered exactly, without holes or overlaps.
 
-We parse and check the header ourselves before handing the file to the
-library, so that a hostile or broken file gets one precise message (which
-tensor, which value) instead of a generic failure, and so that no size in it
-is trusted before it has been checked against the file's real size.
+We parse and check the header ourselves, from a `ByteReader` (a local file,
+or HTTP ranges: `remote.byte_ranges`), so that a hostile or broken file gets
+one precise message (which tensor, which value) instead of a generic
+failure, so that no size in it is trusted before it has been checked against
+the file's real size, and so that a remote file is parsed by the same code as
+a local one (a remote reader fetches the 8 bytes, then the header, then only
+the ranges asked for).
 
-Tensor data is then read with plain file reads into a fresh tensor, not with
-`safetensors.safe_open`: the library parses the whole header again on every
-open (quadratic in the tensor count over a pass: 9 s per tensor for a
-96 MB header), and a handle kept open for the whole pass leaves every page
-it touched mapped, so the process would end up holding the whole model. A
-read needs nothing the validated header does not already give (offsets,
-dtype, shape), and memory is exactly the tensor being read.
+Tensor data is read through the same reader (`reader_source.ReaderSource`:
+whole tensors, rows, many at once), not with `safetensors.safe_open`, for
+local files too: the library parses the whole header again on every open
+(quadratic in the tensor count over a pass: 9 s per tensor for a 96 MB
+header), and a handle kept open for the whole pass leaves every page it
+touched mapped, so the process would end up holding the whole model. A read
+needs nothing the validated header does not already give (offsets, dtype,
+shape); a local read is one `readinto` into a buffer the caller may reuse
+(`LocalFile.read_into`), so memory is exactly the tensor being read, and
+this is as fast as `cat` (bench/speed.py).
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from typing import Any
 
 import torch
 
-from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .base import TensorInfo, TensorSource, read_bytes_into
+from ..errors import CorruptFileError, UnsupportedError
+from .base import TensorInfo
+from .byte_reader import ByteReader, LocalFile
 from .limits import MAX_TENSORS, DuplicateKeyError, reject_duplicate_keys
+from .reader_source import ReaderSource
 
 # Largest header we accept; the safetensors library uses the same limit.
 MAX_HEADER_BYTES = 100_000_000
@@ -51,24 +59,24 @@ DTYPE_BITS = {
 
 
 def read_safetensors_header(path: Path) -> tuple[list[TensorInfo], dict[str, str]]:
-    """Parse and validate a safetensors header; return tensors in data order."""
-    infos, metadata, _, _ = _read_layout(path)
+    """Parse and validate a local safetensors file's header; return tensors in data order."""
+    infos, metadata, _, _ = read_layout(LocalFile(path))
     return infos, metadata
 
 
-def _read_layout(path: Path) -> tuple[list[TensorInfo], dict[str, str], dict[str, tuple[int, int]], int]:
-    """The validated header, each tensor's [begin, end) in the data section, and where that section starts."""
-    try:
-        file_size = path.stat().st_size
-        with open(path, "rb") as handle:
-            prefix = handle.read(8)
-            header_len = check_header_length(path, prefix, file_size)
-            raw = handle.read(header_len)
-    except OSError as exc:
-        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
-    if len(raw) != header_len:  # the file shrank after stat()
-        raise CorruptFileError(path, f"header length {header_len} runs past the end of the file (truncated?)")
-    infos, metadata, offsets = parse_safetensors_header(path, raw, file_size)
+def read_layout(reader: ByteReader) -> tuple[list[TensorInfo], dict[str, str], dict[str, tuple[int, int]], int]:
+    """The validated header, each tensor's [begin, end) in the data section, and where that section starts.
+
+    Two reads: the 8-byte length (checked against the cap and the file's size
+    before anything more is asked for), then the header.
+    """
+    prefix = reader.read(0, 8)
+    file_size = reader.size
+    header_len = check_header_length(reader.path, prefix, file_size)
+    raw = reader.read(8, header_len)
+    if len(raw) != header_len:  # the file shrank after its size was read
+        raise CorruptFileError(reader.path, f"header length {header_len} runs past the end of the file (truncated?)")
+    infos, metadata, offsets = parse_safetensors_header(reader.path, raw, file_size)
     return infos, metadata, offsets, 8 + header_len
 
 
@@ -188,20 +196,41 @@ def tensor_from_bytes(data: torch.Tensor, dtype: str, shape: tuple[int, ...]) ->
     return values.reshape(shape)
 
 
-class SafetensorsFile(TensorSource):
-    """One .safetensors file."""
+class SafetensorsFile(ReaderSource):
+    """One .safetensors file: a local path, or any `ByteReader` (a remote file by HTTP ranges)."""
 
-    def __init__(self, path: Path):
-        super().__init__(Path(path))
-        self.format = "safetensors"
-        self._infos, self._metadata, self._offsets, self._data_start = _read_layout(self.path)
-        self._by_name = {info.name: info for info in self._infos}
-
-    def tensor_infos(self) -> list[TensorInfo]:
-        return list(self._infos)
+    def __init__(self, path: Path | ByteReader):
+        reader = path if isinstance(path, ByteReader) else LocalFile(Path(path))
+        super().__init__(reader, "safetensors")
+        infos, self._metadata, self._offsets, self._data_start = read_layout(reader)
+        self.header_bytes = self._data_start
+        self.set_infos(infos)
 
     def metadata(self) -> dict[str, Any]:
         return dict(self._metadata)
+
+    def data_range(self, name: str) -> tuple[int, int]:
+        begin, end = self._offsets[name]  # KeyError for a name the file does not hold
+        return self._data_start + begin, end - begin
+
+    def row_bytes(self, name: str) -> int:
+        info = self._by_name[name]
+        return info.shape[-1] * DTYPE_BITS[info.dtype] // 8 if info.shape else 0
+
+    def _dtype(self, info: TensorInfo) -> torch.dtype:
+        dtype = torch_dtype_for(info.dtype)
+        if dtype is None:
+            raise UnsupportedError(self.path, f"tensor {info.name!r}: dtype {info.dtype} cannot be read by this PyTorch "
+                                              f"version ({torch.__version__}), which has no such dtype")
+        return dtype
+
+    def decode(self, name: str, data: bytes, rows: int | None) -> torch.Tensor:
+        info = self._by_name[name]
+        dtype = self._dtype(info)
+        shape = info.shape if rows is None else (rows, info.shape[-1])
+        if not data:
+            return torch.empty(shape, dtype=dtype)
+        return tensor_from_bytes(torch.frombuffer(bytearray(data), dtype=torch.uint8), info.dtype, shape)
 
     def read_tensor(self, name: str) -> torch.Tensor:
         tensor, _ = self.read_tensor_into(name, None)
@@ -209,11 +238,9 @@ class SafetensorsFile(TensorSource):
 
     def read_tensor_into(self, name: str, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         info = self._by_name[name]  # KeyError for a name the file does not hold
-        if torch_dtype_for(info.dtype) is None:
-            raise UnsupportedError(self.path, f"tensor {name!r}: dtype {info.dtype} cannot be read by this PyTorch "
-                                              f"version ({torch.__version__}), which has no such dtype")
-        begin, end = self._offsets[name]
+        self._dtype(info)
+        offset, length = self.data_range(name)
         # The size was checked against the file's size when the header was read, so this
         # allocation is bounded by the file, whatever the header claimed.
-        data, buffer = read_bytes_into(self.path, self._data_start + begin, end - begin, buffer, name)
+        data, buffer = self.reader.read_into(offset, length, buffer, name)
         return tensor_from_bytes(data, info.dtype, info.shape), buffer

@@ -22,13 +22,18 @@ compared on what both sides hold (`compare.views`). For LLaMA-7B shapes it
 reads about 0.6% of the checkpoint (measured by bench/remote_bytes.py).
 
 A GGUF is read the same way: its header, then only the rows (whole
-quantization blocks) of the sample, dequantized by the local reader's code.
+quantization blocks) of the sample.
 
-Modules: `http` (ranges, retries, errors), `source` (remote safetensors
-TensorSources, and what every remote source shares: row-block reads, the
-transfer report), `gguf_source` (remote GGUF), `checkpoint` (plain URLs, side
-files), `hub` (hf://), `locate` (repo ids and the local cache). Transport
-only: nothing here computes a fingerprint.
+The formats' own readers (`formats.safetensors_format`, `formats.gguf_format`)
+parse and read a remote file: they read through a `formats.byte_reader.ByteReader`,
+and this package gives them one over HTTP.
+
+Modules: `http` (ranges, retries, errors, pinning), `budget` (deadlines and
+minimum rate), `coalesce` (many reads as few range requests), `byte_ranges`
+(the `ByteReader` over HTTP), `sharded` (a remote index and its shards),
+`checkpoint` (plain URLs, side files), `scratch` (the side files' temporary
+folders), `hub` (hf://), `locate` (repo ids and the local cache). Transport
+only: nothing here parses a weights format or computes a fingerprint.
 """
 
 

@@ -19,14 +19,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import shutil
+
 from ..errors import CorruptFileError
 from ..formats.checkpoint_files import CheckpointFiles
+from ..formats.gguf_format import GgufFile
 from ..formats.limits import MAX_JSON_BYTES, MAX_TEXT_BYTES
 from ..formats.quantized.dequantizing import with_dequantization
+from ..formats.safetensors_format import SafetensorsFile
+from .byte_ranges import HttpFile
 from .hub import hub_location
 from .location import RemoteLocation, plain_location
 from .scratch import side_folder
-from .source import RemoteSafetensorsFile, open_sharded, side_directory_cleanup
+from .sharded import open_sharded
 
 # Side files fetched, in the order load_vocabulary prefers them; it reads the first that exists.
 TOKENIZER_CHOICES = ("tokenizer.json", "vocab.json", "vocab.txt")
@@ -49,19 +54,17 @@ def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
         where = plain_location(location)
     weights = where.sibling(where.weights)
     if where.weights.lower().endswith(".gguf"):
-        from .gguf_source import RemoteGgufFile  # lazy: it loads gguf (about 130 ms), for .gguf files only
-
-        source = RemoteGgufFile(weights)
+        source = GgufFile(HttpFile(weights))
         shown = f"{where.shown}/{where.weights}" if where.shown.lower().startswith("hf://") else where.shown
         return CheckpointFiles(path=shown, source=source)  # type: ignore[arg-type]  # a URL, not a Path
     if where.weights.lower().endswith(".json"):
         source = open_sharded(weights, where.sibling)
     else:
-        source = RemoteSafetensorsFile(weights)
+        source = SafetensorsFile(HttpFile(weights))
     folder = side_folder()
-    source.on_close(side_directory_cleanup(folder))
+    files = CheckpointFiles(path=where.shown, source=source)  # type: ignore[arg-type]  # a URL, not a Path
+    files.on_close(lambda: shutil.rmtree(folder, ignore_errors=True))
     try:
-        files = CheckpointFiles(path=where.shown, source=source)  # type: ignore[arg-type]  # a URL, not a Path
         config_path = where.fetch_side("config.json", MAX_JSON_BYTES["config"], folder)
         if config_path is not None:
             config = _check_json(config_path, f"{_base(where)}config.json", "config")
@@ -83,7 +86,7 @@ def open_remote_checkpoint_files(location: str) -> CheckpointFiles:
         if card is not None:
             files.model_card = card.read_text(encoding="utf-8", errors="replace")
     except BaseException:
-        source.close()
+        files.close()
         raise
     return files
 

@@ -10,22 +10,26 @@ millisecond, far less than a request's round trip; and, gaps under
 SMALL_GAP = 1 KiB apart, the bytes fetched stay under twice the bytes wanted,
 so a row sample still reads a small share of a large matrix), and
 no span grows past SPAN_BYTES unless one range alone is larger (a tensor read
-whole). Spans are fetched WAVE at a time (`RemoteFile.read_ranges`, which
-keeps them in flight concurrently); a read is handed back as soon as all its
-spans have arrived, and a span is dropped once no pending read needs it.
+whole). WAVE spans are kept in flight at once (each by `fetch`, on a
+thread of a pool: a new span starts as soon as the oldest arrives, also
+while the caller works on what was handed back); a read is handed back as
+soon as all its spans have arrived, and a span is dropped once no pending
+read needs it.
 Memory: at most WAVE spans of SPAN_BYTES plus the largest single range, and
 the spans of reads still waiting, which are local to one tensor.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 GAP_BYTES = 64 * 1024
 SMALL_GAP = 1024
 SPAN_BYTES = 8 * 1024 * 1024
-WAVE = 8  # spans fetched at once (the HTTP layer's concurrency)
+WAVE = 8  # spans in flight at once (the HTTP layer's concurrency)
 
 
 @dataclass(frozen=True)
@@ -69,16 +73,27 @@ def fetch_coalesced(reads: list[Read], fetch: Callable[[list[tuple[int, int]]], 
         if wanted:
             by_last.setdefault(max(wanted), []).append(index)
     held: dict[int, bytes] = {}
-    for first in range(0, len(spans), wave):
-        batch = list(range(first, min(first + wave, len(spans))))
-        held.update(zip(batch, fetch([spans[s] for s in batch])))
-        for s in batch:
-            for index in by_last.get(s, []):
-                yield index, b"".join(_cut(held, spans, starts, start, end) for start, end in reads[index].ranges)
-                for needed in needs[index]:
-                    waiting_on[needed].discard(index)
-                    if not waiting_on[needed]:
-                        held.pop(needed, None)
+    # a sliding window of `wave` spans in flight: a new one starts as soon as the oldest has arrived, and
+    # keeps coming while the caller works on the reads already handed back (no wait for a whole wave)
+    with ThreadPoolExecutor(max_workers=max(1, min(wave, len(spans)))) as pool:
+        pending: deque = deque()
+        for s in range(len(spans)):
+            pending.append((s, pool.submit(_one, fetch, spans[s])))
+            if len(pending) < wave and s + 1 < len(spans):
+                continue
+            while pending and (len(pending) >= wave or s + 1 == len(spans)):
+                done, future = pending.popleft()
+                held[done] = future.result()
+                for index in by_last.get(done, []):
+                    yield index, b"".join(_cut(held, spans, starts, start, end) for start, end in reads[index].ranges)
+                    for needed in needs[index]:
+                        waiting_on[needed].discard(index)
+                        if not waiting_on[needed]:
+                            held.pop(needed, None)
+
+
+def _one(fetch: Callable[[list[tuple[int, int]]], list[bytes]], span: tuple[int, int]) -> bytes:
+    return fetch([span])[0]
 
 
 def _span_of(starts: list[int], position: int) -> int:
