@@ -29,6 +29,14 @@ from pathlib import Path
 
 import pytest
 
+# -- one BLAS / OpenMP thread per test process ---------------------------------------------------------------------
+# Test files run two at a time (pytest-xdist) and many tests start subprocesses; OpenBLAS's and OpenMP's worker
+# threads spin while they wait, so on a busy machine a test of small matrices took 35 s of CPU instead of 6.5 s
+# (tests/test_accusation.py's two calibration tests, 2 cores). Set before numpy or torch is imported (both read
+# these at import); subprocesses inherit them. An explicit setting in the environment is kept.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
