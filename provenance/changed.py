@@ -24,7 +24,7 @@ from pathlib import Path
 from . import cli
 from .fingerprint.store import WEIGHT_LIKE_SUFFIXES
 from .formats.checkpoint_files import TOKENIZER_FILES
-from .gate import EXIT_ERROR, EXIT_FAIL_ON, EXIT_OK, EXIT_USAGE
+from .gate import EXIT_ERROR, EXIT_FAIL_ON, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 SIDE_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json", *TOKENIZER_FILES)
 
@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     for number, target in enumerate(targets, start=1):
         report = ["--report", str(Path(args.report_dir) / f"provenance-{number}.md")] if args.report_dir else []
         codes.append(cli.main(["audit", target, "--no-progress", *report, *audit_options]))
+        if codes[-1] == EXIT_INTERRUPTED:  # Ctrl-C stops the run: the models left are not audited, and it says so
+            print(f"provenance.changed: interrupted; {len(targets) - number} of {len(targets)} not audited",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
     if EXIT_FAIL_ON in codes:
         return EXIT_FAIL_ON
     return EXIT_ERROR if any(code != EXIT_OK for code in codes) else EXIT_OK

@@ -135,6 +135,23 @@ def test_ctrl_c_exits_130_and_never_says_added(world, tmp_path, monkeypatch):
     assert "other" not in run_cli("refs", "--refs", db, "list").stdout
 
 
+def test_ctrl_c_stops_the_changed_models_run_with_130(monkeypatch, capsys):
+    """`python -m provenance.changed` (the hook and the Action): an interrupted audit ends the run with 130 and names
+    how many models were left, instead of going on to the next model and exiting 1."""
+    from provenance import changed
+
+    audited = []
+
+    def audit(argv):
+        audited.append(argv[1])
+        return EXIT_INTERRUPTED
+
+    monkeypatch.setattr(changed.cli, "main", audit)
+    monkeypatch.setattr(changed, "model_targets", lambda files: ["m1", "m2", "m3"])
+    assert changed.main(["a", "b"]) == EXIT_INTERRUPTED
+    assert audited == ["m1"] and "2 of 3 not audited" in capsys.readouterr().err
+
+
 # -- tests never write outside their temporary folders ---------------------------------------------------------
 
 
