@@ -4,9 +4,11 @@
 
 For each model of `moe_models.FRONTIER` (layer and expert counts of
 DeepSeek-V3, Kimi K2, Qwen3-235B-A22B, gpt-oss-120b, and the issue's
-48 x 200 checkpoint; hidden 64, expert width 32, bf16), it writes the
-checkpoint and two derived copies (experts permuted plus 5% noise; half the
-experts dropped), then runs the command line in child processes and records
+48 x 200 checkpoint; hidden 64, expert width 32; DeepSeek-V3 and Kimi K2
+stored FP8 with block scales and gpt-oss's stacked experts MXFP4, as
+released, the others bf16), it writes the checkpoint and two derived copies
+in bf16 from the released values, as fine-tunes are (experts permuted plus
+5% noise; half the experts dropped), then runs the command line in child processes and records
 wall time and peak memory (ru_maxrss of the child) of:
 - `fingerprint` of the checkpoint (local files), and of the same files over
   HTTP from `tests/range_server.py` with 50 ms added per request and one
@@ -81,9 +83,10 @@ def bench(name: str, layers: int | None, out: Path) -> dict:
     started = time.perf_counter()
     base = write_moe(work / "base", spec)
     keep_all = tuple(int(i) for i in np.random.default_rng(1).permutation(spec.experts))
-    permuted = write_moe(work / "permuted", spec, MoeEdit(keep=keep_all, noise=0.05))
-    half = write_moe(work / "half", spec, MoeEdit(keep=tuple(range(0, spec.experts, 2))))
+    permuted = write_moe(work / "permuted", spec, MoeEdit(keep=keep_all, noise=0.05, stored="float"))
+    half = write_moe(work / "half", spec, MoeEdit(keep=tuple(range(0, spec.experts, 2)), stored="float"))
     row: dict = {"model": name, "layers": spec.layers, "experts": spec.experts, "tensors": spec.tensor_count(),
+                 "stored": spec.quant or "bf16",
                  "checkpoint_mb": round(sum(f.stat().st_size for f in base.glob("*.safetensors")) / 1e6, 1),
                  "write_seconds": round(time.perf_counter() - started, 1)}
     fp = work / "base.fp"
@@ -111,7 +114,7 @@ def bench(name: str, layers: int | None, out: Path) -> dict:
 
 def table_row(row: dict) -> str:
     r = row["remote"]
-    return (f"| {row['model']} | {row['layers']} x {row['experts']} | {row['tensors']:,} | {row['checkpoint_mb']} | "
+    return (f"| {row['model']} | {row.get('stored', 'bf16')} | {row['layers']} x {row['experts']} | {row['tensors']:,} | {row['checkpoint_mb']} | "
             f"{row['fingerprint']['seconds']} s / {row['fingerprint']['peak_mb']} MB | {row['metadata_chars']:,} / "
             f"{row['header_arrays']} | {r['seconds']} s, {r['requests']} req, {r['bytes_served_mb']} MB | "
             f"{row['refs_add']['seconds']} s | {row['audit_self']['seconds']} s {row['audit_self']['verdict'].split()[0]} | "

@@ -81,6 +81,25 @@ def mxfp4_quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return packed.contiguous(), (exponent + 127).to(torch.uint8)
 
 
+def fp8_dequantize(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 values `fp8_quantize`'s (codes, scale) stand for: code x the scale of its block, row or tensor
+    (DeepSeek-V3's `weight_dequant`), the block size read off the two shapes."""
+    out, inputs = codes.shape
+    scale = scale.float().reshape(1, 1) if scale.numel() == 1 else scale.float().reshape(scale.shape[0], -1)
+    rows, columns = -(-out // scale.shape[0]), -(-inputs // scale.shape[1])
+    expanded = scale.repeat_interleave(rows, 0).repeat_interleave(columns, 1)[:out, :inputs]
+    return codes.float() * expanded
+
+
+def mxfp4_dequantize(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """The float32 values [rows, G x 32] of `mxfp4_quantize`'s (blocks, scales): low nibble first, bit 3 the sign,
+    the low three bits an E2M1 magnitude, times 2^(scale - 127)."""
+    rows, groups, _ = blocks.shape
+    codes = torch.stack((blocks & 0x0F, blocks >> 4), dim=-1).reshape(rows, groups, MX_BLOCK).long()
+    values = E2M1_MAGNITUDES[codes & 7] * torch.where(codes >= 8, -1.0, 1.0)
+    return (values * torch.pow(2.0, scales.float() - 127).unsqueeze(-1)).reshape(rows, groups * MX_BLOCK)
+
+
 def fp8_state(state: dict[str, torch.Tensor], fmt: str = "e4m3", granularity: str = "block",
               block: tuple[int, int] = (128, 128)) -> dict[str, torch.Tensor]:
     """`state` with each layer weight stored as FP8 codes plus its scale (`weight_scale_inv` for blocks)."""

@@ -209,17 +209,19 @@ def match_experts(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Exper
 
 
 def _router_after_permutation(cand: Fingerprint, ref: Fingerprint, i: int, j: int, pairs: list[tuple[int, int]],
-                              view: SampleView) -> float | None:
-    """The router's relative difference with the reference's rows put in the candidate's expert order; None when
-    a sample does not hold the whole router (its rows then cannot be reordered)."""
-    ck, rk = f"layers.{i}.{ROUTER}.weight", f"layers.{j}.{ROUTER}.weight"
+                              view: SampleView, param: str = "weight") -> float | None:
+    """The router's relative difference (its weight, or its bias: one value per expert, as gpt-oss's) with the
+    reference's rows put in the candidate's expert order; None when a sample does not hold the whole tensor (its
+    rows then cannot be reordered)."""
+    ck, rk = f"layers.{i}.{ROUTER}.{param}", f"layers.{j}.{ROUTER}.{param}"
     shape = tuple(cand.tensors.get(ck, {}).get("shape") or ())
-    if len(shape) != 2 or shape != tuple(ref.tensors.get(rk, {}).get("shape") or ()):
+    if len(shape) not in (1, 2) or shape != tuple(ref.tensors.get(rk, {}).get("shape") or ()):
         return None
     a, b = view.sample(cand, ck, shape), view.sample(ref, rk, shape)
-    if a is None or b is None or a.size != shape[0] * shape[1] or b.size != a.size:
+    size = int(np.prod(shape))
+    if a is None or b is None or a.size != size or b.size != size:
         return None
-    a, b = a.reshape(shape), b.reshape(shape)
+    a, b = a.reshape(shape[0], -1), b.reshape(shape[0], -1)
     order = dict(pairs)
     if sorted(order) != list(range(shape[0])):
         return None
@@ -320,13 +322,15 @@ def compare_experts(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
                 row.tolerances[role] = tolerance
             row.rel_errors[SET_ROLE], row.tolerances[SET_ROLE] = (0.0 if same_set else 1.0), 0.0
             row.via = f"{row.via}; {match.describe()}"
-            if match.permuted and ROUTER in row.rel_errors:
-                error = _router_after_permutation(cand, ref, i, j, match.pairs, view)
+            for role, param, what in ((ROUTER, "weight", "rows"), (ROUTER + ".bias", "bias", "bias")):
+                if not match.permuted or role not in row.rel_errors:
+                    continue
+                error = _router_after_permutation(cand, ref, i, j, match.pairs, view, param)
                 if error is None:  # its rows cannot be put in the experts' order from a sample: not compared
-                    del row.rel_errors[ROUTER]
-                    row.via = f"{row.via} (router rows not compared: sampled)"
+                    del row.rel_errors[role]
+                    row.via = f"{row.via} (router {what} not compared: sampled)"
                 else:
-                    row.rel_errors[ROUTER] = error
+                    row.rel_errors[role] = error
         else:
             moe_side, dense_side = (cand, ref) if i in ce.by_layer else (ref, cand)
             layer_m, layer_d = (i, j) if i in ce.by_layer else (j, i)

@@ -1,0 +1,83 @@
+"""Frontier MoEs in their released formats: DeepSeek-V3's FP8 block scales, gpt-oss's stacked MXFP4 experts.
+
+The bench's checkpoints (`bench/moe_models.py`) are written as released
+(`MoeSpec.quant`) by `bench/zoo/quantized.py`'s writers; their fine-tunes are
+bf16 from the released values, as real fine-tunes of them are. The reader
+must give back exactly the values an independent dequantization gives, the
+release must be `identical` to itself, a bf16 copy of its values `identical`
+(the storage rule), and permuted-plus-noise or half-the-experts copies
+`derived` with the experts named.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.moe_models import MoeEdit, MoeSpec, float_layer, released_values, write_moe
+from provenance.compare.engine import compare_fingerprints
+from provenance.fingerprint import build_fingerprint
+from provenance.formats.quantized.dequantizing import DequantizingSource
+from provenance.model import Checkpoint
+
+SPECS = {
+    "fp8": MoeSpec(layers=2, experts=8, shared_dim=32, vocab=128, quant="fp8", fp8_block=(32, 32), shards=1),
+    "mxfp4": MoeSpec(layers=2, experts=8, layout="gpt-oss", vocab=128, quant="mxfp4", shards=1),
+}
+STORAGE = {"fp8": "FP8_E4M3_BLOCK", "mxfp4": "MXFP4"}
+SHUFFLED = (3, 1, 0, 2, 7, 6, 5, 4)
+
+
+def _fingerprint(path):
+    with Checkpoint.open(path) as checkpoint:
+        return build_fingerprint(checkpoint)
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def release(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    spec = SPECS[request.param]
+    return request.param, spec, root, write_moe(root / "release", spec)
+
+
+def test_release_is_stored_quantized_and_read_as_its_dequantized_values(release):
+    quant, spec, _, path = release
+    with Checkpoint.open(path) as checkpoint:
+        source = checkpoint.files.source
+        assert isinstance(source, DequantizingSource)
+        stored = source.inner.tensor_infos()
+        assert len(stored) == spec.tensor_count()
+        assert {"F8_E4M3"} <= {i.dtype for i in stored} if quant == "fp8" else {"U8"} <= {i.dtype for i in stored}
+        assert STORAGE[quant] in {i.dtype for i in source.tensor_infos()}
+        expected = released_values(float_layer(spec, 1), spec)
+        quantized = [i.name for i in source.tensor_infos() if i.dtype == STORAGE[quant] and ".layers.1." in i.name]
+        assert quantized
+        for name in quantized:  # the reader against `bench/zoo/quantized.py`'s dequantization, bit for bit
+            assert torch.equal(source.read_tensor(name), expected[name].float())
+
+
+def test_release_is_identical_to_itself_and_to_a_bf16_copy_of_its_values(release):
+    _, spec, root, path = release
+    base = _fingerprint(path)
+    assert compare_fingerprints(base, base).verdict == "identical"
+    float_copy = _fingerprint(write_moe(root / "float", spec, MoeEdit(keep=SHUFFLED, stored="float")))
+    result = compare_fingerprints(float_copy, base)
+    assert result.verdict == "identical" and "experts permuted" in result.summary
+
+
+def test_bf16_fine_tunes_of_the_release_are_derived_with_the_experts_named(release):
+    _, spec, root, path = release
+    base = _fingerprint(path)
+    noisy = _fingerprint(write_moe(root / "noisy", spec, MoeEdit(keep=SHUFFLED, noise=0.05, stored="float")))
+    result = compare_fingerprints(noisy, base)
+    assert result.verdict == "derived" and "experts permuted" in result.summary
+    half = _fingerprint(write_moe(root / "half", spec, MoeEdit(keep=(0, 2, 4, 6), stored="float")))
+    result = compare_fingerprints(half, base)
+    assert result.verdict == "derived" and "4 of 8 experts kept" in result.summary
+
+
+def test_a_layout_without_a_writer_is_refused():
+    with pytest.raises(ValueError, match="no writer"):
+        MoeSpec(layers=1, experts=2, layout="gpt-oss", quant="fp8")
+    with pytest.raises(ValueError, match="stored"):
+        write_moe(None, SPECS["fp8"], MoeEdit(stored="int4"))
