@@ -96,7 +96,11 @@ def test_over_http_copies_are_identical_and_fine_tunes_derived_reading_rows_only
                               ("mxfp4-tuned", "derived")):
             remote = fingerprint_for(server.url(f"{name}/model.safetensors"))
             assert remote.meta["variant"] == "remote"
-            assert remote.meta["remote"]["fraction_read"] < 1.0
+            # rows only: the row samples and the vectors are planned (whole tensors would plan every tensor byte);
+            # what is fetched also holds the short gaps between near rows (one range request for both), which at
+            # this width is most of the file (0.96 to 1.01 of it)
+            assert remote.meta["remote"]["tensor_bytes_planned"] < 0.8 * (
+                remote.meta["remote"]["checkpoint_bytes"] - remote.meta["remote"]["header_bytes"])
             result = compare_fingerprints(remote, reference)
             assert result.verdict == verdict, (name, result.summary)
 

@@ -61,14 +61,16 @@ def plan_rows(collected: Collected, matrices: list, infos: dict[str, TensorInfo]
     """Which stored rows to fetch per matrix, the matrices to read whole instead, and the tensor bytes planned."""
     plans: RowPlans = {}
     whole: list = []
+    read_whole: set[str] = set()
     planned = 0
     for assignment in matrices:
         info = infos[assignment.source]
         wanted = collected.rows_wanted(assignment.key, tuple(assignment.shape))
         mapping = stored_rows(info, assignment, heads)
         if mapping is None:
+            planned += 0 if info.name in read_whole else info.nbytes  # read once, however many matrices it holds
+            read_whole.add(info.name)
             whole.append(assignment)
-            planned += info.nbytes
         else:
             plans[id(assignment)] = (wanted, mapping)
             planned += len(wanted) * info.nbytes // max(math.prod(info.shape[:-1]), 1)
@@ -129,12 +131,19 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
     for index, rows in source.read_many(reads):
         assignment = planned_matrices[index]
         add_matrix(assignment, plans[id(assignment)][0], rows.to(torch.float32))
+    # each stored tensor read whole once for every canonical matrix it holds (a stacked experts tensor holds one
+    # per expert), one stored tensor in memory at a time
+    by_source: dict[str, list] = {}
     for assignment in whole:
-        values = apply_transform(source.read_tensor(assignment.source), assignment.transform, heads,
-                                 infos[assignment.source].file).to(torch.float32)
-        wanted = collected.rows_wanted(assignment.key, tuple(assignment.shape))
-        add_matrix(assignment, wanted, values[torch.from_numpy(wanted)])
-        del values
+        by_source.setdefault(assignment.source, []).append(assignment)
+    for name, held in by_source.items():
+        stored = source.read_tensor(name)
+        for assignment in held:
+            values = apply_transform(stored, assignment.transform, heads, infos[name].file).to(torch.float32)
+            wanted = collected.rows_wanted(assignment.key, tuple(assignment.shape))
+            add_matrix(assignment, wanted, values[torch.from_numpy(wanted)])
+            del values
+        del stored
     for assignment in others:
         collected.record(collected.record_key(assignment), assignment, assignment.shape,
                          infos[assignment.source].dtype, None)

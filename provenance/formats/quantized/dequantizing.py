@@ -16,7 +16,7 @@ a `CorruptFileError` naming the file and the tensor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -98,7 +98,8 @@ class DequantizingSource(TensorSource):
         if name not in self._groups:
             return self.inner.read_tensor(name)
         scheme, group = self._groups[name]
-        parts = {part: self.inner.read_tensor(stored) for part, stored in group.parts.items()}
+        names = list(group.parts)  # the parts in one batch: one range request when they are near in the file
+        parts = {names[index]: tensor for index, tensor in self.inner.read_many([(group.parts[n], None) for n in names])}
         return self._dequantized(group, lambda: scheme.dequantize(group, parts))
 
     def read_tensor_into(self, name: str, buffer: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -117,6 +118,45 @@ class DequantizingSource(TensorSource):
                         else self.inner.read_rows(group.parts[part], wanted))
                  for part, wanted in plan.items()}
         return self._dequantized(group, lambda: scheme.dequantize_rows(group, rows, parts))
+
+    def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """The inner source's `read_many` over every stored part the reads need, in one batch (a remote source
+        groups them into few range requests); each group is dequantized once its parts have arrived."""
+        inner_reads: list[tuple[str, np.ndarray | None]] = []
+        owner: list[tuple[int, str | None]] = []  # per inner read: (index in `reads`, part name; None: passed on)
+        plans: dict[int, tuple[Any, QuantizedTensor, np.ndarray | None, bool]] = {}  # index -> how to finish it
+        waiting: dict[int, int] = {}  # index -> parts still to arrive
+        for index, (name, rows) in enumerate(reads):
+            if name not in self._groups:
+                owner.append((index, None))
+                inner_reads.append((name, rows))
+                continue
+            scheme, group = self._groups[name]
+            plan = scheme.row_parts(group, rows) if rows is not None and hasattr(scheme, "row_parts") else None
+            plans[index] = (scheme, group, rows, plan is not None)
+            wanted = plan if plan is not None else {part: None for part in group.parts}
+            waiting[index] = len(wanted)
+            for part, part_rows in wanted.items():
+                owner.append((index, part))
+                inner_reads.append((group.parts[part], part_rows))
+        arrived: dict[int, dict[str, torch.Tensor]] = {}
+        for position, tensor in self.inner.read_many(inner_reads):
+            index, part = owner[position]
+            if part is None:
+                yield index, tensor
+                continue
+            arrived.setdefault(index, {})[part] = tensor
+            waiting[index] -= 1
+            if waiting[index]:
+                continue
+            parts = arrived.pop(index)
+            scheme, group, rows, by_rows = plans[index]
+            if by_rows:
+                yield index, self._dequantized(group, lambda: scheme.dequantize_rows(group, rows, parts))
+                continue
+            values = self._dequantized(group, lambda: scheme.dequantize(group, parts))
+            yield index, values if rows is None else values.reshape(-1, values.shape[-1])[
+                torch.from_numpy(np.asarray(rows, dtype=np.int64))]
 
     def _dequantized(self, group: QuantizedTensor, dequantize) -> torch.Tensor:
         try:
