@@ -95,3 +95,23 @@ def test_a_fingerprint_over_sqlites_value_limit_is_one_clear_error(tmp_path):
         registry._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # SQLite's 1e9 bytes, scaled down
         with pytest.raises(RegistryError, match="over SQLite's 10000-byte limit"):
             registry.add("big", fingerprint)
+
+
+def test_the_streaming_writer_gives_the_arrays_the_library_writes_stacked(tmp_path):
+    """`Fingerprint.save` writes the stacks row by row (`writer.py`); the library reads back what `pack` stacks."""
+    from safetensors.numpy import load_file
+
+    spec = MoeSpec(layers=1, experts=6, hidden=32, expert_dim=16, vocab=64, shards=1)
+    with Checkpoint.open(write_moe(tmp_path / "m", spec)) as checkpoint:
+        fingerprint = build_fingerprint(checkpoint)
+    streamed = fingerprint.save(tmp_path / "streamed.fp")
+    meta, arrays = pack(fingerprint.meta, fingerprint.arrays)
+    save_file(arrays, str(tmp_path / "library.fp"), metadata={"provenance": json.dumps(meta, sort_keys=True)})
+    ours, theirs = load_file(str(streamed)), load_file(str(tmp_path / "library.fp"))
+    assert any(k.startswith("stack/") for k in ours) and set(ours) == set(theirs)
+    assert all(ours[k].dtype == theirs[k].dtype and np.array_equal(ours[k], theirs[k]) for k in ours)
+    assert _header(streamed)[1] == _header(tmp_path / "library.fp")[1]
+    assert _header(streamed)[0] % 8 == 0
+    loaded = load_fingerprint(streamed)
+    assert json.dumps(loaded.meta) == json.dumps(fingerprint.meta)
+    assert all(np.array_equal(loaded.arrays[k], v) for k, v in fingerprint.arrays.items())

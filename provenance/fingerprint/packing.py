@@ -316,21 +316,28 @@ def unpack_tables(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[s
 
 # --------------------------------------------------------------------------- stacked arrays
 
-def stack_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Arrays of one kind, dtype and shape stacked into `stack/<i>` (names in a string table); others as they are."""
+def stack_layout(arrays: dict[str, np.ndarray]) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """The stacks `stack_arrays` makes, without making them: `stack/<i>` -> its rows (arrays of one kind, dtype
+    and shape, in order), and every other array (those alone of their kind, and the stacks' name tables)."""
     groups: dict[tuple, list[str]] = {}
     for name, array in arrays.items():
         groups.setdefault((name.partition("/")[0], array.dtype.str, array.shape), []).append(name)
-    out: dict[str, np.ndarray] = {}
-    number = 0
+    stacks: dict[str, list[np.ndarray]] = {}
+    others: dict[str, np.ndarray] = {}
     for names in groups.values():
         if len(names) < 2:
-            out[names[0]] = arrays[names[0]]
+            others[names[0]] = arrays[names[0]]
             continue
-        out[f"{STACK_PREFIX}{number}"] = np.stack([arrays[n] for n in names])
-        out.update(_strings_arrays(f"{STACK_PREFIX}{number}/names", names))
-        number += 1
-    return out
+        stacked = f"{STACK_PREFIX}{len(stacks)}"
+        stacks[stacked] = [arrays[n] for n in names]
+        others.update(_strings_arrays(f"{stacked}/names", names))
+    return stacks, others
+
+
+def stack_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays of one kind, dtype and shape stacked into `stack/<i>` (names in a string table); others as they are."""
+    stacks, others = stack_layout(arrays)
+    return {**{name: np.stack(rows) for name, rows in stacks.items()}, **others}
 
 
 def stack_names(names: Iterable[str]) -> list[str]:
@@ -357,6 +364,14 @@ def pack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str,
     """A fingerprint's metadata and arrays as a schema-4 file holds them."""
     packed_meta, tables = pack_tables(meta)
     return packed_meta, {**stack_arrays(arrays), **tables}
+
+
+def pack_layout(meta: dict[str, Any], arrays: dict[str, np.ndarray]
+                ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """`pack` with the stacks left as their rows (`stack_layout`): what a writer streams without a second copy."""
+    packed_meta, tables = pack_tables(meta)
+    stacks, others = stack_layout(arrays)
+    return packed_meta, stacks, {**others, **tables}
 
 
 def unpack(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -64,7 +64,8 @@ from safetensors.numpy import load_file, save_file
 from ..architectures.descriptor import Architecture
 from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, unpack
+from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack
+from .writer import write_safetensors
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/4"
 SKETCH_SIZE = 2048  # values kept per 2-D tensor (`sketch.sketch_positions`)
@@ -166,11 +167,17 @@ class Fingerprint:
         return arrays, {"provenance": json.dumps(meta, sort_keys=True)}
 
     def save(self, path: str | Path) -> Path:
+        """Write the file (atomically); a schema-4 file's stacks row by row, never stacked in memory (`writer.py`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays, metadata = self.file_contents()
+        if schema_version(self.meta) < PACKED_VERSION:
+            arrays, metadata = self.file_contents()
+            with replacing(path) as temporary:
+                save_file(arrays, str(temporary), metadata=metadata)
+            return path
+        meta, stacks, arrays = pack_layout(self.meta, self.arrays)
         with replacing(path) as temporary:
-            save_file(arrays, str(temporary), metadata=metadata)
+            write_safetensors(temporary, stacks, arrays, {"provenance": json.dumps(meta, sort_keys=True)})
         return path
 
 
