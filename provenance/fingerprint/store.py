@@ -51,6 +51,7 @@ comparison, or a loop over a billion claimed layers.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, fields
@@ -59,7 +60,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save, save_file
 
 from ..architectures.descriptor import Architecture
 from ..atomic_files import replacing
@@ -175,10 +176,22 @@ class Fingerprint:
             with replacing(path) as temporary:
                 save_file(arrays, str(temporary), metadata=metadata)
             return path
-        meta, stacks, arrays = pack_layout(self.meta, self.arrays)
-        with replacing(path) as temporary:
-            write_safetensors(temporary, stacks, arrays, {"provenance": json.dumps(meta, sort_keys=True)})
+        with replacing(path) as temporary, open(temporary, "wb") as handle:
+            self._write_packed(handle)
         return path
+
+    def file_bytes(self) -> bytes:
+        """The bytes `save` writes (what the reference database stores), made without stacking a copy."""
+        if schema_version(self.meta) < PACKED_VERSION:
+            arrays, metadata = self.file_contents()
+            return save(arrays, metadata=metadata)
+        buffer = io.BytesIO()
+        self._write_packed(buffer)
+        return buffer.getvalue()  # the buffer's own bytes, not a copy, when nothing else holds them
+
+    def _write_packed(self, handle) -> None:
+        meta, stacks, arrays = pack_layout(self.meta, self.arrays)
+        write_safetensors(handle, stacks, arrays, {"provenance": json.dumps(meta, sort_keys=True)})
 
 
 def schema_version(meta: dict[str, Any]) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -34,9 +33,9 @@ def _entry(name: str, rows: list[np.ndarray]) -> tuple[str, tuple[int, ...]]:
     return DTYPE_NAMES[dtype], tuple(rows[0].shape)
 
 
-def write_safetensors(path: str | Path, stacks: dict[str, list[np.ndarray]], arrays: dict[str, np.ndarray],
+def write_safetensors(handle: BinaryIO, stacks: dict[str, list[np.ndarray]], arrays: dict[str, np.ndarray],
                       metadata: dict[str, str]) -> None:
-    """Write `arrays` and, for each name of `stacks`, its rows stacked along a new first axis, into `path`."""
+    """Write `arrays` and, for each name of `stacks`, its rows stacked along a new first axis, to `handle`."""
     entries: list[tuple[str, list[np.ndarray], bool]] = sorted(
         [(name, rows, True) for name, rows in stacks.items()] + [(name, [a], False) for name, a in arrays.items()],
         key=lambda entry: entry[0])
@@ -50,11 +49,10 @@ def write_safetensors(path: str | Path, stacks: dict[str, list[np.ndarray]], arr
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(encoded)))
-        handle.write(encoded)
-        for _, rows, _ in entries:
-            _write_rows(handle, rows)
+    handle.write(struct.pack("<Q", len(encoded)))
+    handle.write(encoded)
+    for _, rows, _ in entries:
+        _write_rows(handle, rows)
 
 
 def _write_rows(handle: BinaryIO, rows: list[np.ndarray]) -> None:

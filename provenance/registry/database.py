@@ -88,10 +88,7 @@ class ReferenceEntry:
 
 
 def fingerprint_to_bytes(fingerprint) -> bytes:
-    from safetensors.numpy import save  # lazy: numpy (80 ms), which refs list and refs remove do not need
-
-    arrays, metadata = fingerprint.file_contents()
-    return save(arrays, metadata=metadata)
+    return fingerprint.file_bytes()
 
 
 def fingerprint_from_bytes(data: bytes, where: str):
