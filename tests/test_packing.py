@@ -112,7 +112,10 @@ def test_the_streaming_writer_gives_the_arrays_the_library_writes_stacked(tmp_pa
     assert all(ours[k].dtype == theirs[k].dtype and np.array_equal(ours[k], theirs[k]) for k in ours)
     assert _header(streamed)[1] == _header(tmp_path / "library.fp")[1]
     assert _header(streamed)[0] % 8 == 0
-    assert fingerprint.file_bytes() == streamed.read_bytes()  # what the reference database stores
+    assert fingerprint.file_bytes() == streamed.read_bytes()
+    with Registry(tmp_path / "refs.sqlite") as registry:  # written into the database in pieces (`blobopen`)
+        registry.add("m", fingerprint)
+        assert registry.fingerprint_blob("m") == streamed.read_bytes()
     loaded = load_fingerprint(streamed)
     assert json.dumps(loaded.meta) == json.dumps(fingerprint.meta)
     assert all(np.array_equal(loaded.arrays[k], v) for k, v in fingerprint.arrays.items())

@@ -87,6 +87,9 @@ class ReferenceEntry:
     size: int
 
 
+BLOB_PIECE = 1 << 24  # bytes of a fingerprint written into the database at a time
+
+
 def fingerprint_to_bytes(fingerprint) -> bytes:
     return fingerprint.file_bytes()
 
@@ -232,7 +235,17 @@ class Registry:
         if exists and not replace:
             raise RegistryError(self.path, f"a reference named {name!r} already exists "
                                            "(give --replace to overwrite it, or remove it first)")
-        self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
+        blob = entry[-1]
+        if hasattr(self._db, "blobopen"):  # Python 3.11+: written in place, in pieces; binding it made SQLite copy it
+            self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, zeroblob(?))",
+                             (*entry[:-1], len(blob)))
+            rowid = self._db.execute("SELECT rowid FROM refs WHERE name = ?", (name,)).fetchone()[0]
+            with self._db.blobopen("refs", "fingerprint", rowid) as stored:
+                view = memoryview(blob)
+                for start in range(0, len(blob), BLOB_PIECE):
+                    stored.write(view[start:start + BLOB_PIECE])
+        else:
+            self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
         if screening_signature is not None:
             self._put_signature(name, screening_signature)
         else:  # a replaced reference's old signature is stale; its first screening computes the new one
