@@ -119,3 +119,15 @@ def test_the_streaming_writer_gives_the_arrays_the_library_writes_stacked(tmp_pa
     loaded = load_fingerprint(streamed)
     assert json.dumps(loaded.meta) == json.dumps(fingerprint.meta)
     assert all(np.array_equal(loaded.arrays[k], v) for k, v in fingerprint.arrays.items())
+
+
+def test_a_damaged_fingerprint_in_the_database_is_one_error_naming_the_entry(tmp_path):
+    fingerprint = Fingerprint(
+        meta={"schema": "provenance.fingerprint/4", "architecture": {"num_layers": 1}, "source": {"path": "x"},
+              "tensors": {}},
+        arrays={"sketch/embed.weight": np.zeros(16, dtype=np.float32)})
+    with Registry(tmp_path / "refs.sqlite") as registry:
+        registry.add("m", fingerprint)
+        registry._db.execute("UPDATE refs SET fingerprint = ? WHERE name = 'm'", (b"\x08" + b"\x00" * 7 + b"{bad}   ",))
+        with pytest.raises(CorruptFileError, match=r"refs\.sqlite#m"):
+            registry.fingerprint("m")

@@ -96,16 +96,21 @@ def fingerprint_to_bytes(fingerprint) -> bytes:
 
 def fingerprint_from_bytes(data: bytes, where: str):
     """Parse a stored fingerprint, validating its header like any untrusted file."""
-    # lazy: the fingerprint package loads numpy and torch, which refs list and refs remove do not need
-    from ..fingerprint.store import load_fingerprint
-
     with tempfile.NamedTemporaryFile(suffix=".safetensors") as handle:
         handle.write(data)
         handle.flush()
-        try:
-            return load_fingerprint(handle.name)
-        except ProvenanceError as exc:
-            raise CorruptFileError(where, exc.problem) from exc
+        return fingerprint_from_file(handle.name, where)
+
+
+def fingerprint_from_file(path: str, where: str):
+    """Parse a stored fingerprint copied to `path`, its errors named after `where` (the database entry)."""
+    # lazy: the fingerprint package loads numpy and torch, which refs list and refs remove do not need
+    from ..fingerprint.store import load_fingerprint
+
+    try:
+        return load_fingerprint(path)
+    except ProvenanceError as exc:
+        raise CorruptFileError(where, exc.problem) from exc
 
 
 class Registry:
@@ -329,10 +334,20 @@ class Registry:
         return self._row_to_entry(row)
 
     def fingerprint(self, name: str):
-        row = self._db.execute("SELECT fingerprint FROM refs WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute("SELECT rowid, fingerprint IS NULL FROM refs WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise RegistryError(self.path, f"no reference named {name!r}")
-        return fingerprint_from_bytes(bytes(row[0]), f"{self.path}#{name}")
+        where = f"{self.path}#{name}"
+        if row[1] or not hasattr(self._db, "blobopen"):
+            data = self._db.execute("SELECT fingerprint FROM refs WHERE rowid = ?", (row[0],)).fetchone()[0]
+            return fingerprint_from_bytes(bytes(data), where)
+        # Python 3.11+: copied to the temporary file in pieces, never held whole beside the arrays read from it
+        with tempfile.NamedTemporaryFile(suffix=".safetensors") as handle:
+            with self._db.blobopen("refs", "fingerprint", row[0], readonly=True) as stored:
+                while piece := stored.read(BLOB_PIECE):
+                    handle.write(piece)
+            handle.flush()
+            return fingerprint_from_file(handle.name, where)
 
     # --- screening signatures (blobs computed by provenance/audit/shortlist.py) ---
     def screening_rows(self, version: int) -> list[tuple[str, bool, bytes | None, bytes | None]]:
