@@ -38,7 +38,10 @@ included), and the per-tensor bytes are bounded by the 2 GiB file cap
 (about 24 KiB of arrays per matrix: some 85,000 matrices at full width).
 
 safetensors keeps the file free of code (no pickle) and lets us reuse the
-validated header reader. Writes are atomic: a temporary file (`.NAME.*.tmp`,
+validated header reader. A schema-4 file is written by `writer.py`, array by
+array and each stack row by row, so saving never holds a stacked second copy
+of the arrays (`file_bytes` gives the same bytes for the reference
+database). Writes are atomic: a temporary file (`.NAME.*.tmp`,
 which nothing takes for a fingerprint) is written, flushed to disk and renamed
 over the target, so a killed run leaves the old file or the new one.
 
