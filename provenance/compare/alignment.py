@@ -67,10 +67,11 @@ def layer_evidence_log10p(rows: list[LayerMatch]) -> float:
     return bonferroni_log10p(min(tested), len(tested))
 
 
-def strongest_decisive(evidence: list[Evidence]) -> float:
-    """The smallest decisive log10 p, Bonferroni over the decisive signals it was chosen from."""
+def strongest_decisive(evidence: list[Evidence], unreported: int = 0) -> float:
+    """The smallest decisive log10 p, Bonferroni over the decisive signals it was chosen from: those reported and
+    `unreported` more that were examined without an entry (a signal reports only what passes the layer bar)."""
     decisive = [e.log10p for e in evidence if e.decisive and e.log10p is not None]
-    return bonferroni_log10p(min(decisive), len(decisive)) if decisive else 0.0
+    return bonferroni_log10p(min(decisive), len(decisive) + unreported) if decisive else 0.0
 
 
 def is_unplaced(key: str) -> bool:
@@ -135,6 +136,7 @@ def layer_evidence(rows: list[LayerMatch], reference_layers: int, what: str, on:
     return [Evidence(
         f"layer weights ({what}, norms folded)", best.similarity, strongest,
         f"{matched} of {len(rows)} candidate layers match a reference layer at p < 1e-6{on} "
-        f"(Fisher over roles per layer, Bonferroni over {reference_layers} reference layers); strongest layer "
+        f"(per layer, sign-flip tests over residual dimensions and, where they flip on their own, over the "
+        f"layer's units, Bonferroni over the two, then over {reference_layers} reference layers); strongest layer "
         f"{best.candidate_layer} {format_p(best.log10_p)}, {format_p(strongest)} after Bonferroni over "
         f"{len(rows)} candidate layers")]

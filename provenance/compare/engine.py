@@ -6,7 +6,9 @@ layers, applies the corrections for every comparison a p-value was chosen
 from, runs the identity checks, and hands the result to the decision rules
 (`verdict.py`; thresholds and their reasons in `thresholds.py`):
 - layers: per candidate layer, the most similar reference layer by sketch
-  correlation (Fisher over roles), Bonferroni over the reference layers; the
+  correlation (one sign-flip test per layer over every role's per-dimension
+  sums, and one over the layer's own units: a gated MLP's units, the value
+  dimensions; Bonferroni over the two), Bonferroni over the reference layers; the
   layer evidence is the strongest layer, Bonferroni over the candidate's layers;
 - layers with no direct match: permuted MLP units (held-out unit matching on
   whitened signatures), a rotated residual basis (Gram matrices under a

@@ -70,7 +70,7 @@ class Comparison:
     abstained: bool = False
     notes: list[str] = field(default_factory=list)
     # Every candidate layer against every reference layer (rows x columns), for reports:
-    # {"similarity": mean sketch correlation over shared roles, "log10_p": Fisher-combined
+    # {"similarity": mean sketch correlation over shared roles, "log10_p": the layer pair's sign-flip
     # log10 p before the Bonferroni correction, "roles": roles compared (0: not compared)}.
     layer_matrix: dict[str, list[list[float]]] | None = None
 

@@ -71,6 +71,30 @@ def sign_flip_log10p(sums: np.ndarray) -> float:
     return float(max(stats.t.logsf(z, count - 1) / LN10, LOG10P_FLOOR))
 
 
+def sign_count_log10p(sums: np.ndarray) -> float:
+    """One-sided log10 p of the number of positive cluster sums under random signs: exact (binomial, 1/2).
+
+    Where nearly every cluster is positive (a copy) this reaches 2^-C, far
+    below what Student's t gives for the self-normalised sum of the same
+    clusters; where magnitudes carry the evidence the sum is stronger.
+    """
+    sums = np.asarray(sums, dtype=np.float64).reshape(-1)
+    nonzero = sums[sums != 0]
+    if nonzero.size < 3:
+        return 0.0
+    positive = int(np.count_nonzero(nonzero > 0))
+    return float(max(stats.binom.logsf(positive - 1, nonzero.size, 0.5) / LN10, LOG10P_FLOOR))
+
+
+def sum_or_count_log10p(sums: np.ndarray) -> float:
+    """The stronger of the self-normalised sum and the sign count, Bonferroni over the two; where that reaches
+    one (both p >= 0.5) the sum's own p-value, which is then at least 0.5 too (no test at a level below 0.5
+    changes)."""
+    by_sum = sign_flip_log10p(sums)
+    combined = min(by_sum, sign_count_log10p(sums)) + math.log10(2.0)
+    return combined if combined < 0 else by_sum
+
+
 def standardise(rows: np.ndarray) -> np.ndarray:
     """Centre and scale each row to unit norm (rows of zeros stay zero)."""
     rows = np.asarray(rows, dtype=np.float64)

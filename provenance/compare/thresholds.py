@@ -22,8 +22,8 @@ LAYER_MATCH_LOG10P = -6.0
 # Every accusing verdict (identical, derived, assembled) needs one decisive
 # signal below 1e-12 after correction for the comparisons it was chosen from.
 # Reason: the null suite checks tail rates down to 1e-4 with 10^4 draws, and
-# the tests' far tails rest on approximations (self-normalised sums, Fisher's
-# method over roles); the bar keeps eight orders of magnitude between what is
+# the tests' far tails rest on approximations (self-normalised sums referred to
+# Student's t); the bar keeps eight orders of magnitude between what is
 # measured and what accuses, enough for 10^4 references times 10^4 audits
 # with an expected false accusation count below 1e-4 under a correct null.
 # Copies and derivatives reach 1e-300 on 135M-parameter models, so the

@@ -31,7 +31,8 @@ import numpy as np
 from ..architectures.roles import WRITES_RESIDUAL
 from ..fingerprint import Fingerprint, Part, array_name
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .signals import LayerView, UnitMatch, layer_view, sketch_clusters, sketch_columns, sketch_sample, unit_matching
+from .signals import (LayerView, UnitMatch, layer_view, sketch_clusters, sketch_columns, sketch_rows, sketch_sample,
+                      unit_matching)
 
 
 def row_clusters(shape: tuple[int, ...], role: str = "") -> np.ndarray:
@@ -63,10 +64,16 @@ def row_sample_value_columns(shape: tuple[int, ...]) -> np.ndarray:
     return np.tile(row_sample_columns(shape), len(row_sample_rows(shape)))
 
 
+def row_sample_value_rows(shape: tuple[int, ...]) -> np.ndarray:
+    """The row of every value of a flattened row sample."""
+    return np.repeat(row_sample_rows(shape), len(row_sample_columns(shape)))
+
+
 @dataclass(frozen=True)
 class SampleView:
     """The samples layers and non-layer tensors are compared on: `sample(fp, key, shape)` a tensor's flattened
-    values, `columns(shape)` the column of each matrix value, `clusters(shape, role)` each value's cluster."""
+    values, `columns(shape)` and `rows(shape)` the column and row of each matrix value, `clusters(shape, role)`
+    each value's cluster."""
 
     via: str  # how a layer map row was found ("sketch", "row sample")
     what: str  # the layer evidence's name for the compared samples
@@ -75,15 +82,16 @@ class SampleView:
     columns: Callable
     clusters: Callable
     sampled: bool  # rows sampled by a range read, not a whole-tensor sketch
+    rows: Callable = sketch_rows
 
     def layer_view(self, fp: Fingerprint) -> LayerView:
         """`signals.layer_view` on these samples."""
-        return layer_view(fp, sample=self.sample, columns=self.columns)
+        return layer_view(fp, sample=self.sample, columns=self.columns, rows=self.rows)
 
 
 SKETCHES = SampleView("sketch", "sketch correlation", "", sketch_sample, sketch_columns, sketch_clusters, False)
 ROW_SAMPLES = SampleView("row sample", "row-sample correlation", " on sampled rows", row_sample,
-                         row_sample_value_columns, row_clusters, True)
+                         row_sample_value_columns, row_clusters, True, row_sample_value_rows)
 
 
 def row_layer_view(fp: Fingerprint) -> LayerView:
