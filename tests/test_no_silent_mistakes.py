@@ -275,16 +275,28 @@ def test_zero_sized_role_is_not_identical(world, tmp_path, capsys):
 # --- scan --timeout -------------------------------------------------------------------------------
 
 @pytest.fixture
-def hung_candidate(world, tmp_path):
-    """A checkpoint folder whose weights file is a named pipe nobody writes: opening it blocks forever."""
+def hung_candidate(world):
+    """A model at a URL whose server takes ten minutes to answer each request: only `--timeout` ends its audit.
+    (A named pipe no longer hangs a candidate: a weights file that is not a regular file is refused at once,
+    `test_a_named_pipe_is_refused_not_waited_on`.)"""
+    from .range_server import RangeServer
+
+    with RangeServer(world["llama"].parent, latency=600) as server:
+        yield server.url(f"{world['llama'].name}/model.safetensors")
+
+
+def test_a_named_pipe_is_refused_not_waited_on(world, tmp_path, capsys):
     if not hasattr(os, "mkfifo"):
         pytest.skip("needs named pipes")
-    folder = tmp_path / "hung"
+    folder = tmp_path / "piped"
     folder.mkdir()
     os.mkfifo(folder / "pipe")
     (folder / "model.safetensors").symlink_to("pipe")
     shutil.copy(world["llama"] / "config.json", folder / "config.json")
-    return folder
+    started = time.monotonic()
+    code, _, err = _cli(capsys, "inspect", str(folder))
+    assert time.monotonic() - started < 60  # opening a pipe nobody writes would block forever
+    assert code == 1 and "not a regular file" in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

@@ -57,4 +57,5 @@ def write_safetensors(handle: BinaryIO, stacks: dict[str, list[np.ndarray]], arr
 
 def _write_rows(handle: BinaryIO, rows: list[np.ndarray]) -> None:
     for row in rows:
-        handle.write(memoryview(np.ascontiguousarray(row)).cast("B"))
+        if row.size:  # an empty array has no bytes (and memoryview cannot cast a view with a zero in its shape)
+            handle.write(memoryview(np.ascontiguousarray(row)).cast("B"))

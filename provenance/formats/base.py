@@ -162,6 +162,8 @@ def read_bytes_into(path: Path, offset: int, nbytes: int, buffer: torch.Tensor |
     """
     buffer = reusable(buffer, nbytes)
     data = buffer[:nbytes]
+    if nbytes == 0:  # a zero-sized tensor: nothing to read (memoryview cannot view an empty array)
+        return data, buffer
     view = memoryview(data.numpy())
     try:
         with open(path, "rb") as handle:
