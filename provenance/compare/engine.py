@@ -47,6 +47,7 @@ import numpy as np
 from ..fingerprint import Fingerprint, Part
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
+from .edits import name_edits
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
 from .results import Comparison, Evidence, LayerMatch
@@ -58,7 +59,6 @@ from .stats import bonferroni_log10p, format_p
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
 from .unit_responses import ResponsePlacement, place_by_responses
 from .verdict import ACCUSING, DecisionInputs, Verdict, decide
-from .width_edits import width_edits
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
 GRAM_VIA = "residual-space Gram matrices (rotation-invariant)"
@@ -458,8 +458,11 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                 notes.append(shared_init)
     if verdict in ACCUSING and responses.summary() is not None:
         summary = f"{summary}; {responses.summary()}"
-    if verdict in ACCUSING and matched and width_edits(arch_c, arch_r):
-        summary = f"{summary}; {', '.join(width_edits(arch_c, arch_r))}"
+    if verdict in ACCUSING:
+        embedding_p = [g.log10p for g in globals_ if g.name.split(".")[0] in ("embed", "lm_head")]
+        embedding_p += [anchors.log10p] if anchors is not None else []
+        edits = name_edits(arch_c, arch_r, rows, min(embedding_p) if embedding_p else None)
+        summary = f"{summary}; {'; '.join(edits)}" if edits else summary
     if verdict in ACCUSING and experts.edits and not exact_all:
         shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
         summary = f"{summary}; experts: {shown}"

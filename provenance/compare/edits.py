@@ -1,0 +1,106 @@
+"""The structural edits an accused candidate shows, named from what the comparison already measured.
+
+The verdict stays one of the five words; this only says, for the summary,
+what the two architectures, the layer map and the non-layer evidence show
+once the weights have shown the relation (the direction follows the verdict:
+the candidate descends from the reference):
+
+- width pruning (Minitron-style: a subset of residual dimensions and of MLP
+  units kept, then healed), found through the rotation-invariant layer tests,
+  which compare units whatever the residual width: fewer is "pruned", more is
+  "widened";
+- depth pruning: fewer layers than the reference, the matched ones each on a
+  distinct reference layer;
+- KV-head pooling (GQA <-> MQA): as many query heads, fewer (or more)
+  key/value heads;
+- vocabulary replacement: another vocabulary size, embeddings that show no
+  relation (or could not be compared), while the layers match.
+
+Layer reordering and repetition are named by `verdict.decide` (`assembled`),
+experts by `experts.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .results import LayerMatch
+from .stats import format_p
+from .thresholds import NULL_LIKE_LOG10P
+
+
+def _width(arch: dict[str, Any], key: str) -> int | None:
+    value = arch.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def width_edits(cand_arch: dict[str, Any], ref_arch: dict[str, Any]) -> list[str]:
+    """e.g. ["width-pruned: 512 of the reference's 576 residual dimensions", "width-pruned: 1024 of the reference's
+    1536 MLP units"]; nothing for mixtures of experts (their MLP width is an expert's: `experts.py` names those)."""
+    if cand_arch.get("num_experts") or ref_arch.get("num_experts"):
+        keys = (("hidden_size", "residual dimensions"),)
+    else:
+        keys = (("hidden_size", "residual dimensions"), ("intermediate_size", "MLP units"))
+    found = []
+    for key, what in keys:
+        c, r = _width(cand_arch, key), _width(ref_arch, key)
+        if c is None or r is None or c == r:
+            continue
+        found.append(f"width-pruned: {c} of the reference's {r} {what}" if c < r
+                     else f"widened: {c} {what} where the reference has {r}")
+    return found
+
+
+def depth_edit(rows: list[LayerMatch], reference_layers: int | None) -> str | None:
+    """Fewer candidate layers than the reference's, every matched one on a distinct reference layer (two candidate
+    layers on one reference layer is repetition, not pruning); None otherwise."""
+    matched = [r.reference_layer for r in rows if r.reference_layer is not None]
+    if not reference_layers or not matched or len(rows) >= reference_layers or len(set(matched)) != len(matched):
+        return None
+    unmatched = sorted(set(range(reference_layers)) - set(matched))
+    shown = ", ".join(str(j) for j in unmatched[:12]) + (" ..." if len(unmatched) > 12 else "")
+    return (f"depth-pruned: {len(rows)} of the reference's {reference_layers} layers, {len(matched)} of them matched "
+            f"to distinct reference layers (reference layers no candidate layer matched: {shown})")
+
+
+def kv_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any]) -> str | None:
+    """As many query heads, another number of key/value heads (a missing count means one KV head per query head)."""
+    heads_c, heads_r = _width(cand_arch, "num_heads"), _width(ref_arch, "num_heads")
+    if heads_c is None or heads_c != heads_r:
+        return None
+    kv_c = _width(cand_arch, "num_kv_heads") or heads_c
+    kv_r = _width(ref_arch, "num_kv_heads") or heads_r
+    if kv_c == kv_r:
+        return None
+    how = "pooled" if kv_c < kv_r else "split"
+    return f"key/value heads {how}: {kv_c} KV heads where the reference has {kv_r}, for the same {heads_c} query heads"
+
+
+def vocabulary_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: list[LayerMatch],
+                    embedding_log10p: float | None) -> str | None:
+    """Another vocabulary size, embeddings with no relation (`embedding_log10p`: the strongest embedding or output
+    head comparison, by id or by token string; None: none could be compared), while layers match."""
+    vocab_c, vocab_r = _width(cand_arch, "vocab_size"), _width(ref_arch, "vocab_size")
+    matched = sum(1 for r in rows if r.reference_layer is not None)
+    if vocab_c is None or vocab_r is None or vocab_c == vocab_r or not matched:
+        return None
+    if embedding_log10p is None:
+        how = "no embedding row could be compared with the reference's"
+    elif embedding_log10p >= NULL_LIKE_LOG10P:
+        how = f"the embeddings show no relation to the reference's (strongest {format_p(embedding_log10p)})"
+    else:
+        return None  # related embeddings: a vocabulary extended or cut, not replaced
+    return (f"vocabulary replaced: {vocab_c} tokens where the reference has {vocab_r}; {how}, yet {matched} of "
+            f"{len(rows)} layers match (found through the layers alone)")
+
+
+def name_edits(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: list[LayerMatch],
+               embedding_log10p: float | None) -> list[str]:
+    """Every edit the measurements show, in the order a reader checks them; nothing when no layer matched (the
+    architectures alone say nothing about descent)."""
+    if not any(r.reference_layer is not None for r in rows):
+        return []
+    found = [depth_edit(rows, _width(ref_arch, "num_layers")), kv_edit(cand_arch, ref_arch),
+             vocabulary_edit(cand_arch, ref_arch, rows, embedding_log10p)]
+    width = ", ".join(width_edits(cand_arch, ref_arch))
+    return [edit for edit in [width, *found] if edit]
