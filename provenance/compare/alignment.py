@@ -26,6 +26,12 @@ ARCH_FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_d
                "num_experts")
 
 
+def shapes_disagree(cand: dict[str, Any], ref: dict[str, Any]) -> list[str]:
+    """The shape fields both architectures state and state differently (a field one side leaves out is no
+    disagreement: a GGUF header does not state everything a config does)."""
+    return [f for f in ARCH_FIELDS if cand.get(f) is not None and ref.get(f) is not None and cand.get(f) != ref.get(f)]
+
+
 def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
     """`same-shapes`, `same-family` or `different`."""
     same = all(cand.get(f) == ref.get(f) for f in ARCH_FIELDS)

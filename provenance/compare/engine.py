@@ -46,7 +46,8 @@ import numpy as np
 
 from ..fingerprint import Fingerprint, Part
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
-                        layer_evidence, layer_map, non_layer_evidence, renamed_tensors, strongest_decisive, vocabulary_evidence)
+                        layer_evidence, layer_map, non_layer_evidence, renamed_tensors, shapes_disagree, strongest_decisive,
+                        vocabulary_evidence)
 from .edits import name_edits
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
@@ -434,7 +435,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     inputs = DecisionInputs(
         rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
         reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
-        layers_identical=_layers_identical(rows),
+        layers_identical=_layers_identical(rows), shapes_disagree=tuple(shapes_disagree(arch_c, arch_r)),
         globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
                               for g in globals_),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),

@@ -67,6 +67,7 @@ class DecisionInputs:
     exact_all: bool = False  # every stored tensor bit-identical
     layers_identical: bool = False  # every layer in place, differences explained by storage
     globals_identical: bool = True  # non-layer tensors explained by storage
+    shapes_disagree: tuple[str, ...] = ()  # shape fields both sides state differently (num_kv_heads after pooling)
     same_vocabulary: bool = True
     init_like_shared: bool = False  # the shared non-layer tensors look like untrained initialisation
     explained_by: list[str] = field(default_factory=list)  # transforms the identity needed (permutations, rescalings)
@@ -136,7 +137,7 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
         notes.append(f"not identical: {len(inputs.emptied)} canonical tensor(s) of the candidate are zero-sized where "
                      f"the reference's hold values ({named}): a pruned copy at best")
     if (inputs.layers_identical and inputs.globals_identical and inputs.same_vocabulary and not inputs.emptied
-            and len(matched) == n == inputs.reference_layers):
+            and not inputs.shapes_disagree and len(matched) == n == inputs.reference_layers):
         how = f"after {', '.join(inputs.explained_by)}, " if inputs.explained_by else ""
         return (Verdict.IDENTICAL, confidence_for_accusation(strongest, 1.0), False,
                 f"{how}every layer equals the reference layer up to the rounding of the candidate's stored dtype")
