@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .verdicts import ACCUSING, VERDICT_NAMES
+
 EXIT_OK = 0
 EXIT_ERROR = 1  # one line on stderr naming the file and the problem
 EXIT_USAGE = 2  # argparse's own code for a bad command line
@@ -27,8 +29,8 @@ EXIT_CODES = (
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 
-VERDICTS = ("identical", "derived", "assembled", "same-architecture", "unrelated")
-ACCUSING_VERDICTS = VERDICTS[:3]  # a claim that the weights come from the reference
+VERDICTS = VERDICT_NAMES  # plain strings, as --fail-on parses them (verdicts.py is numpy-free)
+ACCUSING_VERDICTS = tuple(v.value for v in ACCUSING)  # a claim that the weights come from the reference
 # Beyond the verdicts: `abstained` (the best explanation could not be decided, or there was nothing to
 # compare with) and `error` (scan: a candidate could not be audited; audit and compare exit 1 on an error).
 # The lineage results that find a claim false (audit/lineage_check.py FAILING, where the audit reports a

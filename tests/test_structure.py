@@ -1,5 +1,5 @@
 """The package's import structure: no import cycles, no private names across modules, every module importable,
-no unexplained import inside a function.
+no unexplained import inside a function, one list of verdicts.
 
 The import graph is read from the source with `ast`: every import counts,
 at module level or inside a function (an import hidden in a function still
@@ -10,7 +10,8 @@ first, so a module that only imports when something else was imported before
 it fails here. An import inside a function is allowed only for a reason (an
 optional or heavy dependency, the command line's start-up time), written in a
 comment on its line or the line above (one comment may head a group of
-consecutive imports).
+consecutive imports). The verdict names are written out in one module only
+(`provenance/verdicts.py`); the rule is in `verdict_spellings`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+
+from provenance import verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "provenance"
@@ -259,3 +262,58 @@ def test_every_module_imports_in_a_fresh_interpreter_dependencies_first():
     result = subprocess.run([sys.executable, "-c", code, *order], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+VERDICT_SOURCE = PACKAGE / "verdicts.py"  # the one module that spells the verdict names
+VERDICT_NAMES = ("identical", "derived", "assembled", "same-architecture", "unrelated")
+
+
+def verdict_spellings(source: str) -> list[tuple[int, str]]:
+    """(line, what) for each place `source` spells the verdicts instead of importing them from verdicts.py.
+
+    Two things are copies of the list: the string "same-architecture" anywhere (no other word of the
+    project reads like it; use `Verdict.SAME_ARCHITECTURE`), and a tuple, list or set literal, or the keys
+    of a dict literal, holding two or more verdict names (the verdict tuple, the accusing set, a severity
+    table). A single "identical" or "derived" elsewhere is left alone: those are ordinary words too (a
+    tokenizer relation, a JSON field). Only Python code is read, as syntax: docstrings, comments, the
+    JSON Schemas and the report's strings/ files, which must spell the names, are not code."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and node.value == "same-architecture":
+            found.append((node.lineno, '"same-architecture"'))
+        elements = node.keys if isinstance(node, ast.Dict) else node.elts if isinstance(
+            node, (ast.Tuple, ast.List, ast.Set)) else []
+        names = [e.value for e in elements if isinstance(e, ast.Constant) and e.value in VERDICT_NAMES]
+        if len(names) >= 2:
+            found.append((node.lineno, "a literal of verdict names: " + ", ".join(names)))
+    return sorted(set(found))
+
+
+def test_the_verdict_checker_finds_copies_and_leaves_other_words_alone():
+    source = ("ACCUSING = ('identical', 'derived', 'assembled')\n"
+              "RANK = {'identical': 0, 'unrelated': 4}\n"
+              "if verdict == 'same-architecture':\n"
+              "    pass\n"
+              "relation = 'identical' if same else 'overlap'\n"
+              "record = {'identical': True, 'jaccard': 1.0}\n"
+              '"""Docstring: identical, derived, assembled, same-architecture."""\n')
+    assert verdict_spellings(source) == [(1, "a literal of verdict names: identical, derived, assembled"),
+                                         (2, "a literal of verdict names: identical, unrelated"),
+                                         (3, '"same-architecture"')]
+
+
+def test_the_verdicts_are_spelled_in_one_module():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path != VERDICT_SOURCE:
+            found += [f"{path.relative_to(ROOT).as_posix()}:{line}: {what}"
+                      for line, what in verdict_spellings(path.read_text(encoding="utf-8"))]
+    assert not found, "verdict names spelled outside provenance/verdicts.py (import them from there): " + "; ".join(found)
+    assert VERDICT_NAMES == verdicts.VERDICT_NAMES  # the test's own copy must agree with the source
+
+
+def test_the_verdicts_and_the_gate_import_without_numpy():
+    code = "import sys, provenance.verdicts, provenance.gate; print(sorted({'numpy', 'torch'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[]"]

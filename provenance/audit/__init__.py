@@ -12,9 +12,10 @@ the terminal text and the reports are rendered from it in `provenance/report/`.
 The API function is `provenance.audit_model(...)` (provenance/api.py).
 """
 
+from ..verdicts import SEVERITY
 from .builtin import builtin_references
 from .result import SCHEMA, AuditResult, BestMatch, Reproducibility
-from .rows import SEVERITY, SHAPE_RANK, AuditRow
+from .rows import SHAPE_RANK, AuditRow
 from .run import run_audit
 
 __all__ = ["SCHEMA", "SEVERITY", "SHAPE_RANK", "AuditResult", "AuditRow", "BestMatch", "Reproducibility",

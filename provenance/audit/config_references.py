@@ -20,6 +20,7 @@ from typing import Any
 from ..architectures.families import all_families
 from ..compare import Comparison
 from ..errors import CorruptFileError
+from ..verdicts import Verdict
 from .builtin import reference_data, reference_file
 from .rows import AuditRow
 
@@ -310,7 +311,7 @@ def architecture_rows(candidate) -> list[AuditRow]:
     family = (candidate.meta.get("family") or {}).get("name") or candidate.architecture.get("family")
     rows = []
     for match in match_architecture(candidate.architecture, family, tensors=candidate.tensors):
-        result = Comparison(verdict="same-architecture", confidence=match.confidence, summary=match.summary,
+        result = Comparison(verdict=Verdict.SAME_ARCHITECTURE, confidence=match.confidence, summary=match.summary,
                             evidence=[], layers=[], renamed=[], architecture_match=match.status,
                             abstained=match.abstained)
         rows.append(AuditRow(match.row_name, "built-in (config only)", result, kind="architecture",

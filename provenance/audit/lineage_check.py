@@ -29,9 +29,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from ..compare.verdict import ACCUSING
 from ..formats.lineage import DeclaredLineage, declared_lineage
 from ..registry.catalog import load_catalog
+from ..verdicts import ACCUSING, Verdict
 from .rows import AuditRow
 
 RESULTS = ("consistent", "undeclared-parent", "wrong-parent", "wrong-relation", "unverifiable")
@@ -147,8 +147,8 @@ def found_parents(rows) -> list[AuditRow]:
     accusing = accusing_rows(rows)
     if not accusing:
         return []
-    if accusing[0].result.verdict == "assembled":
-        return [r for r in accusing if r.result.verdict == "assembled"]
+    if accusing[0].result.verdict == Verdict.ASSEMBLED:
+        return [r for r in accusing if r.result.verdict == Verdict.ASSEMBLED]
     return accusing[:1]
 
 
@@ -161,15 +161,15 @@ def adapter_only(candidate) -> bool:
 
 def found_relation(verdict: str, quantized: bool, exact_source: bool | None) -> str:
     """How the candidate relates to its found parent; `exact_source` is the bit-exact check's answer (None: not run)."""
-    if verdict == "assembled":
+    if verdict == Verdict.ASSEMBLED:
         return "merge"
     if quantized:
         if exact_source is True:
             return "quantized"
         if exact_source is False:
             return "changed-then-quantized"
-        return "quantized" if verdict == "identical" else "quantized-derived"
-    return "copy" if verdict == "identical" else "finetune"
+        return "quantized" if verdict == Verdict.IDENTICAL else "quantized-derived"
+    return "copy" if verdict == Verdict.IDENTICAL else "finetune"
 
 
 def _names(text: str, row: AuditRow) -> bool:

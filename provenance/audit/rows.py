@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..compare import Comparison
+from ..verdicts import SEVERITY
 
-# Most serious explanation first when ranking.
-SEVERITY = {"identical": 0, "assembled": 1, "derived": 2, "same-architecture": 3, "unrelated": 4}
 SHAPE_RANK = {"same-shapes": 0, "same-family": 1, "same-layers": 1, "different": 2}
 
 

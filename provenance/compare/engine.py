@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..fingerprint import Fingerprint, Part
+from ..verdicts import ACCUSING, Verdict
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
                         layer_evidence, layer_map, non_layer_evidence, renamed_tensors, shapes_disagree, strongest_decisive,
                         vocabulary_evidence)
@@ -59,7 +60,7 @@ from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_t
 from .stats import bonferroni_log10p, format_p
 from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
 from .unit_responses import ResponsePlacement, place_by_responses
-from .verdict import ACCUSING, DecisionInputs, Verdict, decide
+from .verdict import DecisionInputs, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
 GRAM_VIA = "residual-space Gram matrices (rotation-invariant)"
@@ -443,10 +444,10 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref),
         weights_compared=any(e.decisive and e.log10p is not None for e in evidence) or bool(exact and exact.pairs))
     verdict, confidence, abstained, summary = decide(inputs, notes)
-    if verdict == "identical" and sampled:
+    if verdict == Verdict.IDENTICAL and sampled:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
-    if verdict == "derived" and matched and statistics:
+    if verdict == Verdict.DERIVED and matched and statistics:
         keys = [f"layers.{r.candidate_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
         ref_keys = [f"layers.{r.reference_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
         if _init_like(cand, keys) and _init_like(ref, ref_keys):

@@ -89,8 +89,8 @@ from ..errors import CorruptFileError
 from ..fingerprint import Fingerprint, Part
 from ..fingerprint.generic import ARRAY_PREFIX, META_KEY
 from ..fingerprint.sketch import sketch_positions
+from ..verdicts import Verdict
 from .results import Comparison, Evidence
-from .verdict import Verdict
 from .thresholds import ACCUSATION_LOG10P, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P
 from .stats import LN10, bonferroni_log10p, clustered_log10p, format_p
 

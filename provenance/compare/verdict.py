@@ -24,35 +24,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
 
+from ..verdicts import ACCUSING, Verdict  # the one list of verdicts; re-exported here (compare.verdict.Verdict)
 from .results import LayerMatch
 from .stats import format_p
 from .thresholds import (ACCUSATION_LOG10P, ASSEMBLED_MIN_LAYERS, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P,
                          NULL_LIKE_LOG10P, CONFIDENCE_NOTHING_COMPARED, confidence_for_accusation,
                          confidence_for_no_relation)
 
-
-
-class Verdict(str, Enum):
-    """The five verdicts. A str subclass: compares equal to its name and serialises as it in JSON."""
-
-    IDENTICAL = "identical"
-    DERIVED = "derived"
-    ASSEMBLED = "assembled"
-    SAME_ARCHITECTURE = "same-architecture"
-    UNRELATED = "unrelated"
-
-    @property
-    def accusing(self) -> bool:
-        """Whether the verdict says the weights come from the reference (a claim a company may be judged by)."""
-        return self in (Verdict.IDENTICAL, Verdict.DERIVED, Verdict.ASSEMBLED)
-
-    def __str__(self) -> str:
-        return self.value
-
-
-ACCUSING = tuple(v for v in Verdict if v.accusing)
+__all__ = ["ACCUSING", "DecisionInputs", "Verdict", "decide", "map_text"]
 
 
 @dataclass

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .. import __version__
 from ..compare.thresholds import ACCUSATION_LOG10P
 from ..audit.lineage_check import claim_names
+from ..verdicts import ACCUSING, Verdict
 from . import charts
 from .i18n import load_strings
 
 if TYPE_CHECKING:  # the type only: a renderer needs no audit code at run time
     from ..audit import AuditResult
 
-ACCUSING = ("identical", "derived", "assembled")
 MAX_LISTED = 200  # rows of long tables (renamed tensors) shown before "... and N more"
 SHOWN_OPEN = 20  # rows of those tables shown before the rest is folded away (HTML <details>)
 # One notation for every p-value the report prints, the engine's: below this, "p < 1e-300".
@@ -142,7 +142,7 @@ def decides(evidence, result) -> str:
     if not evidence.decisive:
         return "no"
     if evidence.log10p is None:
-        return "yes" if result.verdict == "identical" and not result.abstained else "below_bar"
+        return "yes" if result.verdict == Verdict.IDENTICAL and not result.abstained else "below_bar"
     return "yes" if evidence.log10p <= ACCUSATION_LOG10P and result.verdict in ACCUSING and not result.abstained \
         else "below_bar"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..audit.tokenizer_references import tokenizer_line
+from ..verdicts import ACCUSING
 from .terminal import fit, terminal_width, wrap
 from .text import clean
 
@@ -14,7 +15,7 @@ def render_audit(report: dict[str, Any], width: int | None = None) -> str:
     terminal's): long cells wrap at word boundaries onto continuation lines, so nothing is cut off mid-number."""
     width = width or terminal_width()
     lines = []
-    if report["verdict"] in ("identical", "derived", "assembled"):
+    if report["verdict"] in ACCUSING:
         lines.append(f"verdict: {report['verdict'].upper()} of {report['best_reference']}")
     else:
         vs = "as" if report.get("best_kind") == "architecture" else "vs"

@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import __version__
 from ..gate import ACCUSING_VERDICTS, VERDICTS, audit_abstained, audit_trips
+from ..verdicts import Verdict
 
 FORMATS = ("github", "junit", "sarif")
 INFORMATION_URI = "https://pypi.org/project/provenance/"
@@ -128,11 +129,11 @@ def render_junit(results: list[CandidateResult]) -> str:
 # -- SARIF 2.1.0 --------------------------------------------------------------------------------------------------
 
 RULES = {
-    "identical": "The weights are an identical copy of a reference (up to renaming, casting or re-layout).",
-    "derived": "The weights descend from a reference (fine-tuned, quantized, pruned or merged).",
-    "assembled": "The weights are assembled from reference layers (repeated, reordered, or from several sources).",
-    "same-architecture": "The architecture matches a reference; no weight signal reaches the accusation bar.",
-    "unrelated": "Neither the architecture nor the weights match a reference.",
+    Verdict.IDENTICAL.value: "The weights are an identical copy of a reference (up to renaming, casting or re-layout).",
+    Verdict.DERIVED.value: "The weights descend from a reference (fine-tuned, quantized, pruned or merged).",
+    Verdict.ASSEMBLED.value: "The weights are assembled from reference layers (repeated, reordered, or from several sources).",
+    Verdict.SAME_ARCHITECTURE.value: "The architecture matches a reference; no weight signal reaches the accusation bar.",
+    Verdict.UNRELATED.value: "Neither the architecture nor the weights match a reference.",
     "abstained": "The evidence is weak or conflicting: the audit reached no decision.",
     "no-reference": "There was no reference to compare with.",
     "error": "The candidate could not be audited.",

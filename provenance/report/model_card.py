@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..audit.lineage_check import claim_names, declared_of, found_parents, hub_id, quantized_tensors
+from ..verdicts import Verdict
 from .text import clean
 
 MAX_CLAIM_CHARS = 160
@@ -67,14 +68,14 @@ def measured_lineage(candidate, rows, check=None) -> ModelCardLineage:
         ids.append(hub)
         if not known:
             comments.append(f"replace {clean(hub, 80)!r} (the reference's name in your database) by its hub repository id")
-    if verdict == "assembled":
+    if verdict == Verdict.ASSEMBLED:
         relation = "merge"
     elif check is not None and check.found_relation == "changed-then-quantized":
         relation = "finetune"
         comments.append("the weights were changed before they were quantized: a quantized fine-tune of the base")
     elif quantized_tensors(candidate):
         relation = "quantized"
-    elif verdict == "derived":
+    elif verdict == Verdict.DERIVED:
         relation = "finetune"
     else:
         relation = None
