@@ -39,7 +39,6 @@ sampled views says so in a note, and its `identical` is capped at 0.95.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -53,7 +52,7 @@ from .edits import name_edits
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
 from .results import Comparison, Evidence, LayerMatch
-from .shared_init import shared_initialisation_note
+from .shared_init import looks_initialised, shared_initialisation_note
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
@@ -329,25 +328,6 @@ def _layers_identical(rows: list[LayerMatch]) -> bool:
         for r in rows)
 
 
-def _init_like(cand: Fingerprint, keys: list[str]) -> bool:
-    """Whether the named tensors look like untrained initialisation: near-Gaussian (|excess kurtosis| < 0.3,
-    |skew| < 0.1) with a standard deviation within 30% of a common initialiser scale (0.02, 1/sqrt(width) or 1)."""
-    found = False
-    for key in keys:
-        if key not in cand.tensors:
-            continue
-        stats = cand.tensors.get(key, {}).get("stats", {})
-        shape = cand.tensors.get(key, {}).get("shape", [])
-        if not stats.get("std") or len(shape) != 2:
-            continue
-        found = True
-        scales = (0.02, 1.0 / math.sqrt(max(shape[1], 1)), 1.0)
-        near_scale = any(abs(stats["std"] / s - 1.0) < 0.3 for s in scales)
-        if not (abs(stats.get("kurtosis", 9.0)) < 0.3 and abs(stats.get("skew", 9.0)) < 0.1 and near_scale):
-            return False
-    return found
-
-
 def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     generic = compare_generic(cand, ref)  # no transformer role map fits (UNet, VAE, ViT): stored tensors paired
     if generic is not None:
@@ -440,7 +420,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
                               for g in globals_),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
-        init_like_shared=statistics and _init_like(cand, shared_keys),
+        init_like_shared=statistics and looks_initialised(cand, shared_keys),
         explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref),
         weights_compared=any(e.decisive and e.log10p is not None for e in evidence) or bool(exact and exact.pairs))
     verdict, confidence, abstained, summary = decide(inputs, notes)
@@ -448,16 +428,9 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
     if verdict == Verdict.DERIVED and matched and statistics:
-        keys = [f"layers.{r.candidate_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
-        ref_keys = [f"layers.{r.reference_layer}.{role}.weight" for r in matched for role in ("attn.q", "mlp.up")]
-        if _init_like(cand, keys) and _init_like(ref, ref_keys):
-            notes.append("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
-                         "are: a shared random initialisation (one seed and one init code, no shared training) would "
-                         "also explain this relation")
-        else:
-            shared_init = shared_initialisation_note(cand, ref, matched)
-            if shared_init is not None:
-                notes.append(shared_init)
+        shared_init = shared_initialisation_note(cand, ref, matched)
+        if shared_init is not None:
+            notes.append(shared_init)
     if verdict in ACCUSING and responses.summary() is not None:
         summary = f"{summary}; {responses.summary()}"
     if verdict in ACCUSING:

@@ -24,9 +24,36 @@ from .results import LayerMatch
 # Matched layers correlating below this on average: the shared part is a minor part of each model.
 WEAK_SHARE = 0.5
 # Initialiser scales: the Hugging Face default (initializer_range 0.02) and 1/sqrt(fan_in) (PyTorch's Linear,
-# up to a constant); the shared part's std must lie within 30% of one of them.
+# up to a constant); a standard deviation must lie within 30% of one of them.
 INIT_TOLERANCE = 0.3
 ROLES = ("attn.q", "mlp.up")
+
+
+def initialiser_scales(fan_in: int) -> tuple[float, float]:
+    """The common initialisers' standard deviations for a matrix of `fan_in` columns."""
+    return 0.02, 1.0 / math.sqrt(max(fan_in, 1))
+
+
+def _near_initialiser_scale(std: float, fan_in: int, scales: tuple[float, ...] = ()) -> bool:
+    return any(abs(std / s - 1.0) < INIT_TOLERANCE for s in (*initialiser_scales(fan_in), *scales))
+
+
+def looks_initialised(fp: Fingerprint, keys: list[str]) -> bool:
+    """Whether the named tensors look like untrained initialisation: near-Gaussian (|excess kurtosis| < 0.3,
+    |skew| < 0.1) with a standard deviation within 30% of a common initialiser scale (0.02, 1/sqrt(width) or 1)."""
+    found = False
+    for key in keys:
+        if key not in fp.tensors:
+            continue
+        stats = fp.tensors.get(key, {}).get("stats", {})
+        shape = fp.tensors.get(key, {}).get("shape", [])
+        if not stats.get("std") or len(shape) != 2:
+            continue
+        found = True
+        if not (abs(stats.get("kurtosis", 9.0)) < 0.3 and abs(stats.get("skew", 9.0)) < 0.1
+                and _near_initialiser_scale(stats["std"], shape[1], (1.0,))):
+            return False
+    return found
 
 
 def _shared_std(cand: Fingerprint, ref: Fingerprint, row: LayerMatch, role: str) -> tuple[float, int] | None:
@@ -42,8 +69,17 @@ def _shared_std(cand: Fingerprint, ref: Fingerprint, row: LayerMatch, role: str)
 
 
 def shared_initialisation_note(cand: Fingerprint, ref: Fingerprint, matched: list[LayerMatch]) -> str | None:
-    """The note for a `derived` comparison whose matched layers share only an initialisation-sized part, or None."""
-    if not matched or not cand.holds(Part.SKETCHES) or not ref.holds(Part.SKETCHES):
+    """The note for a `derived` comparison that a shared initialisation could explain, or None: both models'
+    matched weights still look untrained, or the matched layers share only an initialisation-sized part."""
+    if not matched:
+        return None
+    keys = [f"layers.{r.candidate_layer}.{role}.weight" for r in matched for role in ROLES]
+    ref_keys = [f"layers.{r.reference_layer}.{role}.weight" for r in matched for role in ROLES]
+    if looks_initialised(cand, keys) and looks_initialised(ref, ref_keys):
+        return ("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
+                "are: a shared random initialisation (one seed and one init code, no shared training) would "
+                "also explain this relation")
+    if not cand.holds(Part.SKETCHES) or not ref.holds(Part.SKETCHES):
         return None
     similarity = float(np.mean([row.similarity for row in matched]))
     if similarity >= WEAK_SHARE:
@@ -51,11 +87,9 @@ def shared_initialisation_note(cand: Fingerprint, ref: Fingerprint, matched: lis
     found = [s for row in matched for role in ROLES if (s := _shared_std(cand, ref, row, role)) is not None]
     if not found:
         return None
-    scales = [(std, min((0.02, 1.0 / math.sqrt(max(fan_in, 1))), key=lambda s: abs(std / s - 1.0)))
-              for std, fan_in in found]
-    if not all(abs(std / scale - 1.0) < INIT_TOLERANCE for std, scale in scales):
+    if not all(_near_initialiser_scale(std, fan_in) for std, fan_in in found):
         return None
-    median = float(np.median([std for std, _ in scales]))
+    median = float(np.median([std for std, _ in found]))
     return (f"the matched layers correlate weakly (mean {similarity:.2f}): the models share a part that is small "
             f"beside the rest of their weights, with the scale of a standard initialisation (its standard deviation, "
             f"from the sketches' covariance, {median:.3g} in the median matrix). A shared random initialisation (one "
