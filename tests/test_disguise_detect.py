@@ -217,6 +217,9 @@ def test_a_width_pruned_copy_is_derived_and_the_pruning_named(models):
     assert result.verdict == "derived", result.summary
     assert "width-pruned: 112 of the reference's 128 residual dimensions" in result.summary
     assert "width-pruned: 192 of the reference's 256 MLP units" in result.summary
+    # the kept units keep the reference's order at shifted indices: not called permuted
+    assert "in the reference's order: a subset of its units" in result.summary
+    assert "the units were permuted" not in result.summary
 
 
 def test_a_depth_pruned_copy_is_named(models):
