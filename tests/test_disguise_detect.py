@@ -149,6 +149,7 @@ def test_rotated_permuted_copy_is_derived_through_the_units_anchor_responses(mod
     assert found and found[0].log10p < ACCUSATION_LOG10P
     assert all(row.via == VIA for row in result.layers)
     assert "rotated residual basis" in result.summary and "the units were permuted" in result.summary
+    assert "residual basis changed (rotated, or its dimensions permuted): all 2 matched layers" in result.summary
 
 
 def test_the_disguise_hides_the_copy_from_every_other_signal(models):
@@ -224,6 +225,7 @@ def test_a_width_pruned_copy_is_derived_and_the_pruning_named(models):
     # the kept units keep the reference's order at shifted indices: not called permuted
     assert "in the reference's order: a subset of its units" in result.summary
     assert "the units were permuted" not in result.summary
+    assert "residual basis changed" not in result.summary  # pruned, not rotated
 
 
 def test_a_depth_pruned_copy_is_named(models):
@@ -271,5 +273,6 @@ def test_a_repeated_layer_is_assembled_and_named(models):
 def test_an_unchanged_fine_tune_names_no_structural_edit(models):
     result = compare_fingerprints(models["finetune"], models["base"])
     assert result.verdict in ("derived", "identical"), result.summary
-    for edit in ("pruned", "widened", "key/value heads", "vocabulary replaced", "repeated", "reordered"):
+    for edit in ("pruned", "widened", "key/value heads", "vocabulary replaced", "repeated", "reordered",
+                 "residual basis changed"):
         assert edit not in result.summary, result.summary
