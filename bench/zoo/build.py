@@ -77,6 +77,7 @@ import numpy as np
 import torch
 
 from . import diffusion, disguise, structured
+from .disguise import ROTATED_PERMUTED
 from . import integer_quantized as QI
 from . import models as M
 from . import quantized as Q
@@ -352,10 +353,12 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
             return {"state": T.permute_heads(f, p, s, 45)[0]}
         derive(zoo, f"{base}-rotate-perm", base, {"t": "rotate-permute", "seeds": [43, 44, 45]}, checked(disguise))
         zoo.case("rotate-permute", f"{base}-rotate-perm", base, "identical", acceptable=("derived",),
+                 edits=ROTATED_PERMUTED,
                  note="norms folded, residual basis rotated, MLP units, KV groups and query heads within groups permuted")
         derive(zoo, f"{base}-rotate-perm-noise", base, {"t": "rotate-permute-noise", "seeds": [43, 44, 45], "noise": 0.05},
                lambda f, p, s: {"state": T.add_noise(disguise(f, p, s)["state"], 0.05, 46)})
         zoo.case("rotate-permute-change", f"{base}-rotate-perm-noise", base, "derived",
+                 edits=ROTATED_PERMUTED,
                  note="rotated and permuted as rotate-permute, then Gaussian noise of 5% of each tensor's std")
     derive(zoo, f"{base}-rescale", base, {"t": "rescale-norms", "seed": 33},
            checked(lambda f, p, s: {"state": T.rescale_norms(f, p, s, 33)}))

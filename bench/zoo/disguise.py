@@ -39,6 +39,7 @@ from . import transforms as T
 from . import models as M
 
 DONOR_VOCAB = 1200
+ROTATED_PERMUTED = ("residual basis changed (rotated", "the units were permuted")
 
 
 def build_disguise_cases(zoo, base: str, derive, other: str | None = None) -> None:
@@ -60,12 +61,12 @@ def build_disguise_cases(zoo, base: str, derive, other: str | None = None) -> No
 
     derive(zoo, f"{base}-compose", base, {"t": "compose", "seeds": [81, 82, 83, 84, 85]}, checked)
     zoo.case("compose-exact", f"{base}-compose", base, "identical", acceptable=("derived",),
-             edits=("rotated residual basis", "the units were permuted"),
+             edits=ROTATED_PERMUTED,
              note="norms folded, residual rotated, MLP units, KV groups and query heads permuted, q/k, v/o, up/down "
                   "and norm/linear rescaled per channel (function preserved)")
     derive(zoo, f"{base}-compose-change", base, {"t": "compose-change", "seeds": [81, 82, 83, 84, 85], "noise": 0.05},
            lambda f, p, s: {"state": T.add_noise(compose(f, p, s)["state"], 0.05, 86)})
-    zoo.case("compose-change", f"{base}-compose-change", base, "derived", edits=("rotated residual basis", "the units were permuted"),
+    zoo.case("compose-change", f"{base}-compose-change", base, "derived", edits=ROTATED_PERMUTED,
              note="compose-exact, then Gaussian noise of 5% of each tensor's std")
 
     derive(zoo, f"{base}-prune-width", base, {"t": "prune-width", "hidden": 112, "intermediate": 256, "seed": 87},
