@@ -238,7 +238,7 @@ class Zoo:
 
 
 LAYER_CHANGING = {"prune-layers", "depth-upscale", "frankenmerge", "shared-ancestor", "moe-upcycle", "moe-split",
-                  "layer-reorder", "layer-repeat"}
+                  "moe-split-exact", "layer-reorder", "layer-repeat"}
 
 
 # --- the recipes -----------------------------------------------------------------------------------

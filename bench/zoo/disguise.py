@@ -15,6 +15,8 @@ Expected verdicts, from the five definitions (DESIGN.md section 2):
 - moe-split: every layer's MLP units partitioned into 4 experts of 86, each changed by 1% noise, a new router:
   `derived` (a split MLP is "upcycled from it"); never `identical`: the router makes another function, and the
   storage-rounding rule must not hold across expert layouts.
+- moe-split-exact: the same split with every unit unchanged: still `derived`, never `identical` (every expert
+  weight is a dense weight, but the storage-rounding rule does not hold across expert layouts).
 - kv-pool: the 2 KV heads of every layer averaged into 1 (MQA), nothing else changed: `derived` (not a storage
   difference: the function changes).
 - vocab-replace: a tokenizer of another text (1200 tokens where the base has 1000), its embedding and output head
@@ -83,6 +85,13 @@ def build_disguise_cases(zoo, base: str, derive, other: str | None = None) -> No
              note="Mixtral, 4 experts of 86 units partitioning each dense MLP's 344, each changed by 1% noise; "
                   "random router")
 
+    derive(zoo, f"{base}-moe-split-exact", base, {"t": "moe-split", "experts": 4, "noise": 0.0, "seed": 89},
+           lambda f, p, s: dict(zip(("params", "state"), T.split_moe(p, s, 4, 0.0, 89)), family="mixtral"))
+    zoo.case("moe-split-exact", f"{base}-moe-split-exact", base, "derived", layer_map=list(range(layers)),
+             edits=("experts 0-3 partition the reference's MLP units",),
+             note="as moe-split with no change to any unit: every expert weight equals a dense weight, yet the router "
+                  "makes another function, so never `identical`")
+
     derive(zoo, f"{base}-kv-pool", base, {"t": "kv-pool", "kv_heads": 1},
            lambda f, p, s: dict(zip(("params", "state"), T.pool_kv_heads(p, s, 1))))
     zoo.case("kv-pool", f"{base}-kv-pool", base, "derived",
@@ -131,7 +140,7 @@ def build_disguise_cases(zoo, base: str, derive, other: str | None = None) -> No
     # each edited copy against an independent seed: the paths that find the edits (anchor responses, experts among
     # dense units, layers of other widths or order) must not accuse an unrelated model
     if other is not None:
-        for suffix in ("compose", "prune-width", "moe-split", "kv-pool", "vocab-replace", "layer-reorder",
+        for suffix in ("compose", "prune-width", "moe-split", "moe-split-exact", "kv-pool", "vocab-replace", "layer-reorder",
                        "layer-repeat", "ft-a-gptq4"):
             zoo.case("neg-disguise", f"{base}-{suffix}", other, "same-architecture", acceptable=("unrelated",),
                      note=f"{base}-{suffix} against an independent seed")
