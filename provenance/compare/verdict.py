@@ -89,7 +89,7 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
     if layers_pass and len(matched) >= ASSEMBLED_MIN_LAYERS and len(strong_layers) >= 1:
         repeated = len(set(refs)) < len(refs)
         if repeated or not _monotone(refs):
-            kind = "repeats" if repeated else "reorders"
+            kind = "repeat" if repeated else "reorder"
             return (Verdict.ASSEMBLED, confidence_for_accusation(inputs.layer_strongest, len(matched) / n), False,
                     f"the candidate's layers {kind} reference layers (layer map: {map_text(rows)})")
         if len(strong_layers) >= ASSEMBLED_MIN_LAYERS and null_layers:
