@@ -1,0 +1,104 @@
+"""A shared standard initialisation named, not mistaken for copying (`compare/init_regeneration.py`).
+
+Two teams build one LLaMA configuration right after `torch.manual_seed(s)` (the Hugging Face default init) and
+then train independently: updates several times the init's norm, each team's own. With s = 42, a seed the tool
+regenerates, the relation the sketches find is the init's, and nothing remains beyond it: not accused. A copy of
+one team's model with 5% noise still descends from it beyond the init: `derived`. With a seed the tool does not
+try, nothing is regenerated that explains it: the earlier behaviour (`derived`, the statistical note).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from provenance.api import compare_models
+from provenance.compare.init_regeneration import SEEDS
+from provenance.fingerprint.initialisation import MAX_PARAMETERS, unavailable_reason
+from provenance.verdicts import ACCUSING
+
+CONFIG = {"vocab_size": 1024, "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 4,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": False}
+UPDATE = 3.0  # each team's update, in units of the init's norm (per tensor)
+
+
+def _init(seed: int) -> dict[str, torch.Tensor]:
+    import transformers as T
+
+    torch.manual_seed(seed)
+    model = T.LlamaForCausalLM(T.LlamaConfig(**CONFIG))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _trained(init: dict[str, torch.Tensor], team: int) -> dict[str, torch.Tensor]:
+    """The init plus a team's own update: a heavy-tailed random matrix UPDATE times the init's norm; norms
+    trained to their own values."""
+    generator = torch.Generator().manual_seed(1000 + team)
+    out = {}
+    for name, w0 in init.items():
+        if w0.dim() == 1:
+            out[name] = 1.0 + 0.1 * torch.randn(w0.shape, generator=generator)
+            continue
+        update = torch.randn(w0.shape, generator=generator) * torch.rand(w0.shape[1], generator=generator)[None, :]
+        out[name] = w0 + update / update.norm() * w0.norm() * UPDATE
+    return out
+
+
+def _save(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+                                                  "rms_norm_eps": 1e-6, **CONFIG}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def seed42(tmp_path_factory):
+    root = tmp_path_factory.mktemp("init42")
+    init = _init(42)
+    a, b = _trained(init, 1), _trained(init, 2)
+    generator = torch.Generator().manual_seed(7)
+    copy = {k: v + 0.05 * v.std() * torch.randn(v.shape, generator=generator) if v.dim() > 1 else v
+            for k, v in a.items()}
+    return _save(root / "a", a), _save(root / "b", b), _save(root / "copy", copy)
+
+
+def test_two_trainings_from_seed_42_are_not_accused_and_the_seed_is_named(seed42):
+    a, b, _ = seed42
+    result = compare_models(a, b)
+    assert result.verdict not in ACCUSING
+    notes = " ".join(result.notes)
+    assert "seed 42" in notes and "independent trainings from a shared seed, not a copy" in notes
+    assert "standard initialisation" in result.summary
+
+
+def test_a_copy_of_one_of_them_is_still_derived_beyond_the_init(seed42):
+    a, _, copy = seed42
+    result = compare_models(copy, a)
+    assert result.verdict == "derived"
+    notes = " ".join(result.notes)
+    assert "seed 42" in notes and "a relation remains beyond it" in notes
+
+
+def test_a_seed_not_tried_keeps_the_statistical_note(tmp_path):
+    assert 7 not in SEEDS
+    init = _init(7)
+    a, b = _save(tmp_path / "a", _trained(init, 1)), _save(tmp_path / "b", _trained(init, 2))
+    result = compare_models(a, b)
+    assert result.verdict == "derived"
+    notes = " ".join(result.notes)
+    assert "cannot be told from a shared trained ancestor" in notes
+    assert "none reproduces the shared part" in notes
+
+
+def test_models_over_the_cap_or_of_other_families_are_not_rebuilt():
+    big = {"hidden_size": 4096, "intermediate_size": 11008, "num_layers": 32, "num_heads": 32, "num_kv_heads": 32,
+           "vocab_size": 32000, "gated_mlp": True}
+    assert f"{MAX_PARAMETERS:.2g}" in unavailable_reason(big, "llama")
+    assert "not regenerated" in unavailable_reason(dict(big, num_layers=1), "gpt2")
+    assert unavailable_reason(dict(big, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=4,
+                                   vocab_size=512), "llama") is None
