@@ -436,6 +436,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         verdict, confidence, abstained, summary = decide(replace(inputs, beyond_init=init_check.beyond_log10p), notes)
     if init_check is not None and init_check.seed is not None:
         notes.append(init_check.note)
+        evidence.extend([e for e in (init_check.evidence(),) if e is not None])
     elif verdict == Verdict.DERIVED and matched and statistics:
         shared_init = shared_initialisation_note(cand, ref, matched)
         if shared_init is not None:

@@ -84,6 +84,15 @@ class InitCheck:
     beyond_log10p: float | None = None  # strongest decisive log10 p between the residuals (seed found)
     explains: bool = False  # the shared init accounts for every accusing signal: the verdict is not `derived`
 
+    def evidence(self) -> Evidence | None:
+        """The residuals' test as an evidence row (not decisive itself: the decision reads `beyond_log10p`)."""
+        if self.seed is None or self.beyond_log10p is None:
+            return None
+        return Evidence(f"weights beyond the regenerated default initialisation (seed {self.seed})", 0.0,
+                        self.beyond_log10p, "strongest decisive signal between the two models once the Hugging Face "
+                        f"default initialisation under seed {self.seed} is removed from both, corrected over the "
+                        "signals", decisive=False)
+
 
 def _anchor_ids(fp: Fingerprint) -> list[int] | None:
     """The ids of the rows in this fingerprint's `anchors/embed` (and `anchors/lm_head`), or None if unrecorded."""

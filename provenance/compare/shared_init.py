@@ -8,8 +8,10 @@ the shared part's size, estimated from the covariance of the two sketches
 (cov(a, b) = var(w0) when the updates are independent of each other), is
 a common initialiser's standard deviation. A heavily trained descendant of
 a trained ancestor can look the same, so the note says both readings stand;
-weights alone cannot tell them apart (regenerating the family's standard
-initialisations under common seeds would, and is not done here).
+weights alone cannot tell them apart. Where the family's default init can be
+rebuilt, `init_regeneration.py` regenerates it under common seeds first; this
+note is used when no seed reproduces the shared part (the engine adds which
+seeds were tried) or the init could not be rebuilt.
 """
 
 from __future__ import annotations
