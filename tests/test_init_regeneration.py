@@ -100,5 +100,7 @@ def test_models_over_the_cap_or_of_other_families_are_not_rebuilt():
            "vocab_size": 32000, "gated_mlp": True}
     assert f"{MAX_PARAMETERS:.2g}" in unavailable_reason(big, "llama")
     assert "not regenerated" in unavailable_reason(dict(big, num_layers=1), "gpt2")
-    assert unavailable_reason(dict(big, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=4,
-                                   vocab_size=512), "llama") is None
+    small = dict(big, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=4, vocab_size=512)
+    assert unavailable_reason(small, "llama") is None
+    for hostile in ({"num_heads": 0}, {"num_kv_heads": 3}, {"vocab_size": -5}, {"hidden_size": "x"}, {"num_layers": None}):
+        assert unavailable_reason(dict(small, **hostile), "llama") is not None, hostile

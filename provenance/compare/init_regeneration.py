@@ -199,7 +199,7 @@ def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, evidence: list[E
     for seed in SEEDS:
         init = regenerate(arch, family, seed, wanted)
         if init is None:
-            return None
+            return InitCheck("the family's default initialisation could not be rebuilt from this configuration")
         init_c, init_r = _init_arrays(cand, init, anchors), _init_arrays(ref, init, anchors)
         if init_c is None or init_r is None:
             return InitCheck("the family's default initialisation was regenerated but its tensors are laid out "

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from ..errors import ProvenanceError
 from ..model import Checkpoint
 from .sketch import sketch_positions
 
@@ -78,11 +79,23 @@ def unavailable_reason(arch: dict[str, Any], family: str | None) -> str | None:
     if arch.get("num_experts") or arch.get("gated_mlp") is False:
         return "only dense gated-MLP decoders are regenerated"
     count = parameter_count(arch)
-    if count is None or count <= 0:
+    if count is None or count <= 0 or not _plausible(arch):
         return "the architecture does not state every shape"
     if count > MAX_PARAMETERS:
         return f"the model has {count:.3g} parameters, over the cap of {MAX_PARAMETERS:.2g} for rebuilding it"
     return None
+
+
+def _plausible(arch: dict[str, Any]) -> bool:
+    """Every shape positive and the query heads a multiple of the key/value heads (numbers from a file)."""
+    try:
+        numbers = [int(arch[k]) for k in ("hidden_size", "intermediate_size", "num_layers", "num_heads",
+                                          "num_kv_heads", "vocab_size")]
+        head_dim = int(arch.get("head_dim") or 1)
+    except (KeyError, TypeError, ValueError):
+        return False
+    heads, kv = numbers[3], numbers[4]
+    return min(numbers) >= 1 and head_dim >= 1 and heads % kv == 0
 
 
 def _config_fields(arch: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +120,10 @@ def regenerate(arch: dict[str, Any], family: str, seed: int, row_ids: tuple[int,
     if unavailable_reason(arch, family) is not None:
         return None
     fields = json.dumps(_config_fields(arch), sort_keys=True)
-    return _regenerate(family, fields, int(seed), tuple(sorted({int(i) for i in row_ids if int(i) >= 0})))
+    try:
+        return _regenerate(family, fields, int(seed), tuple(sorted({int(i) for i in row_ids if int(i) >= 0})))
+    except (ValueError, TypeError, RuntimeError, OSError, ProvenanceError):
+        return None  # transformers refused the configuration, or the rebuilt model could not be read back
 
 
 @lru_cache(maxsize=8)
