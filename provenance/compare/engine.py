@@ -429,7 +429,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     if verdict == Verdict.IDENTICAL and sampled:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
-    init_check = regenerated_init_check(cand, ref, evidence, compare_fingerprints) \
+    init_check = regenerated_init_check(cand, ref, matched, evidence, compare_fingerprints) \
         if verdict == Verdict.DERIVED and matched else None
     if init_check is not None and init_check.explains:  # decided again, on what remains beyond the shared init
         notes[:] = notes_before

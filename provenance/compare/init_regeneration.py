@@ -9,7 +9,11 @@ project regenerates (`fingerprint.initialisation.MODEL_CLASSES`, at most
 `MAX_PARAMETERS`), the Hugging Face default initialisation of that
 configuration is rebuilt under each seed of SEEDS
 (`fingerprint.initialisation.regenerate`) and compared, with the engine's
-own tests and nulls (the comparison function is passed in):
+own tests and nulls (the comparison function is passed in), when the part
+the two models share is no larger than such an init (its standard deviation,
+from the sketches' covariance in the median matched `attn.q` / `mlp.up`,
+at most SHARED_STD_MAX times the default 0.02: a fine-tune of a trained model
+shares far more, and costs no rebuild):
 
 1. *reproduced*: each model, restricted to its sketches, 1-D tensors and
    anchor rows, against a fingerprint of the regenerated init at the same
@@ -61,15 +65,20 @@ from typing import Callable
 import numpy as np
 
 from ..fingerprint import Fingerprint, Part
-from ..fingerprint.initialisation import Initialisation, regenerate, unavailable_reason
+from ..fingerprint.initialisation import DEFAULT_INIT_STD, Initialisation, regenerate, unavailable_reason
 from ..fingerprint.store import array_name
 from .alignment import architecture_match, strongest_decisive
-from .results import Comparison, Evidence
+from .results import Comparison, Evidence, LayerMatch
+from .shared_init import shared_part_std
 from .stats import format_p
 from .thresholds import ACCUSATION_LOG10P, storage_tolerance
 
 # The seeds training scripts use most (the Hugging Face examples' 42, PyTorch's 0, 1234, and 3407).
 SEEDS = (0, 42, 1234, 3407)
+# A shared init contributes at most its own variance to the two models' covariance (less after weight decay):
+# a shared part larger than this many times the default init's standard deviation is more than the init, and
+# nothing is rebuilt (a fine-tune of a trained model: SmolLM2-135M's matrices have a standard deviation near 0.2).
+SHARED_STD_MAX = 1.5
 # Set in the meta of the fingerprints made here, so that comparing them never regenerates again.
 MARK = "regenerated_initialisation"
 KEPT_PARTS = (Part.SKETCHES, Part.VECTORS, Part.ANCHORS)
@@ -176,11 +185,11 @@ def _accusing_signals(evidence: list[Evidence]) -> list[str]:
     return [e.signal for e in evidence if e.decisive and e.log10p is not None and e.log10p <= ACCUSATION_LOG10P]
 
 
-def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, evidence: list[Evidence],
+def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, matched: list[LayerMatch], evidence: list[Evidence],
                            compare: Callable[[Fingerprint, Fingerprint], Comparison]) -> InitCheck | None:
     """For a `derived` comparison: whether a common seed's default initialisation explains the relation (see the
     module's docstring), or None when the check does not apply (different shapes, no sketches, a fingerprint
-    made here). `compare` is the engine's comparison of two fingerprints."""
+    made here, a shared part larger than an init). `compare` is the engine's comparison of two fingerprints."""
     if cand.meta.get(MARK) is not None or ref.meta.get(MARK) is not None:
         return None
     if not (cand.holds(Part.SKETCHES) and ref.holds(Part.SKETCHES)):
@@ -188,6 +197,9 @@ def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, evidence: list[E
     arch = cand.architecture
     family = arch.get("family") or (cand.meta.get("family") or {}).get("name")
     if architecture_match(arch, ref.architecture) != "same-shapes" or family != ref.architecture.get("family", family):
+        return None
+    shared = shared_part_std(cand, ref, matched)
+    if shared is None or shared > SHARED_STD_MAX * DEFAULT_INIT_STD:
         return None
     reason = unavailable_reason(arch, family)
     if reason is not None:

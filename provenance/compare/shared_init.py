@@ -70,6 +70,15 @@ def _shared_std(cand: Fingerprint, ref: Fingerprint, row: LayerMatch, role: str)
     return (math.sqrt(covariance), int(shape[1])) if covariance > 0 else None
 
 
+def shared_part_std(cand: Fingerprint, ref: Fingerprint, matched: list[LayerMatch]) -> float | None:
+    """The standard deviation of the part both models share (from the sketches' covariance), in the median matched
+    `attn.q` / `mlp.up` matrix; None when no matrix gives one (no sketches, or no positive covariance)."""
+    if not cand.holds(Part.SKETCHES) or not ref.holds(Part.SKETCHES):
+        return None
+    found = [s for row in matched for role in ROLES if (s := _shared_std(cand, ref, row, role)) is not None]
+    return float(np.median([std for std, _ in found])) if found else None
+
+
 def shared_initialisation_note(cand: Fingerprint, ref: Fingerprint, matched: list[LayerMatch]) -> str | None:
     """The note for a `derived` comparison that a shared initialisation could explain, or None: both models'
     matched weights still look untrained, or the matched layers share only an initialisation-sized part."""

@@ -40,6 +40,9 @@ from .sketch import sketch_positions
 # Building and reading a model costs about 4 bytes and a few nanoseconds per parameter per seed; 1.5e8
 # parameters (SmolLM2-135M) is a few seconds and 600 MB of temporary file.
 MAX_PARAMETERS = 150_000_000
+# The default initializer_range of LlamaConfig, MistralConfig and Qwen2Config: every Linear and Embedding weight
+# is drawn from N(0, 0.02^2).
+DEFAULT_INIT_STD = 0.02
 # family -> (config class, model class): families whose default init the project regenerates.
 MODEL_CLASSES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM"),
