@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--scales", default="3,1,0.5")
     args = parser.parse_args()
-    import transformers as T
+    import transformers as T  # heavy: only when run
 
     _, config = M.generate_state(_spec(1))
     torch.manual_seed(42)

@@ -119,3 +119,15 @@ def test_models_over_the_cap_or_of_other_families_are_not_rebuilt():
     assert unavailable_reason(small, "llama") is None
     for hostile in ({"num_heads": 0}, {"num_kv_heads": 3}, {"vocab_size": -5}, {"hidden_size": "x"}, {"num_layers": None}):
         assert unavailable_reason(dict(small, **hostile), "llama") is not None, hostile
+
+
+def test_rebuilding_an_init_leaves_the_global_generator_alone():
+    from provenance.fingerprint.initialisation import regenerate
+
+    arch = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 4, "num_kv_heads": 2,
+            "vocab_size": 64, "gated_mlp": True, "family": "llama"}
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    assert regenerate(arch, "llama", 42) is not None
+    assert torch.equal(torch.rand(3), expected)

@@ -139,8 +139,9 @@ def _regenerate(family: str, fields: str, seed: int, row_ids: tuple[int, ...]) -
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        torch.manual_seed(seed)
-        model = getattr(transformers, model_name)(config)
+        with torch.random.fork_rng(devices=[]):  # the caller's global generator is left where it stood
+            torch.manual_seed(seed)
+            model = getattr(transformers, model_name)(config)
     finally:
         torch.set_num_threads(threads)
     sketches: dict[str, np.ndarray] = {}
