@@ -50,9 +50,10 @@ residualised only for fingerprints that record the anchor tokens' ids
 rows are left out of all three comparisons.
 
 Limits: the regenerated init is that of the installed transformers version
-(named in the note); custom init code, other seeds, another model class
-(AutoModel vs the causal-LM class, which draw in another order) or an init
-in another dtype are not reproduced; training updates that depend on the init
+(named in the note); custom init code, other seeds, or an init made in
+another dtype or on another device are not reproduced (the causal-LM class,
+`AutoModelForCausalLM.from_config` and the base model give the same weights
+under one seed with transformers 5.25); training updates that depend on the init
 in other ways than a uniform shrinkage can leave a relation in the residuals
 (the verdict then stays `derived`, as before this check).
 """
