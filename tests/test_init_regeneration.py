@@ -26,12 +26,15 @@ CONFIG = {"vocab_size": 1024, "hidden_size": 128, "intermediate_size": 344, "num
 UPDATE = 3.0  # each team's update, in units of the init's norm (per tensor)
 
 
-def _init(seed: int) -> dict[str, torch.Tensor]:
+def _init(seed: int, family: str = "Llama", **config) -> dict[str, torch.Tensor]:
     import transformers as T
 
     torch.manual_seed(seed)
-    model = T.LlamaForCausalLM(T.LlamaConfig(**CONFIG))
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model = getattr(T, f"{family}ForCausalLM")(getattr(T, f"{family}Config")(**{**CONFIG, **config}))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if config.get("tie_word_embeddings"):
+        state.pop("lm_head.weight")
+    return state
 
 
 def _trained(init: dict[str, torch.Tensor], team: int, scale: float = UPDATE) -> dict[str, torch.Tensor]:
@@ -48,11 +51,11 @@ def _trained(init: dict[str, torch.Tensor], team: int, scale: float = UPDATE) ->
     return out
 
 
-def _save(path: Path, state: dict[str, torch.Tensor]) -> Path:
+def _save(path: Path, state: dict[str, torch.Tensor], family: str = "Llama", **config) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
-    (path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
-                                                  "rms_norm_eps": 1e-6, **CONFIG}))
+    (path / "config.json").write_text(json.dumps({"model_type": family.lower(), "architectures": [f"{family}ForCausalLM"],
+                                                  "rms_norm_eps": 1e-6, **{**CONFIG, **config}}))
     return path
 
 
@@ -97,6 +100,16 @@ def test_a_copy_of_a_far_trained_one_shares_more_than_an_init_and_nothing_is_reb
     result = compare_models(seed42[UPDATE, "copy"], seed42[UPDATE, "a"])
     assert result.verdict == "derived"
     assert not any("initialisation" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("family, config", [("Qwen2", {}), ("Mistral", {}), ("Llama", {"tie_word_embeddings": True})])
+def test_every_family_regenerated_is_read_back_in_the_fingerprints_layout(tmp_path, family, config):
+    init = _init(42, family, **config)
+    a = _save(tmp_path / "a", _trained(init, 1), family, **config)
+    b = _save(tmp_path / "b", _trained(init, 2), family, **config)
+    result = compare_models(a, b)
+    assert result.verdict not in ACCUSING, result.summary
+    assert any("under seed 42 (transformers" in note and f"{family}ForCausalLM" in note for note in result.notes)
 
 
 def test_a_seed_not_tried_keeps_the_statistical_note(tmp_path):
