@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from bench.nulls.models import tokenizer_json
 from provenance.api import compare_models
 from provenance.compare.init_regeneration import SEEDS
 from provenance.fingerprint.initialisation import MAX_PARAMETERS, unavailable_reason
@@ -54,6 +55,7 @@ def _trained(init: dict[str, torch.Tensor], team: int, scale: float = UPDATE) ->
 def _save(path: Path, state: dict[str, torch.Tensor], family: str = "Llama", **config) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+    (path / "tokenizer.json").write_text(json.dumps(tokenizer_json(CONFIG["vocab_size"], "llama")))  # anchor rows
     (path / "config.json").write_text(json.dumps({"model_type": family.lower(), "architectures": [f"{family}ForCausalLM"],
                                                   "rms_norm_eps": 1e-6, **{**CONFIG, **config}}))
     return path
@@ -144,3 +146,18 @@ def test_rebuilding_an_init_leaves_the_global_generator_alone():
     torch.manual_seed(5)
     assert regenerate(arch, "llama", 42) is not None
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_older_fingerprint_without_anchor_ids_keeps_the_verdict_and_says_why(seed42):
+    """The anchor rows' test reached the bar; without their token ids it cannot be re-run beyond the init."""
+    from provenance.fingerprint import Fingerprint
+    from provenance.fingerprint.load import fingerprint_for
+
+    a, b = (fingerprint_for(seed42[UPDATE, side]) for side in ("a", "b"))
+    vocabulary = {k: v for k, v in b.meta["vocabulary"].items() if k != "anchor_ids"}
+    older = Fingerprint(meta={**b.meta, "vocabulary": vocabulary}, arrays=b.arrays)
+    result = compare_models(a, older)
+    notes = " ".join(result.notes)
+    assert result.verdict == "derived", result.summary  # the anchor rows (1e-18) accuse on their own
+    assert "seed 42" in notes and "embedding by token string reached the bar and cannot be checked" in notes
+    assert "provenance fingerprint" in notes

@@ -246,9 +246,12 @@ def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, matched: list[La
             return InitCheck(f"{start}; a relation remains beyond it ({format_p(shown)} once the initialisation is "
                              "removed from both): more than a shared seed, a shared trained ancestor", seed, beyond)
         if unchecked:
+            older = (" (a fingerprint made before this version does not record its anchor tokens' ids: rebuilt with "
+                     "`provenance fingerprint`, its anchor rows can be)"
+                     if not anchors and cand.holds(Part.ANCHORS) and ref.holds(Part.ANCHORS) else "")
             return InitCheck(f"{start}; beyond it the sketches show no relation (strongest {format_p(shown)}), but "
-                             f"{', '.join(unchecked)} reached the bar and cannot be checked beyond the initialisation, "
-                             "so the verdict stands", seed, beyond)
+                             f"{', '.join(unchecked)} reached the bar and cannot be checked beyond the initialisation"
+                             f"{older}, so the verdict stands", seed, beyond)
         return InitCheck(f"{start}; beyond it, their weights show no relation (strongest signal {format_p(shown)} "
                          "once the initialisation is removed from both): independent trainings from a shared seed, "
                          "not a copy", seed, beyond, explains=True)
