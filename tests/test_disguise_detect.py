@@ -24,6 +24,7 @@ from provenance.compare.thresholds import ACCUSATION_LOG10P
 from provenance.compare.unit_responses import VIA, response_layers, response_test
 from provenance.fingerprint import Fingerprint, Part
 from provenance.fingerprint.load import fingerprint_for
+from provenance.verdicts import ACCUSING
 
 VOCAB = 1024
 
@@ -183,11 +184,14 @@ def test_negating_candidate_units_flips_their_clusters_and_nothing_else(models):
     assert np.allclose(after.clusters, np.where(flipped, -before.clusters, before.clusters))
 
 
-def test_a_shared_initialisation_is_named_as_such_beside_the_derived_verdict(models):
+def test_a_shared_initialisation_is_named_and_not_taken_for_copying(models):
+    """Both trained from transformers' init under seed 42: the init is regenerated, and nothing relates the two
+    beyond it (`compare/init_regeneration.py`; a seed it does not try keeps the statistical note:
+    tests/test_init_regeneration.py)."""
     result = compare_fingerprints(models["seed42-b"], models["seed42-a"])
-    assert result.verdict == "derived", result.summary
-    assert any("shared random initialisation" in note and "cannot be told from a shared trained ancestor" in note
-               for note in result.notes)
+    assert result.verdict not in ACCUSING, result.summary
+    assert any("default initialisation of this configuration under seed 42" in note
+               and "independent trainings from a shared seed, not a copy" in note for note in result.notes)
 
 
 def test_a_fine_tune_gets_no_shared_initialisation_note(models):

@@ -51,6 +51,7 @@ from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, 
 from .edits import name_edits
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
+from .init_regeneration import regenerated_init_check
 from .results import Comparison, Evidence, LayerMatch
 from .shared_init import looks_initialised, shared_initialisation_note
 from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
@@ -423,14 +424,23 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         init_like_shared=statistics and looks_initialised(cand, shared_keys),
         explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref),
         weights_compared=any(e.decisive and e.log10p is not None for e in evidence) or bool(exact and exact.pairs))
+    notes_before = list(notes)
     verdict, confidence, abstained, summary = decide(inputs, notes)
     if verdict == Verdict.IDENTICAL and sampled:
         confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
-    if verdict == Verdict.DERIVED and matched and statistics:
+    init_check = regenerated_init_check(cand, ref, matched, evidence, compare_fingerprints) \
+        if verdict == Verdict.DERIVED and matched else None
+    if init_check is not None and init_check.explains:  # decided again, on what remains beyond the shared init
+        notes[:] = notes_before
+        verdict, confidence, abstained, summary = decide(replace(inputs, beyond_init=init_check.beyond_log10p), notes)
+    if init_check is not None and init_check.seed is not None:
+        notes.append(init_check.note)
+        evidence.extend([e for e in (init_check.evidence(),) if e is not None])
+    elif verdict == Verdict.DERIVED and matched and statistics:
         shared_init = shared_initialisation_note(cand, ref, matched)
         if shared_init is not None:
-            notes.append(shared_init)
+            notes.append(f"{shared_init} ({init_check.note})" if init_check is not None else shared_init)
     if verdict in ACCUSING and responses.summary() is not None:
         summary = f"{summary}; {responses.summary()}"
     if verdict in ACCUSING:

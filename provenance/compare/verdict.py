@@ -2,7 +2,9 @@
 
 Order of the rules (thresholds and their reasons: `thresholds.py`):
 1. every stored tensor bit-identical to a reference tensor -> `identical`;
-2. no decisive signal below the accusation bar (1e-12, corrected) ->
+2. no decisive signal below the accusation bar (1e-12, corrected), or none
+   beyond a regenerated shared initialisation that both models start from
+   (`beyond_init`, `init_regeneration.py`) ->
    `same-architecture` or `unrelated`, abstaining when something is
    significant without reaching the bar; when no weight signal could run
    at all (no tensor of matching shape), the verdict speaks of the
@@ -53,6 +55,9 @@ class DecisionInputs:
     explained_by: list[str] = field(default_factory=list)  # transforms the identity needed (permutations, rescalings)
     emptied: list[str] = field(default_factory=list)  # canonical keys zero-sized in the candidate, not in the reference
     weights_compared: bool = True  # some decisive weight signal ran (False: nothing of matching shape to compare)
+    # log10 p of the strongest decisive signal once a regenerated shared initialisation is removed from both models,
+    # set when that initialisation accounts for every accusing signal (`init_regeneration.py`); None: not found
+    beyond_init: float | None = None
 
 
 def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bool, str]:
@@ -62,6 +67,8 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
     matched = [r for r in rows if r.reference_layer is not None]
     if inputs.exact_all and not inputs.emptied:
         return Verdict.IDENTICAL, 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
+    if inputs.beyond_init is not None:
+        strongest = inputs.beyond_init  # a shared random init is no shared training: what remains beyond it decides
     if strongest > ACCUSATION_LOG10P:
         abstained = strongest < LAYER_MATCH_LOG10P
         if abstained:
@@ -75,6 +82,10 @@ def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bo
             return (verdict, CONFIDENCE_NOTHING_COMPARED, False,
                     f"the architecture {how} the reference; the weights were not compared (no tensor of matching shape)")
         confidence = confidence_for_no_relation(strongest)
+        if inputs.beyond_init is not None:
+            return (Verdict.SAME_ARCHITECTURE, confidence, abstained,
+                    "the architecture matches the reference and both models start from one standard initialisation; "
+                    "beyond it no weight signal reaches the accusation bar")
         if inputs.match_kind != "different":
             return (Verdict.SAME_ARCHITECTURE, confidence, abstained,
                     "the architecture matches the reference but no weight signal reaches the accusation bar")
