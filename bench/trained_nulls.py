@@ -31,8 +31,9 @@ decoder step):
   groups, untied head), GPT-2 (LayerNorm, GELU 1024, 4 heads, tied,
   Conv1D), BERT (post-LayerNorm encoder, GELU 1024, 4 heads, masked-LM with
   15% of tokens masked; saved as BertForMaskedLM). 16 LLaMA seeds give the
-  120 cross pairs the table needs; 4 GPT-2 and 4 BERT seeds add 6 + 6 pairs
-  within their family and every cross-family pair of equal width.
+  120 cross pairs the table needs; 3 GPT-2 and 3 BERT seeds (what the time
+  left allowed) add 3 + 3 pairs within their family and every cross-family
+  pair of equal width (105 more).
 - Training: AdamW (betas 0.9/0.95, weight decay 0.01), linear warm-up over
   30 steps then cosine decay to 10%, gradient clipping at 1, batches of 8
   windows of 64 tokens, STEPS = 240 steps (learning rate 3e-3 for the
@@ -41,7 +42,7 @@ decoder step):
   the weights show at this point, beside generated models of the same shape
   (q/k, v/o and up/down alignment appear; heavy tails and large-norm residual
   dimensions do not yet; see docs/accuracy.md).
-- Same seed, different data: two LLaMA seeds trained on shard A and on
+- Same seed, different data: one LLaMA seed trained on shard A and on
   shard B. They share their initialisation, so they are *not* independent:
   they are reported apart from the null table (what the engine says of a
   shared initialisation is its `shared_init` note), never counted in it.
@@ -59,7 +60,8 @@ to DIR/trained_nulls.json and DIR/trained_nulls.md: per signal the share of
 p-values at or below alpha for alpha 0.1, 0.01, 1e-3, 1e-4, flagged where it
 exceeds twice alpha, the verdicts (accusing = identical, derived, assembled),
 the same-seed pairs, the generic pairs, and the structure statistics.
---train-only trains (or finds cached) and stops; --quick: two LLaMA models
+--train-only trains (or finds cached) and stops; --cached-only trains nothing and
+compares what the cache holds; --quick: two LLaMA models
 of 20 steps (a smoke run).
 """
 
@@ -96,9 +98,9 @@ BATCH, SEQ, WARMUP = 8, 64, 30
 TRAIN_VERSION = 1  # bump when the training recipe changes what a cached model holds
 
 LLAMA_SEEDS = tuple(range(1, 17))
-GPT2_SEEDS = (101, 102, 103, 104)
-BERT_SEEDS = (201, 202, 203, 204)
-SAME_SEEDS = (301, 302)
+GPT2_SEEDS = (101, 102, 103)
+BERT_SEEDS = (201, 202, 203)
+SAME_SEEDS = (301,)
 CNN_SEEDS = (401, 402, 403, 404, 405, 406)
 CNN_STEPS = 300
 
@@ -350,7 +352,8 @@ def plan(text: Text, quick: bool) -> dict[str, list[dict]]:
             "same-seed": [recipe("llama", s, d, STEPS, text) for s in SAME_SEEDS for d in ("A", "B")]}
 
 
-def ensure_trained(models: dict[str, list[dict]], text: Text, cache: Path, log=print) -> dict[str, list[Path]]:
+def ensure_trained(models: dict[str, list[dict]], text: Text, cache: Path, log=print,
+                   cached_only: bool = False) -> dict[str, list[Path]]:
     torch.set_num_threads(1)
     found: dict[str, list[Path]] = {}
     for group, specs in models.items():
@@ -358,6 +361,9 @@ def ensure_trained(models: dict[str, list[dict]], text: Text, cache: Path, log=p
         for spec in specs:
             directory = model_dir(cache, spec)
             if not (directory / "train.json").exists():
+                if cached_only:
+                    log(f"  not in the cache, left out: {directory.name}")
+                    continue
                 if spec["family"] == "cnn":
                     train_cnn(spec, directory, log)
                 else:
@@ -681,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cached-only", action="store_true", help="compare the models in the cache, train none")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     started = time.time()
@@ -689,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.time() - started:6.0f}s] {line}", flush=True)
 
     text = Text(args.cache, log)
-    directories = ensure_trained(plan(text, args.quick), text, args.cache, log)
+    directories = ensure_trained(plan(text, args.quick), text, args.cache, log, args.cached_only)
     log(f"models ready: {', '.join(f'{g} {len(d)}' for g, d in directories.items())}")
     if args.train_only:
         return 0
