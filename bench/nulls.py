@@ -65,10 +65,6 @@ from bench.nulls.real_stats import load_real_stats  # noqa: E402
 
 ALPHAS = (0.05, 0.01, 1e-3, 1e-4)
 GENERATOR_VERSION = 3  # bump when models.py changes what a spec generates
-# `--kind trained`: the generator's trained draw kind at the strengths that give generated models of the trained
-# nulls' shapes the q/k, v/o and up/down alignment measured on the trained models (`bench/trained_nulls.py`,
-# median over its LLaMA trainings; `structure_report` prints both).
-TRAINED_KIND = {"aligned_qk": 0.55, "aligned_vo": 0.7, "aligned_ud": 0.12}
 
 _POOL: list = []  # fingerprints, shared with forked workers
 
@@ -337,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-ablation", action="store_true", help="skip the structure ablation (24 more models)")
     parser.add_argument("--kind", choices=("default", "trained"), default="default",
-                        help="trained: every model also aligned as trained models are (TRAINED_KIND)")
+                        help="trained: every model also aligned as trained models are (models.TRAINED_KIND)")
     parser.add_argument("--heavy-tails", action="store_true",
                         help="heavy-tailed entries on the massive dimensions' reading columns and writing rows")
     parser.add_argument("--keep-models", action="store_true",
@@ -356,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     real = load_real_stats(out)
     specs = M.pool_specs(models, args.seed, set(real))
     if args.kind == "trained" or args.heavy_tails:
-        specs = [replace(s, **(TRAINED_KIND if args.kind == "trained" else {}), heavy_tails=args.heavy_tails)
+        specs = [replace(s, **(M.TRAINED_KIND if args.kind == "trained" else {}), heavy_tails=args.heavy_tails)
                  for s in specs]
     log(f"pool: {len(specs)} models in {len(set(s.group for s in specs))} groups; real statistics: {', '.join(real) or 'none'}")
     directories = build_pool(specs, out / f"seed{args.seed}", real, args.workers, log)

@@ -430,7 +430,10 @@ def generic_draws(pair: tuple[str, str]) -> list[float]:
 
 
 def tail_rows(values: dict[str, list[float]]) -> list[dict]:
-    """Per signal: draws, the share (count) of p-values at or below each alpha, a flag above twice alpha."""
+    """Per signal: draws, the share (count) of p-values at or below each alpha, a flag above twice alpha, and the
+    binomial p of the count (uniform p-values, draws taken as independent, which draws sharing a model are not)."""
+    from scipy import stats
+
     rows = []
     for signal, logs in sorted(values.items()):
         logs_array = np.asarray(logs, dtype=np.float64)
@@ -439,7 +442,8 @@ def tail_rows(values: dict[str, list[float]]) -> list[dict]:
         for alpha in ALPHAS:
             count = int(np.sum(logs_array <= np.log10(alpha)))
             tails.append({"alpha": alpha, "count": count, "share": count / n if n else None,
-                          "flag": bool(n and count / n > 2 * alpha)})
+                          "flag": bool(n and count / n > 2 * alpha),
+                          "binomial_p": float(stats.binom.sf(count - 1, n, alpha)) if n else None})
         rows.append({"signal": signal, "draws": n, "min_log10p": round(float(logs_array.min()), 2) if n else None,
                      "tails": tails})
     return rows
@@ -500,6 +504,7 @@ def run_comparisons(directories: dict[str, list[Path]], args, started: float, lo
         "strongest_decisive_log10p": {view: min((r["verdicts"][view]["strongest_log10p"] for r in records), default=None)
                                       for view in accusing},
         "exceedances": [{"signal": row["signal"], "alpha": t["alpha"], "count": t["count"], "draws": row["draws"],
+                         "binomial_p": t["binomial_p"],
                          "worst": sorted((round(log10p, 2), r["pair"], where) for r in records
                                          for s, log10p, where in r["draws"]
                                          if s == row["signal"] and log10p <= np.log10(t["alpha"]))[:5]}
@@ -532,8 +537,8 @@ def markdown(result: dict) -> str:
             lines.append(f"- {item['pair'][0]} vs {item['pair'][1]}: {item['verdict']}, strongest "
                          f"1e{item['strongest_log10p']}: {item['summary']}")
     for item in result["exceedances"]:
-        lines.append(f"- exceedance: {item['signal']} <= {item['alpha']:g}: {item['count']} of {item['draws']}; "
-                     f"smallest: " + "; ".join(f"1e{p} ({a} vs {b}, {w})" for p, (a, b), w in item["worst"]))
+        lines.append(f"- exceedance: {item['signal']} <= {item['alpha']:g}: {item['count']} of {item['draws']} "
+                     f"(expected {item['alpha'] * item['draws']:.2g}, binomial p {item['binomial_p']:.2g}); smallest: " + "; ".join(f"1e{p} ({a} vs {b}, {w})" for p, (a, b), w in item["worst"]))
     lines += ["", "Same seed, different data (shared initialisation; not independent, not in the table):"]
     for item in result["same_seed"]:
         lines.append(f"- {item['pair'][0]} vs {item['pair'][1]}: {item['verdict']}, strongest 1e{item['strongest_log10p']}"
@@ -654,6 +659,8 @@ def generated_states(family: str, count: int, **options) -> list[dict[str, torch
 def structure_report(directories: dict[str, list[Path]], generated: int = 3) -> dict:
     from safetensors.torch import load_file
 
+    from bench.nulls import models as G
+
     found: dict[str, dict] = {}
     for family in ("llama", "gpt2", "bert"):
         if not directories.get(family):
@@ -662,6 +669,8 @@ def structure_report(directories: dict[str, list[Path]], generated: int = 3) -> 
         found[f"{family} trained ({len(trained)})"] = _median(trained)
         found[f"{family} generated ({generated})"] = _median([model_structure(family, s, 4)
                                                              for s in generated_states(family, generated)])
+        found[f"{family} generated, trained kind ({generated})"] = _median(
+            [model_structure(family, s, 4) for s in generated_states(family, generated, **G.TRAINED_KIND)])
     return found
 
 

@@ -438,6 +438,11 @@ def _align_pairs(spec: ModelSpec, layer: dict[str, np.ndarray]) -> None:
         layer["down"] = _with_inner(layer["down"], _align(up_left, down_right, spec.aligned_ud), "right")
 
 
+# The trained draw kind at the strengths that give generated models of the trained nulls' shapes (LLaMA, hidden
+# 256, 4 layers) the q/k, v/o and up/down alignment measured on the independent trainings of
+# `bench/trained_nulls.py` (median of its LLaMA models: 3.9, 5.5, 3.0; these strengths give about 4.0, 5.5, 3.2;
+# its structure table prints both). `bench/nulls.py --kind trained` uses them.
+TRAINED_KIND = {"aligned_qk": 0.5, "aligned_vo": 0.6, "aligned_ud": 0.14}
 HEAVY_DF = 3.0  # Student-t degrees of freedom of the entries on privileged axes
 
 
