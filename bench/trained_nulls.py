@@ -42,14 +42,14 @@ decoder step):
   the weights show at this point, beside generated models of the same shape
   (q/k, v/o and up/down alignment appear; heavy tails and large-norm residual
   dimensions do not yet; see docs/accuracy.md).
-- Same seed, different data: one LLaMA seed trained on shard A and on
+- Same seed, different data: two LLaMA seeds trained on shard A and on
   shard B. They share their initialisation, so they are *not* independent:
   they are reported apart from the null table (what the engine says of a
   shared initialisation is its `shared_init` note), never counted in it.
-- Generic path: small CNNs (three conv blocks with BatchNorm, two linear
+- Generic path: 10 small CNNs (three conv blocks with BatchNorm, two linear
   layers) trained from independent seeds on generated images (eight classes
   of coloured shapes on noise), saved as bare safetensors (no config: only
-  the generic path fits them); every cross pair is compared.
+  the generic path fits them); every cross pair (45) is compared.
 
 Comparison: every model is fingerprinted with the project's builder
 (`fingerprint_for`, what `provenance compare` does), every cross pair is
@@ -100,8 +100,8 @@ TRAIN_VERSION = 1  # bump when the training recipe changes what a cached model h
 LLAMA_SEEDS = tuple(range(1, 17))
 GPT2_SEEDS = (101, 102, 103)
 BERT_SEEDS = (201, 202, 203)
-SAME_SEEDS = (301,)
-CNN_SEEDS = (401, 402, 403, 404, 405, 406)
+SAME_SEEDS = (301, 302)
+CNN_SEEDS = tuple(range(401, 411))
 CNN_STEPS = 300
 
 
