@@ -491,6 +491,8 @@ def run_comparisons(directories: dict[str, list[Path]], args, started: float, lo
         for signal, log10p, _ in record["draws"]:
             values.setdefault(signal, []).append(log10p)
     accusing = {view: [r for r in records if r["verdicts"][view]["verdict"] in D.ACCUSING] for view in ("local", "remote")}
+    (args.out / "records.json").write_text(json.dumps({"pairs": records, "same_seed": same_records,
+                                                       "generic": generic_records}, default=str))
     properties = structure_report(directories)
     result = {
         "schema": "provenance.trained-nulls/1",
@@ -675,8 +677,15 @@ def structure_report(directories: dict[str, list[Path]], generated: int = 3) -> 
 
 
 def _median(rows: list[dict]) -> dict:
-    return {k: (sorted(r[k] for r in rows)[len(rows) // 2] if isinstance(rows[0][k], str) or rows[0][k] is None
-                else round(float(np.median([r[k] for r in rows])), 3)) for k in rows[0]}
+    def middle(key: str):
+        values = [r[key] for r in rows]
+        if values[0] is None:
+            return None
+        if isinstance(values[0], str):
+            return sorted(values)[len(values) // 2]
+        return round(float(np.median(values)), 3)
+
+    return {key: middle(key) for key in rows[0]}
 
 
 def structure_table(structure: dict) -> list[str]:
