@@ -55,8 +55,10 @@ Comparison: every model is fingerprinted with the project's builder
 (`fingerprint_for`, what `provenance compare` does), every cross pair is
 compared with `compare_fingerprints` locally and with the candidate read as a
 remote fingerprint, and every decisive signal's raw p-values are collected
-with the null suite's adapters (`bench/nulls/draws.py`). Printed and written
-to DIR/trained_nulls.json and DIR/trained_nulls.md: per signal the share of
+with the null suite's adapters (`bench/nulls/draws.py`); the generic path's
+raw per-tensor p-values are taken as `compare/generic.py` tests them. Printed
+and written to DIR/trained_nulls.json and DIR/trained_nulls.md (the pair
+records first to DIR/records.json): per signal the share of
 p-values at or below alpha for alpha 0.1, 0.01, 1e-3, 1e-4, flagged where it
 exceeds twice alpha, the verdicts (accusing = identical, derived, assembled),
 the same-seed pairs, the generic pairs, and the structure statistics.
@@ -553,7 +555,8 @@ def markdown(result: dict) -> str:
         accused = [g for g in generic if g["verdict"] in ("identical", "derived", "assembled")]
         lines += ["", f"Generic path: {len(result['models'].get('cnn', []))} CNNs from independent seeds, {len(generic)} "
                   f"pairs: {', '.join(f'{k} {v}' for k, v in sorted(verdicts.items()))}; **{len(accused)} accusing**; "
-                  f"strongest decisive p 1e{min(g['strongest_log10p'] for g in generic)}"]
+                  f"strongest decisive p (Bonferroni-corrected, as the verdict reads it) "
+                  f"1e{min(g['strongest_log10p'] for g in generic)}; raw per-tensor p-values:"]
         for item in accused:
             lines.append(f"- {item['pair'][0]} vs {item['pair'][1]}: {item['verdict']}: {item['summary']}")
         lines += [""] + table(result["generic_signals"])
