@@ -23,6 +23,7 @@ entry rewritten); it is closed when the mapping is garbage. A pickled
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
@@ -53,6 +54,16 @@ class _Reader:
         self.lock = threading.Lock()
         self.closer = weakref.finalize(self, handle.close)
 
+    def read_bytes(self, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` (one pread where the platform has it: what the writer copies)."""
+        if hasattr(os, "pread"):
+            data = os.pread(self.handle.fileno(), size, offset)
+            if len(data) == size:
+                return data
+        buffer = bytearray(size)
+        self.read_into(offset, buffer)
+        return bytes(buffer)
+
     def read_into(self, offset: int, buffer: bytearray) -> None:
         view = memoryview(buffer)
         if hasattr(os, "preadv"):
@@ -72,19 +83,20 @@ class _Reader:
 
 
 class Deferred:
-    """One array not read yet: its dtype and shape, and its values when `np.asarray` asks (the writer does)."""
+    """One array not read yet: its dtype and shape, its bytes (`raw`, what the writer copies) and its values when
+    `np.asarray` asks."""
 
-    __slots__ = ("dtype", "shape", "_read")
+    __slots__ = ("dtype", "shape", "nbytes", "_reader", "_offset")
 
-    def __init__(self, dtype: np.dtype, shape: tuple[int, ...], read):
-        self.dtype, self.shape, self._read = dtype, shape, read
+    def __init__(self, dtype: np.dtype, shape: tuple[int, ...], reader: _Reader, offset: int):
+        self.dtype, self.shape, self._reader, self._offset = dtype, shape, reader, offset
+        self.nbytes = math.prod(shape) * dtype.itemsize
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+    def raw(self) -> bytes:
+        return self._reader.read_bytes(self._offset, self.nbytes) if self.nbytes else b""
 
     def __array__(self, dtype=None, copy=None):
-        values = self._read()
+        values = np.frombuffer(bytearray(self.raw()), dtype=self.dtype).reshape(self.shape)
         return values if dtype is None else values.astype(dtype)
 
 
@@ -97,7 +109,7 @@ class ArrayFile(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         dtype, shape, offset = self._entries[name]
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         buffer = bytearray(count * dtype.itemsize)
         if buffer:
             self._reader.read_into(offset, buffer)
@@ -118,14 +130,14 @@ class ArrayFile(Mapping):
         return dtype, shape
 
     def deferred(self, name: str) -> Deferred:
-        dtype, shape, _ = self._entries[name]
-        return Deferred(dtype, shape, lambda: self[name])
+        dtype, shape, offset = self._entries[name]
+        return Deferred(dtype, shape, self._reader, offset)
 
     def deferred_items(self) -> Iterator[tuple[str, Deferred]]:
         return ((name, self.deferred(name)) for name in self._entries)
 
     def total_bytes(self) -> int:
-        return sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for dtype, shape, _ in self._entries.values())
+        return sum(math.prod(shape) * dtype.itemsize for dtype, shape, _ in self._entries.values())
 
     def __reduce__(self):  # across processes: the values themselves (an open file does not travel)
         return dict, (dict(self.items()),)
@@ -163,7 +175,8 @@ class Spool:
         array = np.ascontiguousarray(array)
         if array.dtype.str not in {d.str for d in NUMPY_OF.values()}:
             raise ValueError(f"array {name} has dtype {array.dtype}, which a fingerprint file does not hold")
-        self._handle.seek(self._end)
+        if not hasattr(os, "preadv"):  # reads seek the handle there (pread leaves its position at the end)
+            self._handle.seek(self._end)
         if array.size:
             self._handle.write(memoryview(array).cast("B"))
         self._entries[name] = (array.dtype, tuple(array.shape), self._end)
@@ -206,7 +219,7 @@ def unstacked(stored: ArrayFile, tables: dict[str, np.ndarray]) -> ArrayFile:
         if not shape or len(names) != rows or any(n is None for n in names):
             raise PackingError(f"array {stacked} has {rows} rows for {len(names)} names")
         row_shape = tuple(shape[1:])
-        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+        row_bytes = math.prod(row_shape) * dtype.itemsize
         for index, name in enumerate(names):
             if name in entries or name.startswith((STACK_PREFIX, TABLE_PREFIX)):
                 raise PackingError(f"array {name[:80]!r} is given twice")
