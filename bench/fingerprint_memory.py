@@ -108,7 +108,7 @@ def main() -> int:
     result = {"model": args.model, "layers": spec.layers, "experts": spec.experts, "tensors": spec.tensor_count(),
               "stored": spec.quant or "bf16", "checkpoint_mb": round(sum(
                   f.stat().st_size for f in checkpoint.glob("*.safetensors")) / 1e6, 1),
-              "fingerprint_arrays_mb": round(arrays_mb, 1), "largest_tensor_mb": round(largest_mb, 1),
+              "fingerprint_arrays_mb": round(arrays_mb, 1), "largest_tensor_mb": round(largest_mb, 3),
               "runs": runs, "median": median,
               "peak_ratio": round(median["this"]["peak_mb"] / median["baseline"]["peak_mb"], 3),
               "time_ratio": round(median["this"]["seconds"] / median["baseline"]["seconds"], 3),
