@@ -40,8 +40,10 @@ included), and the per-tensor bytes are bounded by the 2 GiB file cap
 safetensors keeps the file free of code (no pickle) and lets us reuse the
 validated header reader. A schema-4 file is written by `writer.py`, array by
 array and each stack row by row, so saving never holds a stacked second copy
-of the arrays (`file_bytes` gives the same bytes for the reference
-database). Writes are atomic: a temporary file (`.NAME.*.tmp`,
+of the arrays (`write_file` gives the same bytes for the reference
+database). A loaded fingerprint's arrays are not read with the file: each is
+read from it when looked up (`arrays_file.ArrayFile`; a stack's row at its
+offset), and only the record tables are decoded at once. Writes are atomic: a temporary file (`.NAME.*.tmp`,
 which nothing takes for a fingerprint) is written, flushed to disk and renamed
 over the target, so a killed run leaves the old file or the new one.
 
@@ -360,7 +362,7 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
         except OSError as exc:
             raise CorruptFileError(path, f"fingerprint arrays cannot be read: {exc}") from exc
         header = {name: (NUMPY_DTYPES.get(dtype.str, dtype.str), shape)
-                  for name, (dtype, shape) in (( n, arrays.spec(n)) for n in arrays)}
+                  for name, (dtype, shape) in ((n, arrays.spec(n)) for n in arrays)}
     for key in ("architecture", "tensors", "source"):
         if not isinstance(meta.get(key), dict):
             raise CorruptFileError(path, f"fingerprint metadata lacks its {_short(key)} section")
