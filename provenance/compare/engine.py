@@ -58,7 +58,7 @@ from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_t
                       norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
                       std_curve_correlation, unit_matching, vocabulary_overlap)
 from .stats import bonferroni_log10p, format_p
-from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, storage_tolerance
+from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, identity_tolerance
 from .unit_responses import ResponsePlacement, place_by_responses
 from .verdict import DecisionInputs, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
@@ -230,11 +230,13 @@ def _candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
     return record.get("dtype") if record else None
 
 
-def _hold_to_storage(cand: Fingerprint, rows: list[LayerMatch]) -> None:
-    """The bar each compared role is held to, where no check set one: the rounding of the candidate's stored dtype."""
+def _hold_to_storage(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> None:
+    """The bar each compared role is held to, where no check set one: the rounding of the candidate's stored dtype
+    (`thresholds.identity_tolerance`: float32's when both sides store the role on one quantization grid)."""
     for row in rows:
         for role in row.rel_errors:
-            row.tolerances.setdefault(role, storage_tolerance(_candidate_dtype(cand, row.candidate_layer, role)))
+            theirs = None if row.reference_layer is None else _candidate_dtype(ref, row.reference_layer, role)
+            row.tolerances.setdefault(role, identity_tolerance(_candidate_dtype(cand, row.candidate_layer, role), theirs))
 
 
 def _explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> None:
@@ -244,7 +246,8 @@ def _explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[La
         i, errors = row.candidate_layer, row.rel_errors
         if row.reference_layer is None:
             continue
-        tolerance = max(storage_tolerance(_candidate_dtype(cand, i, "mlp.up")), SIGNATURE_PRECISION)
+        tolerance = max(identity_tolerance(_candidate_dtype(cand, i, "mlp.up"),
+                                           _candidate_dtype(ref, row.reference_layer, "mlp.up")), SIGNATURE_PRECISION)
         if any(role.startswith("mlp.") and e >= tolerance for role, e in errors.items()):
             match = SAMPLED_UNITS.match(cand, ref, i, row.reference_layer)
             if match is not None and match.rel_error < tolerance:
@@ -356,7 +359,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
                  or (r.via == GRAM_VIA and r.reference_layer == r.candidate_layer)]
     responses = (place_by_responses(cand, ref, rows, open_rows) if Part.ANCHOR_RESPONSES in shared
                  else ResponsePlacement([]))
-    _hold_to_storage(cand, rows)
+    _hold_to_storage(cand, ref, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
         _explain_by_sampled_units(cand, ref, rows)
@@ -398,7 +401,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
             and not experts.permuted_only and experts_identical(rows)):
         rotation_errors = rotation_identity_errors(cand, ref)
         if rotation_errors is not None:
-            tolerance = max(storage_tolerance(r.get("dtype")) for r in cand.tensors.values()) if cand.tensors else 0.0
+            tolerance = max(identity_tolerance(r.get("dtype"), ref.tensors.get(k, {}).get("dtype"))
+                            for k, r in cand.tensors.items()) if cand.tensors else 0.0
             tolerance = max(tolerance, GRAM_PRECISION)
             worst = max(rotation_errors)
             evidence.append(Evidence(
@@ -418,7 +422,8 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
         reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
         layers_identical=_layers_identical(rows), shapes_disagree=tuple(shapes_disagree(arch_c, arch_r)),
-        globals_identical=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
+        globals_identical=all(g.rel_error <= identity_tolerance(cand.tensors.get(g.name, {}).get("dtype"),
+                                                                ref.tensors.get(g.name, {}).get("dtype"))
                               for g in globals_),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
         init_like_shared=statistics and looks_initialised(cand, shared_keys),
