@@ -17,6 +17,7 @@ import numpy
 import scipy
 
 from .. import __version__
+from ..architectures.roles import Role
 from ..compare.results import LayerMatch
 from ..compare.signals import clustered_log10p_matrix, layer_view, sketch_clusters, vocabulary_overlap
 from ..compare.stats import correlation_matrix
@@ -26,7 +27,7 @@ from ..fingerprint.store import is_fingerprint_file
 from ..formats.checkpoint_files import open_checkpoint_files
 from ..hashing import sha256_file
 
-ROLE_ORDER = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+ROLE_ORDER = (Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_O, Role.MLP_GATE, Role.MLP_UP, Role.MLP_DOWN)
 
 
 def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[LayerMatch]) -> list[dict[str, Any]]:

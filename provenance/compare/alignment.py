@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..architectures.roles import LAYER_ROLES
+from ..architectures.roles import LAYER_ROLES, in_layer
 from ..fingerprint import Fingerprint
 from .results import Evidence, LayerMatch
 from .signals import layer_similarity
@@ -83,7 +83,7 @@ def strongest_decisive(evidence: list[Evidence], unreported: int = 0) -> float:
 def is_unplaced(key: str) -> bool:
     """A per-layer role whose layer is unknown (`attn.q.weight`, `attn.q.weight@t017`)."""
     role = key.split("@")[0].rsplit(".", 1)[0]
-    return not key.startswith("layers.") and role in LAYER_ROLES
+    return not in_layer(key) and role in LAYER_ROLES
 
 
 def renamed_tensors(cand: Fingerprint, ref: Fingerprint) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..architectures.roles import ALL_ROLES, Role, key_name
 from ..fingerprint import Fingerprint, Part
 from ..verdicts import ACCUSING, Verdict
 from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
@@ -160,10 +161,10 @@ def _place_by_units(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
         # accusation still needs a p-value below the bar from some signal.
         if match.log10p < LAYER_MATCH_LOG10P or (units.sampled and match.rel_error < SIGNATURE_PRECISION):
             row = rows[match.layer_c]
-            row.place(match.layer_r, match.correlation, match.log10p, {"mlp.up": match.rel_error},
+            row.place(match.layer_r, match.correlation, match.log10p, {Role.MLP_UP: match.rel_error},
                       "matched MLP units (permuted, sampled rows)" if units.sampled else "matched MLP units (permuted)")
             if units.sampled:
-                row.tolerances = {"mlp.up": SIGNATURE_PRECISION}
+                row.tolerances = {Role.MLP_UP: SIGNATURE_PRECISION}
     return found
 
 
@@ -225,7 +226,9 @@ def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch])
 def _candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
     base = role[:-5] if role.endswith(".bias") else role
     param = "bias" if role.endswith(".bias") else "weight"
-    record = cand.tensors.get(f"layers.{layer}.{base}.{param}") or cand.tensors.get(f"layers.{layer}.experts.0.{base}.{param}")
+    if base not in ALL_ROLES:
+        return None  # no tensor of the fingerprint has that name
+    record = cand.tensors.get(key_name(base, layer, param=param)) or cand.tensors.get(key_name(base, layer, 0, param))
     return record.get("dtype") if record else None
 
 
@@ -243,7 +246,7 @@ def _explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[La
         i, errors = row.candidate_layer, row.rel_errors
         if row.reference_layer is None:
             continue
-        tolerance = max(storage_tolerance(_candidate_dtype(cand, i, "mlp.up")), SIGNATURE_PRECISION)
+        tolerance = max(storage_tolerance(_candidate_dtype(cand, i, Role.MLP_UP)), SIGNATURE_PRECISION)
         if any(role.startswith("mlp.") and e >= tolerance for role, e in errors.items()):
             match = SAMPLED_UNITS.match(cand, ref, i, row.reference_layer)
             if match is not None and match.rel_error < tolerance:
@@ -266,8 +269,8 @@ def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMa
     were needed.
     """
     signatures = Part.UNIT_SIGNATURES in shared
-    heads = {"attn.q": cand.architecture.get("num_heads"), "attn.o": cand.architecture.get("num_heads"),
-             "attn.k": cand.architecture.get("num_kv_heads"), "attn.v": cand.architecture.get("num_kv_heads")}
+    heads = {Role.ATTN_Q: cand.architecture.get("num_heads"), Role.ATTN_O: cand.architecture.get("num_heads"),
+             Role.ATTN_K: cand.architecture.get("num_kv_heads"), Role.ATTN_V: cand.architecture.get("num_kv_heads")}
     used: set[str] = set()
     for row in rows:
         errors = row.rel_errors
@@ -283,7 +286,7 @@ def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMa
             continue
         if signatures and any(role.startswith("mlp.") and beyond(role) for role in errors):
             match = unit_matching(cand, ref, i, j)
-            if match is not None and match.rel_error < max(tolerance.get("mlp.up", 0.0), SIGNATURE_PRECISION):
+            if match is not None and match.rel_error < max(tolerance.get(Role.MLP_UP, 0.0), SIGNATURE_PRECISION):
                 for role in [r for r in errors if r.startswith("mlp.")]:
                     errors[role], tolerance[role] = match.rel_error, max(tolerance[role], SIGNATURE_PRECISION)
                 used.add("matching permuted MLP units")
@@ -294,7 +297,7 @@ def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMa
                     continue
                 errors[role], tolerance[role] = found[0], max(tolerance[role], SIGNATURE_PRECISION)
                 # q, k, v biases are per head; o's bias lives in the hidden space
-                bias_error = permuted_bias_error(cand, ref, i, j, role, found[1]) if role != "attn.o" else None
+                bias_error = permuted_bias_error(cand, ref, i, j, role, found[1]) if role != Role.ATTN_O else None
                 if f"{role}.bias" in errors and bias_error is not None:
                     errors[f"{role}.bias"] = bias_error
                 used.add("matching permuted attention heads")
@@ -309,7 +312,7 @@ def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMa
                         if role in errors:
                             errors[role], tolerance[role] = left, max(tolerance[role], SIGNATURE_PRECISION)
                     used.add(f"undoing a {check.pair} rescaling")
-        for norm_role in ("attn_norm", "mlp_norm"):
+        for norm_role in (Role.ATTN_NORM, Role.MLP_NORM):
             role = f"{norm_role}.bias"
             if Part.VECTORS in shared and role in errors and beyond(role):
                 error = norm_bias_rescale_error(cand, ref, i, j, norm_role)
@@ -434,7 +437,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     if verdict in ACCUSING and responses.summary() is not None:
         summary = f"{summary}; {responses.summary()}"
     if verdict in ACCUSING:
-        embedding_p = [g.log10p for g in globals_ if g.name.split(".")[0] in ("embed", "lm_head")]
+        embedding_p = [g.log10p for g in globals_ if g.name.split(".")[0] in (Role.EMBED, Role.LM_HEAD)]
         embedding_p += [anchors.log10p] if anchors is not None else []
         edits = name_edits(arch_c, arch_r, rows, min(embedding_p) if embedding_p else None)
         summary = f"{summary}; {'; '.join(edits)}" if edits else summary

@@ -26,7 +26,8 @@ import numpy as np
 from scipy import stats as st
 from scipy.optimize import linear_sum_assignment
 
-from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL, CanonicalKey, norm_scale
+from ..architectures.roles import (PRECEDING_NORM, WRITES_RESIDUAL, CanonicalKey, Role, has_gated_mlp, in_layer, key_name,
+                                    norm_scale)
 from ..fingerprint import Fingerprint, Part, array_name
 from ..fingerprint.sketch import sketch_positions
 from .stats import (LOG10P_FLOOR, clustered_log10p, correlation_matrix, pearson, sign_flip_log10p, standardise,
@@ -47,7 +48,7 @@ class LayerView:
 
 
 def norm_scale_of_layer(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarray | None:
-    values = fp.part_array(Part.VECTORS, f"layers.{layer}.{norm_role}.weight")
+    values = fp.part_array(Part.VECTORS, key_name(norm_role, layer))
     if values is None:
         return None
     return norm_scale(values, fp.architecture.get("norm_type"))
@@ -72,7 +73,7 @@ def sketch_rows(shape: tuple[int, ...]) -> np.ndarray:
 
 
 # Roles whose units flip together without changing the function, and the group each belongs to.
-UNIT_FLIP_GROUPS = {"mlp.up": "mlp", "mlp.down": "mlp", "attn.v": "attn", "attn.o": "attn"}
+UNIT_FLIP_GROUPS = {Role.MLP_UP: "mlp", Role.MLP_DOWN: "mlp", Role.ATTN_V: "attn", Role.ATTN_O: "attn"}
 
 
 def unit_flip_clusters(architecture: dict, role: str, shape: tuple[int, ...], gated: bool, rows: np.ndarray,
@@ -93,12 +94,12 @@ def unit_flip_clusters(architecture: dict, role: str, shape: tuple[int, ...], ga
     if group is None or len(shape) != 2 or (group == "mlp" and not gated):
         return None
     if group == "mlp":
-        return group, (rows if role == "mlp.up" else columns)
+        return group, (rows if role == Role.MLP_UP else columns)
     heads, kv = int(architecture.get("num_heads") or 0), int(architecture.get("num_kv_heads") or 0)
     head_dim = int(architecture.get("head_dim") or 0) or (int(architecture.get("hidden_size") or 0) // max(heads, 1))
     if heads <= 0 or kv <= 0 or head_dim <= 0 or heads % kv:
         return None
-    if role == "attn.v":
+    if role == Role.ATTN_V:
         return (group, rows) if shape[0] == kv * head_dim else None
     if shape[1] != heads * head_dim:
         return None
@@ -137,7 +138,7 @@ def layer_view(fp: Fingerprint, sample: Callable = sketch_sample, columns: Calla
         sketches[(layer, name)] = values
         shapes[(layer, name)] = shape
         layers = max(layers, layer + 1)
-    gated = {layer for layer, name in sketches if name == "mlp.gate"}
+    gated = {layer for layer, name in sketches if name == Role.MLP_GATE}
     units = {}
     for (layer, name), shape in shapes.items():
         if name in UNIT_FLIP_GROUPS and len(shape) == 2:
@@ -343,7 +344,7 @@ class UnitMatch:
     rel_error: float  # relative difference of matched signatures (identity check)
 
 
-def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str = "mlp.up",
+def unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str = Role.MLP_UP,
                   sample: int = 256, sampled_candidate: bool = False) -> UnitMatch | None:
     """Match MLP units on the first half of the projections, test on the other half.
 
@@ -416,8 +417,8 @@ def head_matching_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer
 def permuted_bias_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int, role: str,
                         partner: np.ndarray) -> float | None:
     """Relative difference of a bias whose blocks (heads or units) were permuted by `partner`."""
-    a = cand.part_array(Part.VECTORS, f"layers.{layer_c}.{role}.bias")
-    b = ref.part_array(Part.VECTORS, f"layers.{layer_r}.{role}.bias")
+    a = cand.part_array(Part.VECTORS, key_name(role, layer_c, param="bias"))
+    b = ref.part_array(Part.VECTORS, key_name(role, layer_r, param="bias"))
     if a is None or b is None or a.shape != b.shape or a.size % len(partner):
         return None
     a = a.astype(np.float64).reshape(len(partner), -1)
@@ -447,7 +448,7 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint, sample: Callable = sketc
     found = []
     head_folded = False
     for key, record in cand.tensors.items():
-        if key.startswith("layers."):
+        if in_layer(key):
             continue
         other = ref.tensors.get(key)
         if other is None or other["shape"] != record["shape"]:
@@ -457,7 +458,7 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint, sample: Callable = sketc
         if x is None or y is None or x.size < 4:
             continue
         x, y = x.reshape(-1), y.reshape(-1)
-        if key == "lm_head.weight" and len(shape) == 2:
+        if key == key_name(Role.LM_HEAD) and len(shape) == 2:
             scale_c, scale_r = final_norm_scale(cand), final_norm_scale(ref)
             if scale_c is not None and scale_r is not None and scale_c.shape[0] == scale_r.shape[0] == shape[1]:
                 where = columns(shape)
@@ -467,20 +468,20 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint, sample: Callable = sketc
         rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
         found.append(TensorSignal(key, r, log10p, x.size, rel))
     if head_folded:
-        found = [TensorSignal(g.name, g.correlation, g.log10p, g.n, 0.0) if g.name == "final_norm.weight" else g
+        found = [TensorSignal(g.name, g.correlation, g.log10p, g.n, 0.0) if g.name == key_name(Role.FINAL_NORM) else g
                  for g in found]
     return found
 
 
 def final_norm_scale(fp: Fingerprint) -> np.ndarray | None:
-    values = fp.part_array(Part.VECTORS, "final_norm.weight")
+    values = fp.part_array(Part.VECTORS, key_name(Role.FINAL_NORM))
     if values is None:
         return None
     values = values.astype(np.float64)
     return norm_scale(values, fp.architecture.get("norm_type"))
 
 
-def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = "embed") -> TensorSignal | None:
+def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = Role.EMBED) -> TensorSignal | None:
     """Embedding rows of anchor tokens present in both vocabularies, aligned by string."""
     cv, rv = cand.meta.get("vocabulary"), ref.meta.get("vocabulary")
     a, b = cand.part_array(Part.ANCHORS, role), ref.part_array(Part.ANCHORS, role)
@@ -511,8 +512,8 @@ def std_curve_correlation(cand: Fingerprint, ref: Fingerprint) -> float | None:
     def curve(fp: Fingerprint) -> list[float]:
         values = []
         for layer in range(int(fp.architecture.get("num_layers") or 0)):
-            stds = [fp.tensors.get(f"layers.{layer}.{role}.weight", {}).get("stats", {}).get("std")
-                    for role in ("attn.q", "attn.k", "attn.v", "attn.o")]
+            stds = [fp.tensors.get(key_name(role, layer), {}).get("stats", {}).get("std")
+                    for role in (Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_O)]
             if all(isinstance(s, float) for s in stds):
                 values.extend(stds)
         return values
@@ -590,15 +591,14 @@ def gram_layer_tests(cand: Fingerprint, ref: Fingerprint) -> GramTests | None:
     are not seen by this test (unit matching covers permutations).
     """
     lc, lr = int(cand.architecture.get("num_layers") or 0), int(ref.architecture.get("num_layers") or 0)
-    gated = (any(k.endswith("mlp.gate.weight") for k in cand.tensors)
-             and any(k.endswith("mlp.gate.weight") for k in ref.tensors))
+    gated = has_gated_mlp(cand.tensors) and has_gated_mlp(ref.tensors)
     if not lc or not lr:
         return None
 
     def load(fp: Fingerprint, layers: int) -> dict[tuple[int, str], np.ndarray]:
         found = {}
         for layer in range(layers):
-            for role in ("attn.v", "attn.o") + (("mlp.up", "mlp.down") if gated else ()):
+            for role in (Role.ATTN_V, Role.ATTN_O) + ((Role.MLP_UP, Role.MLP_DOWN) if gated else ()):
                 upper = fp.part_array(Part.GRAM, layer, role)
                 full = _gram_matrix(upper.astype(np.float64)) if upper is not None else None
                 if full is not None:
@@ -623,13 +623,13 @@ def gram_layer_tests(cand: Fingerprint, ref: Fingerprint) -> GramTests | None:
                     sims.append(pearson(a[:half, half:].reshape(-1), b[:half, half:].reshape(-1)))
                 return found
 
-            attention = clusters("attn.v")
+            attention = clusters(Role.ATTN_V)
             if attention is None:
-                attention = clusters("attn.o")
+                attention = clusters(Role.ATTN_O)
             if attention is not None:
                 parts.append(attention)
             if gated:
-                up, down = clusters("mlp.up"), clusters("mlp.down")
+                up, down = clusters(Role.MLP_UP), clusters(Role.MLP_DOWN)
                 if up is not None and down is not None and up.shape == down.shape:
                     parts.append(up + down)
                 elif up is not None or down is not None:
@@ -702,10 +702,10 @@ def rescaling_checks(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r:
     def same_units(rows_a: int, rows_b: int):
         return (np.arange(rows_a), np.arange(rows_b)) if rows_a == rows_b else None
 
-    paired("attn.q", "attn.k", by_head)
-    paired("attn.o", "attn.v", by_head)  # o's units are its columns (query heads x d), v's its rows
-    if any(k.startswith(f"layers.{layer_c}.mlp.gate") for k in cand.tensors):
-        paired("mlp.up", "mlp.down", same_units)
+    paired(Role.ATTN_Q, Role.ATTN_K, by_head)
+    paired(Role.ATTN_O, Role.ATTN_V, by_head)  # o's units are its columns (query heads x d), v's its rows
+    if any(key_name(Role.MLP_GATE, layer_c, param=param) in cand.tensors for param in ("weight", "bias")):
+        paired(Role.MLP_UP, Role.MLP_DOWN, same_units)
     return found
 
 
@@ -716,10 +716,10 @@ def norm_bias_rescale_error(cand: Fingerprint, ref: Fingerprint, layer_c: int, l
     input columns by 1/s leaves the function unchanged; the bias must then be
     the reference's times cand_weight / ref_weight.
     """
-    wc = cand.part_array(Part.VECTORS, f"layers.{layer_c}.{norm_role}.weight")
-    wr = ref.part_array(Part.VECTORS, f"layers.{layer_r}.{norm_role}.weight")
-    bc = cand.part_array(Part.VECTORS, f"layers.{layer_c}.{norm_role}.bias")
-    br = ref.part_array(Part.VECTORS, f"layers.{layer_r}.{norm_role}.bias")
+    wc = cand.part_array(Part.VECTORS, key_name(norm_role, layer_c))
+    wr = ref.part_array(Part.VECTORS, key_name(norm_role, layer_r))
+    bc = cand.part_array(Part.VECTORS, key_name(norm_role, layer_c, param="bias"))
+    br = ref.part_array(Part.VECTORS, key_name(norm_role, layer_r, param="bias"))
     if any(x is None for x in (wc, wr, bc, br)) or not (wc.shape == wr.shape == bc.shape == br.shape):
         return None
     wc, wr, bc, br = (x.astype(np.float64) for x in (wc, wr, bc, br))

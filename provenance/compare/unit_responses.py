@@ -38,12 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..architectures.roles import Role, has_gated_mlp
 from ..fingerprint import Fingerprint, Part
 from .results import Evidence, LayerMatch
 from .stats import bonferroni_log10p, format_p, sign_flip_log10p, standardise
 from .thresholds import LAYER_MATCH_LOG10P
 
-ROLES = ("mlp.up", "mlp.down")
+ROLES = (Role.MLP_UP, Role.MLP_DOWN)
 MIN_SHARED_ANCHORS = 16
 VIA = "MLP units' anchor-token responses (rotation- and permutation-invariant)"
 
@@ -71,7 +72,7 @@ def _shared_columns(cand: Fingerprint, ref: Fingerprint, width_c: int, width_r: 
 
 
 def gated(fp: Fingerprint) -> bool:
-    return any(key.endswith("mlp.gate.weight") for key in fp.tensors)
+    return has_gated_mlp(fp.tensors)
 
 
 def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int) -> ResponseTest | None:
@@ -84,7 +85,7 @@ def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
         return None
     if not all(np.isfinite(a).all() and np.isfinite(b).all() for a, b in arrays.values()):
         return None  # a damaged or hostile fingerprint: no test rather than a NaN p-value
-    up_c, up_r = arrays["mlp.up"]
+    up_c, up_r = arrays[Role.MLP_UP]
     cols_c, cols_r = _shared_columns(cand, ref, up_c.shape[1], up_r.shape[1])
     if len(cols_c) < MIN_SHARED_ANCHORS:
         return None

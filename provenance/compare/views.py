@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..architectures.roles import WRITES_RESIDUAL
+from ..architectures.roles import WRITES_RESIDUAL, Role
 from ..fingerprint import Fingerprint, Part, array_name
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
 from .signals import (LayerView, UnitMatch, layer_view, sketch_clusters, sketch_columns, sketch_rows, sketch_sample,
@@ -111,10 +111,10 @@ def row_unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r
     test on the other 16) with the sampled rows as the units to place. Needs
     one side with full signatures (`Part.UNIT_SIGNATURES`).
     """
-    sampled_c = cand.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_c, "mlp.up")
-    full_r = ref.part_array(Part.UNIT_SIGNATURES, layer_r, "mlp.up")
-    sampled_r = ref.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_r, "mlp.up")
-    full_c = cand.part_array(Part.UNIT_SIGNATURES, layer_c, "mlp.up")
+    sampled_c = cand.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_c, Role.MLP_UP)
+    full_r = ref.part_array(Part.UNIT_SIGNATURES, layer_r, Role.MLP_UP)
+    sampled_r = ref.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_r, Role.MLP_UP)
+    full_c = cand.part_array(Part.UNIT_SIGNATURES, layer_c, Role.MLP_UP)
     if sampled_c is not None and full_r is not None:
         a, b = sampled_c, full_r
     elif sampled_r is not None and full_c is not None:
@@ -122,7 +122,7 @@ def row_unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r
     else:
         return None
     # the sampled side holds 32 units, too few to estimate its covariance (see unit_matching)
-    name = array_name(Part.UNIT_SIGNATURES, 0, "mlp.up")
+    name = array_name(Part.UNIT_SIGNATURES, 0, Role.MLP_UP)
     match = unit_matching(Fingerprint({}, {name: a}), Fingerprint({}, {name: b}), 0, 0, sampled_candidate=True)
     if match is None:
         return None
