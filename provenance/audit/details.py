@@ -19,7 +19,8 @@ import scipy
 from .. import __version__
 from ..architectures.roles import Role
 from ..compare.results import LayerMatch
-from ..compare.signals import clustered_log10p_matrix, layer_view, sketch_clusters, vocabulary_overlap
+from ..compare.signals.vocabulary import vocabulary_overlap
+from ..compare.sketches import clustered_log10p_matrix, layer_view, sketch_clusters
 from ..compare.stats import correlation_matrix
 from ..errors import ProvenanceError
 from ..fingerprint import Fingerprint
@@ -35,7 +36,7 @@ def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[LayerMat
 
     The partner is the mapped reference layer, or the most similar one when the
     layer matched nothing. Same sketches, norm folding and null as the engine's
-    layer signal (compare/signals.py), one role at a time instead of combined.
+    layer signal (compare/signals/layers.py), one role at a time instead of combined.
     """
     cv, rv = layer_view(cand), layer_view(ref)
     names = {name for (_, name), shape in cv.shapes.items() if len(shape) == 2}

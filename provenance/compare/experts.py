@@ -43,7 +43,7 @@ from scipy.optimize import linear_sum_assignment
 from ..architectures.roles import CanonicalKey, Role, expert_role_name, key_name
 from ..fingerprint import Fingerprint, Part, array_name
 from .results import Evidence, LayerMatch
-from .signals import unit_matching
+from .signals.units import unit_matching
 from .stats import LOG10P_FLOOR, bonferroni_log10p, clustered_log10p, correlation_matrix, format_p
 from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
 from .views import SampleView

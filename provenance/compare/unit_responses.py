@@ -40,9 +40,8 @@ import numpy as np
 
 from ..architectures.roles import Role, has_gated_mlp
 from ..fingerprint import Fingerprint, Part
-from .results import Evidence, LayerMatch
-from .stats import bonferroni_log10p, format_p, sign_flip_log10p, standardise
-from .thresholds import LAYER_MATCH_LOG10P
+from .results import Evidence
+from .stats import bonferroni_log10p, sign_flip_log10p, standardise
 
 ROLES = (Role.MLP_UP, Role.MLP_DOWN)
 MIN_SHARED_ANCHORS = 16
@@ -146,32 +145,3 @@ class ResponsePlacement:
                  else "the units kept their indices")
         return (f"MLP units matched through their responses to shared anchor tokens, which a rotated residual basis "
                 f"and permuted units or heads do not change ({order})")
-
-
-def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
-                       open_rows: list[LayerMatch]) -> ResponsePlacement:
-    """The layers of `open_rows` (unplaced, or placed in their own place by a weaker rotation test), tested in
-    their own places; when the pooled test passes the layer-match bar, each tested layer is placed with its own
-    corrected p-value where that is stronger than what placed it, and one evidence entry states the pooled test."""
-    if len(rows) != int(ref.architecture.get("num_layers") or 0):
-        return ResponsePlacement([])  # different depths: not searched (each layer pair would cost a pairing)
-    found = response_layers(cand, ref, [row.candidate_layer for row in open_rows]) if open_rows else None
-    if found is None or found.pooled_log10p >= LAYER_MATCH_LOG10P:
-        return ResponsePlacement([])
-    by_layer = {t.layer_c: t for t in found.tests}
-    for row in open_rows:
-        test = by_layer.get(row.candidate_layer)
-        if test is not None and (row.reference_layer is None or found.corrected[test.layer_c] < row.log10_p):
-            row.place(test.layer_r, test.similarity, found.corrected[test.layer_c], {}, VIA)
-    similarity = float(np.mean([t.similarity for t in found.tests]))
-    worst = max(t.rel_error for t in found.tests)
-    units = sum(t.clusters.size for t in found.tests)
-    in_place = float(np.mean([t.in_place for t in found.tests]))
-    return ResponsePlacement([Evidence(
-        VIA, similarity, found.pooled_log10p,
-        f"{len(found.tests)} layers in their own places, {units} MLP units each paired with the reference unit "
-        f"whose responses to the shared anchor tokens' embeddings agree best (sign-free), one pooled sign-flip test: "
-        f"{format_p(found.pooled_log10p)}; {in_place:.0%} of the units paired with the unit of their own index; "
-        f"matched responses differ by {worst:.2g} (relative, float16 values), which a rotated residual basis or "
-        "permuted units or heads do not change")], in_place)
-

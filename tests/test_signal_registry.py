@@ -1,0 +1,37 @@
+"""The signals are units: one module each in compare/signals/, one list that registers them, and an engine with no
+signal of its own."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+from provenance.compare.signals.base import Signal
+from provenance.compare.signals.registry import SIGNALS
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGNAL_DIR = ROOT / "provenance" / "compare" / "signals"
+NOT_SIGNALS = {"__init__", "base", "registry"}
+
+
+def test_every_signal_module_registers_one_signal_with_its_null():
+    modules = sorted(p.stem for p in SIGNAL_DIR.glob("*.py") if p.stem not in NOT_SIGNALS)
+    registered = {type(s).__module__.rsplit(".", 1)[1]: s for s in SIGNALS}
+    assert sorted(registered) == modules, "each module of compare/signals/ holds one signal listed in SIGNALS"
+    for name in modules:
+        module = importlib.import_module(f"provenance.compare.signals.{name}")
+        own = [v for v in vars(module).values()
+               if isinstance(v, type) and issubclass(v, Signal) and v is not Signal and v.__module__ == module.__name__]
+        assert len(own) == 1, f"signals/{name}.py defines {len(own)} signals"
+    names = [s.name for s in SIGNALS]
+    assert len(set(names)) == len(names) and all(names)
+    assert all(s.null and s.null.count(". ") == 0 for s in SIGNALS), "each null is one sentence"
+
+
+def test_the_engine_runs_the_registry_and_names_no_signal_module():
+    source = (ROOT / "provenance" / "compare" / "engine.py").read_text(encoding="utf-8")
+    imported = [node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)]
+    signal_modules = [m for m in imported if m.startswith("signals.")]
+    assert "signals.registry" in signal_modules
+    assert set(signal_modules) <= {"signals.registry", "signals.base", "signals.exact"}
