@@ -34,4 +34,4 @@ def test_the_engine_runs_the_registry_and_names_no_signal_module():
     imported = [node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)]
     signal_modules = [m for m in imported if m.startswith("signals.")]
     assert "signals.registry" in signal_modules
-    assert set(signal_modules) <= {"signals.registry", "signals.base", "signals.exact"}
+    assert set(signal_modules) <= {"signals.registry", "signals.base"}

@@ -44,19 +44,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..fingerprint import Fingerprint, Part
-from ..verdicts import ACCUSING, Verdict
-from .alignment import architecture_match, emptied_roles, layer_evidence_log10p, renamed_tensors, shapes_disagree, strongest_decisive
-from .edits import name_edits
+from ..verdicts import ACCUSING
+from .alignment import (architecture_match, emptied_roles, layer_evidence_log10p, renamed_tensors, shapes_disagree,
+                        strongest_decisive)
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
-from .identity import (every_tensor_exact, explain_by_sampled_units, explain_differences, hold_to_storage,
+from .identity import (exact_copy, explain_by_sampled_units, explain_differences, hold_to_storage,
                        layers_identical, rotation_identity)
 from .results import Comparison, Evidence, LayerMatch
 from .shared_init import looks_initialised, shared_initialisation_note
 from .signals.base import Pair, SignalResult, with_placements
-from .signals.exact import ExactHashes
 from .signals.registry import SIGNALS
-from .thresholds import ACCUSATION_LOG10P
 from .verdict import DecisionInputs, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
 
@@ -128,25 +126,20 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     layer_matrix = next((r.layer_matrix for r in measured if r.layer_matrix is not None), None)
 
     strongest = strongest_decisive(evidence)
-    exact = results[ExactHashes.name].measured if ExactHashes.name in results else None
-    exact_all = exact is not None and every_tensor_exact(cand, ref, exact, evidence)
+    exact_all = exact_copy(cand, ref, measured, evidence)
 
+    rotation = None
     # (Gram matrices are kept for dense layers only: a rotated copy's experts must agree as matched above.)
     if (Part.GRAM in shared and not exact_all and match_kind == "same-shapes" and not layers_identical(rows)
             and not experts.permuted_only and experts_identical(rows)):
-        rotation = rotation_identity(cand, ref)
-        if rotation is not None:
-            worst, tolerance, entry = rotation
+        checked = rotation_identity(cand, ref)
+        if checked is not None:
+            worst, tolerance, entry = checked
             evidence.append(entry)
-            if worst < tolerance and strongest <= ACCUSATION_LOG10P and not emptied_roles(cand, ref):
-                for row in rows:
-                    row.reference_layer, row.via = row.candidate_layer, "equal residual-space Gram matrices (rotated)"
-                return Comparison(Verdict.IDENTICAL, 1.0 if worst < tolerance / 2 else 0.9,
-                                  "every layer equals the reference layer up to a rotation of the residual basis "
-                                  "(the units' inner products agree to the storage rounding)", evidence, rows, [],
-                                  match_kind, False, notes, layer_matrix=layer_matrix)
+            rotation = (worst, tolerance)
 
     shared_keys = [key for r in measured for key in r.shared_keys]
+    embedding_p = [p for r in measured for p in r.embedding_log10p]
     inputs = DecisionInputs(
         rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
         reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
@@ -156,25 +149,17 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         init_like_shared=statistics and looks_initialised(cand, shared_keys),
         explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref),
         weights_compared=(any(e.decisive and e.log10p is not None for e in evidence)
-                          or any(r.weights_compared for r in measured)))
-    verdict, confidence, abstained, summary = decide(inputs, notes)
-    if verdict == Verdict.IDENTICAL and sampled:
-        confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
-        summary = f"{summary} (on the sampled rows read remotely)"
-    if verdict == Verdict.DERIVED and matched and statistics:
-        shared_init = shared_initialisation_note(cand, ref, matched)
-        if shared_init is not None:
-            notes.append(shared_init)
-    for clause in (r.accusing_summary for r in measured):
-        if verdict in ACCUSING and clause is not None:
-            summary = f"{summary}; {clause}"
-    if verdict in ACCUSING:
-        embedding_p = [p for r in measured for p in r.embedding_log10p]
-        edits = name_edits(arch_c, arch_r, rows, min(embedding_p) if embedding_p else None)
-        summary = f"{summary}; {'; '.join(edits)}" if edits else summary
-    if verdict in ACCUSING and experts.edits and not exact_all:
-        shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
-        summary = f"{summary}; experts: {shown}"
-    renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
-    return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
-                      layer_matrix=layer_matrix)
+                          or any(r.weights_compared for r in measured)),
+        sampled=sampled, rotation=rotation,
+        shared_initialisation=shared_initialisation_note(cand, ref, matched) if matched and statistics else None,
+        accusing_clauses=tuple(r.accusing_summary for r in measured if r.accusing_summary is not None),
+        architectures=(arch_c, arch_r), embedding_log10p=min(embedding_p) if embedding_p else None,
+        expert_edits=tuple(experts.edits))
+    decision = decide(inputs, notes)
+    if decision.layers_in_place_by is not None:
+        for row in rows:
+            row.reference_layer, row.via = row.candidate_layer, decision.layers_in_place_by
+    accusing = decision.verdict in ACCUSING and decision.layers_in_place_by is None
+    renamed = renamed_tensors(cand, ref) if accusing else []
+    return Comparison(decision.verdict, decision.confidence, decision.summary, evidence, rows, renamed, match_kind,
+                      decision.abstained, notes, layer_matrix=layer_matrix)

@@ -7,7 +7,7 @@ function-preserving transform (`explain_differences`: permuted MLP units or
 attention heads, per-unit rescalings, a LayerNorm's weight-and-bias
 rescaling; `explain_by_sampled_units` on row samples; the measurements are
 in `transforms.py`); `every_tensor_exact` is the bit-identical copy,
-renamed; `rotation_identity` the copy whose residual basis was rotated.
+renamed (`exact_copy`, from the exact-hash signal's result); `rotation_identity` the copy whose residual basis was rotated.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from ..architectures.roles import ALL_ROLES, Role, key_name
 from ..fingerprint import Fingerprint, Part
 from .alignment import SIGNATURE_PRECISION, is_unplaced
 from .results import Evidence, LayerMatch
+from .signals.base import SignalResult
 from .signals.exact import EXACT_MIN_NUMEL, ExactTensors
 from .signals.units import unit_matching
 from .thresholds import storage_tolerance
@@ -48,6 +49,12 @@ def every_tensor_exact(cand: Fingerprint, ref: Fingerprint, exact: ExactTensors,
                                  "though the names do not say where each belongs"))
         return True
     return False
+
+
+def exact_copy(cand: Fingerprint, ref: Fingerprint, measured: list[SignalResult], evidence: list[Evidence]) -> bool:
+    """Whether the exact-hash signal (among the signals' results `measured`) found every tensor bit-identical."""
+    exact = next((r.measured for r in measured if isinstance(r.measured, ExactTensors)), None)
+    return exact is not None and every_tensor_exact(cand, ref, exact, evidence)
 
 
 def candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
