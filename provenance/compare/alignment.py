@@ -13,6 +13,7 @@ import numpy as np
 
 from ..architectures.roles import LAYER_ROLES, in_layer
 from ..fingerprint import Fingerprint
+from ..fingerprint.records import TensorRecord
 from .results import Evidence, LayerMatch
 from .stats import bonferroni_log10p
 
@@ -62,22 +63,21 @@ def is_unplaced(key: str) -> bool:
 
 def renamed_tensors(cand: Fingerprint, ref: Fingerprint) -> list[dict[str, Any]]:
     found = []
-    for key, record in cand.tensors.items():
-        other = ref.tensors.get(key)
-        if other and other.get("source") and record.get("source") and other["source"] != record["source"]:
-            found.append({"candidate": record["source"], "reference": other["source"], "role": key})
+    for key, record in cand.records.items():
+        other = ref.records.get(key)
+        if other and other.source and record.source and other.source != record.source:
+            found.append({"candidate": record.source, "reference": other.source, "role": key})
     return found
 
 
 def emptied_roles(cand: Fingerprint, ref: Fingerprint) -> list[str]:
     """Canonical keys that are zero-sized in the candidate and hold values in the reference (a role cut to
     nothing): such a candidate is never `identical`, however well the rest matches."""
-    def size(record: Any) -> int | None:
-        shape = record.get("shape") if isinstance(record, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+    def size(record: TensorRecord | None) -> int | None:
+        if record is None or not all(isinstance(d, int) for d in record.shape):
             return None
-        return int(np.prod(shape)) if shape else 1
+        return int(np.prod(record.shape)) if record.shape else 1
 
-    return sorted(key for key, record in cand.tensors.items() if size(record) == 0 and size(ref.tensors.get(key)))
+    return sorted(key for key, record in cand.records.items() if size(record) == 0 and size(ref.records.get(key)))
 
 

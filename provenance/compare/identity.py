@@ -37,7 +37,7 @@ def every_tensor_exact(cand: Fingerprint, ref: Fingerprint, exact: ExactTensors,
     fused ones), whose agreement adds an evidence entry.
     """
     distinct_refs = len({r for _, r in exact.pairs}) == len(exact.pairs)
-    unplaced = any(is_unplaced(k) for k in cand.tensors)
+    unplaced = any(is_unplaced(k) for k in cand.records)
     if (bool(exact.candidate_tensors) and len(exact.pairs) == len(exact.candidate_tensors) == len(exact.reference_tensors)
             and distinct_refs and (all(c == r for c, r in exact.pairs) or unplaced)):
         return True
@@ -62,8 +62,8 @@ def candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
     param = "bias" if role.endswith(".bias") else "weight"
     if base not in ALL_ROLES:
         return None  # no tensor of the fingerprint has that name
-    record = cand.tensors.get(key_name(base, layer, param=param)) or cand.tensors.get(key_name(base, layer, 0, param))
-    return record.get("dtype") if record else None
+    record = cand.records.get(key_name(base, layer, param=param)) or cand.records.get(key_name(base, layer, 0, param))
+    return record.dtype if record else None
 
 
 def hold_to_storage(cand: Fingerprint, rows: list[LayerMatch]) -> None:
@@ -103,8 +103,8 @@ def explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMat
     were needed.
     """
     signatures = Part.UNIT_SIGNATURES in shared
-    heads = {Role.ATTN_Q: cand.architecture.get("num_heads"), Role.ATTN_O: cand.architecture.get("num_heads"),
-             Role.ATTN_K: cand.architecture.get("num_kv_heads"), Role.ATTN_V: cand.architecture.get("num_kv_heads")}
+    heads = {Role.ATTN_Q: cand.arch.num_heads, Role.ATTN_O: cand.arch.num_heads,
+             Role.ATTN_K: cand.arch.num_kv_heads, Role.ATTN_V: cand.arch.num_kv_heads}
     used: set[str] = set()
     for row in rows:
         errors = row.rel_errors
@@ -171,7 +171,7 @@ def rotation_identity(cand: Fingerprint, ref: Fingerprint) -> tuple[float, float
     rotation_errors = rotation_identity_errors(cand, ref)
     if rotation_errors is None:
         return None
-    tolerance = max(storage_tolerance(r.get("dtype")) for r in cand.tensors.values()) if cand.tensors else 0.0
+    tolerance = max(storage_tolerance(r.dtype) for r in cand.records.values()) if cand.records else 0.0
     tolerance = max(tolerance, GRAM_PRECISION)
     worst = max(rotation_errors)
     return worst, tolerance, Evidence(

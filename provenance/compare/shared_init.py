@@ -44,10 +44,10 @@ def looks_initialised(fp: Fingerprint, keys: list[str]) -> bool:
     |skew| < 0.1) with a standard deviation within 30% of a common initialiser scale (0.02, 1/sqrt(width) or 1)."""
     found = False
     for key in keys:
-        if key not in fp.tensors:
+        record = fp.records.get(key)
+        if record is None:
             continue
-        stats = fp.tensors.get(key, {}).get("stats", {})
-        shape = fp.tensors.get(key, {}).get("shape", [])
+        stats, shape = record.stats, record.shape
         if not stats.get("std") or len(shape) != 2:
             continue
         found = True
@@ -61,7 +61,8 @@ def _shared_std(cand: Fingerprint, ref: Fingerprint, row: LayerMatch, role: str)
     key_c = key_name(role, row.candidate_layer)
     key_r = key_name(role, row.reference_layer)
     a, b = cand.part_array(Part.SKETCHES, key_c), ref.part_array(Part.SKETCHES, key_r)
-    shape = (cand.tensors.get(key_c) or {}).get("shape")
+    record = cand.records.get(key_c)
+    shape = record.shape if record is not None else None
     if a is None or b is None or a.shape != b.shape or a.size < 64 or not shape or len(shape) != 2:
         return None
     a, b = a.astype(np.float64), b.astype(np.float64)

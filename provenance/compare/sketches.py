@@ -38,7 +38,7 @@ def norm_scale_of_layer(fp: Fingerprint, layer: int, norm_role: str) -> np.ndarr
     values = fp.part_array(Part.VECTORS, key_name(norm_role, layer))
     if values is None:
         return None
-    return norm_scale(values, fp.architecture.get("norm_type"))
+    return norm_scale(values, fp.arch.norm_type)
 
 
 def sketch_sample(fp: Fingerprint, key: str, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -104,14 +104,14 @@ def layer_view(fp: Fingerprint, sample: Callable = sketch_sample, columns: Calla
     """
     sketches, shapes = {}, {}
     layers = 0
-    for key, record in fp.tensors.items():
+    for key, record in fp.records.items():
         parsed = CanonicalKey.parse(key)
         if parsed is None or parsed.layer is None:
             continue
         layer, expert, role, param = parsed.layer, parsed.expert, parsed.role, parsed.param
         if expert is not None and expert != 0:
             continue  # expert 0 stands for the layer's experts
-        shape = tuple(record["shape"])
+        shape = record.shape
         values = sample(fp, key, shape)
         if values is None:
             continue

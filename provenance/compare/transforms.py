@@ -28,8 +28,8 @@ def rotation_identity_errors(cand: Fingerprint, ref: Fingerprint) -> list[float]
     similarity between them has no null we can trust, and only near-equality
     (which independent models never reach) is used.
     """
-    layers = int(cand.architecture.get("num_layers") or 0)
-    if layers == 0 or layers != int(ref.architecture.get("num_layers") or -1):
+    layers = int(cand.arch.num_layers or 0)
+    if layers == 0 or layers != int(ref.arch.num_layers or -1):
         return None
     errors = []
     for layer in range(layers):
@@ -110,8 +110,8 @@ def rescaling_checks(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r:
     1e-3), and each pair is explained when the signatures agree after the
     scales and the paired scales multiply to one.
     """
-    arch = cand.architecture
-    heads, kv_heads = int(arch.get("num_heads") or 0), int(arch.get("num_kv_heads") or arch.get("num_heads") or 0)
+    arch = cand.arch
+    heads, kv_heads = int(arch.num_heads or 0), int(arch.num_kv_heads or arch.num_heads or 0)
     found = []
 
     def paired(role_a: str, role_b: str, mapping) -> None:
@@ -142,7 +142,7 @@ def rescaling_checks(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r:
 
     paired(Role.ATTN_Q, Role.ATTN_K, by_head)
     paired(Role.ATTN_O, Role.ATTN_V, by_head)  # o's units are its columns (query heads x d), v's its rows
-    if any(key_name(Role.MLP_GATE, layer_c, param=param) in cand.tensors for param in ("weight", "bias")):
+    if any(key_name(Role.MLP_GATE, layer_c, param=param) in cand.records for param in ("weight", "bias")):
         paired(Role.MLP_UP, Role.MLP_DOWN, same_units)
     return found
 

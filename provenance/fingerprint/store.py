@@ -59,6 +59,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -69,6 +70,7 @@ from ..architectures.descriptor import Architecture
 from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack
+from .records import TensorRecord, architecture_of, tensor_records
 from .writer import write_safetensors
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/4"
@@ -132,6 +134,16 @@ class Fingerprint:
     @property
     def tensors(self) -> dict[str, dict[str, Any]]:
         return self.meta["tensors"]
+
+    @cached_property
+    def records(self) -> dict[str, TensorRecord]:
+        """Every tensor's typed record (`records.TensorRecord`), by the keys of `tensors`."""
+        return tensor_records(self.meta["tensors"])
+
+    @cached_property
+    def arch(self) -> Architecture:
+        """The architecture, typed (`Architecture`)."""
+        return architecture_of(self.meta["architecture"])
 
     @property
     def parts(self) -> frozenset[Part]:

@@ -30,7 +30,7 @@ class ExactTensors:
 
 
 def big_tensors(fp: Fingerprint) -> list[str]:
-    return [k for k, r in fp.tensors.items() if r.get("stats", {}).get("numel", 0) > EXACT_MIN_NUMEL]
+    return [k for k, r in fp.records.items() if r.numel > EXACT_MIN_NUMEL]
 
 
 class ExactHashes(Signal):
@@ -47,8 +47,8 @@ class ExactHashes(Signal):
             notes.append("the two fingerprints hash tensor values differently (made by different versions): "
                          "exact-copy checks are skipped; rebuild the older one with `provenance fingerprint` to use "
                          "them")
-        ref_hashes: dict[str, str] = ({ref.tensors[k]["sha256"]: k for k in big_tensors(ref)} if comparable else {})
-        pairs = [(k, ref_hashes[r["sha256"]]) for k, r in cand.tensors.items() if r["sha256"] in ref_hashes]
+        ref_hashes: dict[str, str] = ({ref.records[k].sha256: k for k in big_tensors(ref)} if comparable else {})
+        pairs = [(k, ref_hashes[r.sha256]) for k, r in cand.records.items() if r.sha256 in ref_hashes]
         exact = ExactTensors(pairs, big_tensors(cand), big_tensors(ref), comparable)
         evidence = ()
         if exact.pairs:

@@ -78,8 +78,8 @@ def gram_layer_tests(cand: Fingerprint, ref: Fingerprint) -> GramTests | None:
     changed) keeps its units in place, so c_u > 0 for most u. Permuted units
     are not seen by this test (unit matching covers permutations).
     """
-    lc, lr = int(cand.architecture.get("num_layers") or 0), int(ref.architecture.get("num_layers") or 0)
-    gated = has_gated_mlp(cand.tensors) and has_gated_mlp(ref.tensors)
+    lc, lr = int(cand.arch.num_layers or 0), int(ref.arch.num_layers or 0)
+    gated = has_gated_mlp(cand.records) and has_gated_mlp(ref.records)
     if not lc or not lr:
         return None
 
@@ -139,7 +139,7 @@ class GramMatrices(Signal):
     def measure(self, pair: Pair) -> SignalResult:
         """(layer_c, layer_r, corrected log10 p, similarity) per test made (layer None: the pooled test)."""
         cand, ref, rows = pair.cand, pair.ref, pair.rows
-        same_depth = len(rows) == int(ref.architecture.get("num_layers") or 0)
+        same_depth = len(rows) == int(ref.arch.num_layers or 0)
         grams, placements = [], []
         still = [r for r in rows if r.reference_layer is None]
         tests = gram_layer_tests(cand, ref) if still else None

@@ -43,13 +43,13 @@ def global_tensors(cand: Fingerprint, ref: Fingerprint, sample: Callable = sketc
     """
     found = []
     head_folded = False
-    for key, record in cand.tensors.items():
+    for key, record in cand.records.items():
         if in_layer(key):
             continue
-        other = ref.tensors.get(key)
-        if other is None or other["shape"] != record["shape"]:
+        other = ref.records.get(key)
+        if other is None or other.shape != record.shape:
             continue
-        shape = tuple(record["shape"])
+        shape = record.shape
         x, y = sample(cand, key, shape), sample(ref, key, shape)
         if x is None or y is None or x.size < 4:
             continue
@@ -74,7 +74,7 @@ def final_norm_scale(fp: Fingerprint) -> np.ndarray | None:
     if values is None:
         return None
     values = values.astype(np.float64)
-    return norm_scale(values, fp.architecture.get("norm_type"))
+    return norm_scale(values, fp.arch.norm_type)
 
 
 class NonLayerTensors(Signal):
@@ -87,13 +87,13 @@ class NonLayerTensors(Signal):
         found = global_tensors(cand, pair.ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
 
         def sampled(name: str) -> bool:
-            return view.sampled and len(cand.tensors[name]["shape"]) == 2
+            return view.sampled and len(cand.records[name].shape) == 2
 
         evidence = tuple(Evidence(f"{g.name} (by id{', sampled rows' if sampled(g.name) else ''})", g.correlation,
                                   g.log10p, f"correlation of {g.n} sampled values, {format_p(g.log10p)}") for g in found)
         return SignalResult(
             evidence, measured=found,
-            within_storage=all(g.rel_error <= storage_tolerance(cand.tensors.get(g.name, {}).get("dtype"))
+            within_storage=all(g.rel_error <= storage_tolerance(cand.records[g.name].dtype)
                                for g in found),
             shared_keys=tuple(g.name for g in found if g.log10p <= LAYER_MATCH_LOG10P),
             embedding_log10p=tuple(g.log10p for g in found if g.name.split(".")[0] in (Role.EMBED, Role.LM_HEAD)))

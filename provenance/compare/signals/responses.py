@@ -33,7 +33,7 @@ class AnchorResponses(Signal):
         # do better
         open_rows = [r for r in rows if r.reference_layer is None
                      or (r.via == GRAM_VIA and r.reference_layer == r.candidate_layer)]
-        if len(rows) != int(ref.architecture.get("num_layers") or 0):
+        if len(rows) != int(ref.arch.num_layers or 0):
             return SignalResult()  # different depths: not searched (each layer pair would cost a pairing)
         found = response_layers(cand, ref, [row.candidate_layer for row in open_rows]) if open_rows else None
         if found is None or found.pooled_log10p >= LAYER_MATCH_LOG10P:

@@ -19,9 +19,9 @@ def std_curve_correlation(cand: Fingerprint, ref: Fingerprint) -> float | None:
     """
     def curve(fp: Fingerprint) -> list[float]:
         values = []
-        for layer in range(int(fp.architecture.get("num_layers") or 0)):
-            stds = [fp.tensors.get(key_name(role, layer), {}).get("stats", {}).get("std")
-                    for role in (Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_O)]
+        for layer in range(int(fp.arch.num_layers or 0)):
+            records = [fp.records.get(key_name(role, layer)) for role in (Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_O)]
+            stds = [record.stats.get("std") if record is not None else None for record in records]
             if all(isinstance(s, float) for s in stds):
                 values.extend(stds)
         return values

@@ -98,7 +98,7 @@ class UnitMatching(Signal):
         the most similar reference layer.
         """
         cand, ref, rows, units = pair.cand, pair.ref, pair.rows, pair.units
-        same_depth = len(rows) == int(ref.architecture.get("num_layers") or 0)
+        same_depth = len(rows) == int(ref.arch.num_layers or 0)
         found = []
         for row in rows:
             if row.reference_layer is not None:
