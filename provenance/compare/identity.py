@@ -41,9 +41,9 @@ def every_tensor_exact(cand: Fingerprint, ref: Fingerprint, exact: ExactTensors,
     if (bool(exact.candidate_tensors) and len(exact.pairs) == len(exact.candidate_tensors) == len(exact.reference_tensors)
             and distinct_refs and (all(c == r for c, r in exact.pairs) or unplaced)):
         return True
-    stored_c = {k: v for k, v in (cand.meta.get("stored_tensors") or {}).items() if v.get("numel", 0) > EXACT_MIN_NUMEL}
-    stored_r = [v["sha256"] for v in (ref.meta.get("stored_tensors") or {}).values() if v.get("numel", 0) > EXACT_MIN_NUMEL]
-    if exact.comparable and stored_c and unplaced and sorted(v["sha256"] for v in stored_c.values()) == sorted(stored_r):
+    stored_c = {k: v for k, v in cand.stored_records.items() if v.numel > EXACT_MIN_NUMEL}
+    stored_r = [v.sha256 for v in ref.stored_records.values() if v.numel > EXACT_MIN_NUMEL]
+    if exact.comparable and stored_c and unplaced and sorted(v.sha256 for v in stored_c.values()) == sorted(stored_r):
         evidence.append(Evidence("exact stored-tensor hashes", 1.0, None,
                                  f"all {len(stored_c)} stored tensors are bit-identical (as float32) to the reference's, "
                                  "though the names do not say where each belongs"))

@@ -63,8 +63,8 @@ class ResponseTest:
 
 def _shared_columns(cand: Fingerprint, ref: Fingerprint, width_c: int, width_r: int) -> tuple[list[int], list[int]]:
     """Columns of the two response arrays that hold the same anchor token (by string)."""
-    tokens_c = list((cand.meta.get("vocabulary") or {}).get("anchor_tokens") or [])[:width_c]
-    tokens_r = list((ref.meta.get("vocabulary") or {}).get("anchor_tokens") or [])[:width_r]
+    tokens_c = list(cand.vocabulary.anchor_tokens if cand.vocabulary else ())[:width_c]
+    tokens_r = list(ref.vocabulary.anchor_tokens if ref.vocabulary else ())[:width_r]
     where_r = {token: i for i, token in enumerate(tokens_r)}
     pairs = [(i, where_r[token]) for i, token in enumerate(tokens_c) if token in where_r]
     return [i for i, _ in pairs], [j for _, j in pairs]

@@ -1,7 +1,8 @@
 """Typed views of a fingerprint's metadata: what the comparison reads, as frozen records.
 
 `TensorRecord` is one tensor's record (shape, stored dtype, value hash,
-summary statistics, stored name) and `architecture_of` the architecture as
+summary statistics, stored name), `VocabularyRecord` what a fingerprint
+keeps of the tokenizer, and `architecture_of` the architecture as
 `architectures.descriptor.Architecture`. They are made from the metadata
 `store.py` read and checked (`load_fingerprint`), or that the builder
 returned, and never written: the file's layout is `store.py`'s alone.
@@ -38,9 +39,46 @@ def tensor_record(record: Mapping[str, Any]) -> TensorRecord:
                         dict(record.get("stats") or {}), record.get("source"))
 
 
+@dataclass(frozen=True)
+class StoredRecord:
+    """One tensor as the checkpoint stores it (before fused tensors are split): its value hash and size."""
+
+    sha256: str | None
+    numel: int = 0
+
+
+def stored_records(stored: Mapping[str, Mapping[str, Any]] | None) -> dict[str, StoredRecord]:
+    """The metadata's `stored_tensors` section, typed (empty when the fingerprint has none)."""
+    return {name: StoredRecord(record.get("sha256"), int(record.get("numel", 0))) for name, record in (stored or {}).items()}
+
+
 def tensor_records(tensors: Mapping[str, Mapping[str, Any]]) -> dict[str, TensorRecord]:
     """Every tensor's typed record, in the metadata's order."""
     return {key: tensor_record(record) for key, record in tensors.items()}
+
+
+@dataclass(frozen=True)
+class VocabularyRecord:
+    """What a fingerprint keeps of its tokenizer: no tokens, but hashes, a MinHash and the anchor tokens' strings."""
+
+    kind: str | None = None
+    size: int | None = None
+    vocab_sha256: str | None = None
+    merges_sha256: str | None = None
+    special_tokens: tuple[str, ...] = ()
+    source: str | None = None
+    minhash: tuple[int, ...] = ()  # MinHash of the set of token strings (`fingerprint.parts.minhash`)
+    anchor_tokens: tuple[str, ...] = ()  # the strings of the anchor tokens whose rows `anchors/` holds, in order
+
+
+def vocabulary_of(vocabulary: Mapping[str, Any] | None) -> VocabularyRecord | None:
+    """The metadata's `vocabulary` section, typed; None when the fingerprint has none."""
+    if not vocabulary:
+        return None
+    return VocabularyRecord(vocabulary.get("kind"), vocabulary.get("size"), vocabulary.get("vocab_sha256"),
+                            vocabulary.get("merges_sha256"), tuple(vocabulary.get("special_tokens") or ()),
+                            vocabulary.get("source"), tuple(vocabulary.get("minhash") or ()),
+                            tuple(vocabulary.get("anchor_tokens") or ()))
 
 
 def architecture_of(architecture: Mapping[str, Any]) -> Architecture:

@@ -70,7 +70,8 @@ from ..architectures.descriptor import Architecture
 from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack
-from .records import TensorRecord, architecture_of, tensor_records
+from .records import (StoredRecord, TensorRecord, VocabularyRecord, architecture_of, stored_records, tensor_records,
+                      vocabulary_of)
 from .writer import write_safetensors
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/4"
@@ -139,6 +140,22 @@ class Fingerprint:
     def records(self) -> dict[str, TensorRecord]:
         """Every tensor's typed record (`records.TensorRecord`), by the keys of `tensors`."""
         return tensor_records(self.meta["tensors"])
+
+    @cached_property
+    def stored_records(self) -> dict[str, StoredRecord]:
+        """Every stored tensor's hash and size (`records.StoredRecord`), by its name in the checkpoint."""
+        return stored_records(self.meta.get("stored_tensors"))
+
+    @property
+    def value_hash(self) -> str:
+        """How tensor values were hashed (the builder's `HASH_NAME`; "sha256" in files made before the field): only
+        fingerprints of one kind compare their hashes."""
+        return self.meta.get("value_hash", "sha256")
+
+    @cached_property
+    def vocabulary(self) -> VocabularyRecord | None:
+        """What the fingerprint keeps of its tokenizer, typed (`records.VocabularyRecord`); None without one."""
+        return vocabulary_of(self.meta.get("vocabulary"))
 
     @cached_property
     def arch(self) -> Architecture:

@@ -19,12 +19,12 @@ from .non_layer import TensorSignal
 
 def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = Role.EMBED) -> TensorSignal | None:
     """Embedding rows of anchor tokens present in both vocabularies, aligned by string."""
-    cv, rv = cand.meta.get("vocabulary"), ref.meta.get("vocabulary")
+    cv, rv = cand.vocabulary, ref.vocabulary
     a, b = cand.part_array(Part.ANCHORS, role), ref.part_array(Part.ANCHORS, role)
     if not cv or not rv or a is None or b is None or a.shape[1] != b.shape[1]:
         return None
-    c_index = {t: i for i, t in enumerate(cv["anchor_tokens"][: a.shape[0]])}
-    r_index = {t: i for i, t in enumerate(rv["anchor_tokens"][: b.shape[0]])}
+    c_index = {t: i for i, t in enumerate(cv.anchor_tokens[: a.shape[0]])}
+    r_index = {t: i for i, t in enumerate(rv.anchor_tokens[: b.shape[0]])}
     shared = [t for t in c_index if t in r_index]
     if len(shared) < 8:
         return None

@@ -42,7 +42,7 @@ class ExactHashes(Signal):
     def measure(self, pair: Pair) -> SignalResult:
         cand, ref = pair.cand, pair.ref
         notes = []
-        comparable = cand.meta.get("value_hash", "sha256") == ref.meta.get("value_hash", "sha256")
+        comparable = cand.value_hash == ref.value_hash
         if not comparable:
             notes.append("the two fingerprints hash tensor values differently (made by different versions): "
                          "exact-copy checks are skipped; rebuild the older one with `provenance fingerprint` to use "

@@ -11,10 +11,10 @@ from .base import Pair, Signal, SignalResult
 
 def vocabulary_overlap(cand: Fingerprint, ref: Fingerprint) -> float | None:
     """Estimated Jaccard similarity of the two vocabularies (MinHash): screening only."""
-    cv, rv = cand.meta.get("vocabulary"), ref.meta.get("vocabulary")
-    if not cv or not rv or not cv.get("minhash") or not rv.get("minhash"):
+    cv, rv = cand.vocabulary, ref.vocabulary
+    if not cv or not rv or not cv.minhash or not rv.minhash:
         return None
-    a, b = np.asarray(cv["minhash"], dtype=object), np.asarray(rv["minhash"], dtype=object)
+    a, b = np.asarray(cv.minhash, dtype=object), np.asarray(rv.minhash, dtype=object)
     size = min(len(a), len(b))
     return float(np.mean([a[i] == b[i] for i in range(size)]))
 
