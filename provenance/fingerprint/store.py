@@ -226,6 +226,12 @@ class Fingerprint:
         write_safetensors(handle, stacks, arrays, {"provenance": json.dumps(meta, sort_keys=True)})
 
 
+def as_saved(meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` as a file holds it and `load_fingerprint` reads it back (JSON, keys sorted), so a fingerprint built
+    now and one read from its file are equal."""
+    return json.loads(json.dumps(meta, sort_keys=True))
+
+
 def schema_version(meta: dict[str, Any]) -> int:
     """The version number of a fingerprint's schema (0 when it has none)."""
     schema = meta.get("schema")
