@@ -1,6 +1,6 @@
 """Mixture-of-experts layers compared as sets of experts, each edit named, each match with its null.
 
-The layer map (`alignment.layer_map`) lets expert 0 stand for a layer's
+The layer map (`signals.layers.layer_map`) lets expert 0 stand for a layer's
 experts, so without this step an MoE whose experts were permuted, thinned,
 extended or fine-tuned one by one, or that was made by splitting a dense
 model's MLP into experts (upcycling, as Qwen1.5-MoE was made from Qwen-1.8B),
