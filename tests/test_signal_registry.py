@@ -4,6 +4,7 @@ signal of its own."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -35,3 +36,22 @@ def test_the_engine_runs_the_registry_and_names_no_signal_module():
     signal_modules = [m for m in imported if m.startswith("signals.")]
     assert "signals.registry" in signal_modules
     assert set(signal_modules) <= {"signals.registry", "signals.base"}
+
+
+def test_signals_place_layers_without_changing_the_map(base, tmp_path, monkeypatch):
+    """A rotated copy: later signals place the layers the sketches could not, through their results only."""
+    from .test_accusation import _rotated
+    from .test_compare import _compare, _save
+
+    state, config, path = base
+    placed = []
+    for signal in SIGNALS:
+        def checked(pair, measure=signal.measure):
+            before = [dataclasses.astuple(row) for row in pair.rows]
+            result = measure(pair)
+            assert [dataclasses.astuple(row) for row in pair.rows] == before, "a signal changed the layer map"
+            placed.extend(result.placements)
+            return result
+        monkeypatch.setattr(signal, "measure", checked)
+    result = _compare(_save(tmp_path / "rotated", _rotated(state, 25), config), path)
+    assert placed and result.verdict == "identical", result.summary
