@@ -136,6 +136,9 @@ def run_case(case: dict, fps: dict, errors: dict) -> dict:
                           evidence=[e.to_dict() for e in comparison.evidence], notes=list(comparison.notes),
                           layer_map_accuracy=layer_map_accuracy(case.get("layer_map"), comparison.layers))
     result["expected_layer_map"] = case.get("layer_map")
+    result["expected_edits"] = list(case.get("edits") or [])
+    result["edits_named"] = (all(edit in (result.get("summary") or "") for edit in result["expected_edits"])
+                             if result["expected_edits"] else None)
     result["correct"] = result["verdict"] in case["acceptable"]
     result["accused"] = result["verdict"] in POSITIVE
     return result
@@ -262,6 +265,18 @@ def print_failures(results: list[dict]) -> None:
                   f"({_pct(r['layer_map_accuracy'])})")
 
 
+def print_edits(results: list[dict]) -> None:
+    """One line per case that expects its summary to name an edit: case, expected, got, named or not."""
+    named = [r for r in results if r.get("expected_edits")]
+    if not named:
+        return
+    print(f"\nnamed edits: {sum(1 for r in named if r['edits_named'])} of {len(named)} cases name their edit")
+    for r in named:
+        mark = "named" if r["edits_named"] else "NOT NAMED"
+        print(f"  {r['type']:<22} expected {r['expected']:<9} got {r['verdict']:<17} {mark}: "
+              f"{' / '.join(r['expected_edits'])}")
+
+
 def select(cases: list[dict], only: str | None) -> list[dict]:
     if not only:
         return cases
@@ -298,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if cal["negative_pairs"]:
         print_calibration(cal)
     print_failures(results)
+    print_edits(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"zoo": str(args.dir), "slice": data.get("slice"), "table": rows,

@@ -3,7 +3,9 @@ edit is named from the evidence it rests on, and not named when that evidence is
 
 from __future__ import annotations
 
-from provenance.compare.edits import depth_edit, kv_edit, name_edits, vocabulary_edit
+from provenance.compare.edits import (basis_edit, depth_edit, kv_edit, name_edits, reorder_edit, repetition_edit,
+                                      vocabulary_edit)
+from provenance.compare.unit_responses import VIA
 from provenance.compare.results import LayerMatch
 
 ARCH = {"num_layers": 4, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "num_kv_heads": 2,
@@ -58,3 +60,37 @@ def test_edits_are_listed_together_width_first():
     edits = name_edits(cand, ARCH, _rows(0, 1, 3), None)
     assert [e.split(":")[0] for e in edits] == ["width-pruned", "depth-pruned", "key/value heads pooled",
                                                 "vocabulary replaced"]
+
+
+def test_a_repeated_layer_is_named_with_the_candidate_layers_holding_it():
+    assert repetition_edit(_rows(0, 1, 2, 2, 3)) == "layer 2 repeated: candidate layers 2, 3 match reference layer 2"
+    solar = repetition_edit(_rows(0, 1, 2, 1, 2, 3))
+    assert solar.startswith("layers 1, 2 repeated: candidate layers 1, 3 match reference layer 1; candidate layers 2, 4")
+    assert repetition_edit(_rows(0, 1, None, 3)) is None
+
+
+def test_reordered_layers_are_named_and_a_repeated_block_is_not_a_reordering():
+    assert reorder_edit(_rows(0, 2, 1, 3)) == "layers reordered: candidate layers 1, 2 hold reference layers 2, 1"
+    assert reorder_edit(_rows(0, 1, 2, 1, 2, 3)) is None  # depth up-scaling: the repeated block keeps its order
+    assert reorder_edit(_rows(0, 1, None, 3)) is None
+    assert reorder_edit(_rows(3, 0, 1, 2)) == ("layers reordered: candidate layers 0, 1, 2, 3 hold reference layers "
+                                               "3, 0, 1, 2")
+
+
+def test_order_edits_follow_depth_pruning_in_the_list():
+    edits = name_edits(ARCH, ARCH, _rows(0, 2, 2, 1), None)
+    assert [e.split(":")[0] for e in edits] == ["layer 2 repeated", "layers reordered"]
+
+
+def test_a_changed_basis_needs_every_layer_found_through_the_responses_and_unrelated_embeddings():
+    rows = _rows(0, 1, 2, 3)
+    for row in rows:
+        row.via = VIA
+    named = basis_edit(ARCH, ARCH, rows, -0.3)
+    assert named.startswith("residual basis changed (rotated, or its dimensions permuted): all 4 matched layers")
+    assert basis_edit(ARCH, ARCH, rows, -20.0) is None  # embeddings related per dimension: the basis is the same
+    assert basis_edit(ARCH, ARCH, rows, None) is None  # nothing compared per dimension: not named
+    assert basis_edit({**ARCH, "hidden_size": 56}, ARCH, rows, -0.3) is None  # width pruning, named as such
+    rows[2].via = "sketch"
+    assert basis_edit(ARCH, ARCH, rows, -0.3) is None  # a layer found per dimension: the basis is the reference's
+    assert name_edits(ARCH, ARCH, _rows(0, 1, 2, 3), -0.3) == []

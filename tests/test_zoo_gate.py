@@ -2,7 +2,8 @@
 
 Builds the slice (trained tiny LLaMA and GPT-2 bases and their derivatives,
 about half a minute), runs every comparison, and fails if a case the baseline
-got right goes wrong, or if any independent pair is accused.
+got right goes wrong, if any independent pair is accused, or if a case that
+lists the edit it shows gets a summary that does not name it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def test_no_regression_against_baseline(small_zoo_results):
     regressed = {case: (b["verdict"], small_zoo_results[case]["verdict"]) for case, b in baseline.items()
                  if b["correct"] and not small_zoo_results[case]["correct"]}
     assert not regressed
+
+
+def test_every_case_that_lists_an_edit_names_it(small_zoo_results):
+    """Cases with `edits` (bench/zoo/disguise.py, prune-layers, depth-upscale): the summary of a right verdict names
+    the edit (width or depth pruning, experts partitioning the MLP, pooled KV heads, a replaced vocabulary, layers
+    repeated or reordered)."""
+    listed = {case: r for case, r in small_zoo_results.items() if r.get("expected_edits")}
+    assert len(listed) >= 10
+    unnamed = {case: r["summary"] for case, r in listed.items() if r["correct"] and not r["edits_named"]}
+    assert not unnamed
 
 
 def test_audit_names_the_true_reference_for_every_positive_case(small_zoo, tmp_path):

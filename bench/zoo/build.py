@@ -35,6 +35,12 @@ families and training, transforms.py for each derivation):
   layers, MoE upcycling to Mixtral, linear/SLERP/TIES merges of two
   fine-tunes, a merged LoRA, vocabulary extension, pruning and re-indexing,
   and two students of one parent with disjoint layers;
+- disguised and structurally edited copies of llama-s0 (disguise.py, both
+  slices): rotation, permutations and rescalings composed (exact and with 5%
+  noise), width pruning, a dense MLP split into experts, pooled KV heads, a
+  replaced vocabulary, layers reordered and repeated, a GPTQ 4-bit fine-tune
+  beside a GPTQ 4-bit copy; each with the edit its summary must name, and
+  each against llama-s1 as a negative;
 - diffusers UNets (random init, diffusion.py): a copy with 10% noise on every
   tensor and an independent seed, for the generic comparison;
 - negatives: pairs of seeds, GPT-2 against LLaMA, the wider LLaMA, and
@@ -52,7 +58,9 @@ exact, e.g. `derived` for the residual rotation), `positive`,
 `layer_changing`, `layer_map` (expected reference layer of every candidate
 layer, null for a layer from another source) or null, `layer_sources`
 (frankenmerges: [model, layer] per candidate layer), `max_logit_diff`,
-`relative_change` (||cand - ref|| / ||ref|| over shared tensors), `note`.
+`relative_change` (||cand - ref|| / ||ref|| over shared tensors), `note`,
+`edits` (substrings the comparison's summary must contain: the edit named;
+disguise.py).
 """
 
 from __future__ import annotations
@@ -68,7 +76,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import diffusion, structured
+from . import diffusion, disguise, structured
+from .disguise import ROTATED_PERMUTED
 from . import integer_quantized as QI
 from . import models as M
 from . import quantized as Q
@@ -190,7 +199,7 @@ class Zoo:
     # --- cases --------------------------------------------------------------------------------
     def case(self, type_: str, candidate: str, reference: str, verdict: str, *, acceptable: tuple[str, ...] = (),
              layer_map: list | None = None, layer_sources: list | None = None, note: str = "",
-             case_id: str | None = None) -> None:
+             case_id: str | None = None, edits: tuple[str, ...] = ()) -> None:
         cand, ref = self.models[candidate], self.models[reference]
         positive = verdict in ("identical", "derived", "assembled")
         if layer_map is None and positive and M.FAMILIES[cand["family"]].num_layers(cand["params"]) == \
@@ -207,7 +216,8 @@ class Zoo:
             "candidate": candidate, "reference": reference, "verdict": verdict,
             "acceptable": sorted({verdict, *acceptable}), "positive": positive,
             "layer_changing": type_ in LAYER_CHANGING, "layer_map": layer_map, "layer_sources": layer_sources,
-            "max_logit_diff": cand["info"].get("max_logit_diff"), "relative_change": change, "note": note})
+            "max_logit_diff": cand["info"].get("max_logit_diff"), "relative_change": change, "note": note,
+            "edits": list(edits)})
 
     def write(self, slice_name: str, seconds: float) -> Path:
         import tokenizers
@@ -227,7 +237,8 @@ class Zoo:
         return path
 
 
-LAYER_CHANGING = {"prune-layers", "depth-upscale", "frankenmerge", "shared-ancestor", "moe-upcycle"}
+LAYER_CHANGING = {"prune-layers", "depth-upscale", "frankenmerge", "shared-ancestor", "moe-upcycle", "moe-split",
+                  "moe-split-exact", "layer-reorder", "layer-repeat"}
 
 
 # --- the recipes -----------------------------------------------------------------------------------
@@ -342,10 +353,12 @@ def build_same_shape_derivatives(zoo: Zoo, base: str, cfg: dict) -> None:
             return {"state": T.permute_heads(f, p, s, 45)[0]}
         derive(zoo, f"{base}-rotate-perm", base, {"t": "rotate-permute", "seeds": [43, 44, 45]}, checked(disguise))
         zoo.case("rotate-permute", f"{base}-rotate-perm", base, "identical", acceptable=("derived",),
+                 edits=ROTATED_PERMUTED,
                  note="norms folded, residual basis rotated, MLP units, KV groups and query heads within groups permuted")
         derive(zoo, f"{base}-rotate-perm-noise", base, {"t": "rotate-permute-noise", "seeds": [43, 44, 45], "noise": 0.05},
                lambda f, p, s: {"state": T.add_noise(disguise(f, p, s)["state"], 0.05, 46)})
         zoo.case("rotate-permute-change", f"{base}-rotate-perm-noise", base, "derived",
+                 edits=ROTATED_PERMUTED,
                  note="rotated and permuted as rotate-permute, then Gaussian noise of 5% of each tensor's std")
     derive(zoo, f"{base}-rescale", base, {"t": "rescale-norms", "seed": 33},
            checked(lambda f, p, s: {"state": T.rescale_norms(f, p, s, 33)}))
@@ -434,12 +447,15 @@ def build_layer_derivatives(zoo: Zoo, base: str, other: str | None, cfg: dict) -
     kept = [i for i in range(layers) if i not in (3, 4)]
     derive(zoo, f"{base}-pruned", base, {"t": "prune-layers", "kept": kept},
            lambda f, p, s: dict(zip(("params", "state"), T.assemble_layers(f, p, s, [(s, i) for i in kept]))))
-    zoo.case("prune-layers", f"{base}-pruned", base, "derived", layer_map=kept, note=f"layers 3 and 4 dropped, kept {kept}")
+    zoo.case("prune-layers", f"{base}-pruned", base, "derived", layer_map=kept, note=f"layers 3 and 4 dropped, kept {kept}",
+             edits=(f"depth-pruned: {len(kept)} of the reference's {layers} layers",))
     half = layers - 2
     solar = list(range(half)) + list(range(layers - half, layers))
     derive(zoo, f"{base}-dus", base, {"t": "depth-upscale", "layers": solar},
            lambda f, p, s: dict(zip(("params", "state"), T.assemble_layers(f, p, s, [(s, i) for i in solar]))))
+    repeated = sorted({j for j in solar if solar.count(j) > 1})
     zoo.case("depth-upscale", f"{base}-dus", base, "assembled", layer_map=solar,
+             edits=(f"layers {', '.join(map(str, repeated))} repeated",),
              note=f"SOLAR-style: layers 0..{half - 1} of one copy then {layers - half}..{layers - 1} of another -> {len(solar)} layers")
     if other is None:
         return
@@ -572,6 +588,7 @@ def build(out: Path, slice_name: str, log: Callable[[str], None] = print, thread
     if full:
         build_merges(zoo, "llama-s0", cfg)
     build_vocab_derivatives(zoo, "llama-s0", cfg)
+    disguise.build_disguise_cases(zoo, "llama-s0", derive, "llama-s1")  # structural edits and disguises, each named (see disguise.py)
     if full:
         build_same_shape_derivatives(zoo, "gpt2-s0", cfg)
         build_training_derivatives(zoo, "gpt2-s0", cfg)

@@ -382,3 +382,71 @@ def move_vocab_rows(family: str, params: dict, state: Tensors, new_to_old: list[
                 for o in new_to_old]
         result[key] = torch.stack(rows).contiguous()
     return {**params, "vocab_size": len(new_to_old)}, result
+
+
+# --- structural edits: width pruning, KV pooling, experts cut from a dense MLP ----------------------
+
+def prune_width(params: dict, state: Tensors, hidden: int, intermediate: int, seed: int) -> tuple[dict, Tensors]:
+    """LLaMA only (Minitron-style width pruning, without the healing): keep `hidden` of the residual dimensions
+    (every tensor reading or writing the residual stream loses the same columns or rows) and `intermediate` of each
+    layer's MLP units (gate/up rows with their down columns); the head size is kept, so config.head_dim is set."""
+    rng = np.random.default_rng(seed)
+    keep = torch.from_numpy(np.sort(rng.choice(params["hidden_size"], hidden, replace=False)))
+    result = {}
+    for key, value in state.items():
+        if value.dim() == 1:  # norms
+            value = value[keep]
+        elif key.endswith(("o_proj.weight", "down_proj.weight")):
+            value = value[keep]
+        else:  # embedding, output head and every matrix reading the residual stream
+            value = value[:, keep]
+        result[key] = value
+    for i in range(params["num_hidden_layers"]):
+        p = f"model.layers.{i}.mlp."
+        units = torch.from_numpy(np.sort(rng.choice(params["intermediate_size"], intermediate, replace=False)))
+        for name in ("gate_proj", "up_proj"):
+            result[f"{p}{name}.weight"] = result[f"{p}{name}.weight"][units]
+        result[f"{p}down_proj.weight"] = result[f"{p}down_proj.weight"][:, units]
+    head_dim = params.get("head_dim") or params["hidden_size"] // params["num_attention_heads"]
+    return ({**params, "hidden_size": hidden, "intermediate_size": intermediate, "head_dim": head_dim},
+            {k: v.contiguous() for k, v in result.items()})
+
+
+def pool_kv_heads(params: dict, state: Tensors, kv_heads: int) -> tuple[dict, Tensors]:
+    """LLaMA only: average each group of consecutive key/value heads into one (GQA -> fewer KV heads, MQA at 1),
+    the query heads kept, as in GQA conversion (Ainslie et al. 2023, mean pooling)."""
+    old = params["num_key_value_heads"]
+    if old % kv_heads:
+        raise ValueError(f"{old} KV heads do not pool into {kv_heads}")
+    result = _copy(state)
+    for key, value in state.items():
+        if key.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight")):
+            d = value.shape[0] // old
+            result[key] = value.reshape(kv_heads, old // kv_heads, d, value.shape[1]).mean(dim=1).reshape(
+                kv_heads * d, value.shape[1]).contiguous()
+    return {**params, "num_key_value_heads": kv_heads}, result
+
+
+def split_moe(params: dict, state: Tensors, experts: int, noise: float, seed: int) -> tuple[dict, Tensors]:
+    """Mixtral from a dense LLaMA by splitting (Qwen1.5-MoE / LLaMA-MoE style): each layer's MLP units shuffled and
+    partitioned into `experts` experts of equal size (gate/up rows with their down columns), each expert then
+    changed by Gaussian noise of `noise` times each tensor's std; a random router, top-2."""
+    g = _generator(seed)
+    units = params["intermediate_size"]
+    if units % experts:
+        raise ValueError(f"{units} MLP units do not split into {experts} experts")
+    size = units // experts
+    moe_params = {**params, "intermediate_size": size, "num_local_experts": experts, "num_experts_per_tok": 2}
+    result = {k: v.clone() for k, v in state.items() if ".mlp." not in k}
+    for i in range(params["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        order = torch.randperm(units, generator=g)
+        for e in range(experts):
+            part = order[e * size:(e + 1) * size]
+            pieces = {"w1": state[f"{p}mlp.gate_proj.weight"][part], "w3": state[f"{p}mlp.up_proj.weight"][part],
+                      "w2": state[f"{p}mlp.down_proj.weight"][:, part]}
+            for w, value in pieces.items():
+                result[f"{p}block_sparse_moe.experts.{e}.{w}.weight"] = (
+                    value + noise * value.std() * torch.randn(value.shape, generator=g)).contiguous()
+        result[f"{p}block_sparse_moe.gate.weight"] = 0.02 * torch.randn(experts, params["hidden_size"], generator=g)
+    return moe_params, result

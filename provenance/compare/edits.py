@@ -14,10 +14,18 @@ the candidate descends from the reference):
 - KV-head pooling (GQA <-> MQA): as many query heads, fewer (or more)
   key/value heads;
 - vocabulary replacement: another vocabulary size, embeddings that show no
-  relation (or could not be compared), while the layers match.
+  relation (or could not be compared), while the layers match;
+- a changed residual basis (a rotation with the norms folded, as QuaRot,
+  SliceGPT and mergekit's evasion script make): at equal residual width,
+  every matched layer found only through the MLP units' anchor responses
+  (which a rotation does not change), and the per-dimension embedding and
+  head tests showing no relation (which a rotation hides);
+- layer repetition and reordering, from the layer map alone: a reference
+  layer matched by two or more candidate layers is "repeated"; reference
+  layers met (each for the first time) out of order are "reordered".
 
-Layer reordering and repetition are named by `verdict.decide` (`assembled`),
-experts by `experts.py`.
+`verdict.decide` makes the `assembled` verdict of a repeated or reordered map;
+this names which layers. Experts are named by `experts.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 from .results import LayerMatch
 from .stats import format_p
 from .thresholds import NULL_LIKE_LOG10P
+from .unit_responses import VIA as RESPONSES_VIA
 
 
 def _width(arch: dict[str, Any], key: str) -> int | None:
@@ -94,13 +103,68 @@ def vocabulary_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: l
             f"{len(rows)} layers match (found through the layers alone)")
 
 
+def basis_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: list[LayerMatch],
+               embedding_log10p: float | None) -> str | None:
+    """The residual basis changed: equal residual widths, every matched layer placed by the anchor responses only
+    (the per-dimension layer tests found none of them), and embedding or head rows compared per dimension with no
+    relation. A heavy fine-tune that hides layers from the per-dimension tests keeps its embedding related, so the
+    embeddings are required (None: not compared, nothing named)."""
+    width_c, width_r = _width(cand_arch, "hidden_size"), _width(ref_arch, "hidden_size")
+    matched = [r for r in rows if r.reference_layer is not None]
+    if (width_c is None or width_c != width_r or not matched or embedding_log10p is None
+            or embedding_log10p < NULL_LIKE_LOG10P or any(r.via != RESPONSES_VIA for r in matched)):
+        return None
+    return (f"residual basis changed (rotated, or its dimensions permuted): all {len(matched)} matched layers were "
+            "found only through the anchor responses, which a rotation does not change, while no per-dimension test "
+            f"relates the two (strongest embedding or head test {format_p(embedding_log10p)})")
+
+
+def _listed(values: list[int], limit: int = 12) -> str:
+    return ", ".join(str(v) for v in values[:limit]) + (" ..." if len(values) > limit else "")
+
+
+def repetition_edit(rows: list[LayerMatch]) -> str | None:
+    """e.g. "layer 2 repeated: candidate layers 2, 3 match reference layer 2"; None when every matched reference
+    layer is matched once."""
+    holders: dict[int, list[int]] = {}
+    for row in rows:
+        if row.reference_layer is not None:
+            holders.setdefault(row.reference_layer, []).append(row.candidate_layer)
+    repeated = sorted(j for j, held in holders.items() if len(held) > 1)
+    if not repeated:
+        return None
+    which = "; ".join(f"candidate layers {_listed(holders[j])} match reference layer {j}" for j in repeated[:6])
+    which += " ..." if len(repeated) > 6 else ""
+    return f"{'layer' if len(repeated) == 1 else 'layers'} {_listed(repeated)} repeated: {which}"
+
+
+def reorder_edit(rows: list[LayerMatch]) -> str | None:
+    """e.g. "layers reordered: candidate layers 2, 3 hold reference layers 3, 2". Only a reference layer's first
+    match counts (a repeated block, as in depth up-scaling, keeps its order); the candidate layers named are those
+    where the first matches depart from increasing order."""
+    seen: set[int] = set()
+    first: list[tuple[int, int]] = []
+    for row in rows:
+        if row.reference_layer is not None and row.reference_layer not in seen:
+            seen.add(row.reference_layer)
+            first.append((row.candidate_layer, row.reference_layer))
+    ordered = sorted(j for _, j in first)
+    moved = [(i, j) for (i, j), k in zip(first, ordered) if j != k]
+    if not moved:
+        return None
+    return (f"layers reordered: candidate layers {_listed([i for i, _ in moved])} hold reference layers "
+            f"{_listed([j for _, j in moved])}")
+
+
 def name_edits(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: list[LayerMatch],
                embedding_log10p: float | None) -> list[str]:
     """Every edit the measurements show, in the order a reader checks them; nothing when no layer matched (the
     architectures alone say nothing about descent)."""
     if not any(r.reference_layer is not None for r in rows):
         return []
-    found = [depth_edit(rows, _width(ref_arch, "num_layers")), kv_edit(cand_arch, ref_arch),
+    found = [basis_edit(cand_arch, ref_arch, rows, embedding_log10p), depth_edit(rows, _width(ref_arch, "num_layers")),
+             repetition_edit(rows), reorder_edit(rows),
+             kv_edit(cand_arch, ref_arch),
              vocabulary_edit(cand_arch, ref_arch, rows, embedding_log10p)]
     width = ", ".join(width_edits(cand_arch, ref_arch))
     return [edit for edit in [width, *found] if edit]

@@ -44,13 +44,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..fingerprint import Fingerprint, Part
-from ..verdicts import ACCUSING
+from ..verdicts import ACCUSING, Verdict
 from .alignment import (architecture_match, emptied_roles, layer_evidence_log10p, renamed_tensors, shapes_disagree,
                         strongest_decisive)
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
 from .identity import (exact_copy, explain_by_sampled_units, explain_differences, hold_to_storage,
                        layers_identical, rotation_identity)
+from .init_regeneration import regenerated_init_check
 from .results import Comparison, Evidence, LayerMatch
 from .shared_init import looks_initialised, shared_initialisation_note
 from .signals.base import Pair, SignalResult, with_placements
@@ -155,7 +156,17 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
         accusing_clauses=tuple(r.accusing_summary for r in measured if r.accusing_summary is not None),
         architectures=(arch_c, arch_r), embedding_log10p=min(embedding_p) if embedding_p else None,
         expert_edits=tuple(experts.edits))
+    notes_before = list(notes)
     decision = decide(inputs, notes)
+    init_check = regenerated_init_check(cand, ref, matched, evidence, compare_fingerprints) \
+        if decision.verdict == Verdict.DERIVED and matched else None
+    if init_check is not None:  # decided again: on what remains beyond a shared init found, or with the check's note
+        notes[:] = notes_before
+        decision = decide(replace(inputs, beyond_init=init_check.beyond_log10p if init_check.explains else None,
+                                  regenerated_init=init_check.note, init_seed_found=init_check.seed is not None),
+                          notes)
+        if init_check.seed is not None:
+            evidence.extend([e for e in (init_check.evidence(),) if e is not None])
     if decision.layers_in_place_by is not None:
         for row in rows:
             row.reference_layer, row.via = row.candidate_layer, decision.layers_in_place_by

@@ -8,8 +8,10 @@ the shared part's size, estimated from the covariance of the two sketches
 (cov(a, b) = var(w0) when the updates are independent of each other), is
 a common initialiser's standard deviation. A heavily trained descendant of
 a trained ancestor can look the same, so the note says both readings stand;
-weights alone cannot tell them apart (regenerating the family's standard
-initialisations under common seeds would, and is not done here).
+weights alone cannot tell them apart. Where the family's default init can be
+rebuilt, `init_regeneration.py` regenerates it under common seeds first; this
+note is used when no seed reproduces the shared part (the engine adds which
+seeds were tried) or the init could not be rebuilt.
 """
 
 from __future__ import annotations
@@ -68,6 +70,15 @@ def _shared_std(cand: Fingerprint, ref: Fingerprint, row: LayerMatch, role: str)
     a, b = a.astype(np.float64), b.astype(np.float64)
     covariance = float(np.mean((a - a.mean()) * (b - b.mean())))
     return (math.sqrt(covariance), int(shape[1])) if covariance > 0 else None
+
+
+def shared_part_std(cand: Fingerprint, ref: Fingerprint, matched: list[LayerMatch]) -> float | None:
+    """The standard deviation of the part both models share (from the sketches' covariance), in the median matched
+    `attn.q` / `mlp.up` matrix; None when no matrix gives one (no sketches, or no positive covariance)."""
+    if not cand.holds(Part.SKETCHES) or not ref.holds(Part.SKETCHES):
+        return None
+    found = [s for row in matched for role in ROLES if (s := _shared_std(cand, ref, row, role)) is not None]
+    return float(np.median([std for std, _ in found])) if found else None
 
 
 def shared_initialisation_note(cand: Fingerprint, ref: Fingerprint, matched: list[LayerMatch]) -> str | None:

@@ -45,6 +45,10 @@ from .stats import bonferroni_log10p, sign_flip_log10p, standardise
 
 ROLES = (Role.MLP_UP, Role.MLP_DOWN)
 MIN_SHARED_ANCHORS = 16
+# Wording only (never a decision): units kept in the reference's order, at shifted indices, read "a subset of its
+# units" when this share of consecutive candidate units have increasing partners. Randomly permuted units give about
+# 0.5 (standard deviation about 1/(2 sqrt(units))), a pruned subset in order nearly 1.
+IN_ORDER_SHARE = 0.9
 VIA = "MLP units' anchor-token responses (rotation- and permutation-invariant)"
 
 
@@ -59,6 +63,7 @@ class ResponseTest:
     similarity: float  # mean of the matched pairs' correlation (up and down averaged)
     rel_error: float  # relative difference of the matched responses (an identity check on float16 values)
     in_place: float  # share of candidate units paired with the reference unit of the same index
+    in_order: float = 0.0  # share of consecutive candidate units whose partners' indices increase
 
 
 def _shared_columns(cand: Fingerprint, ref: Fingerprint, width_c: int, width_r: int) -> tuple[list[int], list[int]]:
@@ -106,8 +111,9 @@ def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
            for role in ROLES]
     rel = float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in raw) / max(sum(np.sum(b * b) for _, b in raw), 1e-30)))
     in_place = float(np.mean(partner == rows))
+    in_order = float(np.mean(np.diff(partner) > 0)) if partner.size > 1 else 0.0
     return ResponseTest(layer_c, layer_r, clusters, sign_flip_log10p(clusters), float(np.mean(clusters) / 2), rel,
-                        in_place)
+                        in_place, in_order)
 
 
 @dataclass(frozen=True)
@@ -136,12 +142,17 @@ class ResponsePlacement:
 
     evidence: list[Evidence]
     in_place: float | None = None  # mean share over the tested layers of units paired with their own index
+    in_order: float | None = None  # mean share of consecutive units whose partners' indices increase
 
     def summary(self) -> str | None:
         """The words the verdict's summary adds, saying only what the pairing shows."""
         if self.in_place is None:
             return None
-        order = ("most units sit at other indices: the units were permuted" if self.in_place < 0.5
-                 else "the units kept their indices")
+        if self.in_place >= 0.5:
+            order = "the units kept their indices"
+        elif self.in_order is not None and self.in_order >= IN_ORDER_SHARE:
+            order = "most units sit at other indices but in the reference's order: a subset of its units, as pruning leaves"
+        else:
+            order = "most units sit at other indices: the units were permuted"
         return (f"MLP units matched through their responses to shared anchor tokens, which a rotated residual basis "
                 f"and permuted units or heads do not change ({order})")

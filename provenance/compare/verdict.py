@@ -11,7 +11,9 @@ Order of the layer rules (thresholds and their reasons: `thresholds.py`):
    every layer equal up to a rotation of the residual basis (the Gram
    matrices agree to the storage rounding, a decisive signal passes the bar,
    nothing emptied) -> `identical`, the layers placed in their own places;
-2. no decisive signal below the accusation bar (1e-12, corrected) ->
+2. no decisive signal below the accusation bar (1e-12, corrected), or none
+   beyond a regenerated shared initialisation that both models start from
+   (`beyond_init`, `init_regeneration.py`) ->
    `same-architecture` or `unrelated`, abstaining when something is
    significant without reaching the bar; when no weight signal could run
    at all (no tensor of matching shape), the verdict speaks of the
@@ -95,6 +97,11 @@ class DecisionInputs:
     architectures: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # candidate's and reference's, for edits
     embedding_log10p: float | None = None  # the strongest embedding or head signal, for a vocabulary edit
     expert_edits: tuple[str, ...] = ()  # the experts' edits (`experts.py`)
+    # log10 p of the strongest decisive signal once a regenerated shared initialisation is removed from both models,
+    # set when that initialisation accounts for every accusing signal (`init_regeneration.py`); None: not found
+    beyond_init: float | None = None
+    regenerated_init: str | None = None  # the note of the regenerated-init check, when it ran (`init_regeneration.py`)
+    init_seed_found: bool = False  # that check found a common seed's init in both models (its note replaces the other)
 
 
 @dataclass
@@ -124,8 +131,11 @@ def decide(inputs: DecisionInputs | GenericInputs, notes: list[str]) -> Decision
     if verdict == Verdict.IDENTICAL and inputs.sampled:
         confidence = min(confidence, SAMPLED_IDENTICAL_CONFIDENCE)  # a sample agrees; unsampled rows were not seen
         summary = f"{summary} (on the sampled rows read remotely)"
-    if verdict == Verdict.DERIVED and inputs.shared_initialisation is not None:
-        notes.append(inputs.shared_initialisation)
+    if inputs.init_seed_found and inputs.regenerated_init is not None:
+        notes.append(inputs.regenerated_init)  # the seed named, whatever the verdict it left
+    elif verdict == Verdict.DERIVED and inputs.shared_initialisation is not None:
+        notes.append(f"{inputs.shared_initialisation} ({inputs.regenerated_init})" if inputs.regenerated_init
+                     else inputs.shared_initialisation)
     if verdict in ACCUSING:
         for clause in inputs.accusing_clauses:
             summary = f"{summary}; {clause}"
@@ -156,6 +166,8 @@ def _decide_layers(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, f
     matched = [r for r in rows if r.reference_layer is not None]
     if inputs.exact_all and not inputs.emptied:
         return Verdict.IDENTICAL, 1.0, False, "every tensor is bit-identical (as float32) to a reference tensor, whatever its name"
+    if inputs.beyond_init is not None:
+        strongest = inputs.beyond_init  # a shared random init is no shared training: what remains beyond it decides
     if strongest > ACCUSATION_LOG10P:
         abstained = strongest < LAYER_MATCH_LOG10P
         if abstained:
@@ -169,6 +181,10 @@ def _decide_layers(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, f
             return (verdict, CONFIDENCE_NOTHING_COMPARED, False,
                     f"the architecture {how} the reference; the weights were not compared (no tensor of matching shape)")
         confidence = confidence_for_no_relation(strongest)
+        if inputs.beyond_init is not None:
+            return (Verdict.SAME_ARCHITECTURE, confidence, abstained,
+                    "the architecture matches the reference and both models start from one standard initialisation; "
+                    "beyond it no weight signal reaches the accusation bar")
         if inputs.match_kind != "different":
             return (Verdict.SAME_ARCHITECTURE, confidence, abstained,
                     "the architecture matches the reference but no weight signal reaches the accusation bar")
@@ -183,7 +199,7 @@ def _decide_layers(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, f
     if layers_pass and len(matched) >= ASSEMBLED_MIN_LAYERS and len(strong_layers) >= 1:
         repeated = len(set(refs)) < len(refs)
         if repeated or not _monotone(refs):
-            kind = "repeats" if repeated else "reorders"
+            kind = "repeat" if repeated else "reorder"
             return (Verdict.ASSEMBLED, confidence_for_accusation(inputs.layer_strongest, len(matched) / n), False,
                     f"the candidate's layers {kind} reference layers (layer map: {map_text(rows)})")
         if len(strong_layers) >= ASSEMBLED_MIN_LAYERS and null_layers:

@@ -52,7 +52,9 @@ def vocabulary_meta(vocabulary: Vocabulary | None, anchors: list[tuple[str, int]
     return {"kind": vocabulary.kind, "size": len(vocabulary.tokens), "vocab_sha256": vocabulary.vocab_hash(),
             "merges_sha256": vocabulary.merges_hash, "special_tokens": vocabulary.special_tokens[:64],
             "source": vocabulary.source, "minhash": minhash(vocabulary.tokens),
-            "anchor_tokens": [token for token, _ in anchors]}
+            "anchor_tokens": [token for token, _ in anchors],
+            # their ids: a regenerated initialisation's rows at these ids are what the anchor rows started from
+            "anchor_ids": [int(i) for _, i in anchors]}
 
 
 def minhash(tokens: list[str], count: int = 128) -> list[int]:

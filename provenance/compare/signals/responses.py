@@ -49,6 +49,7 @@ class AnchorResponses(Signal):
         worst = max(t.rel_error for t in found.tests)
         units = sum(t.clusters.size for t in found.tests)
         in_place = float(np.mean([t.in_place for t in found.tests]))
+        in_order = float(np.mean([t.in_order for t in found.tests]))
         evidence = Evidence(
             VIA, similarity, found.pooled_log10p,
             f"{len(found.tests)} layers in their own places, {units} MLP units each paired with the reference unit "
@@ -56,5 +57,5 @@ class AnchorResponses(Signal):
             f"test: {format_p(found.pooled_log10p)}; {in_place:.0%} of the units paired with the unit of their "
             f"own index; matched responses differ by {worst:.2g} (relative, float16 values), which a rotated "
             "residual basis or permuted units or heads do not change")
-        placed = ResponsePlacement([evidence], in_place)
+        placed = ResponsePlacement([evidence], in_place, in_order)
         return SignalResult((evidence,), tuple(placements), measured=placed, accusing_summary=placed.summary())
