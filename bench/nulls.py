@@ -3,7 +3,7 @@
 Usage (from the checkout root):
 
     python bench/nulls.py --pairs 200 --out DIR [--seed S] [--models N] [--workers W] [--quick]
-                          [--no-ablation] [--keep-models]
+                          [--no-ablation] [--keep-models] [--kind trained] [--heavy-tails]
 
 Builds a pool of N independent models (`bench/nulls/models.py`: power-law
 spectra in model-specific bases, massive residual dimensions, non-uniform
@@ -30,6 +30,10 @@ power-law spectrum and the massive dimensions: unit-matching tails,
 participation ratio of the unit signatures, verdicts), and the verdict counts
 with the exact (Clopper-Pearson) one-sided 95% upper bound on the accusation
 rate. --quick: 12 models, at most 20 pairs, no ablation (a smoke run, under a minute).
+--kind trained: the same pool with the generator's trained draw kind (q/k, v/o and
+up/down aligned through the space each pair shares, as the trained nulls of
+`bench/trained_nulls.py` show); --heavy-tails: heavy-tailed entries on the
+massive dimensions' axes. The default draws are unchanged by both options.
 """
 
 from __future__ import annotations
@@ -328,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-ablation", action="store_true", help="skip the structure ablation (24 more models)")
+    parser.add_argument("--kind", choices=("default", "trained"), default="default",
+                        help="trained: every model also aligned as trained models are (models.TRAINED_KIND)")
+    parser.add_argument("--heavy-tails", action="store_true",
+                        help="heavy-tailed entries on the massive dimensions' reading columns and writing rows")
     parser.add_argument("--keep-models", action="store_true",
                         help="keep the generated checkpoints (about 6 GB for 150 models) to skip generating them next time")
     args = parser.parse_args(argv)
@@ -343,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
 
     real = load_real_stats(out)
     specs = M.pool_specs(models, args.seed, set(real))
+    if args.kind == "trained" or args.heavy_tails:
+        specs = [replace(s, **(M.TRAINED_KIND if args.kind == "trained" else {}), heavy_tails=args.heavy_tails)
+                 for s in specs]
     log(f"pool: {len(specs)} models in {len(set(s.group for s in specs))} groups; real statistics: {', '.join(real) or 'none'}")
     directories = build_pool(specs, out / f"seed{args.seed}", real, args.workers, log)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:

@@ -131,3 +131,39 @@ def test_a_damaged_fingerprint_in_the_database_is_one_error_naming_the_entry(tmp
         registry._db.execute("UPDATE refs SET fingerprint = ? WHERE name = 'm'", (b"\x08" + b"\x00" * 7 + b"{bad}   ",))
         with pytest.raises(CorruptFileError, match=r"refs\.sqlite#m"):
             registry.fingerprint("m")
+
+
+def test_arrays_are_read_from_files_when_looked_up(tmp_path):
+    """The build spills its arrays to a spool file and a loaded fingerprint reads its file: both are lazy
+    mappings whose values, saved bytes, database blob and pickled form are those of the arrays themselves."""
+    import os
+    import pickle
+
+    from provenance.fingerprint.arrays_file import ArrayFile
+
+    spec = MoeSpec(layers=2, experts=8, hidden=32, expert_dim=16, vocab=64, shards=1, seed=3)
+    path = write_moe(tmp_path / "moe", spec)
+    with Checkpoint.open(path) as checkpoint:
+        built = build_fingerprint(checkpoint)
+    assert isinstance(built.arrays, ArrayFile) and list(built.arrays) == sorted(built.arrays)
+    saved = built.save(tmp_path / "moe.fp")
+    plain = Fingerprint(meta=built.meta, arrays=dict(built.arrays.items()))
+    assert saved.read_bytes() == plain.file_bytes() == built.file_bytes()
+    loaded = load_fingerprint(saved)
+    assert isinstance(loaded.arrays, ArrayFile) and set(loaded.arrays) == set(plain.arrays)
+    assert loaded.nbytes() == plain.nbytes()
+    stacked = [n for n in loaded.arrays if n.startswith("sketch/layers.1.")]
+    assert stacked and all(np.array_equal(loaded.arrays[n], plain.arrays[n]) for n in stacked)
+    first = loaded.arrays[stacked[0]]
+    first[...] = 7  # each lookup is a fresh, writable array: the file and later lookups are untouched
+    assert np.array_equal(loaded.arrays[stacked[0]], plain.arrays[stacked[0]])
+    assert loaded.save(tmp_path / "again.fp").read_bytes() == saved.read_bytes()
+    os.replace(tmp_path / "again.fp", saved)  # the file replaced (a cache entry rewritten): still readable
+    assert all(np.array_equal(loaded.arrays[k], v) for k, v in plain.arrays.items())
+    copied = pickle.loads(pickle.dumps(loaded))  # a process pool's result: the values travel
+    assert isinstance(copied.arrays, dict) and set(copied.arrays) == set(plain.arrays)
+    with Registry(tmp_path / "refs.sqlite") as registry:
+        registry.add("m", loaded)
+        assert registry.fingerprint_blob("m") == saved.read_bytes()
+        back = registry.fingerprint("m")  # read from a temporary file removed once loaded
+        assert all(np.array_equal(back.arrays[k], v) for k, v in plain.arrays.items())

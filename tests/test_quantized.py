@@ -252,3 +252,50 @@ def test_fbgemm_channels_hide_the_activation_scale_and_empty_weights_read_empty(
                                                                    ("empty.weight", "FP8_E4M3_CHANNEL")}
     assert torch.equal(source.read_tensor("fc.weight"), codes.float() * scale)
     assert source.read_tensor("empty.weight").shape == (0, 24)
+
+
+def _step(values: torch.Tensor, storage: str) -> torch.Tensor:
+    """One quantization step at each value: E4M3's (3 mantissa bits) for FP8; a group of 16 inputs' range / 15 for
+    int4."""
+    if storage.startswith("FP8"):
+        return torch.pow(2.0, torch.floor(torch.log2(values.abs().clamp_min(1e-30))) - 3)
+    groups = values.reshape(values.shape[0], -1, 16)
+    return ((groups.amax(-1, keepdim=True) - groups.amin(-1, keepdim=True)) / 15).expand(groups.shape).reshape(values.shape)
+
+
+@pytest.mark.parametrize("storage", ["FP8_E4M3_BLOCK", "GPTQ_INT4"])
+def test_a_sub_step_fine_tune_of_a_quantized_reference_is_derived_and_a_dequantized_copy_identical(tmp_path, storage):
+    """The storage rule against a quantized reference (`thresholds.identity_tolerance`): a bf16 copy of its
+    dequantized values is `identical`; a fine-tune by 0.2 of a step, nonzero everywhere, is `derived`, stored bf16
+    or quantized again with the reference's scheme (whose own step had excused it)."""
+    from bench.zoo.integer_quantized import gptq_config, gptq_module, quantized_state
+
+    bf16 = {k: v.to(torch.bfloat16) for k, v in tiny_llama_state(3).items()}
+    if storage == "GPTQ_INT4":
+        def quantize(state):
+            return quantized_state(state, gptq_module, bits=4, group_size=16)
+        config = gptq_config(bits=4, group_size=16)
+    else:
+        def quantize(state):
+            return fp8_state(state, block=BLOCK)
+        config = fp8_config(BLOCK)
+    reference = _save(tmp_path / "reference", quantize(bf16), config)
+    with Checkpoint.open(reference) as checkpoint:
+        source = checkpoint.files.source
+        dtypes = {info.name: info.dtype for info in source.tensor_infos()}
+        values = {name: source.read_tensor(name) for name in dtypes}
+    generator = torch.Generator().manual_seed(5)
+    tuned = {}
+    for name, value in values.items():
+        if dtypes[name] == storage:
+            sign = torch.randint(0, 2, value.shape, generator=generator).float() * 2 - 1
+            value = value + 0.2 * sign * _step(value, storage)
+        tuned[name] = value.to(torch.bfloat16)
+    copies = {"copy": _save(tmp_path / "copy", {k: v.to(torch.bfloat16) for k, v in values.items()}),
+              "tuned": _save(tmp_path / "tuned", tuned),
+              "tuned-requantized": _save(tmp_path / "tuned-requantized", quantize(tuned), config)}
+    reference_fp = fingerprint_for(reference, cache=False)
+    verdicts = {name: compare_fingerprints(fingerprint_for(path, cache=False), reference_fp).verdict
+                for name, path in copies.items()}
+    assert verdicts == {"copy": "identical", "tuned": "derived", "tuned-requantized": "derived"}
+    assert compare_fingerprints(reference_fp, reference_fp).verdict == "identical"

@@ -284,7 +284,11 @@ def test_recorded_parts_are_what_the_fingerprint_holds(server, local, tmp_path):
     assert remote.parts == ROW_READ_PARTS and remote.meta["variant"] == "remote"
     assert gpt2_local.parts == WHOLE_TENSOR_PARTS - {Part.ANCHORS, Part.ANCHOR_RESPONSES}  # no anchors to probe with
     assert gpt2_remote.parts == ROW_READ_PARTS - {Part.ANCHORS}
-    assert gpt2_remote.meta["remote"]["notes"]  # the transposed matrices read whole are noted
+    # the transposed tensors read whole are noted, counted as stored tensors (c_attn holds q, k and v: one)
+    transposed = [n for n in gpt2_local.meta["stored_tensors"] if n.endswith(("c_attn.weight", "c_proj.weight",
+                                                                               "c_fc.weight"))]
+    assert gpt2_remote.meta["remote"]["notes"] == [
+        f"{len(transposed)} transposed tensors were read whole (their rows are stored as columns)"]
 
 
 @pytest.fixture

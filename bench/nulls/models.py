@@ -69,9 +69,27 @@ class ModelSpec:
     alpha: float | None = None  # power-law exponent of singular values (None: a real model's spectra)
     real: str | None = None  # "smollm2" or "minilm": spectra and norm weights from that model
     massive: int = 3  # number of massive residual dimensions
+    # The "trained" draw kind (off by default; the default draws are unchanged): how far the inner bases of the
+    # pairs training couples are turned onto each other (0: independent, 1: the same), `aligned_qk` for q and k
+    # through a head's dimensions, `aligned_vo` for v and o through a head's, `aligned_ud` for up and down through
+    # the MLP units (`_align_pairs`); `heavy_tails`: the entries of the matrices' privileged residual axes (the
+    # massive dimensions' reading columns and writing rows) heavy-tailed (`_heavy_axes`).
+    aligned_qk: float = 0.0
+    aligned_vo: float = 0.0
+    aligned_ud: float = 0.0
+    heavy_tails: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The spec's fields; the draw-kind fields only when set, so the keys of default draws stay as they were."""
+        found = asdict(self)
+        for key in ("aligned_qk", "aligned_vo", "aligned_ud", "heavy_tails"):
+            if not found[key]:
+                del found[key]
+        return found
+
+    @property
+    def trained_kind(self) -> bool:
+        return bool(self.aligned_qk or self.aligned_vo or self.aligned_ud or self.heavy_tails)
 
 
 # Groups of the default pool: (group, family, hidden, intermediate, heads, kv heads, vocab, real source).
@@ -369,7 +387,109 @@ def _generate_state(spec: ModelSpec, real: dict | None) -> tuple[dict[str, torch
         else:
             values = make.matrix(shape[0], shape[1], layer, role, READS[role])
         state[name] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    if spec.trained_kind:  # after every default draw, from the same generator: the default tensors stay as drawn
+        _trained_structure(spec, make, state)
     return state, config.to_dict()
+
+
+# --- the "trained" draw kind: what independent trainings on real text show (bench/trained_nulls.py) -----------
+
+def _align(target: np.ndarray, current: np.ndarray, strength: float) -> np.ndarray:
+    """Orthonormal columns turned from `current` toward `target` (same shape), column by column in order
+    (the largest singular direction first): strength 0 keeps `current`, 1 gives `target`."""
+    mixed = strength * target + np.sqrt(max(1.0 - strength ** 2, 0.0)) * current
+    q, r = np.linalg.qr(mixed)
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def _with_inner(w: np.ndarray, inner: np.ndarray, side: str) -> np.ndarray:
+    """w with its singular vectors on one side replaced (`side` "left": rows space, "right": columns space);
+    the singular values and the other side's vectors are kept."""
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    return (inner * s[None, :]) @ vt if side == "left" else (u * s[None, :]) @ inner.T
+
+
+def _align_pairs(spec: ModelSpec, layer: dict[str, np.ndarray]) -> None:
+    """q/k and v/o through each head's dimensions, up/down through the units, matrices as (out, in).
+
+    Training couples the two matrices of each product the forward pass computes: the attention score
+    x^T q_h^T k_g y, the head's output o_h v_g x, the MLP's down (act(gate x) * up x). A trained pair's
+    large singular directions in the space they share (head dimensions, units) coincide; generated
+    matrices draw that space's basis independently. Each head's q (and o) takes the basis of its KV
+    group's k (and v), turned by the spec's strength; down takes up's unit basis. Singular values and the
+    residual side are kept, so spectra, massive dimensions and the shared residual subspace stay."""
+    heads, kv = spec.heads, spec.kv_heads
+    d = layer["q"].shape[0] // heads
+    group = heads // kv
+    for h in range(heads):
+        g = h // group
+        rows, kv_rows = slice(h * d, (h + 1) * d), slice(g * d, (g + 1) * d)
+        if spec.aligned_qk:
+            k_left = np.linalg.svd(layer["k"][kv_rows], full_matrices=False)[0]
+            q_left = np.linalg.svd(layer["q"][rows], full_matrices=False)[0]
+            layer["q"][rows] = _with_inner(layer["q"][rows], _align(k_left, q_left, spec.aligned_qk), "left")
+        if spec.aligned_vo:
+            v_left = np.linalg.svd(layer["v"][kv_rows], full_matrices=False)[0]
+            o_right = np.linalg.svd(layer["o"][:, rows], full_matrices=False)[2].T
+            layer["o"][:, rows] = _with_inner(layer["o"][:, rows], _align(v_left, o_right, spec.aligned_vo), "right")
+    if spec.aligned_ud:
+        up_left = np.linalg.svd(layer["up"], full_matrices=False)[0]  # (units, rank)
+        down_right = np.linalg.svd(layer["down"], full_matrices=False)[2].T  # (units, rank)
+        layer["down"] = _with_inner(layer["down"], _align(up_left, down_right, spec.aligned_ud), "right")
+
+
+# The trained draw kind at the strengths that give generated models of the trained nulls' shapes (LLaMA, hidden
+# 256, 4 layers) the q/k, v/o and up/down alignment measured on the independent trainings of
+# `bench/trained_nulls.py` (median of its LLaMA models: 3.9, 5.5, 3.0; these strengths give about 4.0, 5.5, 3.2;
+# its structure table prints both). `bench/nulls.py --kind trained` uses them.
+TRAINED_KIND = {"aligned_qk": 0.5, "aligned_vo": 0.6, "aligned_ud": 0.14}
+HEAVY_DF = 3.0  # Student-t degrees of freedom of the entries on privileged axes
+
+
+def _heavy_axes(rng: np.random.Generator, massive: np.ndarray, layer: dict[str, np.ndarray]) -> None:
+    """The entries of reading matrices' columns and writing matrices' rows at the massive dimensions multiplied by
+    |t_3| factors normalised to mean square 1 (each column or row keeps its expected norm, its entries get heavy
+    tails: the outlier weights trained LLMs concentrate on the axes of their massive activations)."""
+    for role, values in layer.items():
+        reads = READS.get(f"attn.{role}", READS.get(f"mlp.{role}"))
+        if reads is None:
+            continue
+        axis = values[:, massive] if reads else values[massive, :]
+        factors = np.abs(rng.standard_t(HEAVY_DF, size=axis.shape))
+        factors /= np.sqrt(np.mean(factors ** 2))
+        if reads:
+            values[:, massive] = axis * factors
+        else:
+            values[massive, :] = axis * factors
+
+
+def _trained_structure(spec: ModelSpec, make: "_Generator", state: dict[str, torch.Tensor]) -> None:
+    """Apply the trained draw kind to every layer of `state` (in place)."""
+    for layer_index in range(spec.layers):
+        keys = {}
+        for name in state:
+            role, layer = _role(spec.family, name)
+            if layer == layer_index and role.startswith(("attn.", "mlp.")) and name.endswith("weight"):
+                keys[role] = name
+        layer: dict[str, np.ndarray] = {}
+        if "attn.qkv" in keys:  # GPT-2: Conv1D (in, 3 * hidden), q | k | v along the output
+            qkv = state[keys["attn.qkv"]].double().numpy().T
+            h = spec.hidden
+            layer.update(q=qkv[:h].copy(), k=qkv[h:2 * h].copy(), v=qkv[2 * h:].copy())
+        for role, name in keys.items():
+            if role != "attn.qkv":
+                values = state[name].double().numpy()
+                layer[role.split(".")[1]] = (values.T if spec.family == "gpt2" else values).copy()
+        _align_pairs(spec, layer)
+        if spec.heavy_tails:
+            _heavy_axes(make.rng, make.massive, layer)
+        for role, name in keys.items():
+            if role == "attn.qkv":
+                values = np.concatenate([layer["q"], layer["k"], layer["v"]]).T
+            else:
+                values = layer[role.split(".")[1]]
+                values = values.T if spec.family == "gpt2" else values
+            state[name] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
 def write_model(directory: Path, spec: ModelSpec, real: dict | None = None) -> Path:

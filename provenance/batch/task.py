@@ -26,6 +26,9 @@ from ..remote.locate import locate
 
 # Fingerprints of database references kept in memory per worker process; past this they are read per candidate.
 REFERENCE_CACHE_BYTES = 1 << 30
+# ... and at most this many: each keeps its file open (its arrays are read from it when looked up), and a
+# process has about 1024 file descriptors by default.
+REFERENCE_CACHE_COUNT = 256
 DEFAULT_MAX_TASKS_PER_WORKER = 32
 WORKER_DIED = "worker process died while auditing this candidate (killed, or out of memory)"
 TIMEOUT_GRACE = 30.0  # seconds past --timeout before a pool worker stuck in native code is ended
@@ -169,7 +172,7 @@ class CachedRegistry:
         fingerprint = self._registry.fingerprint(name)
         self.loads += 1
         size = fingerprint.nbytes()
-        if self._cached_bytes + size <= self._budget:
+        if self._cached_bytes + size <= self._budget and len(self._fingerprints) < REFERENCE_CACHE_COUNT:
             self._fingerprints[name] = fingerprint
             self._cached_bytes += size
         return fingerprint

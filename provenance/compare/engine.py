@@ -107,7 +107,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     pair = Pair(cand, ref, shared, view, units)
     rows, results = run_signals(pair, notes)
 
-    hold_to_storage(cand, rows)
+    hold_to_storage(cand, ref, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
         explain_by_sampled_units(cand, ref, rows)

@@ -45,7 +45,7 @@ from ..fingerprint import Fingerprint, Part, array_name
 from .results import Evidence, LayerMatch
 from .signals.units import unit_matching
 from .stats import LOG10P_FLOOR, bonferroni_log10p, clustered_log10p, correlation_matrix, format_p
-from .thresholds import LAYER_MATCH_LOG10P, storage_tolerance
+from .thresholds import LAYER_MATCH_LOG10P, identity_tolerance
 from .views import SampleView
 
 EXPERT_ROLES = (Role.MLP_GATE, Role.MLP_UP, Role.MLP_DOWN)
@@ -308,7 +308,8 @@ def compare_experts(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
         i, j = row.candidate_layer, row.reference_layer
         if j is None or (i not in ce.by_layer and j not in re.by_layer):
             continue
-        tolerance = storage_tolerance(cand.tensors.get(key_name(Role.MLP_UP, i, 0), {}).get("dtype"))
+        tolerance = identity_tolerance(cand.tensors.get(key_name(Role.MLP_UP, i, 0), {}).get("dtype"),
+                                       ref.tensors.get(key_name(Role.MLP_UP, j, 0), {}).get("dtype"))
         if i in ce.by_layer and j in re.by_layer:
             match = match_experts(cand, ref, i, j, ce, re, view)
             if match is None:

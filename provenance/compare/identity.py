@@ -19,7 +19,7 @@ from .results import Evidence, LayerMatch
 from .signals.base import SignalResult
 from .signals.exact import EXACT_MIN_NUMEL, ExactTensors
 from .signals.units import unit_matching
-from .thresholds import storage_tolerance
+from .thresholds import identity_tolerance
 from .transforms import head_matching_error, norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors
 from .views import SAMPLED_UNITS
 
@@ -66,11 +66,13 @@ def candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
     return record.dtype if record else None
 
 
-def hold_to_storage(cand: Fingerprint, rows: list[LayerMatch]) -> None:
-    """The bar each compared role is held to, where no check set one: the rounding of the candidate's stored dtype."""
+def hold_to_storage(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> None:
+    """The bar each compared role is held to, where no check set one: the rounding of the candidate's stored dtype
+    (`thresholds.identity_tolerance`: float32's when both sides store the role on one quantization grid)."""
     for row in rows:
         for role in row.rel_errors:
-            row.tolerances.setdefault(role, storage_tolerance(candidate_dtype(cand, row.candidate_layer, role)))
+            theirs = None if row.reference_layer is None else candidate_dtype(ref, row.reference_layer, role)
+            row.tolerances.setdefault(role, identity_tolerance(candidate_dtype(cand, row.candidate_layer, role), theirs))
 
 
 def explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> None:
@@ -80,7 +82,8 @@ def explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[Lay
         i, errors = row.candidate_layer, row.rel_errors
         if row.reference_layer is None:
             continue
-        tolerance = max(storage_tolerance(candidate_dtype(cand, i, Role.MLP_UP)), SIGNATURE_PRECISION)
+        tolerance = max(identity_tolerance(candidate_dtype(cand, i, Role.MLP_UP),
+                                           candidate_dtype(ref, row.reference_layer, Role.MLP_UP)), SIGNATURE_PRECISION)
         if any(role.startswith("mlp.") and e >= tolerance for role, e in errors.items()):
             match = SAMPLED_UNITS.match(cand, ref, i, row.reference_layer)
             if match is not None and match.rel_error < tolerance:
@@ -171,7 +174,8 @@ def rotation_identity(cand: Fingerprint, ref: Fingerprint) -> tuple[float, float
     rotation_errors = rotation_identity_errors(cand, ref)
     if rotation_errors is None:
         return None
-    tolerance = max(storage_tolerance(r.dtype) for r in cand.records.values()) if cand.records else 0.0
+    tolerance = max(identity_tolerance(r.dtype, ref.records[k].dtype if k in ref.records else None)
+                    for k, r in cand.records.items()) if cand.records else 0.0
     tolerance = max(tolerance, GRAM_PRECISION)
     worst = max(rotation_errors)
     return worst, tolerance, Evidence(

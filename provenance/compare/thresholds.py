@@ -115,6 +115,40 @@ def storage_tolerance(*dtypes: str | None) -> float:
                default=DEFAULT_STORAGE_TOLERANCE)
 
 
+# Stored formats whose values lie on a grid of their own (codes times scales): plain FP8 casts and the
+# quantized safetensors schemes of `formats/quantized/` (GGUF's types are checked by `audit/quant_source.py`,
+# which re-quantizes a candidate from its reference's files).
+GRID_STORAGE = frozenset(name for name in STORAGE_TOLERANCE
+                         if name.startswith(("F8_", "float8", "FP8_", "MXFP4", "INT", "GPTQ_", "AWQ_", "BNB_")))
+
+
+def identity_tolerance(candidate: str | None, reference: str | None) -> float:
+    """The relative difference that storage explains between a candidate tensor and its reference tensor.
+
+    The rule for `identical` (how-it-decides.md, "Storage rounding"): a
+    difference is excused by the rounding of the *candidate's* storage only,
+    never by the reference's. So a candidate stored finer than a quantized
+    reference (bf16, f16, f32 against FP8 or int4) must equal the reference's
+    dequantized values within bf16's (f16's, f32's) rounding: the reference's
+    values are on its grid already, and a copy of them stores them (nearly)
+    exactly; a fine-tune smaller than one quantization step is a change.
+    A candidate stored in the reference's own grid format (same scheme name:
+    FP8 with block scales against FP8 with block scales, GPTQ int4 against
+    GPTQ int4) is held to float32's rounding, not to the step: re-quantizing
+    the reference's dequantized values with its scheme gives back its codes,
+    so a copy has the reference's values, while a fine-tune of less than a
+    step, quantized again, moves some codes by one step (within the step's
+    rounding, which had made it `identical`). Two quantizations of one float
+    model with different tools or scales then differ (`derived`); each is
+    `identical` to the float model. A candidate stored coarser than, or on a
+    different grid from, its reference keeps its own storage's bar (an int4
+    copy of an FP8 model is `identical` within int4's step).
+    """
+    if candidate is not None and candidate == reference and candidate in GRID_STORAGE:
+        return DEFAULT_STORAGE_TOLERANCE
+    return storage_tolerance(candidate)
+
+
 def confidence_for_accusation(strongest_log10p: float, coverage: float) -> float:
     """How firmly an accusing verdict stands: the margin below the bar times the share of the model it covers.
 

@@ -68,7 +68,7 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     # As saved and loaded (JSON, keys sorted): a fingerprint built now and one read from its file are the
     # same object, so outputs never depend on whether a fingerprint came from the cache.
     meta = as_saved(_meta(collected, file_hashes, mark, reading))
-    arrays = {name: collected.arrays[name] for name in sorted(collected.arrays)}
+    arrays = collected.arrays.finish()  # read from the spool file when looked up, in name order
     return Fingerprint(meta=meta, arrays=arrays)
 
 

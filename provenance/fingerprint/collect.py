@@ -2,7 +2,7 @@
 
 `Collected` holds the prelude (vocabulary, anchor tokens), then fills the
 tensor records, the arrays (each named by its `Part` through
-`store.array_name`), the norm scales later matrices fold in, the stored
+`store.array_name`, written to a spool file as made: `arrays_file.Spool`), the norm scales later matrices fold in, the stored
 tensors' hashes and the set of parts actually made. A reducer (`whole.py`
 for sources that read whole tensors, `row_blocks.py` for sources that read row
 blocks) calls it once per canonical tensor; `build.py` turns it into a
@@ -29,6 +29,7 @@ import torch
 from ..architectures.roles import Role, expert_role_name
 from ..formats.tokenizer import Vocabulary, load_vocabulary
 from ..model import Checkpoint
+from .arrays_file import Spool
 from .generic import GenericSketches
 from .parts import PRECEDING_NORM_OF, anchor_probes, anchor_tokens, norm_scale, unit_signature
 from .sketch import row_sample, row_sample_rows
@@ -50,7 +51,7 @@ class Collected:
     anchors: list[tuple[str, int]]
     gguf_metadata: dict[str, Any] | None  # a GGUF's header keys (it carries its tokenizer and lineage keys)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: Spool = field(default_factory=Spool)  # written to a temporary file as made (`arrays_file.py`)
     norms: dict[tuple[int | None, str], torch.Tensor] = field(default_factory=dict)
     stored_hashes: dict[str, str] = field(default_factory=dict)
     unusual: dict[str, int] = field(default_factory=dict)  # record key -> count of NaN/Inf values
@@ -70,9 +71,8 @@ class Collected:
         return collected
 
     def put(self, part: Part, values: np.ndarray, *key: object) -> None:
-        # kept as an array of its own: a view of a torch tensor (`.numpy()`) would keep the tensor's storage and
-        # objects alive with it, 40% over the values' bytes for the few-KiB arrays of an expert
-        self.arrays[array_name(part, *key)] = values if values.flags.owndata else values.copy()
+        # spilled to the spool file at once: the build holds no array beyond the tensor it is reading
+        self.arrays[array_name(part, *key)] = values
         self.made.add(part)
 
     def record_key(self, assignment) -> str:

@@ -31,7 +31,7 @@ tensor is read twice; taking 2,048 values from it costs one gather.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, MutableMapping
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ def role_map_is_complete(checkpoint: Checkpoint) -> bool:
 class GenericSketches:
     """Collects `generic/<name>` samples into a fingerprint's arrays as the builder reads stored tensors."""
 
-    def __init__(self, checkpoint: Checkpoint, arrays: dict[str, np.ndarray]):
+    def __init__(self, checkpoint: Checkpoint, arrays: MutableMapping[str, np.ndarray]):
         self.arrays = arrays
         self.order = {info.name: index for index, info in enumerate(checkpoint.infos)}
         self.dtypes = {info.name: info.dtype for info in checkpoint.infos}

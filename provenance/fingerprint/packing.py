@@ -319,9 +319,12 @@ def unpack_tables(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[s
 def stack_layout(arrays: dict[str, np.ndarray]) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
     """The stacks `stack_arrays` makes, without making them: `stack/<i>` -> its rows (arrays of one kind, dtype
     and shape, in order), and every other array (those alone of their kind, and the stacks' name tables)."""
+    deferred = getattr(arrays, "deferred_items", None)  # an ArrayFile: rows read as the writer streams them
+    if deferred is not None:
+        arrays = dict(deferred())
     groups: dict[tuple, list[str]] = {}
     for name, array in arrays.items():
-        groups.setdefault((name.partition("/")[0], array.dtype.str, array.shape), []).append(name)
+        groups.setdefault((name.partition("/")[0], array.dtype.str, tuple(array.shape)), []).append(name)
     stacks: dict[str, list[np.ndarray]] = {}
     others: dict[str, np.ndarray] = {}
     for names in groups.values():
@@ -337,7 +340,7 @@ def stack_layout(arrays: dict[str, np.ndarray]) -> tuple[dict[str, list[np.ndarr
 def stack_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays of one kind, dtype and shape stacked into `stack/<i>` (names in a string table); others as they are."""
     stacks, others = stack_layout(arrays)
-    return {**{name: np.stack(rows) for name, rows in stacks.items()}, **others}
+    return {**{name: np.stack(rows) for name, rows in stacks.items()}, **{n: np.asarray(a) for n, a in others.items()}}
 
 
 def stack_names(names: Iterable[str]) -> list[str]:

@@ -11,7 +11,10 @@ What is read, per canonical tensor:
   signatures, exactly as a whole-tensor reading makes them from whole
   matrices. Fused tensors are read by the stored rows each canonical row
   comes from (`stored_rows`); transposed ones (GPT-2 Conv1D), whose
-  canonical rows are stored columns, are read whole, which is noted;
+  canonical rows are stored columns, are read whole, which is noted (a
+  count of stored tensors), unless the source stores their canonical rows
+  as rows (`reads_transposed_rows`: gpt-oss's stacked MXFP4 experts, whose
+  blocks are [experts, out, in/32, 16]), which are then read by range too;
 - larger tensors: a record only.
 Nothing else: no hash, statistics or sketch of a matrix, no unit signature of
 a whole matrix, no Gram matrix. The reads go to the source in two batches
@@ -56,10 +59,27 @@ def stored_rows(info: TensorInfo, assignment, heads: HeadLayout) -> np.ndarray |
     return mapped.reshape(-1).numpy()
 
 
+def transposed_stored_rows(info: TensorInfo, assignment, heads: HeadLayout) -> np.ndarray | None:
+    """For a transposed tensor, each canonical row's row in the stored tensor with its last two dimensions
+    swapped, viewed as (-1, second-to-last dim) (`TensorSource.read_many_transposed`); None if not transposed."""
+    transform = assignment.transform
+    if not transform.transposed or len(info.shape) < 2:
+        return None
+    *lead, _, outer = info.shape
+    ids = torch.arange(math.prod(lead) * outer, dtype=torch.int64).reshape(*lead, 1, outer)
+    mapped = apply_transform(ids, replace(transform, norm_offset=0.0), heads, info.file)
+    if mapped.dim() != 2 or mapped.shape[0] != assignment.shape[0]:
+        return None
+    return mapped.reshape(-1).numpy()
+
+
 def plan_rows(collected: Collected, matrices: list, infos: dict[str, TensorInfo],
-              heads: HeadLayout) -> tuple[RowPlans, list, int]:
-    """Which stored rows to fetch per matrix, the matrices to read whole instead, and the tensor bytes planned."""
+              heads: HeadLayout) -> tuple[RowPlans, RowPlans, list, int]:
+    """Which stored rows to fetch per matrix, which rows of transposed tensors the source reads by range
+    (`TensorSource.reads_transposed_rows`), the matrices to read whole instead, and the tensor bytes planned."""
+    source = collected.checkpoint.files.source
     plans: RowPlans = {}
+    transposed: RowPlans = {}
     whole: list = []
     read_whole: set[str] = set()
     planned = 0
@@ -67,14 +87,20 @@ def plan_rows(collected: Collected, matrices: list, infos: dict[str, TensorInfo]
         info = infos[assignment.source]
         wanted = collected.rows_wanted(assignment.key, tuple(assignment.shape))
         mapping = stored_rows(info, assignment, heads)
-        if mapping is None:
+        swapped = (transposed_stored_rows(info, assignment, heads)
+                   if mapping is None and source.reads_transposed_rows(info.name) else None)
+        if swapped is not None:
+            transposed[id(assignment)] = (wanted, swapped)
+            rows = math.prod(info.shape[:-2]) * info.shape[-1]
+            planned += len(wanted) * info.nbytes // max(rows, 1)
+        elif mapping is None:
             planned += 0 if info.name in read_whole else info.nbytes  # read once, however many matrices it holds
             read_whole.add(info.name)
             whole.append(assignment)
         else:
             plans[id(assignment)] = (wanted, mapping)
             planned += len(wanted) * info.nbytes // max(math.prod(info.shape[:-1]), 1)
-    return plans, whole, planned
+    return plans, transposed, whole, planned
 
 
 def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] | None) -> dict[str, Any]:
@@ -88,7 +114,7 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
     vectors = [a for a in assignments if len(a.shape) <= 1]
     matrices = [a for a in assignments if len(a.shape) == 2]
     others = [a for a in assignments if len(a.shape) > 2]
-    plans, whole, planned = plan_rows(collected, matrices, infos, heads)
+    plans, transposed, whole, planned = plan_rows(collected, matrices, infos, heads)
     planned += sum(infos[name].nbytes for name in {a.source for a in vectors})
     done = 0
 
@@ -131,6 +157,13 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
     for index, rows in source.read_many(reads):
         assignment = planned_matrices[index]
         add_matrix(assignment, plans[id(assignment)][0], rows.to(torch.float32))
+    # transposed tensors whose canonical rows the source stores as rows (gpt-oss's stacked MXFP4 experts): the
+    # same rows by range, in one more grouped read
+    swapped = [a for a in matrices if id(a) in transposed]
+    reads = [(a.source, transposed[id(a)][1][transposed[id(a)][0]]) for a in swapped]
+    for index, rows in (source.read_many_transposed(reads) if reads else ()):
+        assignment = swapped[index]
+        add_matrix(assignment, transposed[id(assignment)][0], rows.to(torch.float32))
     # each stored tensor read whole once for every canonical matrix it holds (a stacked experts tensor holds one
     # per expert), one stored tensor in memory at a time
     by_source: dict[str, list] = {}
@@ -148,5 +181,6 @@ def read_row_blocks(collected: Collected, on_tensor: Callable[[int, int], None] 
         collected.record(collected.record_key(assignment), assignment, assignment.shape,
                          infos[assignment.source].dtype, None)
         tick()
-    notes = [f"{len(whole)} transposed tensors were read whole (their rows are stored as columns)"] if whole else []
+    # counted as stored tensors (a stacked experts tensor is one, however many matrices it holds)
+    notes = [f"{len(by_source)} transposed tensors were read whole (their rows are stored as columns)"] if whole else []
     return {"tensor_bytes_planned": planned, "notes": notes}

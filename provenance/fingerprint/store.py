@@ -40,8 +40,10 @@ included), and the per-tensor bytes are bounded by the 2 GiB file cap
 safetensors keeps the file free of code (no pickle) and lets us reuse the
 validated header reader. A schema-4 file is written by `writer.py`, array by
 array and each stack row by row, so saving never holds a stacked second copy
-of the arrays (`file_bytes` gives the same bytes for the reference
-database). Writes are atomic: a temporary file (`.NAME.*.tmp`,
+of the arrays (`write_file` gives the same bytes for the reference
+database). A loaded fingerprint's arrays are not read with the file: each is
+read from it when looked up (`arrays_file.ArrayFile`; a stack's row at its
+offset), and only the record tables are decoded at once. Writes are atomic: a temporary file (`.NAME.*.tmp`,
 which nothing takes for a fingerprint) is written, flushed to disk and renamed
 over the target, so a killed run leaves the old file or the new one.
 
@@ -61,15 +63,16 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
-from safetensors.numpy import load_file, save, save_file
+from safetensors.numpy import save, save_file
 
 from ..architectures.descriptor import Architecture
 from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
-from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack
+from .arrays_file import NUMPY_OF, ArrayFile, unstacked
+from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack_tables
 from .records import (StoredRecord, TensorRecord, VocabularyRecord, architecture_of, stored_records, tensor_records,
                       vocabulary_of)
 from .writer import write_safetensors
@@ -125,8 +128,15 @@ def array_name(part: Part, *key: object) -> str:
 
 @dataclass(frozen=True)
 class Fingerprint:
+    """A fingerprint: its metadata, and its arrays by name.
+
+    `arrays` is any mapping of name -> array: a dict, or (built, or loaded
+    from a file) an `arrays_file.ArrayFile` that reads each array from its
+    file when looked up, so only the arrays in use are in memory.
+    """
+
     meta: dict[str, Any]
-    arrays: dict[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray]
 
     @property
     def architecture(self) -> dict[str, Any]:
@@ -186,7 +196,8 @@ class Fingerprint:
         return self.arrays.get(array_name(part, *key))
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
+        total = getattr(self.arrays, "total_bytes", None)  # an ArrayFile: from its shapes, nothing read
+        return total() if total is not None else sum(a.nbytes for a in self.arrays.values())
 
     def file_contents(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """The arrays and the safetensors metadata of this fingerprint's file.
@@ -213,13 +224,26 @@ class Fingerprint:
         return path
 
     def file_bytes(self) -> bytes:
-        """The bytes `save` writes (what the reference database stores), made without stacking a copy."""
+        """The bytes `save` writes, made without stacking a copy (but whole in memory: `write_file` streams)."""
         if schema_version(self.meta) < PACKED_VERSION:
             arrays, metadata = self.file_contents()
             return save(arrays, metadata=metadata)
         buffer = io.BytesIO()
         self._write_packed(buffer)
         return buffer.getvalue()  # the buffer's own bytes, not a copy, when nothing else holds them
+
+    def write_file(self, handle) -> int:
+        """Write the bytes `save` writes to an open binary file, array by array; the number of bytes written.
+
+        What the reference database stores: the blob is copied from this file in pieces, so a fingerprint
+        whose arrays are read from a file (`arrays_file.ArrayFile`) is never whole in memory.
+        """
+        start = handle.tell()
+        if schema_version(self.meta) < PACKED_VERSION:
+            handle.write(self.file_bytes())
+        else:
+            self._write_packed(handle)
+        return handle.tell() - start
 
     def _write_packed(self, handle) -> None:
         meta, stacks, arrays = pack_layout(self.meta, self.arrays)
@@ -318,10 +342,10 @@ def fingerprint_file_at(path: Path) -> Path | None:
 
 
 def load_fingerprint(path: str | Path) -> Fingerprint:
+    """The fingerprint in the file at `path`, checked; its arrays are read from the file when looked up."""
     # lazy: the checkpoint reader's module imports torch; fingerprint files are read and written with numpy only
-    from ..formats.safetensors_format import read_safetensors_header
-
-
+    from ..formats.byte_reader import LocalFile
+    from ..formats.safetensors_format import read_layout
 
     path = Path(path)
     try:
@@ -330,7 +354,7 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
         raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
     if size > MAX_FINGERPRINT_BYTES:
         raise CorruptFileError(path, f"fingerprint file is {size} bytes, over the {MAX_FINGERPRINT_BYTES}-byte limit")
-    infos, metadata = read_safetensors_header(path)
+    infos, metadata, offsets, data_start = read_layout(LocalFile(path))
     raw = metadata.get("provenance")
     if raw is None:
         raise CorruptFileError(path, "not a provenance fingerprint (no 'provenance' metadata)")
@@ -354,20 +378,26 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
     if fingerprint_kind(metadata, [info.name for info in infos]) == "mixed":
         raise CorruptFileError(path, MIXED_FILE)
     header = {info.name: (info.dtype, info.shape) for info in infos}
-    arrays: dict[str, np.ndarray] = {}
+    arrays: Mapping[str, np.ndarray]
     if version >= PACKED_VERSION:  # the records are arrays: read them, then check what they hold
         problem = _header_problem(header)
         if problem is not None:
             raise CorruptFileError(path, f"fingerprint {problem}")
-        arrays = _read_arrays(path)
+        stored = _array_file(path, infos, offsets, data_start)
         try:
-            meta, arrays = unpack(meta, arrays)
+            tables = {name: stored[name] for name in stored if name.startswith(TABLE_PREFIX)
+                      or name.startswith(STACK_PREFIX) and name.count("/") > 1}
+            meta = unpack_tables(meta, tables)
+            arrays = unstacked(stored, tables)
         except PackingError as exc:
             raise CorruptFileError(path, f"fingerprint {exc}") from exc
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             # hostile tables can be malformed in more ways than `unpack` names; each is a corrupt file, never a crash
             raise CorruptFileError(path, f"fingerprint tables do not decode ({type(exc).__name__}: {exc})") from exc
-        header = {name: (NUMPY_DTYPES.get(a.dtype.str, a.dtype.str), a.shape) for name, a in arrays.items()}
+        except OSError as exc:
+            raise CorruptFileError(path, f"fingerprint arrays cannot be read: {exc}") from exc
+        header = {name: (NUMPY_DTYPES.get(dtype.str, dtype.str), shape)
+                  for name, (dtype, shape) in ((n, arrays.spec(n)) for n in arrays)}
     for key in ("architecture", "tensors", "source"):
         if not isinstance(meta.get(key), dict):
             raise CorruptFileError(path, f"fingerprint metadata lacks its {_short(key)} section")
@@ -382,18 +412,23 @@ def load_fingerprint(path: str | Path) -> Fingerprint:
             "(sha256) match none made by this version, so bit-identical tensors are not recognised against it; "
             "rebuild it with `provenance fingerprint CHECKPOINT -o FILE`"]
     if version < PACKED_VERSION:
-        arrays = _read_arrays(path)
+        arrays = _array_file(path, infos, offsets, data_start)
     return Fingerprint(meta=meta, arrays=arrays)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _array_file(path: Path, infos, offsets: dict[str, tuple[int, int]], data_start: int) -> ArrayFile:
+    """The file's arrays as stored (header validated: dtypes checked, offsets inside the file), read when asked."""
+    entries = {}
+    for info in infos:
+        dtype = NUMPY_OF.get(info.dtype)
+        if dtype is None:
+            raise CorruptFileError(path, f"fingerprint array {_short(info.name)} has dtype {info.dtype}, "
+                                         "which a fingerprint file does not hold")
+        entries[info.name] = (dtype, tuple(info.shape), data_start + offsets[info.name][0])
     try:
-        return load_file(str(path))
-    except MemoryError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [repr(exc)])[0]
-        raise CorruptFileError(path, f"fingerprint arrays cannot be read: {first}") from exc
+        return ArrayFile.open(path, entries)
+    except OSError as exc:
+        raise UnreadablePathError(path, f"cannot read: {exc.strerror or exc}") from exc
 
 
 # --------------------------------------------------------------------------- validation of untrusted fingerprints

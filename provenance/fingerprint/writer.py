@@ -56,6 +56,9 @@ def write_safetensors(handle: BinaryIO, stacks: dict[str, list[np.ndarray]], arr
 
 
 def _write_rows(handle: BinaryIO, rows: list[np.ndarray]) -> None:
-    for row in rows:
-        if row.size:  # an empty array has no bytes (and memoryview cannot cast a view with a zero in its shape)
+    for row in rows:  # an array, or an `arrays_file.Deferred` whose bytes are read only now
+        raw = getattr(row, "raw", None)
+        if raw is not None:
+            handle.write(raw())
+        elif row.nbytes:  # an empty array has no bytes (and memoryview cannot cast a view with a zero in its shape)
             handle.write(memoryview(np.ascontiguousarray(row)).cast("B"))

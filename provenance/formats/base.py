@@ -94,6 +94,19 @@ class TensorSource(ABC):
             raise ValueError(f"{name}: rows of a {tensor.dim()}-D tensor")
         return tensor.reshape(-1, tensor.shape[-1])[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
 
+    def reads_transposed_rows(self, name: str) -> bool:
+        """True when the rows of the named tensor's last two dimensions swapped (its columns) are stored
+        contiguously, so that `read_many_transposed` fetches them by range (gpt-oss's stacked MXFP4 experts,
+        whose float layout [experts, in, out] is stored [experts, out, in/32, 16])."""
+        return False
+
+    def read_many_transposed(self, reads: list[tuple[str, np.ndarray]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """`read_many` of rows of each tensor with its last two dimensions swapped, viewed as (-1, its
+        second-to-last dimension): a stacked tensor [E, in, out] as [E * out, in]. This default reads whole."""
+        for index, (name, rows) in enumerate(reads):
+            tensor = self.read_tensor(name).transpose(-1, -2)
+            yield index, tensor.reshape(-1, tensor.shape[-1])[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
+
     def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
         """Many reads at once: each (name, rows as for `read_rows`, or None for the whole tensor), handed back as
         (its index in `reads`, the tensor) in any order. Remote sources group them into few range requests

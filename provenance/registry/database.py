@@ -94,6 +94,25 @@ def fingerprint_to_bytes(fingerprint) -> bytes:
     return fingerprint.file_bytes()
 
 
+class _Blob:
+    """A fingerprint's file bytes in an unnamed temporary file, copied into the database in pieces."""
+
+    def __init__(self, fingerprint):
+        self.handle = tempfile.TemporaryFile(prefix="provenance-blob-")
+        self.size = fingerprint.write_file(self.handle)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pieces(self) -> Iterator[bytes]:
+        self.handle.seek(0)
+        while piece := self.handle.read(BLOB_PIECE):
+            yield piece
+
+    def whole(self) -> bytes:
+        return b"".join(self.pieces())
+
+
 def fingerprint_from_bytes(data: bytes, where: str):
     """Parse a stored fingerprint, validating its header like any untrusted file."""
     with tempfile.NamedTemporaryFile(suffix=".safetensors") as handle:
@@ -218,7 +237,7 @@ class Registry:
     def _prepare(self, name: str, fingerprint, signature: SignatureBlob | None) -> tuple[tuple, SignatureBlob | None]:
         """The refs row and screening signature of one reference (ready before taking the write lock)."""
         self.check_name(name)
-        blob = fingerprint_to_bytes(fingerprint)
+        blob = _Blob(fingerprint)  # never the whole blob in memory where blobopen writes it in pieces
         # SQLite's own cap on one value (1,000,000,000 bytes unless compiled otherwise): a fingerprint of a
         # ~90,000-tensor MoE can pass it; say so in one line instead of failing inside the insert.
         limit = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
@@ -246,11 +265,11 @@ class Registry:
                              (*entry[:-1], len(blob)))
             rowid = self._db.execute("SELECT rowid FROM refs WHERE name = ?", (name,)).fetchone()[0]
             with self._db.blobopen("refs", "fingerprint", rowid) as stored:
-                view = memoryview(blob)
-                for start in range(0, len(blob), BLOB_PIECE):
-                    stored.write(view[start:start + BLOB_PIECE])
+                for piece in blob.pieces():
+                    stored.write(piece)
         else:
-            self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", entry)
+            self._db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (*entry[:-1], blob.whole()))
         if screening_signature is not None:
             self._put_signature(name, screening_signature)
         else:  # a replaced reference's old signature is stale; its first screening computes the new one

@@ -18,7 +18,7 @@ from ...fingerprint import Fingerprint, Part
 from ..results import Evidence
 from ..sketches import sketch_clusters, sketch_columns, sketch_sample
 from ..stats import clustered_log10p, format_p
-from ..thresholds import LAYER_MATCH_LOG10P, storage_tolerance
+from ..thresholds import LAYER_MATCH_LOG10P, identity_tolerance
 from .base import Pair, Signal, SignalResult
 
 
@@ -84,6 +84,9 @@ class NonLayerTensors(Signal):
 
     def measure(self, pair: Pair) -> SignalResult:
         cand, view = pair.cand, pair.view
+
+        def stored_dtype(fp, name: str) -> str | None:
+            return fp.records[name].dtype if name in fp.records else None
         found = global_tensors(cand, pair.ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
 
         def sampled(name: str) -> bool:
@@ -93,7 +96,8 @@ class NonLayerTensors(Signal):
                                   g.log10p, f"correlation of {g.n} sampled values, {format_p(g.log10p)}") for g in found)
         return SignalResult(
             evidence, measured=found,
-            within_storage=all(g.rel_error <= storage_tolerance(cand.records[g.name].dtype)
-                               for g in found),
+            within_storage=all(
+                g.rel_error <= identity_tolerance(cand.records[g.name].dtype, stored_dtype(pair.ref, g.name))
+                for g in found),
             shared_keys=tuple(g.name for g in found if g.log10p <= LAYER_MATCH_LOG10P),
             embedding_log10p=tuple(g.log10p for g in found if g.name.split(".")[0] in (Role.EMBED, Role.LM_HEAD)))

@@ -119,9 +119,25 @@ class DequantizingSource(TensorSource):
                  for part, wanted in plan.items()}
         return self._dequantized(group, lambda: scheme.dequantize_rows(group, rows, parts))
 
-    def read_many(self, reads: list[tuple[str, np.ndarray | None]]) -> Iterator[tuple[int, torch.Tensor]]:
+    def reads_transposed_rows(self, name: str) -> bool:
+        if name not in self._groups:
+            return self.inner.reads_transposed_rows(name)
+        scheme, group = self._groups[name]
+        return hasattr(scheme, "transposed_row_parts") and scheme.transposed_row_parts(group, np.zeros(0)) is not None
+
+    def read_many_transposed(self, reads: list[tuple[str, np.ndarray]]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Rows of stacked experts in their stored order (`TensorSource.read_many_transposed`), read by range
+        where the scheme stores them as rows (`transposed_row_parts`), all in one batch as `read_many`."""
+        if not all(name in self._groups for name, _ in reads):
+            yield from TensorSource.read_many_transposed(self, reads)
+            return
+        yield from self.read_many(reads, transposed=True)
+
+    def read_many(self, reads: list[tuple[str, np.ndarray | None]],
+                  transposed: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
         """The inner source's `read_many` over every stored part the reads need, in one batch (a remote source
-        groups them into few range requests); each group is dequantized once its parts have arrived."""
+        groups them into few range requests); each group is dequantized once its parts have arrived.
+        `transposed`: the rows are of the groups' last two dimensions swapped (`read_many_transposed`)."""
         inner_reads: list[tuple[str, np.ndarray | None]] = []
         owner: list[tuple[int, str | None]] = []  # per inner read: (index in `reads`, part name; None: passed on)
         plans: dict[int, tuple[Any, QuantizedTensor, np.ndarray | None, bool]] = {}  # index -> how to finish it
@@ -132,7 +148,12 @@ class DequantizingSource(TensorSource):
                 inner_reads.append((name, rows))
                 continue
             scheme, group = self._groups[name]
-            plan = scheme.row_parts(group, rows) if rows is not None and hasattr(scheme, "row_parts") else None
+            if transposed:
+                plan = scheme.transposed_row_parts(group, rows)
+                if plan is None:
+                    raise ValueError(f"{name}: its transposed rows are not stored as rows")
+            else:
+                plan = scheme.row_parts(group, rows) if rows is not None and hasattr(scheme, "row_parts") else None
             plans[index] = (scheme, group, rows, plan is not None)
             wanted = plan if plan is not None else {part: None for part in group.parts}
             waiting[index] = len(wanted)

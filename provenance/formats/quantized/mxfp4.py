@@ -93,6 +93,15 @@ class Mxfp4Scheme:
         block_rows = (rows[:, None] * groups + np.arange(groups)[None, :]).reshape(-1)  # blocks viewed (-1, 16)
         return {"blocks": block_rows, "scales": rows}
 
+    def transposed_row_parts(self, tensor: QuantizedTensor, rows: np.ndarray) -> dict[str, np.ndarray | None] | None:
+        """Rows of stacked experts in the stored order ([experts x out, in], the float layout transposed): a row is
+        one stored row of blocks and scales, read by range as `row_parts` reads an unstacked tensor's."""
+        if not (tensor.detail or {}).get("transposed"):
+            return None
+        groups = tensor.detail["groups"]
+        rows = np.asarray(rows, dtype=np.int64)
+        return {"blocks": (rows[:, None] * groups + np.arange(groups)[None, :]).reshape(-1), "scales": rows}
+
     def dequantize_rows(self, tensor: QuantizedTensor, rows: np.ndarray, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         groups = tensor.detail["groups"]
         return decode(parts["blocks"].reshape(len(rows), groups * CODE_BYTES), parts["scales"].reshape(len(rows), groups),
