@@ -18,7 +18,7 @@ import torch
 from .architectures.descriptor import Architecture
 from .architectures.layouts import HeadLayout, apply_transform
 from .architectures.mapping import RoleAssignment, RoleMap, map_checkpoint
-from .architectures.roles import CanonicalKey
+from .architectures.roles import CanonicalKey, Role
 from .formats import CheckpointFiles, TensorInfo, open_checkpoint_files
 from .formats.read_ahead import read_ahead
 from .remote import is_remote
@@ -87,7 +87,7 @@ class Checkpoint:
             by_source[assignment.source].append(assignment)
         heads = self._heads()
         def embeds(info: TensorInfo) -> bool:
-            return any(a.key.role == "embed" for a in by_source.get(info.name, ()))
+            return any(a.key.role == Role.EMBED for a in by_source.get(info.name, ()))
 
         infos = sorted(self.infos, key=lambda i: (len(i.shape) > 1, not embeds(i))) if small_first else self.infos
         plan = [(info, by_source[info.name]) for info in infos if by_source.get(info.name)]

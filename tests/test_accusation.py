@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from provenance.compare.signals import gram_layer_tests, unit_matching
+from provenance.compare.signals.gram import gram_layer_tests
+from provenance.compare.signals.units import unit_matching
 from provenance.compare.thresholds import STORAGE_TOLERANCE, storage_tolerance
 from provenance.fingerprint.sketch import projection
 from provenance.fingerprint.store import Fingerprint

@@ -174,7 +174,7 @@ def test_pearson_null_is_uniform():
 
 def test_unit_matching_null_is_uniform():
     """Held-out test after matching: independent signatures give uniform p-values."""
-    from provenance.compare.signals import unit_matching
+    from provenance.compare.signals.units import unit_matching
     from provenance.fingerprint.store import Fingerprint
 
     rng = np.random.default_rng(1)

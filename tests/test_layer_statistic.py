@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from provenance.compare.signals import LayerView, layer_similarity, sketch_clusters, sketch_rows, unit_flip_clusters
+from provenance.compare.signals.layers import layer_similarity
+from provenance.compare.sketches import LayerView, sketch_clusters, sketch_rows, unit_flip_clusters
 from provenance.compare.stats import sum_or_count_log10p
 
 

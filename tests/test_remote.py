@@ -334,7 +334,7 @@ def test_hf_endpoint_and_home_from_the_environment(hub, tmp_path):
 
 def test_row_sample_null_is_uniform():
     """Independent row samples sharing column and row magnitude structure (and norms folded in) give uniform p."""
-    from provenance.compare.signals import layer_similarity
+    from provenance.compare.signals.layers import layer_similarity
     from provenance.compare.views import row_clusters, row_layer_view
     from provenance.fingerprint.sketch import row_sample_columns, row_sample_rows
     from provenance.fingerprint.store import Fingerprint

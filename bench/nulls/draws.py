@@ -9,12 +9,12 @@ shares but not their expectation.
 
 If the engine changes, only this file should need updating, as long as the
 names below and their return types stay:
-- `signals.layer_view`, `signals.layer_similarity` (`.log10p`, `.roles`):
+- `sketches.layer_view`, `signals.layers.layer_similarity` (`.log10p`, `.roles`):
   every candidate x reference layer cell with compared roles;
-- `signals.unit_matching` (`.log10p`): every layer pair of equal unit count;
-- `signals.global_tensors` (`.name`, `.log10p`): non-layer tensors by id;
-- `signals.anchor_embeddings` (`.log10p`): anchor rows by token string;
-- `signals.gram_layer_tests` (`.log10p`, `.cluster_sums`, `.pooled_log10p`): the rotation-invariant
+- `signals.units.unit_matching` (`.log10p`): every layer pair of equal unit count;
+- `signals.non_layer.global_tensors` (`.name`, `.log10p`): non-layer tensors by id;
+- `signals.anchors.anchor_embeddings` (`.log10p`): anchor rows by token string;
+- `signals.gram.gram_layer_tests` (`.log10p`, `.cluster_sums`, `.pooled_log10p`): the rotation-invariant
   Gram test of every layer pair, and at equal depth the test pooled over every layer in its place;
 - `unit_responses.response_test` (`.log10p`, `.clusters`), `unit_responses.response_layers`
   (`.pooled_log10p`): MLP units matched through their anchor-token responses (rotation- and
@@ -32,7 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from provenance.compare import compare_fingerprints
-from provenance.compare import signals as S
+from provenance.compare import sketches
+from provenance.compare.signals import anchors, gram, non_layer, units
+from provenance.compare.signals import layers as layer_signal
 from provenance.compare import unit_responses as U
 from provenance.compare import views as R
 from provenance.fingerprint import Fingerprint, Part
@@ -50,14 +52,14 @@ class Draw:
 
 
 def layer_sketch(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
-    found = S.layer_similarity(S.layer_view(cand), S.layer_view(ref))
+    found = layer_signal.layer_similarity(sketches.layer_view(cand), sketches.layer_view(ref))
     return [Draw("layer sketch", float(found.log10p[i, j]), f"{i},{j}") for i, j in zip(*np.nonzero(found.roles > 0))]
 
 
 def unit_matching(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     draws = []
     for i, j in _unit_pairs(cand, ref):
-        match = S.unit_matching(cand, ref, i, j)
+        match = units.unit_matching(cand, ref, i, j)
         if match is not None:
             draws.append(Draw("unit matching", float(match.log10p), f"{i},{j}"))
     return draws
@@ -78,7 +80,7 @@ def _unit_pairs(cand: Fingerprint, ref: Fingerprint) -> list[tuple[int, int]]:
 def gram_tests(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
     """The rotation test: every layer pair, and at equal depth the pooled identity-map test (what the engine
     uses to find a rotated copy, so an independent model must not pass it)."""
-    tests = S.gram_layer_tests(cand, ref)
+    tests = gram.gram_layer_tests(cand, ref)
     if tests is None:
         return []
     draws = [Draw("Gram (rotation) layer pair", float(tests.log10p[i, j]), f"{i},{j}") for i, j in tests.cluster_sums]
@@ -110,16 +112,16 @@ def anchor_responses_pooled(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
 
 
 def global_tensors(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
-    return [Draw("global tensors", float(g.log10p), g.name) for g in S.global_tensors(cand, ref)]
+    return [Draw("global tensors", float(g.log10p), g.name) for g in non_layer.global_tensors(cand, ref)]
 
 
 def anchor_rows(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
-    found = S.anchor_embeddings(cand, ref)
+    found = anchors.anchor_embeddings(cand, ref)
     return [] if found is None else [Draw("anchor rows", float(found.log10p), found.name)]
 
 
 def remote_layer_rows(cand: Fingerprint, ref: Fingerprint) -> list[Draw]:
-    found = S.layer_similarity(R.row_layer_view(cand), R.row_layer_view(ref), clusters=R.row_clusters)
+    found = layer_signal.layer_similarity(R.row_layer_view(cand), R.row_layer_view(ref), clusters=R.row_clusters)
     return [Draw("remote row sample", float(found.log10p[i, j]), f"{i},{j}")
             for i, j in zip(*np.nonzero(found.roles > 0))]
 

@@ -17,8 +17,10 @@ import numpy
 import scipy
 
 from .. import __version__
+from ..architectures.roles import Role
 from ..compare.results import LayerMatch
-from ..compare.signals import clustered_log10p_matrix, layer_view, sketch_clusters, vocabulary_overlap
+from ..compare.signals.vocabulary import vocabulary_overlap
+from ..compare.sketches import clustered_log10p_matrix, layer_view, sketch_clusters
 from ..compare.stats import correlation_matrix
 from ..errors import ProvenanceError
 from ..fingerprint import Fingerprint
@@ -26,7 +28,7 @@ from ..fingerprint.store import is_fingerprint_file
 from ..formats.checkpoint_files import open_checkpoint_files
 from ..hashing import sha256_file
 
-ROLE_ORDER = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+ROLE_ORDER = (Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_O, Role.MLP_GATE, Role.MLP_UP, Role.MLP_DOWN)
 
 
 def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[LayerMatch]) -> list[dict[str, Any]]:
@@ -34,7 +36,7 @@ def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[LayerMat
 
     The partner is the mapped reference layer, or the most similar one when the
     layer matched nothing. Same sketches, norm folding and null as the engine's
-    layer signal (compare/signals.py), one role at a time instead of combined.
+    layer signal (compare/signals/layers.py), one role at a time instead of combined.
     """
     cv, rv = layer_view(cand), layer_view(ref)
     names = {name for (_, name), shape in cv.shapes.items() if len(shape) == 2}

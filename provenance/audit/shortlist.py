@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from ..architectures.roles import PRECEDING_NORM, norm_scale
+from ..architectures.roles import PRECEDING_NORM, Role, in_layer, key_name, norm_scale
 from ..fingerprint import Fingerprint
 from ..fingerprint.sketch import row_sample_columns, sketch_positions
 from ..registry.database import SignatureBlob
@@ -87,8 +87,8 @@ ALWAYS = 1  # ... of which the best this many whatever their score
 Z_MIN = 5.0  # and the others only when they stand out from the database by this many spreads
 HASH_FANOUT = 64
 MIN_HASHED_NUMEL = 64
-UNIT_ROLES = ("mlp.up", "mlp.down", "attn.q", "attn.k", "attn.v", "attn.o")
-GRAM_ROLES = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+UNIT_ROLES = (Role.MLP_UP, Role.MLP_DOWN, Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_O)
+GRAM_ROLES = (Role.ATTN_Q, Role.ATTN_K, Role.ATTN_V, Role.ATTN_O, Role.MLP_GATE, Role.MLP_UP, Role.MLP_DOWN)
 
 _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
@@ -178,7 +178,7 @@ def _weights_component(fp: Fingerprint) -> np.ndarray:
         if not match or match[4] != "weight" or len(shape) != 2 or (match[2] is not None and match[2] != "0"):
             continue  # matrices only; expert 0 stands for the layer's experts
         role = match[3]
-        scale = _norm_scale(fp, f"layers.{match[1]}.{PRECEDING_NORM[role]}.weight") if role in PRECEDING_NORM else None
+        scale = _norm_scale(fp, key_name(PRECEDING_NORM[role], int(match[1]))) if role in PRECEDING_NORM else None
         if scale is not None and scale.shape[0] != shape[1]:
             scale = None
         values = fp.array(f"sketch/{key}")
@@ -236,7 +236,7 @@ def _embedding_component(fp: Fingerprint) -> np.ndarray:
     vector = np.zeros(DIM)
     vocabulary = fp.meta.get("vocabulary") or {}
     tokens = vocabulary.get("anchor_tokens") or []
-    for role in ("embed", "lm_head"):
+    for role in (Role.EMBED, Role.LM_HEAD):
         rows = fp.array(f"anchors/{role}")
         if rows is None or rows.ndim != 2 or rows.shape[0] < 8 or len(tokens) < rows.shape[0]:
             continue
@@ -251,16 +251,16 @@ def _embedding_component(fp: Fingerprint) -> np.ndarray:
         hashed = _mix(_token_hashes(tokens[: rows.shape[0]])[:, None] ^ dims[None, :]).reshape(-1)
         bucket, sign = _split(hashed)
         vector += np.bincount(bucket, weights=sign * centred, minlength=DIM)
-    final_norm = _norm_scale(fp, "final_norm.weight")
+    final_norm = _norm_scale(fp, key_name(Role.FINAL_NORM))
     for key, record in fp.tensors.items():
         shape = tuple(record.get("shape") or ())
-        if key.startswith("layers.") or "@" in key or len(shape) != 2:
+        if in_layer(key) or "@" in key or len(shape) != 2:
             continue
         values = fp.array(f"sketch/{key}")
         if values is None:
             continue
         values = values.astype(np.float64)
-        if key == "lm_head.weight" and final_norm is not None and final_norm.shape[0] == shape[1]:
+        if key == key_name(Role.LM_HEAD) and final_norm is not None and final_norm.shape[0] == shape[1]:
             columns = _sketch_columns(shape)
             if columns.size == values.size:
                 values = values * final_norm[columns]  # rescaling between norm and head changes nothing

@@ -1,10 +1,12 @@
 """Compare a candidate fingerprint with a reference fingerprint and reach a verdict.
 
-The signals (`signals.py`) each come with a p-value under the null "the two
-models were initialised and trained independently"; this module aligns
-layers, applies the corrections for every comparison a p-value was chosen
-from, runs the identity checks, and hands the result to the decision rules
-(`verdict.py`; thresholds and their reasons in `thresholds.py`):
+The signals (`signals/`, one module each, listed in `signals/registry.py`)
+each come with a p-value under the null "the two models were initialised and
+trained independently"; this module runs every signal whose needs both
+fingerprints hold, in the registry's order, applying the layers each placed
+before the next runs, then the identity check (`identity.py`), and hands the
+result to the decision rules (`verdict.py`; thresholds and their reasons in
+`thresholds.py`). What the signals measure:
 - layers: per candidate layer, the most similar reference layer by sketch
   correlation (one sign-flip test per layer over every role's per-dimension
   sums, and one over the layer's own units: a gated MLP's units, the value
@@ -39,85 +41,23 @@ sampled views says so in a note, and its `identical` is capped at 0.95.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
-import numpy as np
+from dataclasses import replace
 
 from ..fingerprint import Fingerprint, Part
 from ..verdicts import ACCUSING, Verdict
-from .alignment import (SIGNATURE_PRECISION, architecture_match, emptied_roles, is_unplaced, layer_evidence_log10p,
-                        layer_evidence, layer_map, non_layer_evidence, renamed_tensors, shapes_disagree, strongest_decisive,
-                        vocabulary_evidence)
-from .edits import name_edits
+from .alignment import (architecture_match, emptied_roles, layer_evidence_log10p, renamed_tensors, shapes_disagree,
+                        strongest_decisive)
 from .experts import compare_experts, experts_identical
 from .generic import compare_generic
+from .identity import (exact_copy, explain_by_sampled_units, explain_differences, hold_to_storage,
+                       layers_identical, rotation_identity)
 from .init_regeneration import regenerated_init_check
 from .results import Comparison, Evidence, LayerMatch
 from .shared_init import looks_initialised, shared_initialisation_note
-from .signals import (UnitMatch, anchor_embeddings, global_tensors, gram_layer_tests, head_matching_error,
-                      norm_bias_rescale_error, permuted_bias_error, rescaling_checks, rotation_identity_errors,
-                      std_curve_correlation, unit_matching, vocabulary_overlap)
-from .stats import bonferroni_log10p, format_p
-from .thresholds import ACCUSATION_LOG10P, LAYER_MATCH_LOG10P, identity_tolerance
-from .unit_responses import ResponsePlacement, place_by_responses
+from .signals.base import Pair, SignalResult, with_placements
+from .signals.registry import SIGNALS
 from .verdict import DecisionInputs, decide
 from .views import SAMPLED_UNITS, SampleView, UnitView, sample_view, unit_view
-
-GRAM_VIA = "residual-space Gram matrices (rotation-invariant)"
-# Gram entries are float32 inner products of float32 rows: equal models agree far below this.
-GRAM_PRECISION = 1e-4
-# Tensors of at most this many values (norms of tiny models, scalars) say nothing about copying when equal.
-EXACT_MIN_NUMEL = 64
-
-
-@dataclass(frozen=True)
-class ExactTensors:
-    """Tensors bit-identical (as float32) to a reference tensor, under any name."""
-
-    pairs: list[tuple[str, str]]  # (candidate key, reference key)
-    candidate_tensors: list[str]  # the candidate's tensors of more than EXACT_MIN_NUMEL values
-    reference_tensors: list[str]
-    comparable: bool  # both sides hash values the same way
-
-
-def _big(fp: Fingerprint) -> list[str]:
-    return [k for k, r in fp.tensors.items() if r.get("stats", {}).get("numel", 0) > EXACT_MIN_NUMEL]
-
-
-def _exact_tensors(cand: Fingerprint, ref: Fingerprint, notes: list[str]) -> ExactTensors:
-    """Exact content. Hashes of fingerprints made by different versions (sha256 of float32 values; XXH3 of the
-    shortest exact float type) never agree, so they are compared only when both sides hold the same kind."""
-    comparable = cand.meta.get("value_hash", "sha256") == ref.meta.get("value_hash", "sha256")
-    if not comparable:
-        notes.append("the two fingerprints hash tensor values differently (made by different versions): exact-copy "
-                     "checks are skipped; rebuild the older one with `provenance fingerprint` to use them")
-    ref_hashes: dict[str, str] = ({ref.tensors[k]["sha256"]: k for k in _big(ref)} if comparable else {})
-    pairs = [(k, ref_hashes[r["sha256"]]) for k, r in cand.tensors.items() if r["sha256"] in ref_hashes]
-    return ExactTensors(pairs, _big(cand), _big(ref), comparable)
-
-
-def _every_tensor_exact(cand: Fingerprint, ref: Fingerprint, exact: ExactTensors,
-                        evidence: list[Evidence]) -> bool:
-    """Bit-identical everywhere: the same model renamed.
-
-    Each tensor must sit in its own place, unless the candidate's names do
-    not say where (opaque names), in which case the same multiset of tensors
-    is all that can be checked; then also on stored tensors (before splitting
-    fused ones), whose agreement adds an evidence entry.
-    """
-    distinct_refs = len({r for _, r in exact.pairs}) == len(exact.pairs)
-    unplaced = any(is_unplaced(k) for k in cand.tensors)
-    if (bool(exact.candidate_tensors) and len(exact.pairs) == len(exact.candidate_tensors) == len(exact.reference_tensors)
-            and distinct_refs and (all(c == r for c, r in exact.pairs) or unplaced)):
-        return True
-    stored_c = {k: v for k, v in (cand.meta.get("stored_tensors") or {}).items() if v.get("numel", 0) > EXACT_MIN_NUMEL}
-    stored_r = [v["sha256"] for v in (ref.meta.get("stored_tensors") or {}).values() if v.get("numel", 0) > EXACT_MIN_NUMEL]
-    if exact.comparable and stored_c and unplaced and sorted(v["sha256"] for v in stored_c.values()) == sorted(stored_r):
-        evidence.append(Evidence("exact stored-tensor hashes", 1.0, None,
-                                 f"all {len(stored_c)} stored tensors are bit-identical (as float32) to the reference's, "
-                                 "though the names do not say where each belongs"))
-        return True
-    return False
 
 
 def _sampled_notes(cand: Fingerprint, ref: Fingerprint, view: SampleView, units: UnitView | None) -> list[str]:
@@ -136,200 +76,21 @@ def _sampled_notes(cand: Fingerprint, ref: Fingerprint, view: SampleView, units:
     return notes
 
 
-def _place_by_units(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch], units: UnitView) -> list[UnitMatch]:
-    """Layers with no direct match, tested for permuted MLP units; returns every test, Bonferroni over those made.
-
-    Same depth: one test per layer against the layer in its place (a
-    permuted copy keeps each layer where it was); different depths: against
-    the most similar reference layer.
-    """
-    same_depth = len(rows) == int(ref.architecture.get("num_layers") or 0)
-    found = []
-    for row in rows:
-        if row.reference_layer is not None:
+def run_signals(pair: Pair, notes: list[str]) -> tuple[list[LayerMatch], dict[str, SignalResult]]:
+    """Every signal whose needs both fingerprints hold, in the registry's order: the layer map it leaves and each
+    signal's result by name (notes appended to `notes`)."""
+    rows: list[LayerMatch] = []
+    results: dict[str, SignalResult] = {}
+    for signal in SIGNALS:
+        if not signal.applies(pair):
             continue
-        i = row.candidate_layer
-        target = i if same_depth else row.best_reference_layer
-        match = units.match(cand, ref, i, target) if target is not None else None
-        if match is not None:
-            found.append(match)
-    tested = max(len(found), 1)
-    found = [replace(match, log10p=bonferroni_log10p(match.log10p, tested)) for match in found]
-    for match in found:
-        # 32 sampled units bound the held-out test near p = 1e-6, so equality to the signatures' precision after
-        # the matching (a deterministic check independent models never pass) places the layer too; the
-        # accusation still needs a p-value below the bar from some signal.
-        if match.log10p < LAYER_MATCH_LOG10P or (units.sampled and match.rel_error < SIGNATURE_PRECISION):
-            row = rows[match.layer_c]
-            row.place(match.layer_r, match.correlation, match.log10p, {"mlp.up": match.rel_error},
-                      "matched MLP units (permuted, sampled rows)" if units.sampled else "matched MLP units (permuted)")
-            if units.sampled:
-                row.tolerances = {"mlp.up": SIGNATURE_PRECISION}
-    return found
-
-
-def _unit_evidence(matches: list[UnitMatch], units: UnitView) -> list[Evidence]:
-    tested = "the" if units.sampled else str(max(len(matches), 1))
-    sampled = "sampled " if units.sampled else ""
-    return [Evidence(
-        f"MLP unit matching ({'sampled rows, ' if units.sampled else ''}permutation-invariant)", unit.correlation,
-        unit.log10p,
-        f"candidate layer {unit.layer_c} vs reference layer {unit.layer_r}: {unit.units} {sampled}units matched on 16 "
-        f"{'' if units.sampled else 'whitened '}projections, held-out correlation {unit.correlation:.3f}, "
-        f"{format_p(unit.log10p)} (Bonferroni over {tested} layers tested)")
-        for unit in matches if unit.log10p < LAYER_MATCH_LOG10P]
-
-
-def _place_by_grams(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> list[tuple]:
-    """Layers still unplaced, tested for a rotated residual basis: (layer_c, layer_r, corrected log10 p, similarity).
-
-    Same depth: each layer in its place, and one pooled test over them
-    (layer None); different depths: against the most similar reference
-    layer, Bonferroni over the reference layers searched and the layers tested.
-    """
-    same_depth = len(rows) == int(ref.architecture.get("num_layers") or 0)
-    grams = []
-    still = [r for r in rows if r.reference_layer is None]
-    tests = gram_layer_tests(cand, ref) if still else None
-    if tests is not None and same_depth:
-        # A rotated copy keeps every layer in place: one pooled test over the unplaced
-        # layers in their own places (fixed in advance, so no correction for a search),
-        # then each layer on its own, Bonferroni over the layers tested.
-        pairs = [(r.candidate_layer, r.candidate_layer) for r in still]
-        pooled = tests.pooled_log10p(pairs)
-        for row in still:
-            i = row.candidate_layer
-            if (i, i) not in tests.cluster_sums:
-                continue
-            corrected = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
-            grams.append((i, i, corrected, float(tests.similarity[i, i])))
-        if pooled < LAYER_MATCH_LOG10P:
-            grams.append((None, None, pooled, float(np.mean([g[3] for g in grams])) if grams else 0.0))
-            for row in still:
-                i = row.candidate_layer
-                if (i, i) in tests.cluster_sums:
-                    layer_p = bonferroni_log10p(float(tests.log10p[i, i]), len(still))
-                    row.place(i, float(tests.similarity[i, i]), layer_p, {}, GRAM_VIA)
-    elif tests is not None:
-        for row in still:
-            i = row.candidate_layer
-            if i >= tests.log10p.shape[0] or not any((i, j) in tests.cluster_sums for j in range(tests.log10p.shape[1])):
-                continue
-            j = int(np.argmin(tests.log10p[i]))
-            corrected = bonferroni_log10p(float(tests.log10p[i, j]), tests.log10p.shape[1] * len(still))
-            grams.append((i, j, corrected, float(tests.similarity[i, j])))
-            if corrected < LAYER_MATCH_LOG10P:
-                row.place(j, float(tests.similarity[i, j]), corrected, {}, GRAM_VIA)
-    return grams
-
-
-def _candidate_dtype(cand: Fingerprint, layer: int, role: str) -> str | None:
-    base = role[:-5] if role.endswith(".bias") else role
-    param = "bias" if role.endswith(".bias") else "weight"
-    record = cand.tensors.get(f"layers.{layer}.{base}.{param}") or cand.tensors.get(f"layers.{layer}.experts.0.{base}.{param}")
-    return record.get("dtype") if record else None
-
-
-def _hold_to_storage(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> None:
-    """The bar each compared role is held to, where no check set one: the rounding of the candidate's stored dtype
-    (`thresholds.identity_tolerance`: float32's when both sides store the role on one quantization grid)."""
-    for row in rows:
-        for role in row.rel_errors:
-            theirs = None if row.reference_layer is None else _candidate_dtype(ref, row.reference_layer, role)
-            row.tolerances.setdefault(role, identity_tolerance(_candidate_dtype(cand, row.candidate_layer, role), theirs))
-
-
-def _explain_by_sampled_units(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch]) -> None:
-    """Matched layers whose MLP row samples differ beyond storage rounding: permuted units, from one side's
-    sampled `mlp.up` signatures placed among the other's (held to the signatures' precision at least)."""
-    for row in rows:
-        i, errors = row.candidate_layer, row.rel_errors
-        if row.reference_layer is None:
-            continue
-        tolerance = max(identity_tolerance(_candidate_dtype(cand, i, "mlp.up"),
-                                           _candidate_dtype(ref, row.reference_layer, "mlp.up")), SIGNATURE_PRECISION)
-        if any(role.startswith("mlp.") and e >= tolerance for role, e in errors.items()):
-            match = SAMPLED_UNITS.match(cand, ref, i, row.reference_layer)
-            if match is not None and match.rel_error < tolerance:
-                for role in [r for r in errors if r.startswith("mlp.")]:
-                    errors[role] = match.rel_error
-                row.tolerances.update({r: tolerance for r in errors if r.startswith("mlp.")})
-                row.via = "row sample; MLP units matched (permuted)"
-
-
-def _explain_differences(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch], shared: frozenset[Part]) -> set[str]:
-    """Matched layers whose roles differ beyond storage rounding may differ only by a function-preserving transform.
-
-    Tried in turn: permuted MLP units, permuted attention heads, per-unit
-    rescalings (q/k, v/o, up/down) and LayerNorm weight-with-bias rescaling.
-    Each role's `rel_errors` entry is replaced by what is left after the
-    transform, and its `tolerances` entry (from `_hold_to_storage`) raised to
-    the bar the check can verify. Units and heads are matched, and rescalings
-    fitted, on unit signatures (when both sides hold them); the LayerNorm
-    bias is checked on the vectors. Returns the names of the transforms that
-    were needed.
-    """
-    signatures = Part.UNIT_SIGNATURES in shared
-    heads = {"attn.q": cand.architecture.get("num_heads"), "attn.o": cand.architecture.get("num_heads"),
-             "attn.k": cand.architecture.get("num_kv_heads"), "attn.v": cand.architecture.get("num_kv_heads")}
-    used: set[str] = set()
-    for row in rows:
-        errors = row.rel_errors
-        if row.reference_layer is None or not errors:
-            continue
-        i, j = row.candidate_layer, row.reference_layer
-        tolerance = row.tolerances
-
-        def beyond(role: str) -> bool:
-            return errors[role] > tolerance[role]
-
-        if not any(beyond(role) for role in errors):
-            continue
-        if signatures and any(role.startswith("mlp.") and beyond(role) for role in errors):
-            match = unit_matching(cand, ref, i, j)
-            if match is not None and match.rel_error < max(tolerance.get("mlp.up", 0.0), SIGNATURE_PRECISION):
-                for role in [r for r in errors if r.startswith("mlp.")]:
-                    errors[role], tolerance[role] = match.rel_error, max(tolerance[role], SIGNATURE_PRECISION)
-                used.add("matching permuted MLP units")
-        for role, count in heads.items():
-            if signatures and role in errors and beyond(role) and count:
-                found = head_matching_error(cand, ref, i, j, role, int(count))
-                if found is None or found[0] >= max(tolerance[role], SIGNATURE_PRECISION):
-                    continue
-                errors[role], tolerance[role] = found[0], max(tolerance[role], SIGNATURE_PRECISION)
-                # q, k, v biases are per head; o's bias lives in the hidden space
-                bias_error = permuted_bias_error(cand, ref, i, j, role, found[1]) if role != "attn.o" else None
-                if f"{role}.bias" in errors and bias_error is not None:
-                    errors[f"{role}.bias"] = bias_error
-                used.add("matching permuted attention heads")
-        if signatures and any(beyond(role) for role in errors):
-            for check in rescaling_checks(cand, ref, i, j):
-                roles = check.pair.split("/")
-                if not any(role in errors and beyond(role) for role in roles):
-                    continue
-                left = max(check.residual, check.violation)
-                if left < max(max(tolerance.get(r, 0.0) for r in roles), SIGNATURE_PRECISION):
-                    for role in roles:
-                        if role in errors:
-                            errors[role], tolerance[role] = left, max(tolerance[role], SIGNATURE_PRECISION)
-                    used.add(f"undoing a {check.pair} rescaling")
-        for norm_role in ("attn_norm", "mlp_norm"):
-            role = f"{norm_role}.bias"
-            if Part.VECTORS in shared and role in errors and beyond(role):
-                error = norm_bias_rescale_error(cand, ref, i, j, norm_role)
-                if error is not None and error <= tolerance[role]:
-                    errors[role] = error
-                    used.add("folding a LayerNorm weight-and-bias rescaling")
-        if used:
-            row.via = f"{row.via}; {', '.join(sorted(used))}"
-    return used
-
-
-def _layers_identical(rows: list[LayerMatch]) -> bool:
-    return bool(rows) and all(
-        r.reference_layer == r.candidate_layer and r.rel_errors
-        and all(e <= r.tolerances.get(role, 0.0) for role, e in r.rel_errors.items())
-        for r in rows)
+        result = signal.measure(replace(pair, rows=tuple(rows)))
+        if result.layers is not None:
+            rows = list(result.layers)
+        with_placements(rows, result.placements)
+        notes.extend(result.notes)
+        results[signal.name] = result
+    return rows, results
 
 
 def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
@@ -342,120 +103,74 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     statistics = Part.STATISTICS in shared
     arch_c, arch_r = cand.architecture, ref.architecture
     match_kind = architecture_match(arch_c, arch_r)
-    evidence: list[Evidence] = []
     notes: list[str] = _sampled_notes(cand, ref, view, units) if sampled else []
+    pair = Pair(cand, ref, shared, view, units)
+    rows, results = run_signals(pair, notes)
 
-    exact = _exact_tensors(cand, ref, notes) if Part.TENSOR_HASHES in shared else None
-    if exact is not None and exact.pairs:
-        evidence.append(Evidence("exact tensor hashes", len(exact.pairs) / max(len(exact.candidate_tensors), 1), None,
-                                 f"{len(exact.pairs)} of {len(exact.candidate_tensors)} candidate tensors are "
-                                 "bit-identical (as float32) to reference tensors"))
-
-    rows, ref_layer_count, layer_matrix = layer_map(cand, ref, view)
-    unit_matches = _place_by_units(cand, ref, rows, units) if units is not None else []
-    grams = _place_by_grams(cand, ref, rows) if Part.GRAM in shared else []
-    # a rotated copy whose heads were permuted can give the Gram test a weak partial signal: the responses may do better
-    open_rows = [r for r in rows if r.reference_layer is None
-                 or (r.via == GRAM_VIA and r.reference_layer == r.candidate_layer)]
-    responses = (place_by_responses(cand, ref, rows, open_rows) if Part.ANCHOR_RESPONSES in shared
-                 else ResponsePlacement([]))
-    _hold_to_storage(cand, ref, rows)
+    hold_to_storage(cand, ref, rows)
     explained_by: set[str] = set()
     if units is SAMPLED_UNITS:
-        _explain_by_sampled_units(cand, ref, rows)
+        explain_by_sampled_units(cand, ref, rows)
     elif not view.sampled:  # the other transforms are checked against differences measured on sketches
-        explained_by = _explain_differences(cand, ref, rows, shared)
+        explained_by = explain_differences(cand, ref, rows, shared)
     experts = compare_experts(cand, ref, rows, view)
     if experts.permuted_only:
         explained_by.add("matching permuted experts")
     matched = [r for r in rows if r.reference_layer is not None]
     layer_strongest = layer_evidence_log10p(rows)
-    evidence.extend(layer_evidence(rows, ref_layer_count, view.what, on=view.on))
-    evidence.extend(experts.evidence)
-    evidence.extend(_unit_evidence(unit_matches, units) if units is not None else [])
-    for i, j, corrected, similarity in grams:
-        if corrected >= LAYER_MATCH_LOG10P:
-            continue
-        where = ("every unplaced layer in its own place, one pooled sign-flip test" if i is None
-                 else f"candidate layer {i} vs reference layer {j}, Bonferroni over the layers tested")
-        evidence.append(Evidence(
-            "residual-space Gram matrices (rotation-invariant)", similarity, corrected,
-            f"{where}: the units' inner products agree beyond a sign-flip null, {format_p(corrected)}"))
-    evidence.extend(responses.evidence)
-    globals_ = global_tensors(cand, ref, sample=view.sample, columns=view.columns, clusters=view.clusters)
-    anchors = anchor_embeddings(cand, ref)
-    evidence.extend(non_layer_evidence(globals_, anchors,
-                                       sampled=lambda name: view.sampled and len(cand.tensors[name]["shape"]) == 2))
-    std_r = std_curve_correlation(cand, ref) if statistics else None
-    if std_r is not None:
-        evidence.append(Evidence("per-layer std curve (screening only)", std_r, None,
-                                 "correlation of attention-matrix std across layers; independent models reach 0.9, so this never decides",
-                                 decisive=False))
-    evidence.extend(vocabulary_evidence(vocabulary_overlap(cand, ref)))
+    final = replace(pair, rows=tuple(rows), map_evidence=tuple(experts.evidence))
+    evidence: list[Evidence] = []
+    for signal in SIGNALS:
+        if signal.name in results:
+            evidence.extend(signal.report(final, results[signal.name]))
+    measured = list(results.values())
+    layer_matrix = next((r.layer_matrix for r in measured if r.layer_matrix is not None), None)
 
     strongest = strongest_decisive(evidence)
-    exact_all = exact is not None and _every_tensor_exact(cand, ref, exact, evidence)
+    exact_all = exact_copy(cand, ref, measured, evidence)
 
+    rotation = None
     # (Gram matrices are kept for dense layers only: a rotated copy's experts must agree as matched above.)
-    if (Part.GRAM in shared and not exact_all and match_kind == "same-shapes" and not _layers_identical(rows)
+    if (Part.GRAM in shared and not exact_all and match_kind == "same-shapes" and not layers_identical(rows)
             and not experts.permuted_only and experts_identical(rows)):
-        rotation_errors = rotation_identity_errors(cand, ref)
-        if rotation_errors is not None:
-            tolerance = max(identity_tolerance(r.get("dtype"), ref.tensors.get(k, {}).get("dtype"))
-                            for k, r in cand.tensors.items()) if cand.tensors else 0.0
-            tolerance = max(tolerance, GRAM_PRECISION)
-            worst = max(rotation_errors)
-            evidence.append(Evidence(
-                "residual-space Gram matrices (rotation-invariant identity check)", worst, None,
-                f"largest relative difference over layers {worst:.2g} (identical within {tolerance:.2g}, the storage "
-                "rounding); deterministic check, no p-value", decisive=False))
-            if worst < tolerance and strongest <= ACCUSATION_LOG10P and not emptied_roles(cand, ref):
-                for row in rows:
-                    row.reference_layer, row.via = row.candidate_layer, "equal residual-space Gram matrices (rotated)"
-                return Comparison(Verdict.IDENTICAL, 1.0 if worst < tolerance / 2 else 0.9,
-                                  "every layer equals the reference layer up to a rotation of the residual basis "
-                                  "(the units' inner products agree to the storage rounding)", evidence, rows, [],
-                                  match_kind, False, notes, layer_matrix=layer_matrix)
+        checked = rotation_identity(cand, ref)
+        if checked is not None:
+            worst, tolerance, entry = checked
+            evidence.append(entry)
+            rotation = (worst, tolerance)
 
-    shared_keys = [g.name for g in globals_ if g.log10p <= LAYER_MATCH_LOG10P]
+    shared_keys = [key for r in measured for key in r.shared_keys]
+    embedding_p = [p for r in measured for p in r.embedding_log10p]
     inputs = DecisionInputs(
         rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
         reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
-        layers_identical=_layers_identical(rows), shapes_disagree=tuple(shapes_disagree(arch_c, arch_r)),
-        globals_identical=all(g.rel_error <= identity_tolerance(cand.tensors.get(g.name, {}).get("dtype"),
-                                                                ref.tensors.get(g.name, {}).get("dtype"))
-                              for g in globals_),
+        layers_identical=layers_identical(rows), shapes_disagree=tuple(shapes_disagree(arch_c, arch_r)),
+        globals_identical=all(r.within_storage for r in measured),
         same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
         init_like_shared=statistics and looks_initialised(cand, shared_keys),
         explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref),
-        weights_compared=any(e.decisive and e.log10p is not None for e in evidence) or bool(exact and exact.pairs))
+        weights_compared=(any(e.decisive and e.log10p is not None for e in evidence)
+                          or any(r.weights_compared for r in measured)),
+        sampled=sampled, rotation=rotation,
+        shared_initialisation=shared_initialisation_note(cand, ref, matched) if matched and statistics else None,
+        accusing_clauses=tuple(r.accusing_summary for r in measured if r.accusing_summary is not None),
+        architectures=(arch_c, arch_r), embedding_log10p=min(embedding_p) if embedding_p else None,
+        expert_edits=tuple(experts.edits))
     notes_before = list(notes)
-    verdict, confidence, abstained, summary = decide(inputs, notes)
-    if verdict == Verdict.IDENTICAL and sampled:
-        confidence = min(confidence, 0.95)  # a sample agrees; unsampled rows were not seen
-        summary = f"{summary} (on the sampled rows read remotely)"
+    decision = decide(inputs, notes)
     init_check = regenerated_init_check(cand, ref, matched, evidence, compare_fingerprints) \
-        if verdict == Verdict.DERIVED and matched else None
-    if init_check is not None and init_check.explains:  # decided again, on what remains beyond the shared init
+        if decision.verdict == Verdict.DERIVED and matched else None
+    if init_check is not None:  # decided again: on what remains beyond a shared init found, or with the check's note
         notes[:] = notes_before
-        verdict, confidence, abstained, summary = decide(replace(inputs, beyond_init=init_check.beyond_log10p), notes)
-    if init_check is not None and init_check.seed is not None:
-        notes.append(init_check.note)
-        evidence.extend([e for e in (init_check.evidence(),) if e is not None])
-    elif verdict == Verdict.DERIVED and matched and statistics:
-        shared_init = shared_initialisation_note(cand, ref, matched)
-        if shared_init is not None:
-            notes.append(f"{shared_init} ({init_check.note})" if init_check is not None else shared_init)
-    if verdict in ACCUSING and responses.summary() is not None:
-        summary = f"{summary}; {responses.summary()}"
-    if verdict in ACCUSING:
-        embedding_p = [g.log10p for g in globals_ if g.name.split(".")[0] in ("embed", "lm_head")]
-        embedding_p += [anchors.log10p] if anchors is not None else []
-        edits = name_edits(arch_c, arch_r, rows, min(embedding_p) if embedding_p else None)
-        summary = f"{summary}; {'; '.join(edits)}" if edits else summary
-    if verdict in ACCUSING and experts.edits and not exact_all:
-        shown = "; ".join(experts.edits[:3]) + (" ..." if len(experts.edits) > 3 else "")
-        summary = f"{summary}; experts: {shown}"
-    renamed = renamed_tensors(cand, ref) if verdict in ACCUSING else []
-    return Comparison(verdict, confidence, summary, evidence, rows, renamed, match_kind, abstained, notes,
-                      layer_matrix=layer_matrix)
+        decision = decide(replace(inputs, beyond_init=init_check.beyond_log10p if init_check.explains else None,
+                                  regenerated_init=init_check.note, init_seed_found=init_check.seed is not None),
+                          notes)
+        if init_check.seed is not None:
+            evidence.extend([e for e in (init_check.evidence(),) if e is not None])
+    if decision.layers_in_place_by is not None:
+        for row in rows:
+            row.reference_layer, row.via = row.candidate_layer, decision.layers_in_place_by
+    accusing = decision.verdict in ACCUSING and decision.layers_in_place_by is None
+    renamed = renamed_tensors(cand, ref) if accusing else []
+    return Comparison(decision.verdict, decision.confidence, decision.summary, evidence, rows, renamed, match_kind,
+                      decision.abstained, notes, layer_matrix=layer_matrix)

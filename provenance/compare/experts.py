@@ -1,6 +1,6 @@
 """Mixture-of-experts layers compared as sets of experts, each edit named, each match with its null.
 
-The layer map (`alignment.layer_map`) lets expert 0 stand for a layer's
+The layer map (`signals.layers.layer_map`) lets expert 0 stand for a layer's
 experts, so without this step an MoE whose experts were permuted, thinned,
 extended or fine-tuned one by one, or that was made by splitting a dense
 model's MLP into experts (upcycling, as Qwen1.5-MoE was made from Qwen-1.8B),
@@ -40,17 +40,17 @@ import numpy as np
 from scipy import stats as st
 from scipy.optimize import linear_sum_assignment
 
-from ..architectures.roles import CanonicalKey
+from ..architectures.roles import CanonicalKey, Role, expert_role_name, key_name
 from ..fingerprint import Fingerprint, Part, array_name
 from .results import Evidence, LayerMatch
-from .signals import unit_matching
+from .signals.units import unit_matching
 from .stats import LOG10P_FLOOR, bonferroni_log10p, clustered_log10p, correlation_matrix, format_p
 from .thresholds import LAYER_MATCH_LOG10P, identity_tolerance
 from .views import SampleView
 
-EXPERT_ROLES = ("mlp.gate", "mlp.up", "mlp.down")
-SHARED_ROLES = ("shared_mlp.gate", "shared_mlp.up", "shared_mlp.down")
-ROUTER = "moe.router"
+EXPERT_ROLES = (Role.MLP_GATE, Role.MLP_UP, Role.MLP_DOWN)
+SHARED_ROLES = (Role.SHARED_MLP_GATE, Role.SHARED_MLP_UP, Role.SHARED_MLP_DOWN)
+ROUTER = Role.MOE_ROUTER
 SET_ROLE = "moe.experts"  # the layer map role for "the same set of experts" (0.0) or not (1.0)
 # A sampled expert unit is "the" reference unit when their stored signatures differ by less than this
 # (relative); only used to describe how experts were made, never to accuse (the held-out test does that).
@@ -75,12 +75,12 @@ class Experts:
                 continue
             if parsed.expert is not None and parsed.role in EXPERT_ROLES:
                 experts = found.by_layer.setdefault(parsed.layer, [])
-                if parsed.role == "mlp.up":
+                if parsed.role == Role.MLP_UP:
                     experts.append(parsed.expert)
                 found.shapes.setdefault((parsed.layer, parsed.role), tuple(record["shape"]))
             elif parsed.role in SHARED_ROLES:
                 found.shared.add(parsed.layer)
-            elif parsed.role == "mlp.up":
+            elif parsed.role == Role.MLP_UP:
                 found.dense.add(parsed.layer)
         for experts in found.by_layer.values():
             experts.sort()
@@ -132,7 +132,7 @@ def _expert_signatures(fp: Fingerprint, layer: int, experts: list[int], roles: l
     for expert in experts:
         values = []
         for role, shape in roles:
-            sample = view.sample(fp, f"layers.{layer}.experts.{expert}.{role}.weight", shape)
+            sample = view.sample(fp, key_name(role, layer, expert), shape)
             if sample is None:
                 return None
             values.append(sample.reshape(-1))
@@ -151,7 +151,7 @@ def _shared_expert(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Expe
         return "shared expert added", 1.0
     worst, strongest = 0.0, 0.0
     for role in SHARED_ROLES:
-        ck, rk = f"layers.{i}.{role}.weight", f"layers.{j}.{role}.weight"
+        ck, rk = key_name(role, i), key_name(role, j)
         shape_c, shape_r = cand.tensors.get(ck, {}).get("shape"), ref.tensors.get(rk, {}).get("shape")
         if not shape_c or shape_c != shape_r:
             return "shared expert resized", 1.0
@@ -213,7 +213,7 @@ def _router_after_permutation(cand: Fingerprint, ref: Fingerprint, i: int, j: in
     """The router's relative difference (its weight, or its bias: one value per expert, as gpt-oss's) with the
     reference's rows put in the candidate's expert order; None when a sample does not hold the whole tensor (its
     rows then cannot be reordered)."""
-    ck, rk = f"layers.{i}.{ROUTER}.{param}", f"layers.{j}.{ROUTER}.{param}"
+    ck, rk = key_name(ROUTER, i, param=param), key_name(ROUTER, j, param=param)
     shape = tuple(cand.tensors.get(ck, {}).get("shape") or ())
     if len(shape) not in (1, 2) or shape != tuple(ref.tensors.get(rk, {}).get("shape") or ()):
         return None
@@ -254,15 +254,15 @@ def _span(experts: list[int]) -> str:
 
 def upcycling(moe: Fingerprint, dense: Fingerprint, i: int, j: int, experts: list[int], candidate_is_moe: bool) -> Upcycling | None:
     """The sampled units of layer `i`'s experts (in `moe`) among the MLP units of layer `j` of `dense`."""
-    full = dense.part_array(Part.UNIT_SIGNATURES, j, "mlp.up")
-    samples = [moe.part_array(Part.UNIT_SIGNATURES, i, f"experts.{e}.mlp.up") for e in experts]
+    full = dense.part_array(Part.UNIT_SIGNATURES, j, Role.MLP_UP)
+    samples = [moe.part_array(Part.UNIT_SIGNATURES, i, expert_role_name(e, Role.MLP_UP)) for e in experts]
     if full is None or any(s is None or s.shape[1] != full.shape[1] for s in samples) or not samples:
         return None
     owner = np.concatenate([np.full(s.shape[0], e) for e, s in zip(experts, samples)])
     units = np.concatenate(samples)
     # the held-out test places at most as many units as the dense layer has, one to one
     keep = np.linspace(0, len(units) - 1, min(len(units), full.shape[0], 512)).round().astype(int)
-    name = array_name(Part.UNIT_SIGNATURES, 0, "mlp.up")
+    name = array_name(Part.UNIT_SIGNATURES, 0, Role.MLP_UP)
     test = unit_matching(Fingerprint({}, {name: units[keep]}), Fingerprint({}, {name: full}), 0, 0,
                          sampled_candidate=True)
     if test is None:
@@ -308,8 +308,8 @@ def compare_experts(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
         i, j = row.candidate_layer, row.reference_layer
         if j is None or (i not in ce.by_layer and j not in re.by_layer):
             continue
-        tolerance = identity_tolerance(cand.tensors.get(f"layers.{i}.experts.0.mlp.up.weight", {}).get("dtype"),
-                                       ref.tensors.get(f"layers.{j}.experts.0.mlp.up.weight", {}).get("dtype"))
+        tolerance = identity_tolerance(cand.tensors.get(key_name(Role.MLP_UP, i, 0), {}).get("dtype"),
+                                       ref.tensors.get(key_name(Role.MLP_UP, j, 0), {}).get("dtype"))
         if i in ce.by_layer and j in re.by_layer:
             match = match_experts(cand, ref, i, j, ce, re, view)
             if match is None:

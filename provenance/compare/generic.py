@@ -89,18 +89,20 @@ from ..errors import CorruptFileError
 from ..fingerprint import Fingerprint, Part
 from ..fingerprint.generic import ARRAY_PREFIX, META_KEY
 from ..fingerprint.sketch import sketch_positions
-from ..verdicts import Verdict
+from ..verdicts import ACCUSING
 from .results import Comparison, Evidence
-from .thresholds import ACCUSATION_LOG10P, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P
+from .thresholds import (ACCUSATION_LOG10P, DERIVED_MIN_LAYER_SHARE, GENERIC_LEANING_LOG10P, GENERIC_MIN_MATCHED,
+                         GENERIC_SAME_ARCHITECTURE_SHARE, LAYER_MATCH_LOG10P)
 from .stats import LN10, bonferroni_log10p, clustered_log10p, format_p
+from .verdict import GenericInputs, decide
 
 MATCHED = LAYER_MATCH_LOG10P  # the layer engine's bars (thresholds.py), so one bar serves every accusation
 STRONG = ACCUSATION_LOG10P
 MATCHED_SHARE = DERIVED_MIN_LAYER_SHARE
-MIN_MATCHED = 2
-LEANING = -2.0  # corrected p < 0.01: a pair leaning towards dependence (confidence only)
+MIN_MATCHED = GENERIC_MIN_MATCHED
+LEANING = GENERIC_LEANING_LOG10P  # corrected p < 0.01: a pair leaning towards dependence (confidence only)
 GENERIC_UNMAPPED_SHARE = 0.1
-SAME_ARCHITECTURE_SHARE = 0.5
+SAME_ARCHITECTURE_SHARE = GENERIC_SAME_ARCHITECTURE_SHARE
 EVIDENCE_PAIRS = 5  # strongest pairs listed one by one in the evidence
 ROUNDING_TOLERANCE = {"F64": 1e-6, "F32": 1e-6, "F16": 1e-3, "BF16": 3e-3, "F8_E4M3": 0.07, "F8_E5M2": 0.14}
 TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -305,6 +307,7 @@ def _storage_equal(cand: StoredTensor, ref: StoredTensor) -> tuple[bool, bool]:
 
 def _decide(pairs: list[PairTest], tested: list[PairTest], cand_view: dict[str, StoredTensor],
             ref_view: dict[str, StoredTensor]) -> Comparison:
+    """The evidence of the paired tensors, and the decision on it (`verdict.decide`)."""
     by_name = [p for p in pairs if p.how == "name"]
     by_shape = [p for p in pairs if p.how == "shape"]
     all_paired = (len(pairs) == len(cand_view) == len(ref_view)
@@ -348,38 +351,16 @@ def _decide(pairs: list[PairTest], tested: list[PairTest], cand_view: dict[str, 
 
     renamed = [{"candidate": p.cand.name, "reference": p.ref.name, "role": "generic (paired by shape and value)"}
                for p in by_shape if p.cand.name != p.ref.name]
-    if all_paired and pairs and all(p.storage_equal for p in pairs):
-        rounded = [p for p in pairs if not p.exact]
-        how = ("every stored tensor is bit-identical (as float32) to its paired reference tensor" if not rounded else
-               f"every stored tensor equals its paired reference tensor up to the rounding of the stored dtype "
-               f"({len(rounded)} of {len(pairs)} differ only by it)")
-        if rounded:
-            evidence.append(Evidence("storage rounding check", len(rounded) / len(pairs), None,
-                                     f"{len(rounded)} pairs agree after rounding both samples to the coarser dtype "
-                                     f"(relative RMS within {', '.join(f'{k} {v:g}' for k, v in ROUNDING_TOLERANCE.items())})"))
-        if by_shape:
-            how += f", {len(by_shape)} of them under other names (paired by shape and value)"
-        return Comparison(Verdict.IDENTICAL, 1.0 if not rounded else 0.99, how, evidence, [], renamed, match_kind, False, notes)
-
-    needed = max(MIN_MATCHED, math.ceil(MATCHED_SHARE * len(testable)))
-    if strongest < STRONG and len(matched) >= needed:
-        strength = min(1.0, -strongest / 50.0)
-        confidence = round(0.5 + 0.5 * strength * share, 3)
-        return Comparison(Verdict.DERIVED, confidence,
-                          f"the stored tensors descend from the reference's ({len(matched)} of {len(testable)} "
-                          f"testable pairs matched, strongest {format_p(strongest)})",
-                          evidence, [], renamed, match_kind, False, notes)
-    leaning = sum(1 for p in testable if p.corrected < LEANING)
-    confidence = round(1.0 - (leaning / len(testable) if testable else 0.0), 3)
-    abstained = strongest < MATCHED
-    if abstained:
-        confidence = round(confidence / 2, 3)
-        notes.append(f"evidence is significant ({len(matched)} matched pairs, strongest {format_p(strongest)}) but "
-                     f"below the bar (strongest < 1e-12 and at least {needed} of {len(testable)} testable pairs): abstaining")
-    same = all_paired or name_share >= SAME_ARCHITECTURE_SHARE
-    if same:
-        summary = ("the tensors pair up with the reference's but no weight signal departs from independence"
-                   if not abstained else "weight signals are weak or sparse: the tool abstains rather than accuse")
-        return Comparison(Verdict.SAME_ARCHITECTURE, confidence, summary, evidence, [], [], match_kind, abstained, notes)
-    return Comparison(Verdict.UNRELATED, confidence, "neither the stored tensors nor their weights match the reference",
-                      evidence, [], [], match_kind, abstained, notes)
+    storage_identical = bool(all_paired and pairs and all(p.storage_equal for p in pairs))
+    rounded = [p for p in pairs if not p.exact]
+    if storage_identical and rounded:
+        evidence.append(Evidence("storage rounding check", len(rounded) / len(pairs), None,
+                                 f"{len(rounded)} pairs agree after rounding both samples to the coarser dtype "
+                                 f"(relative RMS within {', '.join(f'{k} {v:g}' for k, v in ROUNDING_TOLERANCE.items())})"))
+    decision = decide(GenericInputs(
+        match_kind=match_kind, storage_identical=storage_identical, pairs=len(pairs), rounded=len(rounded),
+        renamed=len(by_shape), matched=len(matched), testable=len(testable), strongest=strongest,
+        leaning=sum(1 for p in testable if p.corrected < LEANING),
+        same_architecture=all_paired or name_share >= SAME_ARCHITECTURE_SHARE), notes)
+    return Comparison(decision.verdict, decision.confidence, decision.summary, evidence, [],
+                      renamed if decision.verdict in ACCUSING else [], match_kind, decision.abstained, notes)

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from ..architectures.roles import Role, key_name
 from ..fingerprint import Fingerprint, Part
 from .results import LayerMatch
 
@@ -28,7 +29,7 @@ WEAK_SHARE = 0.5
 # Initialiser scales: the Hugging Face default (initializer_range 0.02) and 1/sqrt(fan_in) (PyTorch's Linear,
 # up to a constant); a standard deviation must lie within 30% of one of them.
 INIT_TOLERANCE = 0.3
-ROLES = ("attn.q", "mlp.up")
+ROLES = (Role.ATTN_Q, Role.MLP_UP)
 
 
 def initialiser_scales(fan_in: int) -> tuple[float, float]:
@@ -45,10 +46,10 @@ def looks_initialised(fp: Fingerprint, keys: list[str]) -> bool:
     |skew| < 0.1) with a standard deviation within 30% of a common initialiser scale (0.02, 1/sqrt(width) or 1)."""
     found = False
     for key in keys:
-        if key not in fp.tensors:
+        record = fp.records.get(key)
+        if record is None:
             continue
-        stats = fp.tensors.get(key, {}).get("stats", {})
-        shape = fp.tensors.get(key, {}).get("shape", [])
+        stats, shape = record.stats, record.shape
         if not stats.get("std") or len(shape) != 2:
             continue
         found = True
@@ -59,10 +60,11 @@ def looks_initialised(fp: Fingerprint, keys: list[str]) -> bool:
 
 
 def _shared_std(cand: Fingerprint, ref: Fingerprint, row: LayerMatch, role: str) -> tuple[float, int] | None:
-    key_c = f"layers.{row.candidate_layer}.{role}.weight"
-    key_r = f"layers.{row.reference_layer}.{role}.weight"
+    key_c = key_name(role, row.candidate_layer)
+    key_r = key_name(role, row.reference_layer)
     a, b = cand.part_array(Part.SKETCHES, key_c), ref.part_array(Part.SKETCHES, key_r)
-    shape = (cand.tensors.get(key_c) or {}).get("shape")
+    record = cand.records.get(key_c)
+    shape = record.shape if record is not None else None
     if a is None or b is None or a.shape != b.shape or a.size < 64 or not shape or len(shape) != 2:
         return None
     a, b = a.astype(np.float64), b.astype(np.float64)
@@ -84,8 +86,8 @@ def shared_initialisation_note(cand: Fingerprint, ref: Fingerprint, matched: lis
     matched weights still look untrained, or the matched layers share only an initialisation-sized part."""
     if not matched:
         return None
-    keys = [f"layers.{r.candidate_layer}.{role}.weight" for r in matched for role in ROLES]
-    ref_keys = [f"layers.{r.reference_layer}.{role}.weight" for r in matched for role in ROLES]
+    keys = [key_name(role, r.candidate_layer) for r in matched for role in ROLES]
+    ref_keys = [key_name(role, r.reference_layer) for r in matched for role in ROLES]
     if looks_initialised(cand, keys) and looks_initialised(ref, ref_keys):
         return ("both models' matched weights are near-Gaussian at an initialiser's scale, as untrained weights "
                 "are: a shared random initialisation (one seed and one init code, no shared training) would "

@@ -45,6 +45,14 @@ ASSEMBLED_MIN_LAYERS = 2
 # conflicting evidence, and the tool abstains rather than accuse.
 DERIVED_MIN_LAYER_SHARE = 0.5
 
+# Non-transformer checkpoints (`generic.py`, stored tensors paired by name or shape): `derived` needs at least
+# this many pairs matched (and DERIVED_MIN_LAYER_SHARE of the testable ones), so one matched tensor never
+# accuses; a pair below 1e-2 leans towards dependence and lowers a no-relation verdict's confidence only; and
+# the architecture matches when half the tensors pair by name.
+GENERIC_MIN_MATCHED = 2
+GENERIC_LEANING_LOG10P = -2.0
+GENERIC_SAME_ARCHITECTURE_SHARE = 0.5
+
 # Relative RMS difference that storage alone explains, by stored dtype (safetensors,
 # PyTorch and GGUF names). Reason for each: float32 rounds at 2^-24 (6e-8
 # relative), float16 at 2^-11 and bfloat16 at 2^-8 (half an ulp at most, about

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..architectures.roles import Role, has_gated_mlp
 from ..fingerprint import Fingerprint, Part
-from .results import Evidence, LayerMatch
-from .stats import bonferroni_log10p, format_p, sign_flip_log10p, standardise
-from .thresholds import LAYER_MATCH_LOG10P
+from .results import Evidence
+from .stats import bonferroni_log10p, sign_flip_log10p, standardise
 
-ROLES = ("mlp.up", "mlp.down")
+ROLES = (Role.MLP_UP, Role.MLP_DOWN)
 MIN_SHARED_ANCHORS = 16
 # Wording only (never a decision): units kept in the reference's order, at shifted indices, read "a subset of its
 # units" when this share of consecutive candidate units have increasing partners. Randomly permuted units give about
@@ -68,15 +68,15 @@ class ResponseTest:
 
 def _shared_columns(cand: Fingerprint, ref: Fingerprint, width_c: int, width_r: int) -> tuple[list[int], list[int]]:
     """Columns of the two response arrays that hold the same anchor token (by string)."""
-    tokens_c = list((cand.meta.get("vocabulary") or {}).get("anchor_tokens") or [])[:width_c]
-    tokens_r = list((ref.meta.get("vocabulary") or {}).get("anchor_tokens") or [])[:width_r]
+    tokens_c = list(cand.vocabulary.anchor_tokens if cand.vocabulary else ())[:width_c]
+    tokens_r = list(ref.vocabulary.anchor_tokens if ref.vocabulary else ())[:width_r]
     where_r = {token: i for i, token in enumerate(tokens_r)}
     pairs = [(i, where_r[token]) for i, token in enumerate(tokens_c) if token in where_r]
     return [i for i, _ in pairs], [j for _, j in pairs]
 
 
 def gated(fp: Fingerprint) -> bool:
-    return any(key.endswith("mlp.gate.weight") for key in fp.tensors)
+    return has_gated_mlp(fp.tensors)
 
 
 def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int) -> ResponseTest | None:
@@ -89,7 +89,7 @@ def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: in
         return None
     if not all(np.isfinite(a).all() and np.isfinite(b).all() for a, b in arrays.values()):
         return None  # a damaged or hostile fingerprint: no test rather than a NaN p-value
-    up_c, up_r = arrays["mlp.up"]
+    up_c, up_r = arrays[Role.MLP_UP]
     cols_c, cols_r = _shared_columns(cand, ref, up_c.shape[1], up_r.shape[1])
     if len(cols_c) < MIN_SHARED_ANCHORS:
         return None
@@ -156,33 +156,3 @@ class ResponsePlacement:
             order = "most units sit at other indices: the units were permuted"
         return (f"MLP units matched through their responses to shared anchor tokens, which a rotated residual basis "
                 f"and permuted units or heads do not change ({order})")
-
-
-def place_by_responses(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
-                       open_rows: list[LayerMatch]) -> ResponsePlacement:
-    """The layers of `open_rows` (unplaced, or placed in their own place by a weaker rotation test), tested in
-    their own places; when the pooled test passes the layer-match bar, each tested layer is placed with its own
-    corrected p-value where that is stronger than what placed it, and one evidence entry states the pooled test."""
-    if len(rows) != int(ref.architecture.get("num_layers") or 0):
-        return ResponsePlacement([])  # different depths: not searched (each layer pair would cost a pairing)
-    found = response_layers(cand, ref, [row.candidate_layer for row in open_rows]) if open_rows else None
-    if found is None or found.pooled_log10p >= LAYER_MATCH_LOG10P:
-        return ResponsePlacement([])
-    by_layer = {t.layer_c: t for t in found.tests}
-    for row in open_rows:
-        test = by_layer.get(row.candidate_layer)
-        if test is not None and (row.reference_layer is None or found.corrected[test.layer_c] < row.log10_p):
-            row.place(test.layer_r, test.similarity, found.corrected[test.layer_c], {}, VIA)
-    similarity = float(np.mean([t.similarity for t in found.tests]))
-    worst = max(t.rel_error for t in found.tests)
-    units = sum(t.clusters.size for t in found.tests)
-    in_place = float(np.mean([t.in_place for t in found.tests]))
-    in_order = float(np.mean([t.in_order for t in found.tests]))
-    return ResponsePlacement([Evidence(
-        VIA, similarity, found.pooled_log10p,
-        f"{len(found.tests)} layers in their own places, {units} MLP units each paired with the reference unit "
-        f"whose responses to the shared anchor tokens' embeddings agree best (sign-free), one pooled sign-flip test: "
-        f"{format_p(found.pooled_log10p)}; {in_place:.0%} of the units paired with the unit of their own index; "
-        f"matched responses differ by {worst:.2g} (relative, float16 values), which a rotated residual basis or "
-        "permuted units or heads do not change")], in_place, in_order)
-

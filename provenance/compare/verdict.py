@@ -1,7 +1,16 @@
-"""From measured signals to one verdict: the decision rules, shared by full and remote comparisons.
+"""From measured signals to one verdict: the only place a verdict, its confidence and its explanation are made.
 
-Order of the rules (thresholds and their reasons: `thresholds.py`):
+`decide` serves every path: the layer engine's comparisons, full and remote
+(`DecisionInputs`), and the generic comparison of non-transformer checkpoints
+(`GenericInputs`). It returns a `Decision`; the summary it gives is complete
+(what the signals add to an accusing summary and the edits named are added
+here), and the notes it appends are all the decision's.
+
+Order of the layer rules (thresholds and their reasons: `thresholds.py`):
 1. every stored tensor bit-identical to a reference tensor -> `identical`;
+   every layer equal up to a rotation of the residual basis (the Gram
+   matrices agree to the storage rounding, a decisive signal passes the bar,
+   nothing emptied) -> `identical`, the layers placed in their own places;
 2. no decisive signal below the accusation bar (1e-12, corrected), or none
    beyond a regenerated shared initialisation that both models start from
    (`beyond_init`, `init_regeneration.py`) ->
@@ -20,21 +29,47 @@ Order of the rules (thresholds and their reasons: `thresholds.py`):
 6. every layer in place and every difference within what the candidate's
    stored dtype rounds (after function-preserving transforms) -> `identical`;
    otherwise -> `derived`.
+Then: an `identical` read on sampled rows is capped at 0.95; a `derived`
+one carries the shared-initialisation note where it applies; an accusing
+summary names what the signals add and the structural edits (`edits.py`,
+the experts' edits).
+
+The generic rules: every stored tensor equal to its partner up to storage
+rounding -> `identical`; the strongest pair below the accusation bar and
+enough pairs matched -> `derived`; else `same-architecture` or `unrelated`,
+abstaining when something is significant without reaching the bar.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..verdicts import ACCUSING, Verdict  # the one list of verdicts; re-exported here (compare.verdict.Verdict)
+from .edits import name_edits
 from .results import LayerMatch
 from .stats import format_p
-from .thresholds import (ACCUSATION_LOG10P, ASSEMBLED_MIN_LAYERS, DERIVED_MIN_LAYER_SHARE, LAYER_MATCH_LOG10P,
-                         NULL_LIKE_LOG10P, CONFIDENCE_NOTHING_COMPARED, confidence_for_accusation,
+from .thresholds import (ACCUSATION_LOG10P, ASSEMBLED_MIN_LAYERS, DERIVED_MIN_LAYER_SHARE, GENERIC_MIN_MATCHED,
+                         LAYER_MATCH_LOG10P, NULL_LIKE_LOG10P, CONFIDENCE_NOTHING_COMPARED, confidence_for_accusation,
                          confidence_for_no_relation)
 
-__all__ = ["ACCUSING", "DecisionInputs", "Verdict", "decide", "map_text"]
+__all__ = ["ACCUSING", "Decision", "DecisionInputs", "GenericInputs", "Verdict", "decide", "map_text"]
+
+# A comparison read on sampled rows (remote) is `identical` at this confidence at most: unsampled rows were not seen.
+SAMPLED_IDENTICAL_CONFIDENCE = 0.95
+ROTATED_VIA = "equal residual-space Gram matrices (rotated)"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict, its confidence, whether the tool abstained, and the summary that explains it."""
+
+    verdict: Verdict
+    confidence: float
+    abstained: bool
+    summary: str
+    layers_in_place_by: str | None = None  # set when the verdict places every layer in its own place (rotation)
 
 
 @dataclass
@@ -55,13 +90,77 @@ class DecisionInputs:
     explained_by: list[str] = field(default_factory=list)  # transforms the identity needed (permutations, rescalings)
     emptied: list[str] = field(default_factory=list)  # canonical keys zero-sized in the candidate, not in the reference
     weights_compared: bool = True  # some decisive weight signal ran (False: nothing of matching shape to compare)
+    sampled: bool = False  # compared on rows sampled by range reads (remote)
+    rotation: tuple[float, float] | None = None  # (largest Gram difference, the tolerance), when that check ran
+    shared_initialisation: str | None = None  # the note a `derived` verdict carries (`shared_init.py`), if any
+    accusing_clauses: tuple[str, ...] = ()  # what the signals add to an accusing summary
+    architectures: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # candidate's and reference's, for edits
+    embedding_log10p: float | None = None  # the strongest embedding or head signal, for a vocabulary edit
+    expert_edits: tuple[str, ...] = ()  # the experts' edits (`experts.py`)
     # log10 p of the strongest decisive signal once a regenerated shared initialisation is removed from both models,
     # set when that initialisation accounts for every accusing signal (`init_regeneration.py`); None: not found
     beyond_init: float | None = None
+    regenerated_init: str | None = None  # the note of the regenerated-init check, when it ran (`init_regeneration.py`)
+    init_seed_found: bool = False  # that check found a common seed's init in both models (its note replaces the other)
 
 
-def decide(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bool, str]:
-    """(verdict, confidence, abstained, summary); appends to `notes`."""
+@dataclass
+class GenericInputs:
+    """What the generic rules read: stored tensors paired by name or shape and tested (`generic.py`)."""
+
+    match_kind: str
+    storage_identical: bool  # every tensor paired, each equal to its partner up to the stored dtype's rounding
+    pairs: int
+    rounded: int  # pairs equal only up to rounding
+    renamed: int  # pairs made by shape (other names)
+    matched: int  # pairs matched below LAYER_MATCH_LOG10P after correction
+    testable: int  # pairs a perfect copy could match
+    strongest: float  # the strongest pair's corrected log10 p
+    leaning: int  # testable pairs below GENERIC_LEANING_LOG10P
+    same_architecture: bool
+
+
+def decide(inputs: DecisionInputs | GenericInputs, notes: list[str]) -> Decision:
+    """The decision on `inputs`; appends to `notes`."""
+    if isinstance(inputs, GenericInputs):
+        return _decide_generic(inputs, notes)
+    rotated = _rotated_identity(inputs)
+    if rotated is not None:
+        return rotated
+    verdict, confidence, abstained, summary = _decide_layers(inputs, notes)
+    if verdict == Verdict.IDENTICAL and inputs.sampled:
+        confidence = min(confidence, SAMPLED_IDENTICAL_CONFIDENCE)  # a sample agrees; unsampled rows were not seen
+        summary = f"{summary} (on the sampled rows read remotely)"
+    if inputs.init_seed_found and inputs.regenerated_init is not None:
+        notes.append(inputs.regenerated_init)  # the seed named, whatever the verdict it left
+    elif verdict == Verdict.DERIVED and inputs.shared_initialisation is not None:
+        notes.append(f"{inputs.shared_initialisation} ({inputs.regenerated_init})" if inputs.regenerated_init
+                     else inputs.shared_initialisation)
+    if verdict in ACCUSING:
+        for clause in inputs.accusing_clauses:
+            summary = f"{summary}; {clause}"
+        edits = name_edits(*inputs.architectures, inputs.rows, inputs.embedding_log10p)
+        summary = f"{summary}; {'; '.join(edits)}" if edits else summary
+        if inputs.expert_edits and not inputs.exact_all:
+            shown = "; ".join(inputs.expert_edits[:3]) + (" ..." if len(inputs.expert_edits) > 3 else "")
+            summary = f"{summary}; experts: {shown}"
+    return Decision(verdict, confidence, abstained, summary)
+
+
+def _rotated_identity(inputs: DecisionInputs) -> Decision | None:
+    """Every layer equal to the reference layer in its place up to a rotation of the residual basis."""
+    if inputs.rotation is None:
+        return None
+    worst, tolerance = inputs.rotation
+    if worst < tolerance and inputs.strongest <= ACCUSATION_LOG10P and not inputs.emptied:
+        return Decision(Verdict.IDENTICAL, 1.0 if worst < tolerance / 2 else 0.9, False,
+                        "every layer equals the reference layer up to a rotation of the residual basis "
+                        "(the units' inner products agree to the storage rounding)", ROTATED_VIA)
+    return None
+
+
+def _decide_layers(inputs: DecisionInputs, notes: list[str]) -> tuple[Verdict, float, bool, str]:
+    """The layer rules: (verdict, confidence, abstained, summary)."""
     rows, strongest = inputs.rows, inputs.strongest
     n = len(rows)
     matched = [r for r in rows if r.reference_layer is not None]
@@ -145,3 +244,33 @@ def _monotone(refs: list[int]) -> bool:
 def map_text(rows: list[LayerMatch]) -> str:
     return ", ".join(f"{r.candidate_layer}->{'?' if r.reference_layer is None else r.reference_layer}"
                      for r in rows[:40])
+
+
+def _decide_generic(inputs: GenericInputs, notes: list[str]) -> Decision:
+    if inputs.storage_identical:
+        how = ("every stored tensor is bit-identical (as float32) to its paired reference tensor" if not inputs.rounded
+               else f"every stored tensor equals its paired reference tensor up to the rounding of the stored dtype "
+                    f"({inputs.rounded} of {inputs.pairs} differ only by it)")
+        if inputs.renamed:
+            how += f", {inputs.renamed} of them under other names (paired by shape and value)"
+        return Decision(Verdict.IDENTICAL, 1.0 if not inputs.rounded else 0.99, False, how)
+    strongest, matched, testable = inputs.strongest, inputs.matched, inputs.testable
+    needed = max(GENERIC_MIN_MATCHED, math.ceil(DERIVED_MIN_LAYER_SHARE * testable))
+    if strongest < ACCUSATION_LOG10P and matched >= needed:
+        share = matched / testable if testable else 0.0
+        strength = min(1.0, -strongest / 50.0)
+        return Decision(Verdict.DERIVED, round(0.5 + 0.5 * strength * share, 3), False,
+                        f"the stored tensors descend from the reference's ({matched} of {testable} "
+                        f"testable pairs matched, strongest {format_p(strongest)})")
+    confidence = round(1.0 - (inputs.leaning / testable if testable else 0.0), 3)
+    abstained = strongest < LAYER_MATCH_LOG10P
+    if abstained:
+        confidence = round(confidence / 2, 3)
+        notes.append(f"evidence is significant ({matched} matched pairs, strongest {format_p(strongest)}) but "
+                     f"below the bar (strongest < 1e-12 and at least {needed} of {testable} testable pairs): abstaining")
+    if inputs.same_architecture:
+        summary = ("the tensors pair up with the reference's but no weight signal departs from independence"
+                   if not abstained else "weight signals are weak or sparse: the tool abstains rather than accuse")
+        return Decision(Verdict.SAME_ARCHITECTURE, confidence, abstained, summary)
+    return Decision(Verdict.UNRELATED, confidence, abstained,
+                    "neither the stored tensors nor their weights match the reference")

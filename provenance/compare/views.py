@@ -28,17 +28,17 @@ from typing import Callable
 
 import numpy as np
 
-from ..architectures.roles import WRITES_RESIDUAL
+from ..architectures.roles import WRITES_RESIDUAL, Role
 from ..fingerprint import Fingerprint, Part, array_name
 from ..fingerprint.sketch import row_sample_columns, row_sample_rows
-from .signals import (LayerView, UnitMatch, layer_view, sketch_clusters, sketch_columns, sketch_rows, sketch_sample,
-                      unit_matching)
+from .signals.units import UnitMatch, unit_matching
+from .sketches import LayerView, layer_view, sketch_clusters, sketch_columns, sketch_rows, sketch_sample
 
 
 def row_clusters(shape: tuple[int, ...], role: str = "") -> np.ndarray:
     """Cluster of each value of a flattened row sample: its residual dimension (the column for
     matrices reading the residual stream, the row for those writing to it; see
-    `signals.sketch_clusters`). Vectors: as their sketches."""
+    `sketches.sketch_clusters`). Vectors: as their sketches."""
     if len(shape) != 2:
         return sketch_clusters(shape)
     rows, columns = row_sample_rows(shape), row_sample_columns(shape)
@@ -85,7 +85,7 @@ class SampleView:
     rows: Callable = sketch_rows
 
     def layer_view(self, fp: Fingerprint) -> LayerView:
-        """`signals.layer_view` on these samples."""
+        """`sketches.layer_view` on these samples."""
         return layer_view(fp, sample=self.sample, columns=self.columns, rows=self.rows)
 
 
@@ -95,7 +95,7 @@ ROW_SAMPLES = SampleView("row sample", "row-sample correlation", " on sampled ro
 
 
 def row_layer_view(fp: Fingerprint) -> LayerView:
-    """Like `signals.layer_view`, from row samples (matrices) and whole vectors (norms, biases)."""
+    """Like `sketches.layer_view`, from row samples (matrices) and whole vectors (norms, biases)."""
     return ROW_SAMPLES.layer_view(fp)
 
 
@@ -107,14 +107,14 @@ def sample_view(shared: frozenset[Part]) -> SampleView:
 def row_unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int) -> UnitMatch | None:
     """Permuted MLP units: one side's sampled `mlp.up` signatures against every unit of the other side.
 
-    The held-out test of `signals.unit_matching` (match on 16 projections,
+    The held-out test of `signals.units.unit_matching` (match on 16 projections,
     test on the other 16) with the sampled rows as the units to place. Needs
     one side with full signatures (`Part.UNIT_SIGNATURES`).
     """
-    sampled_c = cand.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_c, "mlp.up")
-    full_r = ref.part_array(Part.UNIT_SIGNATURES, layer_r, "mlp.up")
-    sampled_r = ref.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_r, "mlp.up")
-    full_c = cand.part_array(Part.UNIT_SIGNATURES, layer_c, "mlp.up")
+    sampled_c = cand.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_c, Role.MLP_UP)
+    full_r = ref.part_array(Part.UNIT_SIGNATURES, layer_r, Role.MLP_UP)
+    sampled_r = ref.part_array(Part.SAMPLED_UNIT_SIGNATURES, layer_r, Role.MLP_UP)
+    full_c = cand.part_array(Part.UNIT_SIGNATURES, layer_c, Role.MLP_UP)
     if sampled_c is not None and full_r is not None:
         a, b = sampled_c, full_r
     elif sampled_r is not None and full_c is not None:
@@ -122,7 +122,7 @@ def row_unit_matching(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r
     else:
         return None
     # the sampled side holds 32 units, too few to estimate its covariance (see unit_matching)
-    name = array_name(Part.UNIT_SIGNATURES, 0, "mlp.up")
+    name = array_name(Part.UNIT_SIGNATURES, 0, Role.MLP_UP)
     match = unit_matching(Fingerprint({}, {name: a}), Fingerprint({}, {name: b}), 0, 0, sampled_candidate=True)
     if match is None:
         return None

@@ -38,7 +38,6 @@ I = 11008, L = 32, T = 291) that is 2.4 + 0.5 + 33.8 + 8.4 + 8.4 = about 54 MB,
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any, Callable
 
 from .. import __version__
@@ -48,7 +47,7 @@ from ..model import Checkpoint
 from .collect import Collected
 from .parts import vocabulary_meta
 from .row_blocks import read_row_blocks
-from .store import FINGERPRINT_SCHEMA, ROW_READ_PARTS, WHOLE_TENSOR_PARTS, Fingerprint, Part
+from .store import FINGERPRINT_SCHEMA, ROW_READ_PARTS, WHOLE_TENSOR_PARTS, Fingerprint, Part, as_saved
 from .tensor_pass import HASH_NAME
 from .whole import read_whole_tensors
 
@@ -68,7 +67,7 @@ def build_fingerprint(checkpoint: Checkpoint, file_hashes: dict[str, str] | None
     reading = READINGS[source.reads](collected, on_tensor)
     # As saved and loaded (JSON, keys sorted): a fingerprint built now and one read from its file are the
     # same object, so outputs never depend on whether a fingerprint came from the cache.
-    meta = json.loads(json.dumps(_meta(collected, file_hashes, mark, reading), sort_keys=True))
+    meta = as_saved(_meta(collected, file_hashes, mark, reading))
     arrays = collected.arrays.finish()  # read from the spool file when looked up, in name order
     return Fingerprint(meta=meta, arrays=arrays)
 

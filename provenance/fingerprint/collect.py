@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..architectures.roles import Role, expert_role_name
 from ..formats.tokenizer import Vocabulary, load_vocabulary
 from ..model import Checkpoint
 from .arrays_file import Spool
@@ -112,7 +113,7 @@ class Collected:
         return np.array([i for _, i in self.anchors if i < rows], dtype=np.int64)
 
     def wants_anchors(self, key) -> bool:
-        return key.role in ("embed", "lm_head") and key.param == "weight" and bool(self.anchors)
+        return key.role in (Role.EMBED, Role.LM_HEAD) and key.param == "weight" and bool(self.anchors)
 
     def rows_wanted(self, key, shape: tuple[int, ...]) -> np.ndarray:
         """The canonical rows `add_rows` takes from a matrix (sorted): its row sample and any anchor rows."""
@@ -125,11 +126,11 @@ class Collected:
         """Signatures of up to EXPERT_UNITS evenly spaced units of an expert's `mlp.up` (`take(rows)` gives
         those rows in float32): `units/<layer>/experts.<e>.mlp.up`, what `compare/experts.py` places among
         another model's MLP units (an MoE upcycled from a dense model). 2 KiB per expert."""
-        if key.role != "mlp.up" or key.param != "weight" or key.layer is None or key.expert is None:
+        if key.role != Role.MLP_UP or key.param != "weight" or key.layer is None or key.expert is None:
             return
         signature = unit_signature(take(expert_unit_rows(units)), key.role, self.norm_before(key))
         if signature is not None:
-            self.put(Part.UNIT_SIGNATURES, signature, key.layer, f"experts.{key.expert}.{key.role}")
+            self.put(Part.UNIT_SIGNATURES, signature, key.layer, expert_role_name(key.expert, key.role))
 
     def add_rows(self, key, record_key: str, shape: tuple[int, ...], take: Callable[[np.ndarray], torch.Tensor]) -> None:
         """What a matrix's rows give; `take(rows)` returns those canonical rows (in the order given) in float32."""
@@ -140,9 +141,9 @@ class Collected:
             rows = take(ids)
             self.put(Part.ANCHORS, rows.to(torch.float16).numpy(), key.role)
             # probes only when every anchor has a row, so that the responses' columns are the anchors in order
-            if key.role == "embed" and Part.ANCHOR_RESPONSES in self.allowed and len(ids) == len(self.anchors):
+            if key.role == Role.EMBED and Part.ANCHOR_RESPONSES in self.allowed and len(ids) == len(self.anchors):
                 self.probes = anchor_probes(rows)
-        if (Part.SAMPLED_UNIT_SIGNATURES in self.allowed and key.role == "mlp.up" and key.param == "weight"
+        if (Part.SAMPLED_UNIT_SIGNATURES in self.allowed and key.role == Role.MLP_UP and key.param == "weight"
                 and key.expert is None and key.layer is not None):
             signature = unit_signature(sampled, key.role, self.norm_before(key))
             if signature is not None:

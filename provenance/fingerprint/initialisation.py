@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from ..architectures.roles import Role
 from ..errors import ProvenanceError
 from ..model import Checkpoint
 from .sketch import sketch_positions
@@ -147,9 +148,11 @@ def _regenerate(family: str, fields: str, seed: int, row_ids: tuple[int, ...]) -
     sketches: dict[str, np.ndarray] = {}
     rows: dict[str, dict[int, np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="provenance-init-") as folder:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        if config.tie_word_embeddings:
-            state.pop("lm_head.weight", None)
+        state, seen = {}, set()
+        for name, value in model.state_dict().items():  # a tied output head shares the embedding's storage: kept once
+            if value.data_ptr() not in seen:
+                seen.add(value.data_ptr())
+                state[name] = value.detach().contiguous()
         del model
         config_dict = config.to_dict()
         config_dict["model_type"] = family
@@ -161,7 +164,7 @@ def _regenerate(family: str, fields: str, seed: int, row_ids: tuple[int, ...]) -
                 key, values = assignment.key, tensor.to(torch.float32)
                 name = key.name
                 sketches[name] = values.reshape(-1)[torch.from_numpy(sketch_positions(tuple(values.shape)))].numpy().copy()
-                if key.role in ("embed", "lm_head") and key.param == "weight" and row_ids:
+                if key.role in (Role.EMBED, Role.LM_HEAD) and key.param == "weight" and row_ids:
                     wanted = [i for i in row_ids if i < values.shape[0]]
                     picked = values[torch.tensor(wanted, dtype=torch.long)].numpy().copy() if wanted else None
                     rows[key.role] = {i: picked[n] for n, i in enumerate(wanted)} if picked is not None else {}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..architectures.roles import PRECEDING_NORM as PRECEDING_NORM_OF
-from ..architectures.roles import WRITES_RESIDUAL
+from ..architectures.roles import WRITES_RESIDUAL, Role
 from ..architectures.roles import norm_scale
 from ..formats.tokenizer import Vocabulary
 from .sketch import UNIT_PROJECTIONS, projection
@@ -74,8 +74,8 @@ GRAM_UNITS = 128
 
 # Projections per unit signature: MLP up rows (matched on half, tested on half),
 # MLP down columns, and attention rows/columns (grouped by head when compared).
-SIGNATURE_WIDTH = {"mlp.up": UNIT_PROJECTIONS, "mlp.down": DOWN_PROJECTIONS, "attn.q": HEAD_PROJECTIONS,
-                   "attn.k": HEAD_PROJECTIONS, "attn.v": HEAD_PROJECTIONS, "attn.o": HEAD_PROJECTIONS}
+SIGNATURE_WIDTH = {Role.MLP_UP: UNIT_PROJECTIONS, Role.MLP_DOWN: DOWN_PROJECTIONS, Role.ATTN_Q: HEAD_PROJECTIONS,
+                   Role.ATTN_K: HEAD_PROJECTIONS, Role.ATTN_V: HEAD_PROJECTIONS, Role.ATTN_O: HEAD_PROJECTIONS}
 
 
 def unit_signature(values: torch.Tensor, role: str, scale: torch.Tensor | None) -> np.ndarray | None:
@@ -131,7 +131,7 @@ def unit_basis(role: str, width: int, scale: torch.Tensor | None) -> torch.Tenso
 # sharing most strings probe with mostly the same tokens), and the roles probed: 2 x units x 32 float16 values
 # per layer (192 KiB for a layer of 1536 units).
 RESPONSE_ANCHORS = 32
-RESPONSE_ROLES = ("mlp.up", "mlp.down")
+RESPONSE_ROLES = (Role.MLP_UP, Role.MLP_DOWN)
 
 
 def anchor_probes(rows: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,7 @@ import json
 import math
 from dataclasses import dataclass, fields
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -72,6 +73,8 @@ from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .arrays_file import NUMPY_OF, ArrayFile, unstacked
 from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack_tables
+from .records import (StoredRecord, TensorRecord, VocabularyRecord, architecture_of, stored_records, tensor_records,
+                      vocabulary_of)
 from .writer import write_safetensors
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/4"
@@ -142,6 +145,32 @@ class Fingerprint:
     @property
     def tensors(self) -> dict[str, dict[str, Any]]:
         return self.meta["tensors"]
+
+    @cached_property
+    def records(self) -> dict[str, TensorRecord]:
+        """Every tensor's typed record (`records.TensorRecord`), by the keys of `tensors`."""
+        return tensor_records(self.meta["tensors"])
+
+    @cached_property
+    def stored_records(self) -> dict[str, StoredRecord]:
+        """Every stored tensor's hash and size (`records.StoredRecord`), by its name in the checkpoint."""
+        return stored_records(self.meta.get("stored_tensors"))
+
+    @property
+    def value_hash(self) -> str:
+        """How tensor values were hashed (the builder's `HASH_NAME`; "sha256" in files made before the field): only
+        fingerprints of one kind compare their hashes."""
+        return self.meta.get("value_hash", "sha256")
+
+    @cached_property
+    def vocabulary(self) -> VocabularyRecord | None:
+        """What the fingerprint keeps of its tokenizer, typed (`records.VocabularyRecord`); None without one."""
+        return vocabulary_of(self.meta.get("vocabulary"))
+
+    @cached_property
+    def arch(self) -> Architecture:
+        """The architecture, typed (`Architecture`)."""
+        return architecture_of(self.meta["architecture"])
 
     @property
     def parts(self) -> frozenset[Part]:
@@ -219,6 +248,12 @@ class Fingerprint:
     def _write_packed(self, handle) -> None:
         meta, stacks, arrays = pack_layout(self.meta, self.arrays)
         write_safetensors(handle, stacks, arrays, {"provenance": json.dumps(meta, sort_keys=True)})
+
+
+def as_saved(meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` as a file holds it and `load_fingerprint` reads it back (JSON, keys sorted), so a fingerprint built
+    now and one read from its file are equal."""
+    return json.loads(json.dumps(meta, sort_keys=True))
 
 
 def schema_version(meta: dict[str, Any]) -> int:
