@@ -2,7 +2,13 @@
 
 Each hidden dimension is one cluster (rows of one token are not
 independent), after centring each dimension (embeddings share a mean
-direction).
+direction). When both models normalise with LayerNorm, each row is centred
+too: a LayerNorm subtracts the mean over the hidden dimensions from every
+input it reads, so a row's offset along the all-ones direction does not
+change what the model computes from it, and independently trained LayerNorm
+models share that offset (trained BERTs: per-row means correlating 0.46, which
+read as p = 1e-8.8 with rows uncentred; bench/trained_nulls.py). RMSNorm keeps
+the mean, so rows of RMSNorm models are compared as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from ..results import Evidence
 from ..stats import clustered_log10p, format_p
 from .base import Pair, Signal, SignalResult
 from .non_layer import TensorSignal
+
+LAYERNORM = "layernorm"  # `Architecture.norm_type` of models whose norms subtract the mean
 
 
 def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = Role.EMBED) -> TensorSignal | None:
@@ -31,6 +39,8 @@ def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = Role.EMBE
     x = a[[c_index[t] for t in shared]].astype(np.float64)
     y = b[[r_index[t] for t in shared]].astype(np.float64)
     rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+    if cand.arch.norm_type == ref.arch.norm_type == LAYERNORM:  # what every LayerNorm removes (module docstring)
+        x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
     # Centre each hidden dimension (embeddings share a mean direction) and treat
     # each hidden dimension as one cluster: rows of one token are not independent.
     x, y = x - x.mean(axis=0), y - y.mean(axis=0)
