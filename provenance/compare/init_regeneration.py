@@ -244,7 +244,9 @@ def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, matched: list[La
         unchecked = sorted({s for s in accusing if s not in rerun})
         if beyond <= ACCUSATION_LOG10P:
             return InitCheck(f"{start}; a relation remains beyond it ({format_p(shown)} once the initialisation is "
-                             "removed from both): more than a shared seed, a shared trained ancestor", seed, beyond)
+                             "removed from both): a shared trained ancestor, or trainings from this seed whose "
+                             "updates moved alike (short trainings from one start on similar data stay related beyond "
+                             "it); the weights alone do not tell these apart", seed, beyond)
         if unchecked:
             older = (" (a fingerprint made before this version does not record its anchor tokens' ids: rebuilt with "
                      "`provenance fingerprint`, its anchor rows can be)"
