@@ -69,6 +69,16 @@ class VocabularyRecord:
     source: str | None = None
     minhash: tuple[int, ...] = ()  # MinHash of the set of token strings (`fingerprint.parts.minhash`)
     anchor_tokens: tuple[str, ...] = ()  # the strings of the anchor tokens whose rows `anchors/` holds, in order
+    anchor_ids: tuple[int, ...] | None = None  # their token ids, in the same order (None in files made before them)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain values (lists for tuples), for the tokenizer matching and the reports."""
+        out = {"kind": self.kind, "size": self.size, "vocab_sha256": self.vocab_sha256,
+               "merges_sha256": self.merges_sha256, "special_tokens": list(self.special_tokens), "source": self.source,
+               "minhash": list(self.minhash), "anchor_tokens": list(self.anchor_tokens)}
+        if self.anchor_ids is not None:
+            out["anchor_ids"] = list(self.anchor_ids)
+        return out
 
 
 def vocabulary_of(vocabulary: Mapping[str, Any] | None) -> VocabularyRecord | None:
@@ -78,7 +88,8 @@ def vocabulary_of(vocabulary: Mapping[str, Any] | None) -> VocabularyRecord | No
     return VocabularyRecord(vocabulary.get("kind"), vocabulary.get("size"), vocabulary.get("vocab_sha256"),
                             vocabulary.get("merges_sha256"), tuple(vocabulary.get("special_tokens") or ()),
                             vocabulary.get("source"), tuple(vocabulary.get("minhash") or ()),
-                            tuple(vocabulary.get("anchor_tokens") or ()))
+                            tuple(vocabulary.get("anchor_tokens") or ()),
+                            tuple(int(i) for i in ids) if isinstance(ids := vocabulary.get("anchor_ids"), list) else None)
 
 
 def architecture_of(architecture: Mapping[str, Any]) -> Architecture:
@@ -87,3 +98,91 @@ def architecture_of(architecture: Mapping[str, Any]) -> Architecture:
     if "disagreements" in values:
         values["disagreements"] = tuple(values["disagreements"] or ())
     return Architecture(**values)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """What a fingerprint was made from: the checkpoint's path and format, its files (name, bytes, sha256 when
+    known, as recorded), and the hub repository and commit `refs sync` pinned it at (None elsewhere)."""
+
+    path: str | None = None
+    format: str | None = None
+    files: tuple[dict[str, Any], ...] = ()
+    hub: dict[str, Any] | None = None
+
+
+def source_of(source: Mapping[str, Any] | None) -> SourceRecord:
+    """The metadata's `source` section, typed (an empty record when it is missing or not an object)."""
+    if not isinstance(source, Mapping):
+        return SourceRecord()
+    hub = source.get("hub")
+    return SourceRecord(source.get("path"), source.get("format"), tuple(source.get("files") or ()),
+                        hub if isinstance(hub, dict) else None)
+
+
+@dataclass(frozen=True)
+class FamilyRecord:
+    """The model family the roles were read as, and why (None when no family table applied)."""
+
+    name: str | None = None
+    reason: str | None = None
+
+
+def family_of(family: Mapping[str, Any] | None) -> FamilyRecord:
+    """The metadata's `family` section, typed."""
+    if not isinstance(family, Mapping):
+        return FamilyRecord()
+    return FamilyRecord(family.get("name"), family.get("reason"))
+
+
+@dataclass(frozen=True)
+class RenamedTensor:
+    """A stored tensor read under a standard name it does not carry (`architectures/` renames)."""
+
+    tensor: str | None
+    standard: str | None
+    role: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the metadata records it (keys sorted, as saved)."""
+        return {"role": self.role, "standard": self.standard, "tensor": self.tensor}
+
+
+def renamed_of(renamed: Any) -> tuple[RenamedTensor, ...]:
+    """The metadata's `renamed_tensors` section, typed (entries that are not objects are left out)."""
+    return tuple(RenamedTensor(r.get("tensor"), r.get("standard"), r.get("role"))
+                 for r in renamed or () if isinstance(r, Mapping))
+
+
+@dataclass(frozen=True)
+class LineageClaim:
+    """What a checkpoint's files claim about its origin (unverified): where the claim is, and its value."""
+
+    where: Any
+    value: Any
+
+
+def lineage_claims_of(claims: Any) -> tuple[LineageClaim, ...] | None:
+    """The metadata's `lineage_claims` section, typed; None for a fingerprint made before it existed."""
+    if not isinstance(claims, list):
+        return None
+    return tuple(LineageClaim(c.get("where"), c.get("value")) for c in claims or () if isinstance(c, Mapping))
+
+
+@dataclass(frozen=True)
+class MadeRecord:
+    """How a fingerprint was made: its schema, the tool's version, when, the variant ("full", or "remote": row
+    blocks read by range), and a remote reading's transfer report (bytes read, fraction of the checkpoint)."""
+
+    schema: str | None = None
+    tool_version: str | None = None
+    created: str | None = None
+    variant: str = "full"
+    remote: dict[str, Any] = field(default_factory=dict)
+
+
+def made_of(meta: Mapping[str, Any]) -> MadeRecord:
+    """How the fingerprint whose metadata is `meta` was made, typed."""
+    remote = meta.get("remote")
+    return MadeRecord(meta.get("schema"), meta.get("tool_version"), meta.get("created"),
+                      meta.get("variant", "full"), remote if isinstance(remote, dict) else {})
