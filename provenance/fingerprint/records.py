@@ -10,8 +10,9 @@ returned, and never written: the file's layout is `store.py`'s alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ..architectures.descriptor import Architecture
 
@@ -186,3 +187,55 @@ def made_of(meta: Mapping[str, Any]) -> MadeRecord:
     remote = meta.get("remote")
     return MadeRecord(meta.get("schema"), meta.get("tool_version"), meta.get("created"),
                       meta.get("variant", "full"), remote if isinstance(remote, dict) else {})
+
+
+class RecordError(ValueError):
+    """A section of the metadata does not hold what its typed record needs (the message says what)."""
+
+
+GENERIC_MAX_DIMS = 8  # dimensions of a generic tensor record's shape
+
+
+@dataclass(frozen=True)
+class GenericTensorRecord:
+    """One stored tensor of the generic view (`fingerprint/generic.py`): its shape, stored dtype and its order
+    among the stored tensors."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    order: int
+
+
+@dataclass(frozen=True)
+class GenericSection:
+    """The metadata's `generic` section: the share of parameters no role fits, and the generic tensor records.
+
+    As recorded: `records()` checks each record as it is reached (a fingerprint is untrusted), so a comparison
+    that never reads the generic view never fails on it.
+    """
+
+    unmapped_share: Any = 0.0
+    entries: Any = None  # the recorded `tensors` object (None when the section is not an object)
+
+    def records(self) -> Iterator[tuple[str, GenericTensorRecord]]:
+        """Each generic tensor's record, by its stored name, in the recorded order; RecordError at a bad one."""
+        if not isinstance(self.entries, dict) or not isinstance(self.unmapped_share, (int, float)):
+            raise RecordError("fingerprint entry 'generic' is not an object with a 'tensors' object")
+        for name, record in self.entries.items():
+            shape = record.get("shape") if isinstance(record, dict) else None
+            if (not isinstance(shape, list) or len(shape) > GENERIC_MAX_DIMS
+                    or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+                    or math.prod(shape) > 1 << 62 or not isinstance(record.get("dtype"), str)
+                    or not isinstance(record.get("order"), int)):
+                raise RecordError(f"generic tensor record {name[:80]!r} is not an object with a shape, "
+                                  "a dtype string and an integer order")
+            yield name, GenericTensorRecord(tuple(shape), record["dtype"], record["order"])
+
+
+def generic_of(entry: Any) -> GenericSection | None:
+    """The metadata's `generic` section (None when the fingerprint has none)."""
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping):
+        return GenericSection(None, None)
+    return GenericSection(entry.get("unmapped_share", 0.0), entry.get("tensors"))

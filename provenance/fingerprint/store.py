@@ -73,8 +73,8 @@ from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .arrays_file import NUMPY_OF, ArrayFile, unstacked
 from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack_tables
-from .records import (FamilyRecord, LineageClaim, MadeRecord, RenamedTensor, SourceRecord, StoredRecord, TensorRecord,
-                      VocabularyRecord, architecture_of, family_of, lineage_claims_of, made_of, renamed_of, source_of,
+from .records import (FamilyRecord, GenericSection, LineageClaim, MadeRecord, RenamedTensor, SourceRecord, StoredRecord, TensorRecord,
+                      VocabularyRecord, architecture_of, family_of, generic_of, lineage_claims_of, made_of, renamed_of, source_of,
                       stored_records, tensor_records, vocabulary_of)
 from .writer import write_safetensors
 
@@ -198,6 +198,11 @@ class Fingerprint:
     def notes(self) -> tuple[str, ...]:
         """What the builder (or the loader, for an old schema) noted about this fingerprint."""
         return tuple(self.meta.get("notes") or ())
+
+    @cached_property
+    def generic(self) -> GenericSection | None:
+        """The generic view's section (`records.GenericSection`; its records checked as read), or None."""
+        return generic_of(self.meta.get("generic"))  # `generic.META_KEY`
 
     @cached_property
     def made(self) -> MadeRecord:
