@@ -340,7 +340,7 @@ def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | Non
               if r.reference_layer is not None}
     matrix = getattr(result, "layer_matrix", None) if result else None
     profiles = list(audit.best_match.role_profiles) if audit.best_match is not None else []
-    arch = cand.architecture
+    arch = cand.arch
     when = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
     repro = audit.reproducibility
     return {
@@ -349,7 +349,7 @@ def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | Non
         "generated": Phrase(t["generated"], {"when": when, "version": __version__}),
         "candidate": {"path": audit.candidate_path, "format": _text(cand.source.format),
                       "family": _text(cand.family.name) or "?",
-                      "architecture": [(k, _text(arch.get(k))) for k in ARCH_SHOWN if arch.get(k) is not None]},
+                      "architecture": [(k, _text(getattr(arch, k))) for k in ARCH_SHOWN if getattr(arch, k) is not None]},
         "headline": _headline(rows, t),
         "best": {"reference": best.reference, "origin": best.origin} if best else None,
         "evidence": _evidence(result, t) if result else [],
