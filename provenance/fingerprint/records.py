@@ -1,11 +1,29 @@
-"""Typed views of a fingerprint's metadata: what the comparison reads, as frozen records.
+"""Typed views of a fingerprint's metadata: what every reader outside fingerprint/ reads, as frozen records.
 
 `TensorRecord` is one tensor's record (shape, stored dtype, value hash,
-summary statistics, stored name), `VocabularyRecord` what a fingerprint
-keeps of the tokenizer, and `architecture_of` the architecture as
-`architectures.descriptor.Architecture`. They are made from the metadata
+summary statistics, stored name), `StoredRecord` one stored tensor's hash and
+size, `VocabularyRecord` what a fingerprint keeps of the tokenizer,
+`architecture_of` the architecture as `architectures.descriptor.Architecture`,
+`SourceRecord` what it was made from (path, format, files, hub pin),
+`FamilyRecord` the family and why, `RenamedTensor` and `LineageClaim` the
+renamed tensors and the files' claims, `MadeRecord` how it was made (schema,
+tool version, date, variant, a remote reading's transfers) and
+`GenericSection` the generic view's records (checked as read). `Fingerprint`
+(`store.py`) gives each as a property. They are made from the metadata
 `store.py` read and checked (`load_fingerprint`), or that the builder
-returned, and never written: the file's layout is `store.py`'s alone.
+returned, and never written: the file's layout is `store.py`'s alone, and
+outside fingerprint/ nothing reads the metadata as a dictionary
+(`tests/test_structure_fingerprint.py`).
+
+Records are keyed by the canonical name as a string, not by
+`architectures.roles.CanonicalKey`: a generic fingerprint's keys
+(`layers.N.ROLE.weight@NAME`) and unplaced tensors' keys (`ROLE.weight@tNNN`)
+are no `CanonicalKey`, the saved file and the JSON outputs spell keys as
+strings, and the signals look records up by `key_name(...)`. A reader that
+needs the parts parses the key (`CanonicalKey.parse`, None for those others).
+Some fields stay as recorded, plain values inside the frozen record
+(`TensorRecord.stats`, `SourceRecord.files`, `MadeRecord.remote`): outputs
+print them as they are.
 """
 
 from __future__ import annotations

@@ -141,10 +141,12 @@ class Fingerprint:
 
     @property
     def architecture(self) -> dict[str, Any]:
+        """The architecture section as recorded, for outputs that print it whole; read fields from `arch`."""
         return self.meta["architecture"]
 
     @property
     def tensors(self) -> dict[str, dict[str, Any]]:
+        """The tensor records as recorded (the layout's and tests' view); read them as `records`."""
         return self.meta["tensors"]
 
     @cached_property
