@@ -109,7 +109,7 @@ def _label(source: PathOrFingerprint, fp) -> str:
     """The path a JSON object names: the one given, or the fingerprint's recorded source."""
     if isinstance(source, (str, Path)):
         return str(source)
-    return str(fp.meta.get("source", {}).get("path") or "<fingerprint>")
+    return str(fp.source.path or "<fingerprint>")
 
 
 def _renamed(old: str, new: str) -> None:

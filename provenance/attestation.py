@@ -67,7 +67,7 @@ def subjects(path: str | Path) -> list[dict[str, Any]]:
 
 def fingerprint_sha256(fingerprint) -> str:
     """sha256 over a fingerprint's metadata (canonical JSON) and its arrays (name, dtype, shape, bytes)."""
-    digest = hashlib.sha256(json.dumps(fingerprint.meta, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(fingerprint.metadata_json().encode())
     for name in sorted(fingerprint.arrays):
         array = fingerprint.arrays[name]
         digest.update(f"\n{name}:{array.dtype.str}:{list(array.shape)}\n".encode())
@@ -89,12 +89,13 @@ def _reference_fingerprints(audit, registry) -> dict[str, Any]:
 
 def _revision(fingerprint) -> str | None:
     """The hub revision a reference was synced at (refs sync records the commit), if any."""
-    source = fingerprint.meta.get("source") if fingerprint is not None else None
-    hub = source.get("hub") if isinstance(source, dict) else None
+    if fingerprint is None:
+        return None
+    hub = fingerprint.source.hub
     if isinstance(hub, dict):
         value = hub.get("commit") or hub.get("revision")
         return str(value) if value else None
-    path = source.get("path") if isinstance(source, dict) else None
+    path = fingerprint.source.path
     if isinstance(path, str) and path.startswith("hf://") and "@" in path:
         return path.rsplit("@", 1)[1]
     return None

@@ -3,13 +3,15 @@ edit is named from the evidence it rests on, and not named when that evidence is
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from provenance.architectures.descriptor import Architecture
 from provenance.compare.edits import (basis_edit, depth_edit, kv_edit, name_edits, reorder_edit, repetition_edit,
                                       vocabulary_edit)
 from provenance.compare.unit_responses import VIA
 from provenance.compare.results import LayerMatch
 
-ARCH = {"num_layers": 4, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "num_kv_heads": 2,
-        "vocab_size": 256}
+ARCH = Architecture(num_layers=4, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, vocab_size=256)
 
 
 def _rows(*refs: int | None) -> list[LayerMatch]:
@@ -18,11 +20,11 @@ def _rows(*refs: int | None) -> list[LayerMatch]:
 
 
 def test_an_unchanged_copy_names_no_edit():
-    assert name_edits(ARCH, dict(ARCH), _rows(0, 1, 2, 3), -40.0) == []
+    assert name_edits(ARCH, replace(ARCH), _rows(0, 1, 2, 3), -40.0) == []
 
 
 def test_nothing_is_named_when_no_layer_matched():
-    assert name_edits({**ARCH, "num_layers": 2, "num_kv_heads": 1, "vocab_size": 300}, ARCH, _rows(None, None), None) == []
+    assert name_edits(replace(ARCH, num_layers=2, num_kv_heads=1, vocab_size=300), ARCH, _rows(None, None), None) == []
 
 
 def test_depth_pruning_needs_fewer_layers_on_distinct_reference_layers():
@@ -35,16 +37,16 @@ def test_depth_pruning_needs_fewer_layers_on_distinct_reference_layers():
 
 
 def test_kv_pooling_needs_as_many_query_heads():
-    assert kv_edit({**ARCH, "num_kv_heads": 1}, ARCH) == (
+    assert kv_edit(replace(ARCH, num_kv_heads=1), ARCH) == (
         "key/value heads pooled: 1 KV heads where the reference has 2, for the same 4 query heads")
-    assert kv_edit({**ARCH, "num_kv_heads": 4}, ARCH).startswith("key/value heads split: 4 KV heads")
-    assert kv_edit({**ARCH, "num_kv_heads": None}, {**ARCH, "num_kv_heads": 1}).startswith("key/value heads split")
-    assert kv_edit({**ARCH, "num_heads": 8, "num_kv_heads": 1}, ARCH) is None
+    assert kv_edit(replace(ARCH, num_kv_heads=4), ARCH).startswith("key/value heads split: 4 KV heads")
+    assert kv_edit(replace(ARCH, num_kv_heads=None), replace(ARCH, num_kv_heads=1)).startswith("key/value heads split")
+    assert kv_edit(replace(ARCH, num_heads=8, num_kv_heads=1), ARCH) is None
     assert kv_edit(ARCH, ARCH) is None
 
 
 def test_vocabulary_replacement_needs_unrelated_embeddings_and_matched_layers():
-    other = {**ARCH, "vocab_size": 300}
+    other = replace(ARCH, vocab_size=300)
     named = vocabulary_edit(other, ARCH, _rows(0, 1, None, 3), -0.4)
     assert named.startswith("vocabulary replaced: 300 tokens where the reference has 256; the embeddings show no "
                             "relation to the reference's (strongest p = 0.4)")
@@ -56,7 +58,7 @@ def test_vocabulary_replacement_needs_unrelated_embeddings_and_matched_layers():
 
 
 def test_edits_are_listed_together_width_first():
-    cand = {**ARCH, "num_layers": 3, "hidden_size": 56, "num_kv_heads": 1, "vocab_size": 300}
+    cand = replace(ARCH, num_layers=3, hidden_size=56, num_kv_heads=1, vocab_size=300)
     edits = name_edits(cand, ARCH, _rows(0, 1, 3), None)
     assert [e.split(":")[0] for e in edits] == ["width-pruned", "depth-pruned", "key/value heads pooled",
                                                 "vocabulary replaced"]
@@ -90,7 +92,7 @@ def test_a_changed_basis_needs_every_layer_found_through_the_responses_and_unrel
     assert named.startswith("residual basis changed (rotated, or its dimensions permuted): all 4 matched layers")
     assert basis_edit(ARCH, ARCH, rows, -20.0) is None  # embeddings related per dimension: the basis is the same
     assert basis_edit(ARCH, ARCH, rows, None) is None  # nothing compared per dimension: not named
-    assert basis_edit({**ARCH, "hidden_size": 56}, ARCH, rows, -0.3) is None  # width pruning, named as such
+    assert basis_edit(replace(ARCH, hidden_size=56), ARCH, rows, -0.3) is None  # width pruning, named as such
     rows[2].via = "sketch"
     assert basis_edit(ARCH, ARCH, rows, -0.3) is None  # a layer found per dimension: the basis is the reference's
     assert name_edits(ARCH, ARCH, _rows(0, 1, 2, 3), -0.3) == []

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from provenance.compare.signals.layers import layer_similarity
+from provenance.architectures.descriptor import Architecture
 from provenance.compare.sketches import LayerView, sketch_clusters, sketch_rows, unit_flip_clusters
 from provenance.compare.stats import sum_or_count_log10p
 
@@ -40,7 +41,7 @@ def test_layer_statistic_stays_calibrated_when_roles_are_aligned():
 def _gated_layer(rng, hidden: int, units: int, aligned: bool) -> tuple[LayerView, dict]:
     """One gated layer's up, gate, down, v and o as whole-matrix sketches (tiny shapes are sketched whole), with the
     unit of every value; `aligned`: down is up transposed and o is v transposed (a model's own roles aligned)."""
-    arch = {"num_heads": 4, "num_kv_heads": 4, "head_dim": hidden // 4, "hidden_size": hidden}
+    arch = Architecture(num_heads=4, num_kv_heads=4, head_dim=hidden // 4, hidden_size=hidden)
     up, gate, v = (rng.standard_normal((units, hidden)), rng.standard_normal((units, hidden)),
                    rng.standard_normal((hidden, hidden)))
     down = up.T.copy() if aligned else rng.standard_normal((hidden, units))
@@ -83,7 +84,7 @@ def test_units_give_a_narrow_layer_more_than_its_residual_width_allows():
     without = layer_similarity(residual_only, ref, clusters=sketch_clusters).log10p[0, 0]
     assert without > 32 * math.log10(0.5) - 0.5  # the residual bound, 2^-32 (halved twice at most)
     assert with_units < -20
-    assert unit_flip_clusters({}, "mlp.up", (48, 32), False, np.zeros(1536, dtype=int), np.zeros(1536, dtype=int)) is None
+    assert unit_flip_clusters(Architecture(), "mlp.up", (48, 32), False, np.zeros(1536, dtype=int), np.zeros(1536, dtype=int)) is None
 
 
 def test_sign_count_reaches_far_below_the_t_approximation_for_a_copy():

@@ -308,9 +308,10 @@ def match_architecture(arch: dict[str, Any], family: str | None,
 
 def architecture_rows(candidate) -> list[AuditRow]:
     """Audit rows (kind "architecture", verdict same-architecture) for a candidate fingerprint."""
-    family = (candidate.meta.get("family") or {}).get("name") or candidate.architecture.get("family")
+    family = candidate.family.name or candidate.arch.family
+    shapes = {key: {"shape": list(record.shape)} for key, record in candidate.records.items()}
     rows = []
-    for match in match_architecture(candidate.architecture, family, tensors=candidate.tensors):
+    for match in match_architecture(candidate.arch.to_dict(), family, tensors=shapes):
         result = Comparison(verdict=Verdict.SAME_ARCHITECTURE, confidence=match.confidence, summary=match.summary,
                             evidence=[], layers=[], renamed=[], architecture_match=match.status,
                             abstained=match.abstained)

@@ -63,8 +63,7 @@ def role_profiles(cand: Fingerprint, ref: Fingerprint, layer_rows: list[LayerMat
 
 def vocabulary_of(fp: Fingerprint) -> dict[str, Any] | None:
     """The vocabulary a fingerprint recorded, or None (also when a hand-edited file holds something else there)."""
-    vocabulary = fp.meta.get("vocabulary")
-    return vocabulary if isinstance(vocabulary, dict) else None
+    return fp.vocabulary.to_dict() if fp.vocabulary is not None else None
 
 
 def shared_vocabulary(cand: Fingerprint, ref: Fingerprint) -> float | None:
@@ -109,14 +108,13 @@ def candidate_files(candidate_path: str, cand: Fingerprint, hash_files: bool) ->
     """The candidate's files with sha256 (streamed, when `hash_files`), or the fingerprint file and the files it
     recorded: the reproducibility section of the report."""
     path = Path(candidate_path)
-    source = cand.meta.get("source") if isinstance(cand.meta.get("source"), dict) else {}
     recorded = [{"name": _text(f.get("name")), "bytes": _text(f.get("bytes")), "sha256": _text(f.get("sha256")) or None}
-                for f in _dicts(source.get("files"))]
+                for f in _dicts(list(cand.source.files))]
     out: dict[str, Any] = {"files": [], "fingerprint": None, "recorded": recorded}
     if path.is_file() and is_fingerprint_file(path):
         out["fingerprint"] = {"name": str(path), "bytes": str(path.stat().st_size),
                               "sha256": sha256_file(path) if hash_files else None,
-                              "created": _text(cand.meta.get("created")), "version": _text(cand.meta.get("tool_version"))}
+                              "created": _text(cand.made.created), "version": _text(cand.made.tool_version)}
         return out
     if path.exists() and hash_files:
         try:

@@ -99,7 +99,7 @@ def claim_names(claim: str, reference: str) -> bool:
 
 def declared_of(candidate) -> DeclaredLineage:
     """What the candidate's files claim (the claims its fingerprint recorded), as one record."""
-    return declared_lineage(candidate.meta.get("lineage_claims") or [])
+    return declared_lineage([{"where": c.where, "value": c.value} for c in candidate.lineage_claims or ()])
 
 
 def declared_references(candidate, names: list[str]) -> list[str]:
@@ -128,11 +128,11 @@ def hub_id(row: AuditRow) -> tuple[str, bool]:
 def quantized_tensors(candidate) -> bool:
     """Whether the candidate stores quantized matrices: GGUF Q/IQ/TQ types, or any matrix stored in a type other
     than a plain float (8-bit floats, packed integers of GPTQ/AWQ/bitsandbytes, MXFP4 blocks)."""
-    for record in candidate.tensors.values():
-        dtype = record.get("dtype") if isinstance(record, dict) else None
+    for record in candidate.records.values():
+        dtype = record.dtype
         if not isinstance(dtype, str):
             continue
-        if _QUANTIZED.match(dtype) or (len(record.get("shape") or []) == 2 and dtype not in PLAIN_FLOATS):
+        if _QUANTIZED.match(dtype) or (len(record.shape) == 2 and dtype not in PLAIN_FLOATS):
             return True
     return False
 
@@ -154,8 +154,7 @@ def found_parents(rows) -> list[AuditRow]:
 
 def adapter_only(candidate) -> bool:
     """Whether the candidate's weights are a PEFT adapter's low-rank deltas (lora_A/lora_B), not a model."""
-    stored = candidate.meta.get("stored_tensors")
-    names = list(stored) if isinstance(stored, dict) else []
+    names = list(candidate.stored_records)
     return bool(names) and all(".lora_" in name or "lora_embedding" in name for name in names)
 
 

@@ -136,8 +136,7 @@ def check_best_source(candidate, candidate_path: str, rows) -> dict[str, Any] | 
     """The block comparison with the best accusing reference, when the candidate is a quantized local GGUF and
     that reference's source folder is on this machine; None otherwise (or when it cannot be read)."""
     accusing = accusing_rows(rows)
-    source = candidate.meta.get("source") if isinstance(candidate.meta.get("source"), dict) else {}
-    if source.get("format") != "gguf" or not accusing or not quantized_tensors(candidate) or not accusing[0].source:
+    if candidate.source.format != "gguf" or not accusing or not quantized_tensors(candidate) or not accusing[0].source:
         return None
     # lazy: gguf costs 125 ms to import, paid only for a GGUF candidate
     from gguf.quants import QuantError

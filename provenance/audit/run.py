@@ -56,7 +56,7 @@ def _best_match(candidate: Fingerprint, best: _BestWeights, candidate_path: str)
 
 def _label(candidate: Fingerprint) -> str:
     """The path outputs name when the caller gave none: the fingerprint's recorded source."""
-    return str(candidate.meta.get("source", {}).get("path") or "<fingerprint>")
+    return str(candidate.source.path or "<fingerprint>")
 
 
 def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = True, screen: bool = True,
@@ -97,7 +97,7 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
     return AuditResult(
         candidate_path=candidate_path, candidate=candidate, rows=tuple(rows), screening=screening,
         database={"path": str(registry.path), "revision": registry.revision} if registry is not None else None,
-        tokenizers=tuple(match_tokenizers(candidate.meta.get("vocabulary"), exact=tuple(vocabularies))),
+        tokenizers=tuple(match_tokenizers(candidate.vocabulary.to_dict() if candidate.vocabulary else None, exact=tuple(vocabularies))),
         vocabulary_source=vocabulary_source(candidate, candidate_path),
         best_match=_best_match(candidate, best, candidate_path),
         reproducibility=Reproducibility(candidate_files(candidate_path, candidate, hash_files),
@@ -108,12 +108,11 @@ def run_audit(candidate: Fingerprint, registry=None, include_builtin: bool = Tru
 
 def _reference_tokenizer(name: str, reference: Fingerprint) -> list[dict[str, Any]]:
     """A weights reference's recorded vocabulary as a tokenizer reference (an exact copy of it is then named)."""
-    vocabulary = reference.meta.get("vocabulary")
-    return [{"name": name, "signature": vocabulary}] if isinstance(vocabulary, dict) and vocabulary else []
+    vocabulary = reference.vocabulary
+    return [{"name": name, "signature": vocabulary.to_dict()}] if vocabulary is not None else []
 
 
 def _source_path(reference: Fingerprint) -> str:
     """Where a reference's fingerprint was made from (`hf://ORG/NAME@REV`, a folder), as it recorded it."""
-    source = reference.meta.get("source")
-    path = source.get("path") if isinstance(source, dict) else None
+    path = reference.source.path
     return path if isinstance(path, str) else ""

@@ -156,7 +156,7 @@ def _norm_scale(fp: Fingerprint, key: str) -> np.ndarray | None:
     values = fp.array(f"sketch/{key}")
     if values is None:
         return None
-    return norm_scale(values.astype(np.float64), fp.architecture.get("norm_type"))
+    return norm_scale(values.astype(np.float64), fp.arch.norm_type)
 
 
 @lru_cache(maxsize=1024)
@@ -172,9 +172,9 @@ def _weights_component(fp: Fingerprint) -> np.ndarray:
     only one of them still meets a fingerprint with both at cosine 0.7 for a copy.
     """
     vector = np.zeros(DIM)
-    for key, record in fp.tensors.items():
+    for key, record in fp.records.items():
         match = LAYER_TENSOR.match(key)
-        shape = tuple(record.get("shape") or ())
+        shape = record.shape
         if not match or match[4] != "weight" or len(shape) != 2 or (match[2] is not None and match[2] != "0"):
             continue  # matrices only; expert 0 stands for the layer's experts
         role = match[3]
@@ -200,7 +200,7 @@ def _weights_component(fp: Fingerprint) -> np.ndarray:
 
 def _units_component(fp: Fingerprint) -> np.ndarray:
     vector = np.zeros(DIM)
-    hidden = fp.architecture.get("hidden_size")
+    hidden = fp.arch.hidden_size
     for name, array in fp.arrays.items():
         parts = name.split("/")
         if len(parts) != 3 or parts[0] != "units" or parts[2] not in UNIT_ROLES or array.ndim != 2:
@@ -234,8 +234,7 @@ def _token_hashes(tokens: list[str]) -> np.ndarray:
 
 def _embedding_component(fp: Fingerprint) -> np.ndarray:
     vector = np.zeros(DIM)
-    vocabulary = fp.meta.get("vocabulary") or {}
-    tokens = vocabulary.get("anchor_tokens") or []
+    tokens = list(fp.vocabulary.anchor_tokens) if fp.vocabulary is not None else []
     for role in (Role.EMBED, Role.LM_HEAD):
         rows = fp.array(f"anchors/{role}")
         if rows is None or rows.ndim != 2 or rows.shape[0] < 8 or len(tokens) < rows.shape[0]:
@@ -252,8 +251,8 @@ def _embedding_component(fp: Fingerprint) -> np.ndarray:
         bucket, sign = _split(hashed)
         vector += np.bincount(bucket, weights=sign * centred, minlength=DIM)
     final_norm = _norm_scale(fp, key_name(Role.FINAL_NORM))
-    for key, record in fp.tensors.items():
-        shape = tuple(record.get("shape") or ())
+    for key, record in fp.records.items():
+        shape = record.shape
         if in_layer(key) or "@" in key or len(shape) != 2:
             continue
         values = fp.array(f"sketch/{key}")
@@ -274,18 +273,16 @@ def _tensor_hashes(fp: Fingerprint) -> np.ndarray:
     # has parts of 64 values or fewer): untrained models of one shape all share such hashes.
     varying: dict[str, bool] = {}
     found: set[str] = set()
-    for record in fp.tensors.values():
-        stats = record.get("stats") or {}
+    for record in fp.records.values():
+        stats = record.stats
         constant = stats.get("std") == 0 or stats.get("min") == stats.get("max")
-        source = record.get("source")
-        varying[source] = varying.get(source, False) or not constant
-        if stats.get("numel", 0) > MIN_HASHED_NUMEL and not constant and isinstance(record.get("sha256"), str):
-            found.add(record["sha256"])
+        varying[record.source] = varying.get(record.source, False) or not constant
+        if stats.get("numel", 0) > MIN_HASHED_NUMEL and not constant and isinstance(record.sha256, str):
+            found.add(record.sha256)
     constant_sources = {source for source, varies in varying.items() if not varies}
-    for name, stored in (fp.meta.get("stored_tensors") or {}).items():
-        if (isinstance(stored, dict) and stored.get("numel", 0) > MIN_HASHED_NUMEL and name not in constant_sources
-                and isinstance(stored.get("sha256"), str)):
-            found.add(stored["sha256"])
+    for name, stored in fp.stored_records.items():
+        if stored.numel > MIN_HASHED_NUMEL and name not in constant_sources and isinstance(stored.sha256, str):
+            found.add(stored.sha256)
     values = []
     for digest in sorted(found):
         try:
@@ -329,9 +326,9 @@ VECTOR_BYTES = len(COMPONENTS) * DIM * 2
 def signature(fp: Fingerprint) -> Signature:
     """The screening signature of a fingerprint; a missing array only leaves its component at zero."""
     vectors = np.stack([_weights_component(fp), _units_component(fp), _gram_component(fp), _embedding_component(fp)])
-    vocabulary = fp.meta.get("vocabulary") or {}
-    keys = {"shape": shape_key(fp.architecture), "family": (fp.meta.get("family") or {}).get("name"),
-            "vocab_size": vocabulary.get("size"), "minhash": vocabulary.get("minhash") or []}
+    vocabulary = fp.vocabulary
+    keys = {"shape": shape_key(fp.arch.to_dict()), "family": fp.family.name,
+            "vocab_size": vocabulary.size if vocabulary else None, "minhash": list(vocabulary.minhash) if vocabulary else []}
     return Signature(vectors.astype(np.float16), _tensor_hashes(fp), keys)
 
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if saved is not None:
 
         raise UnreadablePathError(args.path, "is already a provenance fingerprint (of "
-                                  f"{saved.meta['source'].get('path') or 'an unnamed checkpoint'}); compare and audit "
+                                  f"{saved.source.path or 'an unnamed checkpoint'}); compare and audit "
                                   "read it as it is, and a fingerprint of a fingerprint would describe nothing")
     # lazy: numpy and torch (fingerprint/)
     from ..fingerprint.load import fingerprint_checkpoint
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     with tensor_progress("fingerprinting", wanted(disabled=args.no_progress)) as on_tensor:
         fingerprint = fingerprint_checkpoint(args.path, on_tensor=on_tensor, cache=not args.no_cache)
     out = fingerprint.save(args.output)
-    print(f"wrote {out} ({fingerprint.nbytes() / 1e6:.1f} MB of arrays, {len(fingerprint.tensors)} canonical tensors)",
+    print(f"wrote {out} ({fingerprint.nbytes() / 1e6:.1f} MB of arrays, {len(fingerprint.records)} canonical tensors)",
           file=sys.stderr)
-    for note in fingerprint.meta.get("notes") or []:
+    for note in fingerprint.notes:
         print(f"note: {note}", file=sys.stderr)
     return EXIT_OK

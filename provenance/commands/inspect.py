@@ -106,24 +106,22 @@ def inspect_checkpoint(checkpoint: Checkpoint, hash_files: bool = True) -> dict[
 
 def describe_fingerprint(path: str, fingerprint) -> dict[str, Any]:
     """`provenance inspect` of a saved fingerprint file: what it was made from, never read as a checkpoint."""
-    meta = fingerprint.meta
-    source = meta.get("source") or {}
-    vocabulary = meta.get("vocabulary") or {}
+    made, source, family, vocabulary = fingerprint.made, fingerprint.source, fingerprint.family, fingerprint.vocabulary
     return {
         "schema": SCHEMA,
         "kind": "fingerprint",
         "path": str(path),
         "format": "provenance-fingerprint",
-        "fingerprint": {"schema": meta.get("schema"), "tool_version": meta.get("tool_version"),
-                        "created": meta.get("created"), "variant": meta.get("variant", "full"),
+        "fingerprint": {"schema": made.schema, "tool_version": made.tool_version,
+                        "created": made.created, "variant": made.variant,
                         "arrays": len(fingerprint.arrays), "array_bytes": fingerprint.nbytes()},
-        "source": {"path": source.get("path"), "format": source.get("format"), "files": source.get("files") or []},
-        "family": {"name": (meta.get("family") or {}).get("name"), "reason": (meta.get("family") or {}).get("reason")},
+        "source": {"path": source.path, "format": source.format, "files": list(source.files)},
+        "family": {"name": family.name, "reason": family.reason},
         "architecture": fingerprint.architecture,
-        "tensors": {"canonical": len(fingerprint.tensors), "stored": len(meta.get("stored_tensors") or {})},
-        "vocabulary": {"kind": vocabulary.get("kind"), "size": vocabulary.get("size")} if vocabulary else None,
-        "renamed_tensors": meta.get("renamed_tensors") or [],
-        "lineage_claims": [{"where": c.get("where"), "value": c.get("value"), "verified": False}
-                           for c in meta.get("lineage_claims") or [] if isinstance(c, dict)],
-        "notes": list(meta.get("notes") or []),
+        "tensors": {"canonical": len(fingerprint.records), "stored": len(fingerprint.stored_records)},
+        "vocabulary": {"kind": vocabulary.kind, "size": vocabulary.size} if vocabulary else None,
+        "renamed_tensors": [r.to_dict() for r in fingerprint.renamed_tensors],
+        "lineage_claims": [{"where": c.where, "value": c.value, "verified": False}
+                           for c in fingerprint.lineage_claims or ()],
+        "notes": list(fingerprint.notes),
     }

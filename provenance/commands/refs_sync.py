@@ -93,8 +93,8 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
                     say(f"{prefix}: already at {commit[:12]}")
                     continue
                 fingerprint = fingerprint_for(f"hf://{model.repo}@{commit}")
-            fingerprint.meta["source"]["hub"] = {"repo": model.repo, "revision": model.revision, "commit": commit,
-                                                 "catalog": model.name}
+            fingerprint = fingerprint.with_hub({"repo": model.repo, "revision": model.revision, "commit": commit,
+                                                "catalog": model.name})
             add_reference(registry, model.name, fingerprint, replace=True)
         except Exception as exc:  # one model's failure is reported; the sync goes on (KeyboardInterrupt stops it)
             problem = str(exc) if isinstance(exc, ProvenanceError) else clean(f"unexpected {type(exc).__name__}: {exc}")
@@ -104,7 +104,7 @@ def sync(registry, models: list[CatalogModel], say: Callable[[str], None] = lamb
                 break
             say(f"{prefix}: failed: {problem}")
             continue
-        remote = fingerprint.meta.get("remote") or {}
+        remote = fingerprint.made.remote
         seconds = time.perf_counter() - begin
         read = int(remote.get("bytes_read") or 0)
         summary.synced.append((model.name, read, seconds))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..architectures.descriptor import Architecture
 from ..architectures.roles import LAYER_ROLES, in_layer
 from ..fingerprint import Fingerprint
 from ..fingerprint.records import TensorRecord
@@ -23,19 +24,20 @@ ARCH_FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_d
                "num_experts")
 
 
-def shapes_disagree(cand: dict[str, Any], ref: dict[str, Any]) -> list[str]:
+def shapes_disagree(cand: Architecture, ref: Architecture) -> list[str]:
     """The shape fields both architectures state and state differently (a field one side leaves out is no
     disagreement: a GGUF header does not state everything a config does)."""
-    return [f for f in ARCH_FIELDS if cand.get(f) is not None and ref.get(f) is not None and cand.get(f) != ref.get(f)]
+    pairs = ((f, getattr(cand, f), getattr(ref, f)) for f in ARCH_FIELDS)
+    return [f for f, c, r in pairs if c is not None and r is not None and c != r]
 
 
-def architecture_match(cand: dict[str, Any], ref: dict[str, Any]) -> str:
+def architecture_match(cand: Architecture, ref: Architecture) -> str:
     """`same-shapes`, `same-family` or `different`."""
-    same = all(cand.get(f) == ref.get(f) for f in ARCH_FIELDS)
+    same = all(getattr(cand, f) == getattr(ref, f) for f in ARCH_FIELDS)
     if same:
         return "same-shapes"
-    widths_equal = cand.get("hidden_size") == ref.get("hidden_size") and cand.get("intermediate_size") == ref.get("intermediate_size")
-    if cand.get("family") and cand.get("family") == ref.get("family") or widths_equal:
+    widths_equal = cand.hidden_size == ref.hidden_size and cand.intermediate_size == ref.intermediate_size
+    if cand.family and cand.family == ref.family or widths_equal:
         return "same-family"
     return "different"
 

@@ -30,23 +30,23 @@ this names which layers. Experts are named by `experts.py`.
 
 from __future__ import annotations
 
-from typing import Any
 
+from ..architectures.descriptor import Architecture
 from .results import LayerMatch
 from .stats import format_p
 from .thresholds import NULL_LIKE_LOG10P
 from .unit_responses import VIA as RESPONSES_VIA
 
 
-def _width(arch: dict[str, Any], key: str) -> int | None:
-    value = arch.get(key)
+def _width(arch: Architecture, key: str) -> int | None:
+    value = getattr(arch, key)
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def width_edits(cand_arch: dict[str, Any], ref_arch: dict[str, Any]) -> list[str]:
+def width_edits(cand_arch: Architecture, ref_arch: Architecture) -> list[str]:
     """e.g. ["width-pruned: 512 of the reference's 576 residual dimensions", "width-pruned: 1024 of the reference's
     1536 MLP units"]; nothing for mixtures of experts (their MLP width is an expert's: `experts.py` names those)."""
-    if cand_arch.get("num_experts") or ref_arch.get("num_experts"):
+    if cand_arch.num_experts or ref_arch.num_experts:
         keys = (("hidden_size", "residual dimensions"),)
     else:
         keys = (("hidden_size", "residual dimensions"), ("intermediate_size", "MLP units"))
@@ -72,7 +72,7 @@ def depth_edit(rows: list[LayerMatch], reference_layers: int | None) -> str | No
             f"to distinct reference layers (reference layers no candidate layer matched: {shown})")
 
 
-def kv_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any]) -> str | None:
+def kv_edit(cand_arch: Architecture, ref_arch: Architecture) -> str | None:
     """As many query heads, another number of key/value heads (a missing count means one KV head per query head)."""
     heads_c, heads_r = _width(cand_arch, "num_heads"), _width(ref_arch, "num_heads")
     if heads_c is None or heads_c != heads_r:
@@ -85,7 +85,7 @@ def kv_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any]) -> str | None:
     return f"key/value heads {how}: {kv_c} KV heads where the reference has {kv_r}, for the same {heads_c} query heads"
 
 
-def vocabulary_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: list[LayerMatch],
+def vocabulary_edit(cand_arch: Architecture, ref_arch: Architecture, rows: list[LayerMatch],
                     embedding_log10p: float | None) -> str | None:
     """Another vocabulary size, embeddings with no relation (`embedding_log10p`: the strongest embedding or output
     head comparison, by id or by token string; None: none could be compared), while layers match."""
@@ -103,7 +103,7 @@ def vocabulary_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: l
             f"{len(rows)} layers match (found through the layers alone)")
 
 
-def basis_edit(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: list[LayerMatch],
+def basis_edit(cand_arch: Architecture, ref_arch: Architecture, rows: list[LayerMatch],
                embedding_log10p: float | None) -> str | None:
     """The residual basis changed: equal residual widths, every matched layer placed by the anchor responses only
     (the per-dimension layer tests found none of them), and embedding or head rows compared per dimension with no
@@ -156,7 +156,7 @@ def reorder_edit(rows: list[LayerMatch]) -> str | None:
             f"{_listed([j for _, j in moved])}")
 
 
-def name_edits(cand_arch: dict[str, Any], ref_arch: dict[str, Any], rows: list[LayerMatch],
+def name_edits(cand_arch: Architecture, ref_arch: Architecture, rows: list[LayerMatch],
                embedding_log10p: float | None) -> list[str]:
     """Every edit the measurements show, in the order a reader checks them; nothing when no layer matched (the
     architectures alone say nothing about descent)."""

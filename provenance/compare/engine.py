@@ -101,7 +101,7 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     view, units = sample_view(shared), unit_view(cand, ref)
     sampled = view.sampled or (units is not None and units.sampled)
     statistics = Part.STATISTICS in shared
-    arch_c, arch_r = cand.architecture, ref.architecture
+    arch_c, arch_r = cand.arch, ref.arch
     match_kind = architecture_match(arch_c, arch_r)
     notes: list[str] = _sampled_notes(cand, ref, view, units) if sampled else []
     pair = Pair(cand, ref, shared, view, units)
@@ -143,10 +143,10 @@ def compare_fingerprints(cand: Fingerprint, ref: Fingerprint) -> Comparison:
     embedding_p = [p for r in measured for p in r.embedding_log10p]
     inputs = DecisionInputs(
         rows=rows, strongest=strongest, layer_strongest=layer_strongest, match_kind=match_kind,
-        reference_layers=int(arch_r.get("num_layers") or -1), exact_all=exact_all,
+        reference_layers=int(arch_r.num_layers or -1), exact_all=exact_all,
         layers_identical=layers_identical(rows), shapes_disagree=tuple(shapes_disagree(arch_c, arch_r)),
         globals_identical=all(r.within_storage for r in measured),
-        same_vocabulary=arch_c.get("vocab_size") == arch_r.get("vocab_size"),
+        same_vocabulary=arch_c.vocab_size == arch_r.vocab_size,
         init_like_shared=statistics and looks_initialised(cand, shared_keys),
         explained_by=sorted(explained_by), emptied=emptied_roles(cand, ref),
         weights_compared=(any(e.decisive and e.log10p is not None for e in evidence)

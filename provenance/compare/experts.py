@@ -57,6 +57,16 @@ SET_ROLE = "moe.experts"  # the layer map role for "the same set of experts" (0.
 UNIT_NEAR = 0.25
 
 
+def _shape(fp: Fingerprint, key: str) -> tuple[int, ...] | None:
+    record = fp.records.get(key)
+    return record.shape if record is not None else None
+
+
+def _dtype(fp: Fingerprint, key: str) -> str | None:
+    record = fp.records.get(key)
+    return record.dtype if record is not None else None
+
+
 @dataclass
 class Experts:
     """A fingerprint's experts: per layer, the expert indices it holds and the shape of each role."""
@@ -69,7 +79,7 @@ class Experts:
     @classmethod
     def of(cls, fp: Fingerprint) -> "Experts":
         found = cls()
-        for key, record in fp.tensors.items():
+        for key, record in fp.records.items():
             parsed = CanonicalKey.parse(key)
             if parsed is None or parsed.layer is None or parsed.param != "weight":
                 continue
@@ -77,7 +87,7 @@ class Experts:
                 experts = found.by_layer.setdefault(parsed.layer, [])
                 if parsed.role == Role.MLP_UP:
                     experts.append(parsed.expert)
-                found.shapes.setdefault((parsed.layer, parsed.role), tuple(record["shape"]))
+                found.shapes.setdefault((parsed.layer, parsed.role), record.shape)
             elif parsed.role in SHARED_ROLES:
                 found.shared.add(parsed.layer)
             elif parsed.role == Role.MLP_UP:
@@ -152,7 +162,7 @@ def _shared_expert(cand: Fingerprint, ref: Fingerprint, i: int, j: int, ce: Expe
     worst, strongest = 0.0, 0.0
     for role in SHARED_ROLES:
         ck, rk = key_name(role, i), key_name(role, j)
-        shape_c, shape_r = cand.tensors.get(ck, {}).get("shape"), ref.tensors.get(rk, {}).get("shape")
+        shape_c, shape_r = _shape(cand, ck), _shape(ref, rk)
         if not shape_c or shape_c != shape_r:
             return "shared expert resized", 1.0
         a, b = view.sample(cand, ck, tuple(shape_c)), view.sample(ref, rk, tuple(shape_r))
@@ -214,8 +224,8 @@ def _router_after_permutation(cand: Fingerprint, ref: Fingerprint, i: int, j: in
     reference's rows put in the candidate's expert order; None when a sample does not hold the whole tensor (its
     rows then cannot be reordered)."""
     ck, rk = key_name(ROUTER, i, param=param), key_name(ROUTER, j, param=param)
-    shape = tuple(cand.tensors.get(ck, {}).get("shape") or ())
-    if len(shape) not in (1, 2) or shape != tuple(ref.tensors.get(rk, {}).get("shape") or ()):
+    shape = _shape(cand, ck) or ()
+    if len(shape) not in (1, 2) or shape != (_shape(ref, rk) or ()):
         return None
     a, b = view.sample(cand, ck, shape), view.sample(ref, rk, shape)
     size = int(np.prod(shape))
@@ -308,8 +318,7 @@ def compare_experts(cand: Fingerprint, ref: Fingerprint, rows: list[LayerMatch],
         i, j = row.candidate_layer, row.reference_layer
         if j is None or (i not in ce.by_layer and j not in re.by_layer):
             continue
-        tolerance = identity_tolerance(cand.tensors.get(key_name(Role.MLP_UP, i, 0), {}).get("dtype"),
-                                       ref.tensors.get(key_name(Role.MLP_UP, j, 0), {}).get("dtype"))
+        tolerance = identity_tolerance(_dtype(cand, key_name(Role.MLP_UP, i, 0)), _dtype(ref, key_name(Role.MLP_UP, j, 0)))
         if i in ce.by_layer and j in re.by_layer:
             match = match_experts(cand, ref, i, j, ce, re, view)
             if match is None:

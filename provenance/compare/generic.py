@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -87,7 +88,8 @@ from scipy import stats as scipy_stats
 
 from ..errors import CorruptFileError
 from ..fingerprint import Fingerprint, Part
-from ..fingerprint.generic import ARRAY_PREFIX, META_KEY
+from ..fingerprint.generic import ARRAY_PREFIX
+from ..fingerprint.records import GenericTensorRecord, RecordError
 from ..fingerprint.sketch import sketch_positions
 from ..verdicts import ACCUSING
 from .results import Comparison, Evidence
@@ -107,7 +109,6 @@ EVIDENCE_PAIRS = 5  # strongest pairs listed one by one in the evidence
 ROUNDING_TOLERANCE = {"F64": 1e-6, "F32": 1e-6, "F16": 1e-3, "BF16": 3e-3, "F8_E4M3": 0.07, "F8_E5M2": 0.14}
 TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                 "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
-MAX_DIMS = 8
 
 
 class StoredTensor:
@@ -135,42 +136,42 @@ class PairTest:
 
 def generic_tensors(fp: Fingerprint) -> dict[str, StoredTensor] | None:
     """The fingerprint's generic view, checked like everything else read from an untrusted file (None if absent)."""
-    entry = fp.meta.get(META_KEY)
-    if entry is None:
+    section = fp.generic
+    if section is None:
         return None
-    where = (fp.meta.get("source") or {}).get("path") if isinstance(fp.meta.get("source"), dict) else None
-    records = entry.get("tensors") if isinstance(entry, dict) else None
-    if not isinstance(records, dict) or not isinstance(entry.get("unmapped_share", 0.0), (int, float)):
-        raise CorruptFileError(where, "fingerprint entry 'generic' is not an object with a 'tensors' object")
-    stored = fp.meta.get("stored_tensors") or {}
+    where = fp.source.path
     view: dict[str, StoredTensor] = {}
-    for name, record in records.items():
-        shape = record.get("shape") if isinstance(record, dict) else None
-        if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-                or math.prod(shape) > 1 << 62 or not isinstance(record.get("dtype"), str)
-                or not isinstance(record.get("order"), int)):
-            raise CorruptFileError(where, f"generic tensor record {name[:80]!r} is not an object with a shape, "
-                                          "a dtype string and an integer order")
+    for name, record in _checked(section.records(), where):
+        shape = record.shape
         sample = fp.array(f"{ARRAY_PREFIX}{name}")
-        expected = len(_positions(tuple(shape)))
+        expected = len(_positions(shape))
         if sample is None or sample.ndim != 1 or sample.shape[0] != expected:
             raise CorruptFileError(where, f"generic sample of {name[:80]!r} holds "
                                           f"{None if sample is None else list(sample.shape)} values, expected {expected}")
-        digest = stored.get(name, {}).get("sha256") if isinstance(stored.get(name), dict) else None
-        view[name] = StoredTensor(name, tuple(shape), record["dtype"], record["order"],
+        stored = fp.stored_records.get(name)
+        digest = stored.sha256 if stored is not None else None
+        view[name] = StoredTensor(name, shape, record.dtype, record.order,
                                   np.asarray(sample, dtype=np.float64), digest if isinstance(digest, str) else None)
     return view
 
 
+def _checked(records: Iterator[tuple[str, GenericTensorRecord]], where: str | None
+             ) -> Iterator[tuple[str, GenericTensorRecord]]:
+    """The records as checked: a bad one is a corrupt fingerprint file, named by where it was made from."""
+    try:
+        yield from records
+    except RecordError as exc:
+        raise CorruptFileError(where, str(exc)) from exc
+
+
 def generic_applies(cand: Fingerprint, ref: Fingerprint) -> bool:
     """Both sides carry generic samples and either leaves over GENERIC_UNMAPPED_SHARE of its parameters roleless."""
-    entries = [fp.meta.get(META_KEY) for fp in (cand, ref)]
+    sections = [fp.generic for fp in (cand, ref)]
     if not (cand.holds(Part.TENSOR_HASHES) and ref.holds(Part.TENSOR_HASHES)):
         return False  # generic samples and stored-tensor hashes come from whole tensors, not rows read remotely
-    if not all(isinstance(e, dict) and e.get("tensors") for e in entries):
+    if not all(s is not None and s.entries for s in sections):
         return False
-    shares = [e.get("unmapped_share", 0.0) for e in entries]
+    shares = [s.unmapped_share for s in sections]
     return any(isinstance(s, (int, float)) and s > GENERIC_UNMAPPED_SHARE for s in shares)
 
 

@@ -106,21 +106,20 @@ class InitCheck:
 
 def _anchor_ids(fp: Fingerprint) -> list[int] | None:
     """The ids of the rows in this fingerprint's `anchors/embed` (and `anchors/lm_head`), or None if unrecorded."""
-    ids = (fp.meta.get("vocabulary") or {}).get("anchor_ids")
-    return [int(i) for i in ids] if isinstance(ids, list) else None
+    ids = fp.vocabulary.anchor_ids if fp.vocabulary is not None else None
+    return [int(i) for i in ids] if ids is not None else None
 
 
 def _restricted(fp: Fingerprint, arrays: dict[str, np.ndarray], anchors: bool, seed: int) -> Fingerprint:
     parts = [p for p in KEPT_PARTS if fp.holds(p) and (p is not Part.ANCHORS or anchors)]
-    meta = {**fp.meta, "parts": sorted(p.value for p in parts), MARK: seed}
     prefixes = tuple(f"{array_name(p)}/" for p in parts)
-    return Fingerprint(meta=meta, arrays={k: v for k, v in arrays.items() if k.startswith(prefixes)})
+    return fp.with_parts(parts, {k: v for k, v in arrays.items() if k.startswith(prefixes)}, **{MARK: seed})
 
 
 def _init_arrays(fp: Fingerprint, init: Initialisation, anchors: bool) -> dict[str, np.ndarray] | None:
     """The init's values wherever this fingerprint holds sketches, vectors and (if `anchors`) anchor rows."""
     arrays: dict[str, np.ndarray] = {}
-    for key in fp.tensors:
+    for key in fp.records:
         name = array_name(Part.SKETCHES, key)
         held = fp.arrays.get(name)
         if held is None:
@@ -166,7 +165,7 @@ def _is_the_init(fp: Fingerprint, init_arrays: dict[str, np.ndarray]) -> bool:
             continue
         held = fp.arrays[name].astype(np.float64)
         size = float(np.linalg.norm(held))
-        tolerance = storage_tolerance(fp.tensors.get(name.split("/", 1)[1], {}).get("dtype"))
+        tolerance = storage_tolerance(_dtype(fp, name.split("/", 1)[1]))
         if size > 0 and float(np.linalg.norm(_residual(held, init))) > tolerance * size:
             return False
         checked = True
@@ -174,8 +173,13 @@ def _is_the_init(fp: Fingerprint, init_arrays: dict[str, np.ndarray]) -> bool:
 
 
 def _is_matrix(fp: Fingerprint, name: str) -> bool:
-    key = name.split("/", 1)[1]
-    return len(fp.tensors.get(key, {}).get("shape", [])) >= 2
+    record = fp.records.get(name.split("/", 1)[1])
+    return record is not None and len(record.shape) >= 2
+
+
+def _dtype(fp: Fingerprint, key: str) -> str | None:
+    record = fp.records.get(key)
+    return record.dtype if record is not None else None
 
 
 def _strongest(comparison: Comparison) -> float:
@@ -191,18 +195,18 @@ def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, matched: list[La
     """For a `derived` comparison: whether a common seed's default initialisation explains the relation (see the
     module's docstring), or None when the check does not apply (different shapes, no sketches, a fingerprint
     made here, a shared part larger than an init). `compare` is the engine's comparison of two fingerprints."""
-    if cand.meta.get(MARK) is not None or ref.meta.get(MARK) is not None:
+    if cand.mark(MARK) is not None or ref.mark(MARK) is not None:
         return None
     if not (cand.holds(Part.SKETCHES) and ref.holds(Part.SKETCHES)):
         return None
-    arch = cand.architecture
-    family = arch.get("family") or (cand.meta.get("family") or {}).get("name")
-    if architecture_match(arch, ref.architecture) != "same-shapes" or family != ref.architecture.get("family", family):
+    arch = cand.arch
+    family = arch.family or cand.family.name
+    if architecture_match(arch, ref.arch) != "same-shapes" or family != ref.arch.family:
         return None
     shared = shared_part_std(cand, ref, matched)
     if shared is None or shared > SHARED_STD_MAX * DEFAULT_INIT_STD:
         return None
-    reason = unavailable_reason(arch, family)
+    reason = unavailable_reason(arch.to_dict(), family)
     if reason is not None:
         return InitCheck(f"the family's default initialisation was not regenerated: {reason}")
     anchors = (cand.holds(Part.ANCHORS) and ref.holds(Part.ANCHORS)
@@ -210,7 +214,7 @@ def regenerated_init_check(cand: Fingerprint, ref: Fingerprint, matched: list[La
     wanted = tuple(sorted(set(_anchor_ids(cand) or []) | set(_anchor_ids(ref) or []))) if anchors else ()
     accusing = _accusing_signals(evidence)
     for seed in SEEDS:
-        init = regenerate(arch, family, seed, wanted)
+        init = regenerate(arch.to_dict(), family, seed, wanted)
         if init is None:
             return InitCheck("the family's default initialisation could not be rebuilt from this configuration")
         init_c, init_r = _init_arrays(cand, init, anchors), _init_arrays(ref, init, anchors)

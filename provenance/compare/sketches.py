@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats as st
 
+from ..architectures.descriptor import Architecture
 from ..architectures.roles import PRECEDING_NORM, WRITES_RESIDUAL, CanonicalKey, Role, key_name, norm_scale
 from ..fingerprint import Fingerprint, Part
 from ..fingerprint.sketch import sketch_positions
@@ -63,7 +64,7 @@ def sketch_rows(shape: tuple[int, ...]) -> np.ndarray:
 UNIT_FLIP_GROUPS = {Role.MLP_UP: "mlp", Role.MLP_DOWN: "mlp", Role.ATTN_V: "attn", Role.ATTN_O: "attn"}
 
 
-def unit_flip_clusters(architecture: dict, role: str, shape: tuple[int, ...], gated: bool, rows: np.ndarray,
+def unit_flip_clusters(architecture: Architecture, role: str, shape: tuple[int, ...], gated: bool, rows: np.ndarray,
                        columns: np.ndarray) -> tuple[str, np.ndarray] | None:
     """The unit of one model each sampled value of a layer matrix belongs to, for a sign-flip null per unit.
 
@@ -82,8 +83,8 @@ def unit_flip_clusters(architecture: dict, role: str, shape: tuple[int, ...], ga
         return None
     if group == "mlp":
         return group, (rows if role == Role.MLP_UP else columns)
-    heads, kv = int(architecture.get("num_heads") or 0), int(architecture.get("num_kv_heads") or 0)
-    head_dim = int(architecture.get("head_dim") or 0) or (int(architecture.get("hidden_size") or 0) // max(heads, 1))
+    heads, kv = int(architecture.num_heads or 0), int(architecture.num_kv_heads or 0)
+    head_dim = int(architecture.head_dim or 0) or (int(architecture.hidden_size or 0) // max(heads, 1))
     if heads <= 0 or kv <= 0 or head_dim <= 0 or heads % kv:
         return None
     if role == Role.ATTN_V:
@@ -129,7 +130,7 @@ def layer_view(fp: Fingerprint, sample: Callable = sketch_sample, columns: Calla
     units = {}
     for (layer, name), shape in shapes.items():
         if name in UNIT_FLIP_GROUPS and len(shape) == 2:
-            found = unit_flip_clusters(fp.architecture, name, shape, layer in gated, rows(shape), columns(shape))
+            found = unit_flip_clusters(fp.arch, name, shape, layer in gated, rows(shape), columns(shape))
             if found is not None and found[1].size == sketches[(layer, name)].size:
                 units[(layer, name)] = found
     return LayerView(layers, sketches, shapes, units)

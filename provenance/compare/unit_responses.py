@@ -76,7 +76,7 @@ def _shared_columns(cand: Fingerprint, ref: Fingerprint, width_c: int, width_r: 
 
 
 def gated(fp: Fingerprint) -> bool:
-    return has_gated_mlp(fp.tensors)
+    return has_gated_mlp(fp.records)
 
 
 def response_test(cand: Fingerprint, ref: Fingerprint, layer_c: int, layer_r: int) -> ResponseTest | None:

@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
+from ..architectures.descriptor import Architecture
 from ..verdicts import ACCUSING, Verdict  # the one list of verdicts; re-exported here (compare.verdict.Verdict)
 from .edits import name_edits
 from .results import LayerMatch
@@ -94,7 +94,7 @@ class DecisionInputs:
     rotation: tuple[float, float] | None = None  # (largest Gram difference, the tolerance), when that check ran
     shared_initialisation: str | None = None  # the note a `derived` verdict carries (`shared_init.py`), if any
     accusing_clauses: tuple[str, ...] = ()  # what the signals add to an accusing summary
-    architectures: tuple[dict[str, Any], dict[str, Any]] = ({}, {})  # candidate's and reference's, for edits
+    architectures: tuple[Architecture, Architecture] = (Architecture(), Architecture())  # candidate's and reference's, for edits
     embedding_log10p: float | None = None  # the strongest embedding or head signal, for a vocabulary edit
     expert_edits: tuple[str, ...] = ()  # the experts' edits (`experts.py`)
     # log10 p of the strongest decisive signal once a regenerated shared initialisation is removed from both models,

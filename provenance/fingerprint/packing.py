@@ -1,5 +1,10 @@
 """The compact file layout of a fingerprint (schema 4): per-tensor records as column arrays, arrays stacked.
 
+Part of the file layout: called from `store.py` only (and `arrays_file.py` for
+the name tables of stacks), so the JSON it reads and writes (the record
+tables' descriptions and leftovers) stays inside the layout; readers see the
+typed records (`records.py`).
+
 A fingerprint's metadata used to hold one JSON object per tensor (about 600
 bytes each): a 29,000-tensor mixture of experts overran the 16 MiB cap on the
 metadata string, and every one of its ~60,000 arrays cost a header entry.

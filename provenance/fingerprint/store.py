@@ -73,8 +73,9 @@ from ..atomic_files import replacing
 from ..errors import CorruptFileError, UnreadablePathError, UnsupportedError
 from .arrays_file import NUMPY_OF, ArrayFile, unstacked
 from .packing import STACK_PREFIX, TABLE_PREFIX, PackingError, pack, pack_layout, unpack_tables
-from .records import (StoredRecord, TensorRecord, VocabularyRecord, architecture_of, stored_records, tensor_records,
-                      vocabulary_of)
+from .records import (FamilyRecord, GenericSection, LineageClaim, MadeRecord, RenamedTensor, SourceRecord, StoredRecord, TensorRecord,
+                      VocabularyRecord, architecture_of, family_of, generic_of, lineage_claims_of, made_of, renamed_of, source_of,
+                      stored_records, tensor_records, vocabulary_of)
 from .writer import write_safetensors
 
 FINGERPRINT_SCHEMA = "provenance.fingerprint/4"
@@ -140,10 +141,12 @@ class Fingerprint:
 
     @property
     def architecture(self) -> dict[str, Any]:
+        """The architecture section as recorded, for outputs that print it whole; read fields from `arch`."""
         return self.meta["architecture"]
 
     @property
     def tensors(self) -> dict[str, dict[str, Any]]:
+        """The tensor records as recorded (the layout's and tests' view); read them as `records`."""
         return self.meta["tensors"]
 
     @cached_property
@@ -171,6 +174,62 @@ class Fingerprint:
     def arch(self) -> Architecture:
         """The architecture, typed (`Architecture`)."""
         return architecture_of(self.meta["architecture"])
+
+    @cached_property
+    def source(self) -> SourceRecord:
+        """What the fingerprint was made from (`records.SourceRecord`): path, format, files, hub pin."""
+        return source_of(self.meta.get("source"))
+
+    @cached_property
+    def family(self) -> FamilyRecord:
+        """The family the roles were read as, and why (`records.FamilyRecord`)."""
+        return family_of(self.meta.get("family"))
+
+    @cached_property
+    def renamed_tensors(self) -> tuple[RenamedTensor, ...]:
+        """Stored tensors read under a standard name they do not carry (`records.RenamedTensor`)."""
+        return renamed_of(self.meta.get("renamed_tensors"))
+
+    @cached_property
+    def lineage_claims(self) -> tuple[LineageClaim, ...] | None:
+        """What the checkpoint's files claim about its origin, unverified (`records.LineageClaim`); None for a
+        fingerprint made before claims were recorded."""
+        return lineage_claims_of(self.meta.get("lineage_claims"))
+
+    @cached_property
+    def notes(self) -> tuple[str, ...]:
+        """What the builder (or the loader, for an old schema) noted about this fingerprint."""
+        return tuple(self.meta.get("notes") or ())
+
+    @cached_property
+    def generic(self) -> GenericSection | None:
+        """The generic view's section (`records.GenericSection`; its records checked as read), or None."""
+        return generic_of(self.meta.get("generic"))  # `generic.META_KEY`
+
+    @cached_property
+    def made(self) -> MadeRecord:
+        """How the fingerprint was made (`records.MadeRecord`): schema, tool version, date, variant, transfers."""
+        return made_of(self.meta)
+
+    def metadata_json(self) -> str:
+        """The metadata as canonical JSON (keys sorted; what an attestation's digest covers)."""
+        return json.dumps(self.meta, sort_keys=True, default=str)
+
+    def section_json(self, name: str) -> str:
+        """One section of the metadata (`architecture`, `source`) as JSON, as the reference database stores it."""
+        return json.dumps(self.meta[name])
+
+    def with_hub(self, hub: Mapping[str, Any]) -> Fingerprint:
+        """This fingerprint with its source pinned to a hub repository and commit (`refs sync`)."""
+        return Fingerprint(meta={**self.meta, "source": {**self.meta["source"], "hub": dict(hub)}}, arrays=self.arrays)
+
+    def with_parts(self, parts: Iterable[Part], arrays: Mapping[str, np.ndarray], **marks: Any) -> Fingerprint:
+        """A fingerprint of this one's metadata holding only `parts` (and `arrays`), with `marks` added to it."""
+        return Fingerprint(meta={**self.meta, "parts": sorted(p.value for p in parts), **marks}, arrays=arrays)
+
+    def mark(self, name: str) -> Any:
+        """A mark `with_parts` added (None when absent)."""
+        return self.meta.get(name)
 
     @property
     def parts(self) -> frozenset[Part]:

@@ -1,5 +1,8 @@
 """A safetensors file written array by array: a fingerprint's stacks streamed row by row, never stacked in memory.
 
+Part of the file layout: called from `store.py` only; the JSON it writes is the
+safetensors header, with the metadata string `store.py` encoded.
+
 `safetensors.numpy.save_file` wants each array whole and contiguous, so
 writing a schema-4 fingerprint through it stacked every group of same-shaped
 arrays first (`packing.stack_arrays`): a second copy of the fingerprint's

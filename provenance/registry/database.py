@@ -245,9 +245,9 @@ class Registry:
             raise RegistryError(self.path, f"the fingerprint of {name!r} is {len(blob)} bytes, over SQLite's "
                                            f"{limit}-byte limit on one value: it cannot be stored in the database "
                                            "(compare against its fingerprint file instead)")
-        meta = fingerprint.meta
-        entry = (name, "weights", (meta.get("family") or {}).get("name"), json.dumps(meta["architecture"]),
-                 json.dumps(meta["source"]), meta.get("tool_version", __version__), meta["schema"],
+        made = fingerprint.made
+        entry = (name, "weights", fingerprint.family.name, fingerprint.section_json("architecture"),
+                 fingerprint.section_json("source"), made.tool_version or __version__, made.schema,
                  dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), blob)
         return entry, signature
 

@@ -17,9 +17,9 @@ def audit_to_json(result: AuditResult) -> dict[str, Any]:
     candidate, best = result.candidate, result.best
     return {
         "schema": SCHEMA,
-        "candidate": {"path": result.candidate_path, "format": candidate.meta["source"].get("format"),
-                      "architecture": candidate.architecture, "family": candidate.meta.get("family", {}).get("name"),
-                      "vocabulary": vocabulary_brief(candidate.meta.get("vocabulary"))},
+        "candidate": {"path": result.candidate_path, "format": candidate.source.format,
+                      "architecture": candidate.architecture, "family": candidate.family.name,
+                      "vocabulary": vocabulary_brief(candidate.vocabulary.to_dict() if candidate.vocabulary else None)},
         "verdict": best.result.verdict if best else None,
         "best_reference": best.reference if best else None,
         "summary": best.result.summary if best else "no references to compare with",

@@ -204,7 +204,7 @@ def _role_section(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _tokenizer(audit: AuditResult, t: dict[str, Any]) -> dict[str, Any]:
     cand, best = audit.candidate, audit.best_match
-    cv = cand.meta.get("vocabulary") if isinstance(cand.meta.get("vocabulary"), dict) else None
+    cv = cand.vocabulary.to_dict() if cand.vocabulary is not None else None
     rv = best.vocabulary if best is not None else None
     tt = t["tokenizer"]
 
@@ -259,8 +259,8 @@ def natural_key(text: str) -> tuple:
 def _renamed(result, cand) -> dict[str, Any]:
     vs_ref = [{"candidate": _text(r.get("candidate")), "reference": _text(r.get("reference")), "role": _text(r.get("role"))}
               for r in _dicts(result.renamed)] if result is not None else []
-    own = [{"tensor": _text(r.get("tensor")), "standard": _text(r.get("standard")), "role": _text(r.get("role"))}
-           for r in _dicts(cand.meta.get("renamed_tensors"))]
+    own = [{"tensor": _text(r.tensor), "standard": _text(r.standard), "role": _text(r.role)}
+           for r in cand.renamed_tensors]
     vs_ref.sort(key=lambda r: natural_key(r["candidate"]))
     own.sort(key=lambda r: natural_key(r["tensor"]))
     return {"vs_reference": vs_ref[:SHOWN_OPEN], "vs_reference_folded": vs_ref[SHOWN_OPEN:MAX_LISTED],
@@ -273,14 +273,14 @@ def _renamed(result, cand) -> dict[str, Any]:
 
 def _lineage(cand, rows, t: dict[str, Any]) -> dict[str, Any]:
     tl = t["lineage"]
-    raw = cand.meta.get("lineage_claims")
-    recorded = isinstance(raw, list)
+    raw = cand.lineage_claims
+    recorded = raw is not None
     accusing = [r for r in rows if r.result.verdict in ACCUSING and not r.result.abstained]
     source = accusing[0] if accusing else None
     claims = []
-    for c in _dicts(raw):
-        value = _text(c.get("value"))
-        claims.append({"where": _text(c.get("where")), "value": value,
+    for c in raw or ():
+        value = _text(c.value)
+        claims.append({"where": _text(c.where), "value": value,
                        "names": claim_names(value, source.reference) if source else None})
     measured = (Phrase(tl["measured_source"], {"verdict": t["verdicts"].get(source.result.verdict, source.result.verdict),
                                                "reference": source.reference})
@@ -340,18 +340,16 @@ def build_report(audit: AuditResult, lang: str = "en", argv: Iterable[str] | Non
               if r.reference_layer is not None}
     matrix = getattr(result, "layer_matrix", None) if result else None
     profiles = list(audit.best_match.role_profiles) if audit.best_match is not None else []
-    arch = cand.architecture
-    source = cand.meta.get("source") if isinstance(cand.meta.get("source"), dict) else {}
-    family = cand.meta.get("family") if isinstance(cand.meta.get("family"), dict) else {}
+    arch = cand.arch
     when = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
     repro = audit.reproducibility
     return {
         "t": t,
         "lang": lang,
         "generated": Phrase(t["generated"], {"when": when, "version": __version__}),
-        "candidate": {"path": audit.candidate_path, "format": _text(source.get("format")),
-                      "family": _text(family.get("name")) or "?",
-                      "architecture": [(k, _text(arch.get(k))) for k in ARCH_SHOWN if arch.get(k) is not None]},
+        "candidate": {"path": audit.candidate_path, "format": _text(cand.source.format),
+                      "family": _text(cand.family.name) or "?",
+                      "architecture": [(k, _text(getattr(arch, k))) for k in ARCH_SHOWN if getattr(arch, k) is not None]},
         "headline": _headline(rows, t),
         "best": {"reference": best.reference, "origin": best.origin} if best else None,
         "evidence": _evidence(result, t) if result else [],

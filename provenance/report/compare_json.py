@@ -12,9 +12,9 @@ SCHEMA = "provenance.compare/1"
 
 
 def _side(path: str, fp: Fingerprint) -> dict[str, Any]:
-    return {"path": path, "format": fp.meta["source"].get("format"), "source_path": fp.meta["source"].get("path"),
-            "variant": fp.meta.get("variant", "full"),  # "remote": read over HTTP, sampled rows only
-            "architecture": fp.architecture, "family": fp.meta.get("family", {}).get("name")}
+    return {"path": path, "format": fp.source.format, "source_path": fp.source.path,
+            "variant": fp.made.variant,  # "remote": read over HTTP, sampled rows only
+            "architecture": fp.architecture, "family": fp.family.name}
 
 
 def comparison_to_json(candidate_path: str, cand: Fingerprint, reference_path: str, ref: Fingerprint,

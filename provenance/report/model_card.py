@@ -54,8 +54,8 @@ class ModelCardLineage:
 def measured_lineage(candidate, rows, check=None) -> ModelCardLineage:
     """The front matter's keys from an audit's candidate and ranked rows (`AuditResult.candidate`, `.rows`);
     `check` (`AuditResult.lineage`, optional) adds the declared-versus-detected result as a comment."""
-    claims = [{"where": clean(c.get("where"), 60), "value": clean(c.get("value"), MAX_CLAIM_CHARS)}
-              for c in candidate.meta.get("lineage_claims") or [] if isinstance(c, dict)]
+    claims = [{"where": clean(c.where, 60), "value": clean(c.value, MAX_CLAIM_CHARS)}
+              for c in candidate.lineage_claims or ()]
     chosen = found_parents(rows)
     if not chosen:
         return ModelCardLineage([], None, None, [], claims, "nothing-measured" if claims else "no-claim",
