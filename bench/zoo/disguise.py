@@ -78,19 +78,18 @@ def build_disguise_cases(zoo, base: str, derive, other: str | None = None) -> No
                     "width-pruned: 256 of the reference's 344 MLP units", "in the reference's order: a subset of its units"),
              note="112 of 128 residual dimensions and 256 of 344 MLP units per layer kept, then 2% noise")
 
-    derive(zoo, f"{base}-moe-split", base, {"t": "moe-split", "experts": 4, "noise": 0.01, "seed": 89},
-           lambda f, p, s: dict(zip(("params", "state"), T.split_moe(p, s, 4, 0.01, 89)), family="mixtral"))
-    zoo.case("moe-split", f"{base}-moe-split", base, "derived", layer_map=list(range(layers)),
-             edits=("experts 0-3 partition the reference's MLP units",),
-             note="Mixtral, 4 experts of 86 units partitioning each dense MLP's 344, each changed by 1% noise; "
-                  "random router")
-
-    derive(zoo, f"{base}-moe-split-exact", base, {"t": "moe-split", "experts": 4, "noise": 0.0, "seed": 89},
-           lambda f, p, s: dict(zip(("params", "state"), T.split_moe(p, s, 4, 0.0, 89)), family="mixtral"))
-    zoo.case("moe-split-exact", f"{base}-moe-split-exact", base, "derived", layer_map=list(range(layers)),
-             edits=("experts 0-3 partition the reference's MLP units",),
-             note="as moe-split with no change to any unit: every expert weight equals a dense weight, yet the router "
-                  "makes another function, so never `identical`")
+    split_notes = {
+        "moe-split": ("Mixtral, 4 experts of 86 units partitioning each dense MLP's 344, each changed by 1% noise; "
+                      "random router"),
+        "moe-split-exact": ("as moe-split with no change to any unit: every expert weight equals a dense weight, yet "
+                            "the router makes another function, so never `identical`"),
+    }
+    for name, noise in (("moe-split", 0.01), ("moe-split-exact", 0.0)):
+        derive(zoo, f"{base}-{name}", base, {"t": "moe-split", "experts": 4, "noise": noise, "seed": 89},
+               lambda f, p, s, noise=noise: dict(zip(("params", "state"), T.split_moe(p, s, 4, noise, 89)),
+                                                 family="mixtral"))
+        zoo.case(name, f"{base}-{name}", base, "derived", layer_map=list(range(layers)),
+                 edits=("experts 0-3 partition the reference's MLP units",), note=split_notes[name])
 
     derive(zoo, f"{base}-kv-pool", base, {"t": "kv-pool", "kv_heads": 1},
            lambda f, p, s: dict(zip(("params", "state"), T.pool_kv_heads(p, s, 1))))
