@@ -18,6 +18,9 @@ FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", 
           "tied_embeddings", "attention_bias", "num_experts", "experts_per_token", "sliding_window")
 
 
+LAYERNORM = "layernorm"  # the norm_type whose norms subtract each input's mean (RMSNorm keeps it)
+
+
 @dataclass(frozen=True)
 class Architecture:
     family: str | None = None
@@ -45,6 +48,12 @@ class Architecture:
     experts_per_token: int | None = None
     sliding_window: int | None = None
     disagreements: tuple[str, ...] = field(default=())
+
+    @property
+    def norm_subtracts_mean(self) -> bool:
+        """Whether every norm subtracts its input's mean (LayerNorm): an offset along the all-ones direction of
+        what it reads then changes nothing the model computes."""
+        return self.norm_type == LAYERNORM
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -174,7 +183,7 @@ def reconcile(declared: Architecture | None, observed: ObservedShapes, family_na
     if declared is None:
         declared = Architecture(family=family_name, source="tensor shapes", **_with_defaults({}, defaults))
         if observed.norm_bias and declared.norm_type is None:
-            declared = replace(declared, norm_type="layernorm")
+            declared = replace(declared, norm_type=LAYERNORM)
         if observed.head_dim and observed.q_rows:
             declared = replace(declared, head_dim=observed.head_dim, num_heads=observed.q_rows // observed.head_dim,
                                num_kv_heads=(observed.kv_rows or observed.q_rows) // observed.head_dim)

@@ -22,8 +22,6 @@ from ..stats import clustered_log10p, format_p
 from .base import Pair, Signal, SignalResult
 from .non_layer import TensorSignal
 
-LAYERNORM = "layernorm"  # `Architecture.norm_type` of models whose norms subtract the mean
-
 
 def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = Role.EMBED) -> TensorSignal | None:
     """Embedding rows of anchor tokens present in both vocabularies, aligned by string."""
@@ -39,7 +37,7 @@ def anchor_embeddings(cand: Fingerprint, ref: Fingerprint, role: str = Role.EMBE
     x = a[[c_index[t] for t in shared]].astype(np.float64)
     y = b[[r_index[t] for t in shared]].astype(np.float64)
     rel = float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
-    if cand.arch.norm_type == ref.arch.norm_type == LAYERNORM:  # what every LayerNorm removes (module docstring)
+    if cand.arch.norm_subtracts_mean and ref.arch.norm_subtracts_mean:  # what every LayerNorm removes (module docstring)
         x, y = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
     # Centre each hidden dimension (embeddings share a mean direction) and treat
     # each hidden dimension as one cluster: rows of one token are not independent.
