@@ -10,6 +10,10 @@ by several tests (the real models from PyPI, the zoo) is read once per run,
 and nothing leaks between runs. Subprocesses inherit it through the
 environment. Tests of the cache itself set their own folder.
 
+Test files holding a test marked `slow` are collected first (in their own
+order), so that pytest-xdist's file-by-file scheduling starts the longest
+files at once on every worker instead of leaving them to the end of the run.
+
 `built_model(name)` builds a model of tests/builders.py's BUILDERS once per
 run, for tests that only read it (several files used to build the same tiny
 models for themselves).
@@ -160,3 +164,9 @@ def built_wheel(tmp_path_factory):
                             str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]
     return next((folder / "dist").glob("provenance-*.whl"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with a `slow` test first (the module docstring says why); the order within each group is kept."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)

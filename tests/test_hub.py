@@ -325,6 +325,7 @@ def _sync(db: Path, catalog: Path, *extra: str) -> int:
     return main(["refs", "--refs", str(db), "sync", "--catalog", str(catalog), *extra])
 
 
+@pytest.mark.slow
 def test_refs_sync_end_to_end_on_a_local_hub(catalog_hub, local_base, capsys):
     server, catalog, db = catalog_hub
     assert _sync(db, catalog) == 0
@@ -360,6 +361,7 @@ def test_refs_sync_end_to_end_on_a_local_hub(catalog_hub, local_base, capsys):
         assert registry.entry("Other").source["hub"]["commit"] == "4" * 40
 
 
+@pytest.mark.slow
 def test_refs_sync_failures_resume_and_name_clashes(catalog_hub, capsys):
     server, catalog, db = catalog_hub
     server.state.fail["test/other/model.safetensors"] = 503  # retried, then reported; the others are stored

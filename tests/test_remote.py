@@ -126,6 +126,7 @@ def server(models, monkeypatch):
         yield running
 
 
+@pytest.mark.slow
 def test_remote_vs_local_verdicts_and_bytes(server, models, local):
     remote_base = fingerprint_for(server.url("base/model.safetensors"))
     assert remote_base.meta["variant"] == "remote"
@@ -166,6 +167,7 @@ def test_sharded_index_url(server, models, local):
     assert server.served("sharded/") < 0.2 * sum(p.stat().st_size for p in (models / "sharded").glob("*.safetensors"))
 
 
+@pytest.mark.slow
 def test_saved_remote_fingerprint_and_cli_compare(server, local, tmp_path, capsys):
     out = tmp_path / "remote.fp.safetensors"
     assert main(["fingerprint", server.url("base/model.safetensors"), "-o", str(out)]) == 0
